@@ -1,0 +1,331 @@
+/* CoreIO wire format: encoding, validation and stream reassembly shared by both halves. */
+#include "wire.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+uint64_t coreio__wire_get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+void coreio__wire_put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++) {
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+size_t coreio__wire_frame_len(uint64_t w0)
+{
+	return ((size_t)((w0 >> 8) & 0xff) + 1) * COREIO_WIRE_UNIT;
+}
+
+size_t coreio__wire_pair_off(unsigned size)
+{
+	return (4u + size / 8u) * 8u;
+}
+
+uint8_t coreio__wire_extra_for(size_t data_bytes)
+{
+	size_t total = COREIO_WIRE_DATA_OFF + data_bytes;
+	size_t units = (total + COREIO_WIRE_UNIT - 1) / COREIO_WIRE_UNIT;
+
+	if (units < 1)
+		units = 1;
+	if (units > COREIO_WIRE_MAX_UNITS)
+		units = COREIO_WIRE_MAX_UNITS;
+	return (uint8_t)(units - 1);
+}
+
+const char *coreio__wire_op_name(unsigned op)
+{
+	switch (op) {
+	case COREIO_OP_PING:
+		return "PING";
+	case COREIO_OP_READ:
+		return "READ";
+	case COREIO_OP_WRITE:
+		return "WRITE";
+	case COREIO_OP_READP:
+		return "READP";
+	case COREIO_OP_WRITEP:
+		return "WRITEP";
+	case COREIO_OP_WRITEA:
+		return "WRITEA";
+	case COREIO_OP_WRITEAP:
+		return "WRITEAP";
+	case COREIO_OP_LREAD:
+		return "LREAD";
+	case COREIO_OP_LWRITE:
+		return "LWRITE";
+	case COREIO_OP_IRQ_UPDATE:
+		return "IRQ_UPDATE";
+	case COREIO_OP_RGN_CLAIM:
+		return "RGN_CLAIM";
+	case COREIO_OP_RESET:
+		return "RESET";
+	default:
+		return "?";
+	}
+}
+
+/* True if [off, off + n) lies inside a frame of flen bytes, without overflow. */
+static bool fits(size_t off, size_t n, size_t flen)
+{
+	return off <= flen && n <= flen - off;
+}
+
+static int check_single(struct coreio_wire_msg *m, bool need_data)
+{
+	unsigned size = m->h.size;
+
+	if (size < 1 || size > COREIO_WIRE_MAX_SINGLE)
+		return -EPROTO;
+	if (need_data && !fits(COREIO_WIRE_DATA_OFF, size, m->frame_len))
+		return -EPROTO;
+	m->len = size;
+	m->data = m->frame + COREIO_WIRE_DATA_OFF;
+	return 0;
+}
+
+static int check_pair(struct coreio_wire_msg *m)
+{
+	unsigned size = m->h.size;
+	size_t off2;
+
+	if (size < 1 || size > COREIO_WIRE_MAX_PAIR)
+		return -EPROTO;
+	off2 = coreio__wire_pair_off(size);
+	if (!fits(COREIO_WIRE_DATA_OFF, size, off2) || !fits(off2, size, m->frame_len))
+		return -EPROTO;
+	m->len = size;
+	m->data = m->frame + COREIO_WIRE_DATA_OFF;
+	m->data2 = m->frame + off2;
+	return 0;
+}
+
+static int check_large(struct coreio_wire_msg *m, bool need_data)
+{
+	uint32_t n = m->h.mask;
+
+	if (n < 1 || n > COREIO_WIRE_LARGE_PIECE)
+		return -EPROTO;
+	if (need_data && !fits(COREIO_WIRE_DATA_OFF, n, m->frame_len))
+		return -EPROTO;
+	m->len = n;
+	m->data = m->frame + COREIO_WIRE_DATA_OFF;
+	return 0;
+}
+
+/* Frames a client receives from the VM. */
+static int decode_at_client(struct coreio_wire_msg *m)
+{
+	const struct coreio_wire_hdr *h = &m->h;
+
+	switch (h->op) {
+	case COREIO_OP_PING:
+	case COREIO_OP_RESET:
+		return 0;
+	case COREIO_OP_RGN_CLAIM:
+		return h->origin ? 0 : -EPROTO; /* claim acknowledgement */
+	case COREIO_OP_READ:
+		/* MMIO read request, or the answer to our DMA read (data unless failed). */
+		return check_single(m, h->origin && !h->error);
+	case COREIO_OP_WRITE:
+		return h->origin ? -EPROTO : check_single(m, true);
+	case COREIO_OP_WRITEA:
+		return check_single(m, !h->origin);
+	case COREIO_OP_READP:
+		return h->origin ? -EPROTO : check_pair(m);
+	case COREIO_OP_WRITEP:
+	case COREIO_OP_WRITEAP:
+		return h->origin ? -EPROTO : check_pair(m);
+	case COREIO_OP_LREAD:
+		return h->origin ? check_large(m, !h->error) : -EPROTO;
+	case COREIO_OP_LWRITE:
+		return h->origin ? check_large(m, false) : -EPROTO;
+	default:
+		return -EPROTO;
+	}
+}
+
+/* Frames the VM receives from a client. */
+static int decode_at_vm(struct coreio_wire_msg *m)
+{
+	const struct coreio_wire_hdr *h = &m->h;
+
+	switch (h->op) {
+	case COREIO_OP_PING:
+	case COREIO_OP_RGN_CLAIM:
+		return 0;
+	case COREIO_OP_IRQ_UPDATE:
+		m->data = m->frame + COREIO_WIRE_DATA_OFF;
+		m->len = 8;
+		return 0;
+	case COREIO_OP_READ:
+		/* DMA read request, or the answer to an MMIO read (data unless failed). */
+		return check_single(m, !h->origin && !h->error);
+	case COREIO_OP_WRITEA:
+		/* DMA write (data) or an acknowledged-write answer. */
+		return check_single(m, h->origin);
+	case COREIO_OP_WRITE:
+		/* Only ever an unclaimed-range echo of our own posted write. */
+		return h->origin ? -EPROTO : check_single(m, false);
+	case COREIO_OP_READP:
+		return h->origin ? -EPROTO : (h->error ? 0 : check_pair(m));
+	case COREIO_OP_WRITEP:
+	case COREIO_OP_WRITEAP:
+		return h->origin ? -EPROTO : 0;
+	case COREIO_OP_LREAD:
+		return h->origin ? check_large(m, false) : -EPROTO;
+	case COREIO_OP_LWRITE:
+		return h->origin ? check_large(m, true) : -EPROTO;
+	default:
+		return -EPROTO;
+	}
+}
+
+int coreio__wire_decode(const uint8_t *frame, size_t len, enum coreio_wire_side side,
+			struct coreio_wire_msg *out)
+{
+	uint64_t w0, w1;
+
+	if (!frame || !out)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	if (len < COREIO_WIRE_UNIT || len > COREIO_WIRE_MAX_MSG)
+		return -EPROTO;
+	w0 = coreio__wire_get64(frame);
+	if (coreio__wire_frame_len(w0) != len)
+		return -EPROTO;
+	w1 = coreio__wire_get64(frame + 8);
+	out->h.iface = (uint8_t)w0;
+	out->h.extra = (uint8_t)(w0 >> 8);
+	out->h.error = (w0 >> 30) & 1;
+	out->h.origin = (w0 >> 31) & 1;
+	out->h.tag = (uint32_t)(w0 >> 32);
+	out->h.op = (uint8_t)w1;
+	out->h.size = (uint8_t)((w1 >> 16) & 0x3f);
+	out->h.sid = (uint8_t)((w1 >> 24) & 0xf);
+	out->h.flags = (uint8_t)((w1 >> 28) & 0xf);
+	out->h.mask = (uint32_t)(w1 >> 32);
+	out->h.addr = coreio__wire_get64(frame + 16);
+	out->frame = frame;
+	out->frame_len = len;
+	return side == COREIO_WIRE_AT_VM ? decode_at_vm(out) : decode_at_client(out);
+}
+
+size_t coreio__wire_encode(uint8_t *frame, const struct coreio_wire_hdr *h)
+{
+	uint64_t w0, w1;
+
+	memset(frame, 0, COREIO_WIRE_UNIT);
+	w0 = (uint64_t)h->iface | ((uint64_t)h->extra << 8) | ((uint64_t)(h->error ? 1 : 0) << 30) |
+	     ((uint64_t)(h->origin ? 1 : 0) << 31) | ((uint64_t)h->tag << 32);
+	w1 = (uint64_t)h->op | ((uint64_t)(h->size & 0x3f) << 16) | ((uint64_t)(h->sid & 0xf) << 24) |
+	     ((uint64_t)(h->flags & 0xf) << 28) | ((uint64_t)h->mask << 32);
+	coreio__wire_put64(frame, w0);
+	coreio__wire_put64(frame + 8, w1);
+	coreio__wire_put64(frame + 16, h->addr);
+	return ((size_t)h->extra + 1) * COREIO_WIRE_UNIT;
+}
+
+void coreio__wire_rx_init(struct coreio_wire_rx *rx)
+{
+	rx->start = 0;
+	rx->end = 0;
+}
+
+long coreio__wire_rx_fill(struct coreio_wire_rx *rx, int fd)
+{
+	ssize_t n;
+
+	if (rx->start == rx->end) {
+		rx->start = 0;
+		rx->end = 0;
+	} else if (sizeof(rx->buf) - rx->end < COREIO_WIRE_MAX_MSG) {
+		memmove(rx->buf, rx->buf + rx->start, rx->end - rx->start);
+		rx->end -= rx->start;
+		rx->start = 0;
+	}
+	do {
+		n = recv(fd, rx->buf + rx->end, sizeof(rx->buf) - rx->end, MSG_DONTWAIT);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	rx->end += (size_t)n;
+	return (long)n;
+}
+
+int coreio__wire_rx_next(struct coreio_wire_rx *rx, const uint8_t **frame, size_t *len)
+{
+	size_t have = rx->end - rx->start;
+	size_t flen;
+
+	if (have < 8)
+		return 0;
+	flen = coreio__wire_frame_len(coreio__wire_get64(rx->buf + rx->start));
+	if (have < flen)
+		return 0;
+	*frame = rx->buf + rx->start;
+	*len = flen;
+	rx->start += flen;
+	return 1;
+}
+
+bool coreio__wire_rx_partial(const struct coreio_wire_rx *rx)
+{
+	return rx->end != rx->start;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int coreio__wire_send_all(int fd, const void *buf, size_t len, int timeout_ms)
+{
+	const uint8_t *p = buf;
+	long long deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+
+	while (len > 0) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+			int wait = -1;
+
+			if (deadline >= 0) {
+				long long left = deadline - now_ms();
+
+				if (left <= 0)
+					return -ETIMEDOUT;
+				wait = (int)left;
+			}
+			if (poll(&pfd, 1, wait) < 0 && errno != EINTR)
+				return -errno;
+			continue;
+		}
+		return n < 0 ? -errno : -EPIPE;
+	}
+	return 0;
+}

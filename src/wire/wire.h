@@ -1,0 +1,184 @@
+/* CoreIO wire format: the single source of truth for framing, opcodes and validation. */
+#ifndef COREIO_WIRE_H
+#define COREIO_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Every message is one or more 64-byte units of eight little-endian 64-bit
+ * words. docs/protocol.md describes the format in full; this header is the
+ * code both halves (libcoreio and coreio-vm) link against.
+ */
+#define COREIO_WIRE_UNIT 64u
+#define COREIO_WIRE_MAX_UNITS 256u
+#define COREIO_WIRE_MAX_MSG (COREIO_WIRE_UNIT * COREIO_WIRE_MAX_UNITS)
+#define COREIO_WIRE_DATA_OFF 24u /* data starts at w[3] */
+#define COREIO_WIRE_MAX_DATA (COREIO_WIRE_MAX_MSG - COREIO_WIRE_DATA_OFF)
+#define COREIO_WIRE_DEFAULT_PORT 4800
+#define COREIO_WIRE_MAX_SINGLE 32u /* largest single MMIO/DMA access in one unit */
+#define COREIO_WIRE_MAX_PAIR 16u   /* largest element of a pair access */
+#define COREIO_WIRE_MAX_RID 8u     /* reference ranges per connection (rid 0..7) */
+#define COREIO_WIRE_MAX_IID 8u     /* reference IRQ indexes per range */
+#define COREIO_WIRE_MAX_MID 8u
+#define COREIO_WIRE_MAX_SID 16u
+/* Largest DMA piece of the negotiated large-DMA extension: a whole number of
+ * 64-byte units that still fits in one message after the 24-byte header. */
+#define COREIO_WIRE_LARGE_PIECE (COREIO_WIRE_MAX_MSG - COREIO_WIRE_UNIT)
+/* Reference DMA pieces are cut at 32-byte-aligned boundaries. */
+#define COREIO_WIRE_SMALL_PIECE 32u
+
+/* Opcodes (w[1] bits 0..7). */
+enum coreio_wire_op {
+	COREIO_OP_PING = 0x00,
+	COREIO_OP_READ = 0x01,
+	COREIO_OP_WRITE = 0x02,
+	COREIO_OP_READP = 0x03,
+	COREIO_OP_WRITEP = 0x04,
+	COREIO_OP_WRITEA = 0x05,
+	COREIO_OP_WRITEAP = 0x06,
+	/* Extension, only on a connection that negotiated COREIO_CAP_LARGE_DMA:
+	 * DMA with the length in w[1] bits 32..63 instead of the size field. */
+	COREIO_OP_LREAD = 0x21,
+	COREIO_OP_LWRITE = 0x25,
+	COREIO_OP_IRQ_UPDATE = 0x41,
+	COREIO_OP_RGN_CLAIM = 0xF0,
+	COREIO_OP_RESET = 0xFF,
+};
+
+/* Access flags carried in w[1] bits 28..31 (same values as COREIO_FLAGS_*). */
+#define COREIO_WIRE_FLAG_IFETCH 2u
+#define COREIO_WIRE_FLAG_PRIV 4u
+#define COREIO_WIRE_FLAG_SECURE 8u
+
+/*
+ * Capability negotiation (extension). A new client sends a PING whose w[2]
+ * is COREIO_WIRE_MAGIC, w[3] = COREIO_HELLO_OFFER, w[4] = its capability
+ * bits, w[5] = COREIO_WIRE_VERSION. A VM that only knows the base format
+ * echoes it unchanged (w[3] stays OFFER), which the client reads as "no
+ * capabilities". Our VM answers w[3] = COREIO_HELLO_ANSWER and w[4] = the
+ * capabilities both sides have; from then on both use them on that
+ * connection only.
+ */
+#define COREIO_WIRE_MAGIC 0x3178456f4965726fULL /* "oreIoEx1", little-endian */
+#define COREIO_WIRE_VERSION 1u
+#define COREIO_HELLO_OFFER 0u
+#define COREIO_HELLO_ANSWER 1u
+#define COREIO_CAP_LARGE_DMA (1u << 0) /* LREAD/LWRITE, pieces up to COREIO_WIRE_LARGE_PIECE */
+#define COREIO_CAP_CLAIM_ACK (1u << 1) /* the VM answers RGN_CLAIM, error bit when refused */
+#define COREIO_CAP_ALL (COREIO_CAP_LARGE_DMA | COREIO_CAP_CLAIM_ACK)
+
+/* A decoded message header: w[0], w[1] and w[2] split into fields. */
+struct coreio_wire_hdr {
+	uint8_t iface;  /* rid (MMIO, IRQ, claim) or mid (DMA) */
+	uint8_t extra;  /* E: extra 64-byte units after the first */
+	bool error;     /* bit 30 */
+	bool origin;    /* bit 31: 1 = initiated by the client */
+	uint32_t tag;   /* bits 32..63 */
+	uint8_t op;     /* w[1] bits 0..7 */
+	uint8_t size;   /* w[1] bits 16..21 */
+	uint8_t sid;    /* w[1] bits 24..27 */
+	uint8_t flags;  /* w[1] bits 28..31 */
+	uint32_t mask;  /* w[1] bits 32..63: byte enables, or length for LREAD/LWRITE */
+	uint64_t addr;  /* w[2] */
+};
+
+/* A validated message, pointing into the caller's frame buffer. */
+struct coreio_wire_msg {
+	struct coreio_wire_hdr h;
+	const uint8_t *frame; /* the whole frame */
+	size_t frame_len;     /* (E + 1) * 64 */
+	uint32_t len;         /* payload bytes of one element: size, or LREAD/LWRITE length */
+	const uint8_t *data;  /* first element's bytes (w[3]), len bytes are inside the frame */
+	const uint8_t *data2; /* second element of a pair, else NULL */
+};
+
+/* Which side received the frame; validation depends on it. */
+enum coreio_wire_side {
+	COREIO_WIRE_AT_VM = 0,     /* the VM received it from a client */
+	COREIO_WIRE_AT_CLIENT = 1, /* a client received it from the VM */
+};
+
+/* Little-endian word access, independent of host byte order. */
+uint64_t coreio__wire_get64(const uint8_t *p);
+void coreio__wire_put64(uint8_t *p, uint64_t v);
+
+/*
+ * Length of the frame whose first word is w0, in bytes: (E + 1) * 64.
+ */
+size_t coreio__wire_frame_len(uint64_t w0);
+
+/*
+ * Decode and validate one frame received by `side`.
+ *   frame, len  the complete frame; len must equal coreio__wire_frame_len().
+ *   side        which half received it.
+ *   out         filled on success; points into frame.
+ * Returns 0 on success, -EPROTO for a frame whose fields contradict its
+ * length or each other (size out of range, data beyond the frame, unknown
+ * opcode for this direction), -EINVAL for a NULL argument.
+ * Every length, index and offset is checked against the frame length with
+ * overflow-safe arithmetic; nothing outside frame[0..len) is ever read.
+ */
+int coreio__wire_decode(const uint8_t *frame, size_t len, enum coreio_wire_side side,
+			struct coreio_wire_msg *out);
+
+/* Offset in bytes from the frame start of the second element of a pair of
+ * `size`-byte elements: word 4 + size / 8. */
+size_t coreio__wire_pair_off(unsigned size);
+
+/*
+ * Encode a header into the first 24 bytes of frame and zero the rest of the
+ * first unit. The caller writes data from frame + 24 afterwards.
+ *   frame  at least (h->extra + 1) * 64 bytes; only the first unit is zeroed.
+ * Returns the frame length in bytes.
+ */
+size_t coreio__wire_encode(uint8_t *frame, const struct coreio_wire_hdr *h);
+
+/* Number of extra units needed to carry `data_bytes` after the header. */
+uint8_t coreio__wire_extra_for(size_t data_bytes);
+
+/* Human-readable opcode name, for traces and errors ("?" when unknown). */
+const char *coreio__wire_op_name(unsigned op);
+
+/*
+ * Stream reassembly shared by both halves: bytes go in from a socket,
+ * whole frames come out. A frame is at most COREIO_WIRE_MAX_MSG bytes, so
+ * the buffer never grows.
+ */
+struct coreio_wire_rx {
+	uint8_t buf[2 * COREIO_WIRE_MAX_MSG];
+	size_t start; /* first unconsumed byte */
+	size_t end;   /* one past the last received byte */
+};
+
+/* Empty the reassembly buffer. */
+void coreio__wire_rx_init(struct coreio_wire_rx *rx);
+
+/*
+ * Read what the (non-blocking) socket fd has into rx.
+ * Returns the number of bytes read (> 0), 0 when the peer closed the
+ * connection, -EAGAIN when nothing was available, or another negative
+ * errno from recv().
+ */
+long coreio__wire_rx_fill(struct coreio_wire_rx *rx, int fd);
+
+/*
+ * Take the next complete frame out of rx.
+ *   frame, len  set to the frame (valid until the next fill) on success.
+ * Returns 1 when a frame was taken, 0 when more bytes are needed.
+ */
+int coreio__wire_rx_next(struct coreio_wire_rx *rx, const uint8_t **frame, size_t *len);
+
+/* True if rx holds any bytes of a frame not yet complete. */
+bool coreio__wire_rx_partial(const struct coreio_wire_rx *rx);
+
+/*
+ * Send the whole buffer on a socket, retrying on EINTR and waiting with
+ * poll() while the socket is full (at most timeout_ms in total, -1 = no
+ * limit). Uses MSG_NOSIGNAL. Returns 0, or a negative errno (-ETIMEDOUT,
+ * -EPIPE, -ECONNRESET, ...).
+ */
+int coreio__wire_send_all(int fd, const void *buf, size_t len, int timeout_ms);
+
+#endif

@@ -1,0 +1,300 @@
+/* Unit tests for the shared wire module: encoding, validation and stream reassembly. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "wire.h"
+
+static size_t make(uint8_t *buf, uint8_t op, uint8_t size, bool origin, uint8_t extra)
+{
+	struct coreio_wire_hdr h = {
+		.iface = 3,
+		.extra = extra,
+		.origin = origin,
+		.tag = 0xdeadbeef,
+		.op = op,
+		.size = size,
+		.sid = 5,
+		.flags = 4,
+		.mask = 0xff,
+		.addr = 0xd0000010,
+	};
+
+	return coreio__wire_encode(buf, &h);
+}
+
+static void test_word_order(void **state)
+{
+	uint8_t b[8];
+
+	(void)state;
+	coreio__wire_put64(b, 0x0102030405060708ULL);
+	assert_int_equal(b[0], 0x08);
+	assert_int_equal(b[7], 0x01);
+	assert_true(coreio__wire_get64(b) == 0x0102030405060708ULL);
+}
+
+static void test_encode_decode_roundtrip(void **state)
+{
+	uint8_t buf[COREIO_WIRE_MAX_MSG];
+	struct coreio_wire_msg m;
+	size_t n;
+
+	(void)state;
+	n = make(buf, COREIO_OP_READ, 8, false, 0);
+	assert_int_equal(n, 64);
+	/* Field positions as the reference format fixes them. */
+	assert_true(coreio__wire_get64(buf) == (3u | (0xdeadbeefULL << 32)));
+	assert_true(coreio__wire_get64(buf + 8) ==
+		    (0x01u | (8u << 16) | (5u << 24) | (4u << 28) | (0xffULL << 32)));
+	assert_int_equal(coreio__wire_decode(buf, n, COREIO_WIRE_AT_CLIENT, &m), 0);
+	assert_int_equal(m.h.iface, 3);
+	assert_int_equal(m.h.op, COREIO_OP_READ);
+	assert_int_equal(m.h.size, 8);
+	assert_int_equal(m.h.sid, 5);
+	assert_int_equal(m.h.flags, 4);
+	assert_int_equal(m.h.tag, 0xdeadbeef);
+	assert_false(m.h.origin);
+	assert_true(m.h.addr == 0xd0000010);
+	assert_int_equal(m.len, 8);
+	assert_ptr_equal(m.data, buf + 24);
+}
+
+static void test_error_and_origin_bits(void **state)
+{
+	uint8_t buf[64];
+	struct coreio_wire_hdr h = {.op = COREIO_OP_WRITEA, .size = 4, .error = true, .origin = true};
+	struct coreio_wire_msg m;
+
+	(void)state;
+	coreio__wire_encode(buf, &h);
+	assert_true((coreio__wire_get64(buf) >> 30 & 3) == 3);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_CLIENT, &m), 0);
+	assert_true(m.h.error);
+	assert_true(m.h.origin);
+}
+
+static void test_length_must_match_extra(void **state)
+{
+	uint8_t buf[256];
+	struct coreio_wire_msg m;
+
+	(void)state;
+	make(buf, COREIO_OP_PING, 0, true, 1);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_VM, &m), -EPROTO);
+	assert_int_equal(coreio__wire_decode(buf, 128, COREIO_WIRE_AT_VM, &m), 0);
+	assert_int_equal(coreio__wire_decode(buf, 32, COREIO_WIRE_AT_VM, &m), -EPROTO);
+	assert_int_equal(coreio__wire_decode(NULL, 64, COREIO_WIRE_AT_VM, &m), -EINVAL);
+}
+
+static void test_sizes_validated(void **state)
+{
+	uint8_t buf[64];
+	struct coreio_wire_msg m;
+
+	(void)state;
+	for (unsigned s = 0; s < 64; s++) {
+		int want = (s >= 1 && s <= 32) ? 0 : -EPROTO;
+
+		make(buf, COREIO_OP_WRITE, (uint8_t)s, false, 0);
+		assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_CLIENT, &m), want);
+	}
+	/* Pairs: 16 bytes per element at most, second element inside the unit. */
+	make(buf, COREIO_OP_READP, 16, false, 0);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_CLIENT, &m), 0);
+	assert_ptr_equal(m.data2, buf + 48);
+	make(buf, COREIO_OP_READP, 17, false, 0);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_CLIENT, &m), -EPROTO);
+	make(buf, COREIO_OP_WRITEP, 4, false, 0);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_CLIENT, &m), 0);
+	assert_ptr_equal(m.data2, buf + 32);
+}
+
+static void test_pair_offsets(void **state)
+{
+	(void)state;
+	assert_int_equal(coreio__wire_pair_off(1), 32);
+	assert_int_equal(coreio__wire_pair_off(4), 32);
+	assert_int_equal(coreio__wire_pair_off(8), 40);
+	assert_int_equal(coreio__wire_pair_off(16), 48);
+}
+
+static void test_direction_rules(void **state)
+{
+	uint8_t buf[64];
+	struct coreio_wire_msg m;
+
+	(void)state;
+	/* A client may not send RESET or a posted WRITE as a DMA. */
+	make(buf, COREIO_OP_RESET, 0, true, 0);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_VM, &m), -EPROTO);
+	make(buf, COREIO_OP_WRITE, 4, true, 0);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_VM, &m), -EPROTO);
+	/* The VM may not send IRQ updates. */
+	make(buf, COREIO_OP_IRQ_UPDATE, 0, false, 0);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_CLIENT, &m), -EPROTO);
+	/* Unknown opcodes are refused on both sides. */
+	make(buf, 0x77, 4, true, 0);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_VM, &m), -EPROTO);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_CLIENT, &m), -EPROTO);
+	/* IRQ update carries iid and level. */
+	make(buf, COREIO_OP_IRQ_UPDATE, 0, true, 0);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_VM, &m), 0);
+}
+
+static void test_large_dma_lengths(void **state)
+{
+	static uint8_t buf[COREIO_WIRE_MAX_MSG];
+	struct coreio_wire_hdr h = {.op = COREIO_OP_LWRITE, .origin = true};
+	struct coreio_wire_msg m;
+
+	(void)state;
+	h.mask = COREIO_WIRE_LARGE_PIECE;
+	h.extra = coreio__wire_extra_for(h.mask);
+	assert_int_equal(h.extra, 255);
+	assert_int_equal(coreio__wire_encode(buf, &h), COREIO_WIRE_MAX_MSG);
+	assert_int_equal(coreio__wire_decode(buf, COREIO_WIRE_MAX_MSG, COREIO_WIRE_AT_VM, &m), 0);
+	assert_int_equal(m.len, COREIO_WIRE_LARGE_PIECE);
+	/* Data that would run past the frame. */
+	h.extra = 1;
+	coreio__wire_encode(buf, &h);
+	assert_int_equal(coreio__wire_decode(buf, 128, COREIO_WIRE_AT_VM, &m), -EPROTO);
+	/* A length beyond any frame, and zero. */
+	h.mask = 0xffffffffu;
+	h.extra = 255;
+	coreio__wire_encode(buf, &h);
+	assert_int_equal(coreio__wire_decode(buf, COREIO_WIRE_MAX_MSG, COREIO_WIRE_AT_VM, &m),
+			 -EPROTO);
+	h.mask = 0;
+	h.extra = 0;
+	coreio__wire_encode(buf, &h);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_VM, &m), -EPROTO);
+	/* An LREAD request needs no data; its failed answer may be one unit. */
+	h.op = COREIO_OP_LREAD;
+	h.mask = 4096;
+	coreio__wire_encode(buf, &h);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_VM, &m), 0);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_CLIENT, &m), -EPROTO);
+	h.error = true;
+	coreio__wire_encode(buf, &h);
+	assert_int_equal(coreio__wire_decode(buf, 64, COREIO_WIRE_AT_CLIENT, &m), 0);
+}
+
+static void test_extra_for(void **state)
+{
+	(void)state;
+	assert_int_equal(coreio__wire_extra_for(0), 0);
+	assert_int_equal(coreio__wire_extra_for(40), 0);
+	assert_int_equal(coreio__wire_extra_for(41), 1);
+	assert_int_equal(coreio__wire_extra_for(COREIO_WIRE_MAX_DATA), 255);
+	assert_int_equal(coreio__wire_extra_for((size_t)-1 / 2), 255);
+}
+
+static void test_rx_reassembly(void **state)
+{
+	static struct coreio_wire_rx rx;
+	uint8_t big[3 * 64], small[64];
+	const uint8_t *f;
+	size_t len;
+	int sv[2];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	coreio__wire_rx_init(&rx);
+	make(big, COREIO_OP_PING, 0, true, 2);
+	make(small, COREIO_OP_RGN_CLAIM, 0, true, 0);
+	assert_int_equal(coreio__wire_rx_fill(&rx, sv[0]), -EAGAIN);
+	/* Half a frame: nothing comes out yet. */
+	assert_int_equal(write(sv[1], big, 100), 100);
+	assert_int_equal(coreio__wire_rx_fill(&rx, sv[0]), 100);
+	assert_int_equal(coreio__wire_rx_next(&rx, &f, &len), 0);
+	assert_true(coreio__wire_rx_partial(&rx));
+	/* The rest plus a whole second frame. */
+	assert_int_equal(write(sv[1], big + 100, sizeof(big) - 100), (ssize_t)sizeof(big) - 100);
+	assert_int_equal(write(sv[1], small, 64), 64);
+	assert_true(coreio__wire_rx_fill(&rx, sv[0]) > 0);
+	assert_int_equal(coreio__wire_rx_next(&rx, &f, &len), 1);
+	assert_int_equal(len, sizeof(big));
+	assert_memory_equal(f, big, sizeof(big));
+	assert_int_equal(coreio__wire_rx_next(&rx, &f, &len), 1);
+	assert_int_equal(len, 64);
+	assert_memory_equal(f, small, 64);
+	assert_int_equal(coreio__wire_rx_next(&rx, &f, &len), 0);
+	assert_false(coreio__wire_rx_partial(&rx));
+	/* Peer closed. */
+	close(sv[1]);
+	assert_int_equal(coreio__wire_rx_fill(&rx, sv[0]), 0);
+	close(sv[0]);
+}
+
+static void test_rx_many_max_frames(void **state)
+{
+	static struct coreio_wire_rx rx;
+	static uint8_t frame[COREIO_WIRE_MAX_MSG];
+	struct coreio_wire_hdr h = {.op = COREIO_OP_PING, .extra = 255};
+	const uint8_t *f;
+	size_t len;
+	int sv[2], got = 0;
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	coreio__wire_rx_init(&rx);
+	coreio__wire_encode(frame, &h);
+	for (size_t i = 64; i < sizeof(frame); i++)
+		frame[i] = (uint8_t)i;
+	/* Feed 5 maximum frames in odd-sized chunks through the buffer. */
+	for (int i = 0; i < 5; i++) {
+		size_t off = 0;
+
+		while (off < sizeof(frame)) {
+			size_t n = sizeof(frame) - off < 1000 ? sizeof(frame) - off : 1000;
+
+			assert_int_equal(coreio__wire_send_all(sv[1], frame + off, n, 1000), 0);
+			off += n;
+			while (coreio__wire_rx_fill(&rx, sv[0]) > 0)
+				;
+			while (coreio__wire_rx_next(&rx, &f, &len) == 1) {
+				assert_int_equal(len, sizeof(frame));
+				assert_memory_equal(f, frame, sizeof(frame));
+				got++;
+			}
+		}
+	}
+	assert_int_equal(got, 5);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static void test_op_names(void **state)
+{
+	(void)state;
+	assert_string_equal(coreio__wire_op_name(COREIO_OP_RGN_CLAIM), "RGN_CLAIM");
+	assert_string_equal(coreio__wire_op_name(0x99), "?");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_word_order),
+		cmocka_unit_test(test_encode_decode_roundtrip),
+		cmocka_unit_test(test_error_and_origin_bits),
+		cmocka_unit_test(test_length_must_match_extra),
+		cmocka_unit_test(test_sizes_validated),
+		cmocka_unit_test(test_pair_offsets),
+		cmocka_unit_test(test_direction_rules),
+		cmocka_unit_test(test_large_dma_lengths),
+		cmocka_unit_test(test_extra_for),
+		cmocka_unit_test(test_rx_reassembly),
+		cmocka_unit_test(test_rx_many_max_frames),
+		cmocka_unit_test(test_op_names),
+	};
+
+	return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
+}
