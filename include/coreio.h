@@ -1,0 +1,203 @@
+/* libcoreio public API: the CoreIO client library for external device models. */
+#ifndef _COREIO_H
+#define _COREIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/select.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(COREIO_BUILDING_LIB) && defined(__GNUC__)
+#define COREIO_EXPORT __attribute__((visibility("default")))
+#else
+#define COREIO_EXPORT
+#endif
+
+/*
+ * Part 1: the CoreIO API of the reference library, unchanged. Every call
+ * works on one process-wide default context. All calls return 0 on success
+ * or a negative errno, unless noted.
+ */
+
+/* Access flags passed to callbacks and DMA calls. */
+#define COREIO_FLAGS_IFETCH 2
+#define COREIO_FLAGS_PRIV 4
+#define COREIO_FLAGS_SECURE 8
+
+/*
+ * Connect to a VM.
+ *   target  "host:port", "[v6addr]:port", "host" (port 4800) or
+ *           "unix:/path"; NULL reads the environment variable COREIO_VM,
+ *           then COREHDL_VM.
+ * Returns 0, -EINVAL for a malformed target (or NULL with neither variable
+ * set), -EISCONN when already connected, -EHOSTUNREACH when the host name
+ * does not resolve, or the connect() errno (-ECONNREFUSED, ...).
+ */
+COREIO_EXPORT int coreio_connect(const char *target);
+
+/*
+ * Start a DMA read from VM memory into buf.
+ *   mid    IOMMU id (0 = guest-physical memory, no translation)
+ *   sid    IOMMU region id (0..15)
+ *   addr   target address
+ *   len    bytes to read; any length and alignment
+ *   buf    filled with the data
+ *   flags  COREIO_FLAGS_* bus access flags
+ *   cpl    completion function, called from coreio_processfds() with cplp
+ *          and 0 or a negative errno; NULL makes the call blocking
+ *   cplp   completion function parameter
+ * Returns 0 (blocking: the transfer is done; non-blocking: it started),
+ * -EFAULT when the VM refused any piece (blocking only; non-blocking
+ * reports it through cpl), -EINVAL for a bad mid/sid or NULL buf,
+ * -ENOTCONN when not connected, -ECONNRESET when the VM went away.
+ * Safe to call from any thread, and from inside an MMIO callback.
+ */
+COREIO_EXPORT int coreio_dma_read(unsigned mid, unsigned sid, uint64_t addr, size_t len, void *buf,
+				  unsigned flags, void (*cpl)(void *, int), void *cplp);
+
+/*
+ * Start a DMA write of buf into VM memory. Arguments, return value and
+ * errors as coreio_dma_read().
+ */
+COREIO_EXPORT int coreio_dma_write(unsigned mid, unsigned sid, uint64_t addr, size_t len, void *buf,
+				   unsigned flags, void (*cpl)(void *, int), void *cplp);
+
+/*
+ * Send an IRQ update. Lines are level; the update is sent only when the
+ * level changes.
+ *   rid    MMIO range id the IRQ belongs to (0..7)
+ *   iid    IRQ index within the range (0..7)
+ *   state  1 = active, 0 = inactive
+ * Returns 0, -EINVAL for rid/iid out of range, -ENOTCONN, -ECONNRESET.
+ * Safe to call from any thread.
+ */
+COREIO_EXPORT int coreio_irq_update(unsigned rid, unsigned iid, unsigned state);
+
+typedef struct {
+	/* MMIO operations. */
+	int (*read)(void *priv, uint64_t addr, size_t len, void *buf, unsigned flags);
+	int (*write)(void *priv, uint64_t addr, size_t len, void *buf, unsigned flags);
+	/* MMIO pair-wise operations. If not supplied, read/write are used twice. */
+	int (*readp)(void *priv, uint64_t addr, size_t len, void *buf1, void *buf2, unsigned flags);
+	int (*writep)(void *priv, uint64_t addr, size_t len, void *buf1, void *buf2, unsigned flags);
+} coreio_func_t;
+
+/*
+ * Register an MMIO handler: claim range rid on this connection.
+ *   rid    MMIO range id (0..7), ranges numbered in VM command-line order
+ *   func   callback table; read and write are required. The table is
+ *          copied, so it need not outlive the call.
+ *   funcp  passed unchanged as priv to the callbacks
+ * Callbacks get the full guest-physical address; returning non-zero makes
+ * the access a bus error in the VM.
+ * Returns 0, -EINVAL (rid out of range, NULL func or read/write missing),
+ * -EBUSY (rid already registered in this process, or claimed by another
+ * client when the VM says so), -ENOENT (the VM has no range rid, when the
+ * VM says so), -ENOTCONN.
+ */
+COREIO_EXPORT int coreio_register(unsigned rid, const coreio_func_t *func, void *funcp);
+
+/*
+ * Prepare fd_sets for select(2).
+ *   nfds      current index of maximum fd in sets + 1
+ *   readfds   readfds to update
+ *   writefds  writefds to update (may be NULL)
+ * Returns the new nfds, or a negative errno (-ENOTCONN).
+ */
+COREIO_EXPORT int coreio_preparefds(int nfds, fd_set *readfds, fd_set *writefds);
+
+/*
+ * Process fd_sets after select(2): serve MMIO requests, DMA answers and
+ * resets, and run completion callbacks.
+ *   readfds   readfds as select(2) returned them
+ *   writefds  writefds as select(2) returned them (may be NULL)
+ * Returns 0, or a negative errno (-ECONNRESET when the VM went away,
+ * -EPROTO when it sent a malformed frame).
+ */
+COREIO_EXPORT int coreio_processfds(fd_set *readfds, fd_set *writefds);
+
+/*
+ * Simple main loop: select() and coreio_processfds().
+ *   usec  time to spend in the loop, in microseconds; negative = forever
+ * Returns 0 when the time ran out, or a negative errno as processfds.
+ */
+COREIO_EXPORT int coreio_mainloop(long long usec);
+
+/* Close the connection to the VM; pending DMA completes with -ECONNRESET. */
+COREIO_EXPORT void coreio_disconnect(void);
+
+/*
+ * Part 2: extensions. A context is one connection to one VM, with its own
+ * registrations; the calls above use the default context.
+ */
+typedef struct coreio_ctx coreio_ctx_t;
+
+/*
+ * Create a context.
+ *   out  receives the new context
+ * Returns 0, -EINVAL (NULL out), -ENOMEM.
+ */
+COREIO_EXPORT int coreio_ctx_new(coreio_ctx_t **out);
+
+/* Disconnect (if connected) and free a context. NULL is allowed. */
+COREIO_EXPORT void coreio_ctx_free(coreio_ctx_t *ctx);
+
+/* The context the seed API uses. Never NULL. */
+COREIO_EXPORT coreio_ctx_t *coreio_default_ctx(void);
+
+/* Context forms of the calls above; same arguments, results and errors. */
+COREIO_EXPORT int coreio_ctx_connect(coreio_ctx_t *ctx, const char *target);
+COREIO_EXPORT int coreio_ctx_register(coreio_ctx_t *ctx, unsigned rid, const coreio_func_t *func,
+				      void *funcp);
+COREIO_EXPORT int coreio_ctx_preparefds(coreio_ctx_t *ctx, int nfds, fd_set *readfds,
+					fd_set *writefds);
+COREIO_EXPORT int coreio_ctx_processfds(coreio_ctx_t *ctx, fd_set *readfds, fd_set *writefds);
+COREIO_EXPORT int coreio_ctx_mainloop(coreio_ctx_t *ctx, long long usec);
+COREIO_EXPORT int coreio_ctx_irq_update(coreio_ctx_t *ctx, unsigned rid, unsigned iid,
+					unsigned state);
+COREIO_EXPORT int coreio_ctx_dma_read(coreio_ctx_t *ctx, unsigned mid, unsigned sid, uint64_t addr,
+				      size_t len, void *buf, unsigned flags,
+				      void (*cpl)(void *, int), void *cplp);
+COREIO_EXPORT int coreio_ctx_dma_write(coreio_ctx_t *ctx, unsigned mid, unsigned sid,
+				       uint64_t addr, size_t len, void *buf, unsigned flags,
+				       void (*cpl)(void *, int), void *cplp);
+COREIO_EXPORT void coreio_ctx_disconnect(coreio_ctx_t *ctx);
+
+/*
+ * Be told when the VM is reset (it sent RESET). The callback runs from
+ * coreio_processfds() after the library has forgotten every IRQ level it
+ * sent (lines are low after a reset); registrations stay.
+ *   ctx     the context (coreio_set_reset_cb uses the default one)
+ *   cb      called with opaque; NULL removes the callback
+ *   opaque  passed to cb unchanged
+ * Returns 0, or -EINVAL for a NULL ctx.
+ */
+COREIO_EXPORT int coreio_ctx_set_reset_cb(coreio_ctx_t *ctx, void (*cb)(void *opaque),
+					  void *opaque);
+COREIO_EXPORT int coreio_set_reset_cb(void (*cb)(void *opaque), void *opaque);
+
+/* Capability bits a connection negotiated with the VM. */
+#define COREIO_CAP_LARGE_DMA_BIT 1u /* DMA in pieces of up to 16 KiB */
+#define COREIO_CAP_CLAIM_ACK_BIT 2u /* the VM confirms or refuses claims */
+
+/*
+ * Capabilities negotiated on ctx's connections (COREIO_CAP_*_BIT), 0 with
+ * a VM that speaks only the base format, or a negative errno (-ENOTCONN).
+ */
+COREIO_EXPORT int coreio_ctx_caps(coreio_ctx_t *ctx);
+
+/*
+ * Choose which capabilities ctx offers on its next connect (default: all).
+ * Offering 0 makes the library speak exactly the base format.
+ * Returns 0, or -EINVAL (NULL ctx), -EISCONN when already connected.
+ */
+COREIO_EXPORT int coreio_ctx_set_offer(coreio_ctx_t *ctx, unsigned caps);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
