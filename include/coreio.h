@@ -24,7 +24,7 @@ extern "C" {
 
 /* Access flags passed to callbacks and DMA calls. */
 #define COREIO_FLAGS_IFETCH 2
-#define COREIO_FLAGS_PRIV 4
+#define COREIO_FLAGS_PRIV   4
 #define COREIO_FLAGS_SECURE 8
 
 /*
@@ -82,7 +82,8 @@ typedef struct {
 	int (*write)(void *priv, uint64_t addr, size_t len, void *buf, unsigned flags);
 	/* MMIO pair-wise operations. If not supplied, read/write are used twice. */
 	int (*readp)(void *priv, uint64_t addr, size_t len, void *buf1, void *buf2, unsigned flags);
-	int (*writep)(void *priv, uint64_t addr, size_t len, void *buf1, void *buf2, unsigned flags);
+	int (*writep)(void *priv, uint64_t addr, size_t len, void *buf1, void *buf2,
+		      unsigned flags);
 } coreio_func_t;
 
 /*
@@ -161,8 +162,8 @@ COREIO_EXPORT int coreio_ctx_irq_update(coreio_ctx_t *ctx, unsigned rid, unsigne
 COREIO_EXPORT int coreio_ctx_dma_read(coreio_ctx_t *ctx, unsigned mid, unsigned sid, uint64_t addr,
 				      size_t len, void *buf, unsigned flags,
 				      void (*cpl)(void *, int), void *cplp);
-COREIO_EXPORT int coreio_ctx_dma_write(coreio_ctx_t *ctx, unsigned mid, unsigned sid,
-				       uint64_t addr, size_t len, void *buf, unsigned flags,
+COREIO_EXPORT int coreio_ctx_dma_write(coreio_ctx_t *ctx, unsigned mid, unsigned sid, uint64_t addr,
+				       size_t len, void *buf, unsigned flags,
 				       void (*cpl)(void *, int), void *cplp);
 COREIO_EXPORT void coreio_ctx_disconnect(coreio_ctx_t *ctx);
 

@@ -231,8 +231,9 @@ size_t coreio__wire_encode(uint8_t *frame, const struct coreio_wire_hdr *h)
 	memset(frame, 0, COREIO_WIRE_UNIT);
 	w0 = (uint64_t)h->iface | ((uint64_t)h->extra << 8) | ((uint64_t)(h->error ? 1 : 0) << 30) |
 	     ((uint64_t)(h->origin ? 1 : 0) << 31) | ((uint64_t)h->tag << 32);
-	w1 = (uint64_t)h->op | ((uint64_t)(h->size & 0x3f) << 16) | ((uint64_t)(h->sid & 0xf) << 24) |
-	     ((uint64_t)(h->flags & 0xf) << 28) | ((uint64_t)h->mask << 32);
+	w1 = (uint64_t)h->op | ((uint64_t)(h->size & 0x3f) << 16) |
+	     ((uint64_t)(h->sid & 0xf) << 24) | ((uint64_t)(h->flags & 0xf) << 28) |
+	     ((uint64_t)h->mask << 32);
 	coreio__wire_put64(frame, w0);
 	coreio__wire_put64(frame + 8, w1);
 	coreio__wire_put64(frame + 16, h->addr);

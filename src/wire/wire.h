@@ -11,18 +11,18 @@
  * words. docs/protocol.md describes the format in full; this header is the
  * code both halves (libcoreio and coreio-vm) link against.
  */
-#define COREIO_WIRE_UNIT 64u
-#define COREIO_WIRE_MAX_UNITS 256u
-#define COREIO_WIRE_MAX_MSG (COREIO_WIRE_UNIT * COREIO_WIRE_MAX_UNITS)
-#define COREIO_WIRE_DATA_OFF 24u /* data starts at w[3] */
-#define COREIO_WIRE_MAX_DATA (COREIO_WIRE_MAX_MSG - COREIO_WIRE_DATA_OFF)
+#define COREIO_WIRE_UNIT	 64u
+#define COREIO_WIRE_MAX_UNITS	 256u
+#define COREIO_WIRE_MAX_MSG	 (COREIO_WIRE_UNIT * COREIO_WIRE_MAX_UNITS)
+#define COREIO_WIRE_DATA_OFF	 24u /* data starts at w[3] */
+#define COREIO_WIRE_MAX_DATA	 (COREIO_WIRE_MAX_MSG - COREIO_WIRE_DATA_OFF)
 #define COREIO_WIRE_DEFAULT_PORT 4800
-#define COREIO_WIRE_MAX_SINGLE 32u /* largest single MMIO/DMA access in one unit */
-#define COREIO_WIRE_MAX_PAIR 16u   /* largest element of a pair access */
-#define COREIO_WIRE_MAX_RID 8u     /* reference ranges per connection (rid 0..7) */
-#define COREIO_WIRE_MAX_IID 8u     /* reference IRQ indexes per range */
-#define COREIO_WIRE_MAX_MID 8u
-#define COREIO_WIRE_MAX_SID 16u
+#define COREIO_WIRE_MAX_SINGLE	 32u /* largest single MMIO/DMA access in one unit */
+#define COREIO_WIRE_MAX_PAIR	 16u /* largest element of a pair access */
+#define COREIO_WIRE_MAX_RID	 8u  /* reference ranges per connection (rid 0..7) */
+#define COREIO_WIRE_MAX_IID	 8u  /* reference IRQ indexes per range */
+#define COREIO_WIRE_MAX_MID	 8u
+#define COREIO_WIRE_MAX_SID	 16u
 /* Largest DMA piece of the negotiated large-DMA extension: a whole number of
  * 64-byte units that still fits in one message after the 24-byte header. */
 #define COREIO_WIRE_LARGE_PIECE (COREIO_WIRE_MAX_MSG - COREIO_WIRE_UNIT)
@@ -49,7 +49,7 @@ enum coreio_wire_op {
 
 /* Access flags carried in w[1] bits 28..31 (same values as COREIO_FLAGS_*). */
 #define COREIO_WIRE_FLAG_IFETCH 2u
-#define COREIO_WIRE_FLAG_PRIV 4u
+#define COREIO_WIRE_FLAG_PRIV	4u
 #define COREIO_WIRE_FLAG_SECURE 8u
 
 /*
@@ -61,27 +61,27 @@ enum coreio_wire_op {
  * capabilities both sides have; from then on both use them on that
  * connection only.
  */
-#define COREIO_WIRE_MAGIC 0x3178456f4965726fULL /* "oreIoEx1", little-endian */
-#define COREIO_WIRE_VERSION 1u
-#define COREIO_HELLO_OFFER 0u
-#define COREIO_HELLO_ANSWER 1u
+#define COREIO_WIRE_MAGIC    0x3178456f4965726fULL /* "oreIoEx1", little-endian */
+#define COREIO_WIRE_VERSION  1u
+#define COREIO_HELLO_OFFER   0u
+#define COREIO_HELLO_ANSWER  1u
 #define COREIO_CAP_LARGE_DMA (1u << 0) /* LREAD/LWRITE, pieces up to COREIO_WIRE_LARGE_PIECE */
 #define COREIO_CAP_CLAIM_ACK (1u << 1) /* the VM answers RGN_CLAIM, error bit when refused */
-#define COREIO_CAP_ALL (COREIO_CAP_LARGE_DMA | COREIO_CAP_CLAIM_ACK)
+#define COREIO_CAP_ALL	     (COREIO_CAP_LARGE_DMA | COREIO_CAP_CLAIM_ACK)
 
 /* A decoded message header: w[0], w[1] and w[2] split into fields. */
 struct coreio_wire_hdr {
-	uint8_t iface;  /* rid (MMIO, IRQ, claim) or mid (DMA) */
-	uint8_t extra;  /* E: extra 64-byte units after the first */
-	bool error;     /* bit 30 */
-	bool origin;    /* bit 31: 1 = initiated by the client */
-	uint32_t tag;   /* bits 32..63 */
-	uint8_t op;     /* w[1] bits 0..7 */
-	uint8_t size;   /* w[1] bits 16..21 */
-	uint8_t sid;    /* w[1] bits 24..27 */
-	uint8_t flags;  /* w[1] bits 28..31 */
-	uint32_t mask;  /* w[1] bits 32..63: byte enables, or length for LREAD/LWRITE */
-	uint64_t addr;  /* w[2] */
+	uint8_t iface; /* rid (MMIO, IRQ, claim) or mid (DMA) */
+	uint8_t extra; /* E: extra 64-byte units after the first */
+	bool error;    /* bit 30 */
+	bool origin;   /* bit 31: 1 = initiated by the client */
+	uint32_t tag;  /* bits 32..63 */
+	uint8_t op;    /* w[1] bits 0..7 */
+	uint8_t size;  /* w[1] bits 16..21 */
+	uint8_t sid;   /* w[1] bits 24..27 */
+	uint8_t flags; /* w[1] bits 28..31 */
+	uint32_t mask; /* w[1] bits 32..63: byte enables, or length for LREAD/LWRITE */
+	uint64_t addr; /* w[2] */
 };
 
 /* A validated message, pointing into the caller's frame buffer. */
@@ -89,14 +89,14 @@ struct coreio_wire_msg {
 	struct coreio_wire_hdr h;
 	const uint8_t *frame; /* the whole frame */
 	size_t frame_len;     /* (E + 1) * 64 */
-	uint32_t len;         /* payload bytes of one element: size, or LREAD/LWRITE length */
+	uint32_t len;	      /* payload bytes of one element: size, or LREAD/LWRITE length */
 	const uint8_t *data;  /* first element's bytes (w[3]), len bytes are inside the frame */
 	const uint8_t *data2; /* second element of a pair, else NULL */
 };
 
 /* Which side received the frame; validation depends on it. */
 enum coreio_wire_side {
-	COREIO_WIRE_AT_VM = 0,     /* the VM received it from a client */
+	COREIO_WIRE_AT_VM = 0,	   /* the VM received it from a client */
 	COREIO_WIRE_AT_CLIENT = 1, /* a client received it from the VM */
 };
 

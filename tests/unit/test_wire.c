@@ -15,16 +15,16 @@
 static size_t make(uint8_t *buf, uint8_t op, uint8_t size, bool origin, uint8_t extra)
 {
 	struct coreio_wire_hdr h = {
-		.iface = 3,
-		.extra = extra,
-		.origin = origin,
-		.tag = 0xdeadbeef,
-		.op = op,
-		.size = size,
-		.sid = 5,
-		.flags = 4,
-		.mask = 0xff,
-		.addr = 0xd0000010,
+	    .iface = 3,
+	    .extra = extra,
+	    .origin = origin,
+	    .tag = 0xdeadbeef,
+	    .op = op,
+	    .size = size,
+	    .sid = 5,
+	    .flags = 4,
+	    .mask = 0xff,
+	    .addr = 0xd0000010,
 	};
 
 	return coreio__wire_encode(buf, &h);
@@ -70,7 +70,8 @@ static void test_encode_decode_roundtrip(void **state)
 static void test_error_and_origin_bits(void **state)
 {
 	uint8_t buf[64];
-	struct coreio_wire_hdr h = {.op = COREIO_OP_WRITEA, .size = 4, .error = true, .origin = true};
+	struct coreio_wire_hdr h = {
+	    .op = COREIO_OP_WRITEA, .size = 4, .error = true, .origin = true};
 	struct coreio_wire_msg m;
 
 	(void)state;
@@ -282,18 +283,18 @@ static void test_op_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_word_order),
-		cmocka_unit_test(test_encode_decode_roundtrip),
-		cmocka_unit_test(test_error_and_origin_bits),
-		cmocka_unit_test(test_length_must_match_extra),
-		cmocka_unit_test(test_sizes_validated),
-		cmocka_unit_test(test_pair_offsets),
-		cmocka_unit_test(test_direction_rules),
-		cmocka_unit_test(test_large_dma_lengths),
-		cmocka_unit_test(test_extra_for),
-		cmocka_unit_test(test_rx_reassembly),
-		cmocka_unit_test(test_rx_many_max_frames),
-		cmocka_unit_test(test_op_names),
+	    cmocka_unit_test(test_word_order),
+	    cmocka_unit_test(test_encode_decode_roundtrip),
+	    cmocka_unit_test(test_error_and_origin_bits),
+	    cmocka_unit_test(test_length_must_match_extra),
+	    cmocka_unit_test(test_sizes_validated),
+	    cmocka_unit_test(test_pair_offsets),
+	    cmocka_unit_test(test_direction_rules),
+	    cmocka_unit_test(test_large_dma_lengths),
+	    cmocka_unit_test(test_extra_for),
+	    cmocka_unit_test(test_rx_reassembly),
+	    cmocka_unit_test(test_rx_many_max_frames),
+	    cmocka_unit_test(test_op_names),
 	};
 
 	return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
