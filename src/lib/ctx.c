@@ -1,0 +1,653 @@
+/* libcoreio: contexts, connecting with the hello, claims, IRQ updates and the seed API wrappers. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "target.h"
+
+long long coreio__now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void coreio__wake(struct coreio_ctx *ctx)
+{
+	uint64_t one = 1;
+
+	if (ctx->wake_fd >= 0 && write(ctx->wake_fd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is already non-zero, the loop will wake. */
+	}
+}
+
+bool coreio__reader_try_locked(struct coreio_ctx *ctx, int i)
+{
+	struct coreio__conn *c = &ctx->conn[i];
+
+	if (c->reader_depth == 0) {
+		c->reader = pthread_self();
+		c->reader_depth = 1;
+		return true;
+	}
+	if (pthread_equal(c->reader, pthread_self())) {
+		c->reader_depth++;
+		return true;
+	}
+	return false;
+}
+
+void coreio__reader_release_locked(struct coreio_ctx *ctx, int i)
+{
+	struct coreio__conn *c = &ctx->conn[i];
+
+	if (c->reader_depth <= 0)
+		return;
+	if (--c->reader_depth > 0)
+		return;
+	pthread_cond_broadcast(&ctx->cond);
+	/* A select() loop left this fd out while we read it: make it look again. */
+	if (!(ctx->proc_depth > 0 && pthread_equal(ctx->proc_owner, pthread_self())))
+		coreio__wake(ctx);
+}
+
+bool coreio__reader_mine_locked(struct coreio_ctx *ctx, int i)
+{
+	const struct coreio__conn *c = &ctx->conn[i];
+
+	return c->reader_depth > 0 && pthread_equal(c->reader, pthread_self());
+}
+
+void coreio__fail_locked(struct coreio_ctx *ctx, int err)
+{
+	if (!ctx->connected || ctx->broken)
+		return;
+	ctx->broken = err < 0 ? err : -ECONNRESET;
+	for (int i = 0; i < COREIO__NCONN; i++)
+		if (ctx->conn[i].fd >= 0)
+			shutdown(ctx->conn[i].fd, SHUT_RDWR);
+	coreio__dma_fail_all_locked(ctx, -ECONNRESET);
+	ctx->dma_tx_pending = false;
+	pthread_cond_broadcast(&ctx->cond);
+	coreio__wake(ctx);
+}
+
+void coreio__fail(struct coreio_ctx *ctx, int err)
+{
+	pthread_mutex_lock(&ctx->lock);
+	coreio__fail_locked(ctx, err);
+	pthread_mutex_unlock(&ctx->lock);
+}
+
+/* Initialise a zeroed context. Returns 0 or a negative errno. */
+static int ctx_init(struct coreio_ctx *ctx)
+{
+	pthread_condattr_t ca;
+	int rc;
+
+	memset(ctx, 0, sizeof(*ctx));
+	rc = pthread_mutex_init(&ctx->lock, NULL);
+	if (rc)
+		return -rc;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	rc = pthread_cond_init(&ctx->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	if (rc) {
+		pthread_mutex_destroy(&ctx->lock);
+		return -rc;
+	}
+	for (int i = 0; i < COREIO__NCONN; i++) {
+		ctx->conn[i].fd = -1;
+		pthread_mutex_init(&ctx->conn[i].tx_lock, NULL);
+		coreio__wire_rx_init(&ctx->conn[i].rx);
+	}
+	ctx->wake_fd = -1;
+	ctx->offer = COREIO_CAP_ALL;
+	coreio__dma_init_locked(ctx);
+	return 0;
+}
+
+int coreio_ctx_new(coreio_ctx_t **out)
+{
+	struct coreio_ctx *ctx;
+	int rc;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	ctx = malloc(sizeof(*ctx));
+	if (!ctx)
+		return -ENOMEM;
+	rc = ctx_init(ctx);
+	if (rc < 0) {
+		free(ctx);
+		return rc;
+	}
+	*out = ctx;
+	return 0;
+}
+
+static struct coreio_ctx default_ctx;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+
+static void default_init(void)
+{
+	if (ctx_init(&default_ctx) < 0) {
+		/* Static mutex and condvar initialisation never fails in glibc;
+		 * keep the context usable with the static initialisers anyway. */
+		pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+		pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+
+		default_ctx.lock = m;
+		default_ctx.cond = c;
+	}
+}
+
+coreio_ctx_t *coreio_default_ctx(void)
+{
+	pthread_once(&default_once, default_init);
+	return &default_ctx;
+}
+
+void coreio_ctx_free(coreio_ctx_t *ctx)
+{
+	if (!ctx)
+		return;
+	coreio_ctx_disconnect(ctx);
+	if (ctx == &default_ctx)
+		return;
+	for (int i = 0; i < COREIO__NCONN; i++)
+		pthread_mutex_destroy(&ctx->conn[i].tx_lock);
+	pthread_cond_destroy(&ctx->cond);
+	pthread_mutex_destroy(&ctx->lock);
+	free(ctx);
+}
+
+void coreio_ctx_disconnect(coreio_ctx_t *ctx)
+{
+	if (!ctx)
+		return;
+	pthread_mutex_lock(&ctx->lock);
+	if (!ctx->connected) {
+		pthread_mutex_unlock(&ctx->lock);
+		return;
+	}
+	coreio__fail_locked(ctx, -ECONNRESET);
+	for (int i = 0; i < COREIO__NCONN; i++) {
+		struct coreio__conn *c = &ctx->conn[i];
+
+		if (c->fd >= 0)
+			close(c->fd);
+		c->fd = -1;
+		c->caps = 0;
+		c->hello_wait = false;
+		coreio__wire_rx_init(&c->rx);
+	}
+	if (ctx->wake_fd >= 0)
+		close(ctx->wake_fd);
+	ctx->wake_fd = -1;
+	ctx->connected = false;
+	ctx->broken = 0;
+	ctx->reset_pending = false;
+	memset(ctx->reg, 0, sizeof(ctx->reg));
+	memset(ctx->claim, 0, sizeof(ctx->claim));
+	memset(ctx->irq, 0, sizeof(ctx->irq));
+	pthread_cond_broadcast(&ctx->cond);
+	pthread_mutex_unlock(&ctx->lock);
+	/* Pending non-blocking DMA completes now, with -ECONNRESET. */
+	coreio__run_deferred(ctx);
+}
+
+/* Open one stream socket to sa and make it non-blocking. Returns the fd or -errno. */
+static int open_one(int family, const struct sockaddr *sa, socklen_t salen, bool tcp)
+{
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	int rc;
+
+	if (fd < 0)
+		return -errno;
+	do {
+		rc = connect(fd, sa, salen);
+	} while (rc < 0 && errno == EINTR);
+	if (rc < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	if (tcp)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	rc = fcntl(fd, F_GETFL);
+	if (rc < 0 || fcntl(fd, F_SETFL, rc | O_NONBLOCK) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+/* Open both connections to t. Returns 0 with fds[0..1] set, or -errno. */
+static int open_pair(const struct coreio__target *t, int fds[2])
+{
+	if (t->kind == COREIO__TARGET_UNIX) {
+		struct sockaddr_un sun;
+
+		memset(&sun, 0, sizeof(sun));
+		sun.sun_family = AF_UNIX;
+		memcpy(sun.sun_path, t->path, strlen(t->path) + 1);
+		fds[0] = open_one(AF_UNIX, (struct sockaddr *)&sun, sizeof(sun), false);
+		if (fds[0] < 0)
+			return fds[0];
+		fds[1] = open_one(AF_UNIX, (struct sockaddr *)&sun, sizeof(sun), false);
+		if (fds[1] < 0) {
+			close(fds[0]);
+			return fds[1];
+		}
+		return 0;
+	}
+
+	struct addrinfo hints, *res = NULL;
+	char port[8];
+	int rc = -EHOSTUNREACH;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	snprintf(port, sizeof(port), "%u", (unsigned)t->port);
+	if (getaddrinfo(t->host, port, &hints, &res) != 0 || !res)
+		return -EHOSTUNREACH;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		fds[0] = open_one(ai->ai_family, ai->ai_addr, ai->ai_addrlen, true);
+		if (fds[0] < 0) {
+			rc = fds[0];
+			continue;
+		}
+		fds[1] = open_one(ai->ai_family, ai->ai_addr, ai->ai_addrlen, true);
+		if (fds[1] < 0) {
+			rc = fds[1];
+			close(fds[0]);
+			break;
+		}
+		rc = 0;
+		break;
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
+/* Send the hello PING on connection i. */
+static int send_hello(struct coreio_ctx *ctx, int i)
+{
+	struct coreio_wire_hdr h = {
+	    .origin = true,
+	    .op = COREIO_OP_PING,
+	    .addr = COREIO_WIRE_MAGIC,
+	};
+	uint8_t f[COREIO_WIRE_UNIT];
+	int rc;
+
+	coreio__wire_encode(f, &h);
+	coreio__wire_put64(f + 24, COREIO_HELLO_OFFER);
+	coreio__wire_put64(f + 32, ctx->offer);
+	coreio__wire_put64(f + 40, COREIO_WIRE_VERSION);
+	pthread_mutex_lock(&ctx->conn[i].tx_lock);
+	rc = coreio__wire_send_all(ctx->conn[i].fd, f, sizeof(f), COREIO__HELLO_TIMEOUT_MS);
+	pthread_mutex_unlock(&ctx->conn[i].tx_lock);
+	return rc;
+}
+
+/* Run the hello on both connections; waits at most 2 s. Returns 0 or -errno. */
+static int hello(struct coreio_ctx *ctx)
+{
+	long long deadline = coreio__now_ms() + COREIO__HELLO_TIMEOUT_MS;
+	int rc;
+
+	for (int i = 0; i < COREIO__NCONN; i++) {
+		ctx->conn[i].hello_wait = true;
+		rc = send_hello(ctx, i);
+		if (rc < 0)
+			return rc;
+	}
+	pthread_mutex_lock(&ctx->lock);
+	for (;;) {
+		struct pollfd p[COREIO__NCONN];
+		int n = 0, idx[COREIO__NCONN];
+		long long left = deadline - coreio__now_ms();
+
+		if (ctx->broken) {
+			rc = ctx->broken;
+			break;
+		}
+		for (int i = 0; i < COREIO__NCONN; i++) {
+			if (!ctx->conn[i].hello_wait)
+				continue;
+			p[n].fd = ctx->conn[i].fd;
+			p[n].events = POLLIN;
+			p[n].revents = 0;
+			idx[n++] = i;
+		}
+		if (n == 0 || left <= 0) {
+			rc = 0;
+			break;
+		}
+		pthread_mutex_unlock(&ctx->lock);
+		rc = poll(p, (nfds_t)n, (int)left);
+		for (int k = 0; rc > 0 && k < n; k++) {
+			if (!p[k].revents)
+				continue;
+			pthread_mutex_lock(&ctx->lock);
+			coreio__reader_try_locked(ctx, idx[k]);
+			pthread_mutex_unlock(&ctx->lock);
+			coreio__conn_service(ctx, idx[k]);
+			pthread_mutex_lock(&ctx->lock);
+			coreio__reader_release_locked(ctx, idx[k]);
+			pthread_mutex_unlock(&ctx->lock);
+		}
+		pthread_mutex_lock(&ctx->lock);
+	}
+	/* Silence means a base VM: no capabilities. */
+	for (int i = 0; i < COREIO__NCONN; i++)
+		ctx->conn[i].hello_wait = false;
+	pthread_mutex_unlock(&ctx->lock);
+	return rc;
+}
+
+int coreio_ctx_connect(coreio_ctx_t *ctx, const char *target)
+{
+	struct coreio__target t;
+	int fds[2], wfd, rc;
+
+	if (!ctx)
+		return -EINVAL;
+	rc = coreio__target_get(target, &t);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&ctx->lock);
+	if (ctx->connected && !ctx->broken) {
+		pthread_mutex_unlock(&ctx->lock);
+		return -EISCONN;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	/* A connection that died: clean it up before connecting again. */
+	coreio_ctx_disconnect(ctx);
+
+	rc = open_pair(&t, fds);
+	if (rc < 0)
+		return rc;
+	wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (wfd < 0) {
+		rc = -errno;
+		close(fds[0]);
+		close(fds[1]);
+		return rc;
+	}
+
+	pthread_mutex_lock(&ctx->lock);
+	for (int i = 0; i < COREIO__NCONN; i++) {
+		ctx->conn[i].fd = fds[i];
+		ctx->conn[i].caps = 0;
+		ctx->conn[i].hello_wait = false;
+		coreio__wire_rx_init(&ctx->conn[i].rx);
+	}
+	ctx->wake_fd = wfd;
+	ctx->tx_off = ctx->tx_len = 0;
+	ctx->dma_tx_pending = false;
+	ctx->connected = true;
+	ctx->broken = 0;
+	ctx->reset_pending = false;
+	memset(ctx->reg, 0, sizeof(ctx->reg));
+	memset(ctx->claim, 0, sizeof(ctx->claim));
+	memset(ctx->irq, 0, sizeof(ctx->irq));
+	coreio__dma_init_locked(ctx);
+	pthread_mutex_unlock(&ctx->lock);
+
+	if (ctx->offer) {
+		rc = hello(ctx);
+		if (rc < 0) {
+			coreio_ctx_disconnect(ctx);
+			return rc == -EPROTO ? -EPROTO : -ECONNRESET;
+		}
+	}
+	return 0;
+}
+
+int coreio_ctx_register(coreio_ctx_t *ctx, unsigned rid, const coreio_func_t *func, void *funcp)
+{
+	struct coreio__conn *c0;
+	struct coreio_wire_hdr h = {.origin = true, .op = COREIO_OP_RGN_CLAIM};
+	uint8_t f[COREIO_WIRE_UNIT];
+	bool ack;
+	int rc;
+
+	if (!ctx || rid >= COREIO_WIRE_MAX_RID || !func || !func->read || !func->write)
+		return -EINVAL;
+	c0 = &ctx->conn[COREIO__CONN_CTRL];
+	pthread_mutex_lock(&ctx->lock);
+	if (!ctx->connected || ctx->broken) {
+		rc = ctx->connected ? -ECONNRESET : -ENOTCONN;
+		pthread_mutex_unlock(&ctx->lock);
+		return rc;
+	}
+	if (ctx->reg[rid].used) {
+		pthread_mutex_unlock(&ctx->lock);
+		return -EBUSY;
+	}
+	ctx->reg[rid].used = true;
+	ctx->reg[rid].f = *func;
+	ctx->reg[rid].priv = funcp;
+	h.iface = (uint8_t)rid;
+	h.tag = ++ctx->next_tag;
+	ack = (c0->caps & COREIO_CAP_CLAIM_ACK) != 0;
+	if (ack) {
+		ctx->claim[rid].state = COREIO__CLAIM_WAITING;
+		ctx->claim[rid].tag = h.tag;
+		ctx->claim[rid].result = 0;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+
+	coreio__wire_encode(f, &h);
+	pthread_mutex_lock(&c0->tx_lock);
+	rc = coreio__wire_send_all(c0->fd, f, sizeof(f), COREIO__SEND_TIMEOUT_MS);
+	pthread_mutex_unlock(&c0->tx_lock);
+
+	pthread_mutex_lock(&ctx->lock);
+	if (rc < 0) {
+		coreio__fail_locked(ctx, -ECONNRESET);
+		rc = -ECONNRESET;
+	} else if (ack) {
+		long long deadline = coreio__now_ms() + COREIO__CLAIM_TIMEOUT_MS;
+
+		while (ctx->claim[rid].state == COREIO__CLAIM_WAITING) {
+			long long left = deadline - coreio__now_ms();
+
+			if (ctx->broken) {
+				rc = -ECONNRESET;
+				break;
+			}
+			if (left <= 0) {
+				rc = -ETIMEDOUT;
+				break;
+			}
+			if (left > 100)
+				left = 100;
+			if (coreio__reader_try_locked(ctx, COREIO__CONN_CTRL)) {
+				struct pollfd p = {.fd = c0->fd, .events = POLLIN};
+
+				pthread_mutex_unlock(&ctx->lock);
+				if (poll(&p, 1, (int)left) > 0)
+					coreio__conn_service(ctx, COREIO__CONN_CTRL);
+				pthread_mutex_lock(&ctx->lock);
+				coreio__reader_release_locked(ctx, COREIO__CONN_CTRL);
+			} else {
+				struct timespec ts;
+
+				clock_gettime(CLOCK_MONOTONIC, &ts);
+				ts.tv_nsec += (long)left * 1000000L;
+				ts.tv_sec += ts.tv_nsec / 1000000000L;
+				ts.tv_nsec %= 1000000000L;
+				pthread_cond_timedwait(&ctx->cond, &ctx->lock, &ts);
+			}
+		}
+		if (ctx->claim[rid].state == COREIO__CLAIM_ANSWERED)
+			rc = ctx->claim[rid].result;
+		ctx->claim[rid].state = COREIO__CLAIM_IDLE;
+	}
+	if (rc < 0 && ctx->connected)
+		memset(&ctx->reg[rid], 0, sizeof(ctx->reg[rid]));
+	pthread_mutex_unlock(&ctx->lock);
+	return rc;
+}
+
+int coreio_ctx_irq_update(coreio_ctx_t *ctx, unsigned rid, unsigned iid, unsigned state)
+{
+	struct coreio__conn *c0;
+	struct coreio_wire_hdr h = {.origin = true, .op = COREIO_OP_IRQ_UPDATE};
+	uint8_t f[COREIO_WIRE_UNIT];
+	uint8_t level = state ? 1 : 0;
+	int rc = 0;
+
+	if (!ctx || rid >= COREIO_WIRE_MAX_RID || iid >= COREIO_WIRE_MAX_IID)
+		return -EINVAL;
+	c0 = &ctx->conn[COREIO__CONN_CTRL];
+	/* tx_lock first, so that two updates of one line reach the VM in the
+	 * order their levels were recorded. */
+	pthread_mutex_lock(&c0->tx_lock);
+	pthread_mutex_lock(&ctx->lock);
+	if (!ctx->connected || ctx->broken) {
+		rc = ctx->connected ? -ECONNRESET : -ENOTCONN;
+		pthread_mutex_unlock(&ctx->lock);
+		pthread_mutex_unlock(&c0->tx_lock);
+		return rc;
+	}
+	if (ctx->irq[rid][iid] == level) {
+		pthread_mutex_unlock(&ctx->lock);
+		pthread_mutex_unlock(&c0->tx_lock);
+		return 0;
+	}
+	ctx->irq[rid][iid] = level;
+	pthread_mutex_unlock(&ctx->lock);
+
+	h.iface = (uint8_t)rid;
+	h.addr = iid;
+	coreio__wire_encode(f, &h);
+	coreio__wire_put64(f + 24, level);
+	rc = coreio__wire_send_all(c0->fd, f, sizeof(f), COREIO__SEND_TIMEOUT_MS);
+	pthread_mutex_unlock(&c0->tx_lock);
+	if (rc < 0) {
+		coreio__fail(ctx, -ECONNRESET);
+		return -ECONNRESET;
+	}
+	return 0;
+}
+
+int coreio_ctx_set_reset_cb(coreio_ctx_t *ctx, void (*cb)(void *opaque), void *opaque)
+{
+	if (!ctx)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->lock);
+	ctx->reset_cb = cb;
+	ctx->reset_opaque = opaque;
+	pthread_mutex_unlock(&ctx->lock);
+	return 0;
+}
+
+int coreio_ctx_caps(coreio_ctx_t *ctx)
+{
+	int rc;
+
+	if (!ctx)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->lock);
+	if (!ctx->connected)
+		rc = -ENOTCONN;
+	else
+		rc = (int)(ctx->conn[0].caps | ctx->conn[1].caps);
+	pthread_mutex_unlock(&ctx->lock);
+	return rc;
+}
+
+int coreio_ctx_set_offer(coreio_ctx_t *ctx, unsigned caps)
+{
+	int rc = 0;
+
+	if (!ctx)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->lock);
+	if (ctx->connected && !ctx->broken)
+		rc = -EISCONN;
+	else
+		ctx->offer = caps & COREIO_CAP_ALL;
+	pthread_mutex_unlock(&ctx->lock);
+	return rc;
+}
+
+/* The seed API: thin wrappers over the default context. */
+
+int coreio_connect(const char *target)
+{
+	return coreio_ctx_connect(coreio_default_ctx(), target);
+}
+
+int coreio_register(unsigned rid, const coreio_func_t *func, void *funcp)
+{
+	return coreio_ctx_register(coreio_default_ctx(), rid, func, funcp);
+}
+
+int coreio_irq_update(unsigned rid, unsigned iid, unsigned state)
+{
+	return coreio_ctx_irq_update(coreio_default_ctx(), rid, iid, state);
+}
+
+int coreio_dma_read(unsigned mid, unsigned sid, uint64_t addr, size_t len, void *buf,
+		    unsigned flags, void (*cpl)(void *, int), void *cplp)
+{
+	return coreio_ctx_dma_read(coreio_default_ctx(), mid, sid, addr, len, buf, flags, cpl,
+				   cplp);
+}
+
+int coreio_dma_write(unsigned mid, unsigned sid, uint64_t addr, size_t len, void *buf,
+		     unsigned flags, void (*cpl)(void *, int), void *cplp)
+{
+	return coreio_ctx_dma_write(coreio_default_ctx(), mid, sid, addr, len, buf, flags, cpl,
+				    cplp);
+}
+
+int coreio_preparefds(int nfds, fd_set *readfds, fd_set *writefds)
+{
+	return coreio_ctx_preparefds(coreio_default_ctx(), nfds, readfds, writefds);
+}
+
+int coreio_processfds(fd_set *readfds, fd_set *writefds)
+{
+	return coreio_ctx_processfds(coreio_default_ctx(), readfds, writefds);
+}
+
+int coreio_mainloop(long long usec)
+{
+	return coreio_ctx_mainloop(coreio_default_ctx(), usec);
+}
+
+void coreio_disconnect(void)
+{
+	coreio_ctx_disconnect(coreio_default_ctx());
+}
+
+int coreio_set_reset_cb(void (*cb)(void *opaque), void *opaque)
+{
+	return coreio_ctx_set_reset_cb(coreio_default_ctx(), cb, opaque);
+}
