@@ -1,0 +1,66 @@
+/* coreio-vm: the command line, parsed and validated into a struct vm_config. */
+#ifndef COREIO_VM_CONFIG_H
+#define COREIO_VM_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_RANGES   64
+#define CONFIG_MAX_IRQS	    8	/* lines per range: the reference's iid 0..7 */
+#define CONFIG_MAX_PER_PORT 8	/* ranges per port: rid 0..7 */
+#define CONFIG_NAME_MAX	    108 /* a UNIX socket path, with its NUL */
+#define CONFIG_DEFAULT_MEM  (64ull << 20)
+#define CONFIG_MIN_MEM	    (1ull << 20)
+#define CONFIG_MAX_MEM	    (64ull << 30)
+
+enum port_kind {
+	PORT_TCP = 0,	/* port=N */
+	PORT_TCP_ANY,	/* port=0: kernel-chosen, this range alone */
+	PORT_TCP_LABEL, /* port=@LABEL: kernel-chosen, shared by the label */
+	PORT_UNIX,	/* port=unix:/path */
+};
+
+struct range_config {
+	uint64_t start;
+	uint64_t size;
+	int irqs[CONFIG_MAX_IRQS];
+	unsigned nirq;
+	enum port_kind kind;
+	unsigned tcp_port;	    /* PORT_TCP */
+	char name[CONFIG_NAME_MAX]; /* PORT_TCP_LABEL: the label; PORT_UNIX: the path */
+	bool acked;		    /* writes=acked */
+};
+
+struct vm_config {
+	uint64_t mem;
+	char accel[16];
+	char qtest_path[CONFIG_NAME_MAX]; /* empty: stdio */
+	char listen[256];
+	bool trace;
+	bool help;
+	struct range_config ranges[CONFIG_MAX_RANGES];
+	unsigned nranges;
+};
+
+/*
+ * Parse and validate argv into cfg (defaults first).
+ *   err, errlen  receive a message naming the bad input on failure.
+ * Returns 0 (cfg->help set when --help was given), or -1 on an error.
+ * Uses getopt_long(); may be called several times (it resets optind).
+ */
+int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t errlen);
+
+/* Print the --help text to f. */
+void config_usage(FILE *f, const char *prog);
+
+/* True if ranges a and b are served on the same port. */
+bool config_same_port(const struct range_config *a, const struct range_config *b);
+
+/*
+ * Parse a number: decimal or 0x hex, no sign, no trailing characters.
+ * Returns 0 or -1 (not a number, or it does not fit in 64 bits).
+ */
+int config_parse_u64(const char *s, uint64_t *out);
+
+#endif

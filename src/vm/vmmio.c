@@ -1,0 +1,748 @@
+/* coreio-vm: the CoreIO service: ports, client connections, vMMIO ranges, IRQs and DMA. */
+#include "vmmio.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "event.h"
+
+/* A request sent to a client and waiting for the answer with its tag. */
+struct vmmio_pending {
+	uint32_t tag;
+	uint8_t op;
+	struct vmmio_range *range;
+	struct io_request *req;
+	struct vmmio_pending *next;
+};
+
+struct vmmio_conn {
+	struct vmmio *v;
+	struct vmmio_port *port;
+	int fd;
+	unsigned id;
+	char peer[160];
+	uint32_t caps; /* negotiated COREIO_CAP_* */
+	uint32_t next_tag;
+	bool dead;
+	struct vmmio_pending *pending;
+	struct irq_source src[CONFIG_MAX_PER_PORT][CONFIG_MAX_IRQS]; /* [rid][iid] */
+	struct vmmio_conn *next;
+	struct coreio_wire_rx rx;
+};
+
+static void conn_log(const struct vmmio_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void conn_log(const struct vmmio_conn *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "coreio-vm: client %u (%s): ", c->id, c->peer);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static void trace_frame(const struct vmmio_conn *c, const char *dir, const uint8_t *f)
+{
+	uint64_t w0 = coreio__wire_get64(f), w1 = coreio__wire_get64(f + 8);
+
+	if (!c->v->trace)
+		return;
+	fprintf(stderr,
+		"coreio-vm: trace: client %u %s %s iface %u tag %u%s%s E %u size %u flags %u "
+		"mask 0x%x addr 0x%llx w3 0x%016llx\n",
+		c->id, dir, coreio__wire_op_name(w1 & 0xff), (unsigned)(w0 & 0xff),
+		(unsigned)(w0 >> 32), (w0 >> 31) & 1 ? " client-origin" : "",
+		(w0 >> 30) & 1 ? " ERROR" : "", (unsigned)((w0 >> 8) & 0xff),
+		(unsigned)((w1 >> 16) & 0x3f), (unsigned)((w1 >> 28) & 0xf), (unsigned)(w1 >> 32),
+		(unsigned long long)coreio__wire_get64(f + 16),
+		(unsigned long long)coreio__wire_get64(f + 24));
+	fflush(stderr);
+}
+
+/* Fill req as if its range had no client: reads 0xAA, writes dropped. */
+static void unclaimed(struct io_request *req)
+{
+	struct mmio_request *m = &req->reqs.mmio;
+
+	req->result = 0;
+	if (m->direction == REQUEST_READ) {
+		memset(m->data, 0xaa, sizeof(m->data));
+		memset(m->data2, 0xaa, sizeof(m->data2));
+	}
+}
+
+static void conn_free(void *opaque)
+{
+	free(opaque);
+}
+
+/*
+ * Give up everything a connection has in flight: its IRQ sources drop to 0
+ * and every request waiting on it completes as if the range were unclaimed.
+ * Used when the connection dies and when the VM is reset.
+ */
+static void conn_abandon(struct vmmio_conn *c)
+{
+	for (unsigned r = 0; r < CONFIG_MAX_PER_PORT; r++)
+		for (unsigned i = 0; i < CONFIG_MAX_IRQS; i++)
+			irq_source_set(c->v->irq, &c->src[r][i], false);
+	while (c->pending) {
+		struct vmmio_pending *p = c->pending;
+
+		c->pending = p->next;
+		unclaimed(p->req);
+		ioreq_complete(p->req);
+		free(p);
+	}
+}
+
+/*
+ * Close a connection: its claims are released, its IRQ sources drop to 0
+ * and every request waiting on it completes as unclaimed. The memory is
+ * freed later from the loop (or now when free_now), so callers up the
+ * stack may still look at c->dead.
+ */
+static void conn_close(struct vmmio_conn *c, const char *why, bool free_now)
+{
+	struct vmmio *v = c->v;
+	struct vmmio_conn **pp;
+
+	if (c->dead)
+		return;
+	c->dead = true;
+	conn_log(c, "%s", why);
+	event_del(c->fd);
+	close(c->fd);
+	c->fd = -1;
+	for (unsigned r = 0; r < c->port->nranges; r++) {
+		struct vmmio_range *rg = c->port->ranges[r];
+
+		if (rg->owner == c) {
+			rg->owner = NULL;
+			conn_log(c, "released range %u (rid %u)", rg->g, rg->rid);
+		}
+	}
+	for (pp = &v->conns; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	conn_abandon(c);
+	if (free_now || event_defer(conn_free, c) < 0)
+		free(c);
+}
+
+static void malformed(struct vmmio_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void malformed(struct vmmio_conn *c, const char *fmt, ...)
+{
+	char reason[256], why[320];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	c->v->io->stats.malformed++;
+	snprintf(why, sizeof(why), "malformed frame: %s; closing", reason);
+	conn_close(c, why, false);
+}
+
+/* Send a whole frame; a failure closes the connection. Returns 0 or -errno. */
+static int conn_send(struct vmmio_conn *c, const uint8_t *buf, size_t len)
+{
+	int rc;
+
+	trace_frame(c, "<-", buf);
+	rc = coreio__wire_send_all(c->fd, buf, len, VMMIO_SEND_TIMEOUT_MS);
+	if (rc < 0) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "send failed: %s; closing", strerror(-rc));
+		conn_close(c, why, false);
+	}
+	return rc;
+}
+
+static uint32_t new_tag(struct vmmio_conn *c)
+{
+	for (;;) {
+		uint32_t tag = ++c->next_tag;
+		bool used = false;
+
+		for (struct vmmio_pending *p = c->pending; p; p = p->next)
+			used |= p->tag == tag;
+		if (!used)
+			return tag;
+	}
+}
+
+int vmmio_submit(struct io_request *req, void *opaque)
+{
+	struct vmmio_range *rg = opaque;
+	struct vmmio_conn *c = rg->owner;
+	struct mmio_request *m = &req->reqs.mmio;
+	bool wr = m->direction == REQUEST_WRITE;
+	bool posted = wr && !rg->acked;
+	struct coreio_wire_hdr h = {0};
+	struct vmmio_pending *p = NULL;
+	uint8_t frame[COREIO_WIRE_UNIT];
+
+	if (!c) {
+		unclaimed(req);
+		return 0;
+	}
+	if (m->pair)
+		h.op = wr ? (rg->acked ? COREIO_OP_WRITEAP : COREIO_OP_WRITEP) : COREIO_OP_READP;
+	else
+		h.op = wr ? (rg->acked ? COREIO_OP_WRITEA : COREIO_OP_WRITE) : COREIO_OP_READ;
+	h.iface = (uint8_t)rg->rid;
+	h.tag = new_tag(c);
+	h.size = (uint8_t)m->size;
+	h.flags = (uint8_t)(m->flags & 0xf);
+	h.mask = wr ? (m->mask ? m->mask : ioreq_full_mask(m->size)) : 0;
+	h.addr = m->address;
+	coreio__wire_encode(frame, &h);
+	if (wr) {
+		memcpy(frame + COREIO_WIRE_DATA_OFF, m->data, m->size);
+		if (m->pair)
+			memcpy(frame + coreio__wire_pair_off(m->size), m->data2, m->size);
+	}
+	if (!posted) {
+		p = calloc(1, sizeof(*p));
+		if (!p) {
+			req->result = -EIO;
+			return 0;
+		}
+	}
+	if (conn_send(c, frame, sizeof(frame)) < 0) {
+		/* The connection is gone: the access completes as unclaimed. */
+		free(p);
+		unclaimed(req);
+		return 0;
+	}
+	if (posted)
+		return 0;
+	p->tag = h.tag;
+	p->op = h.op;
+	p->range = rg;
+	p->req = req;
+	p->next = c->pending;
+	c->pending = p;
+	req->state = REQ_STATE_PROCESSING;
+	return IOREQ_PENDING;
+}
+
+/* An answer (origin 0) to one of our MMIO requests. */
+static void handle_answer(struct vmmio_conn *c, const struct coreio_wire_msg *m)
+{
+	struct vmmio_pending **pp, *p;
+	struct mmio_request *mr;
+
+	if (m->h.op == COREIO_OP_WRITE || m->h.op == COREIO_OP_WRITEP)
+		return; /* a posted write returned to us: nothing waits for it */
+	for (pp = &c->pending; *pp; pp = &(*pp)->next)
+		if ((*pp)->tag == m->h.tag)
+			break;
+	p = *pp;
+	if (!p) {
+		if (c->v->trace)
+			conn_log(c, "answer with unknown tag %u ignored", m->h.tag);
+		return;
+	}
+	if (p->op != m->h.op || p->range->rid != m->h.iface) {
+		malformed(c, "answer tag %u is %s for rid %u, expected %s for rid %u", m->h.tag,
+			  coreio__wire_op_name(m->h.op), m->h.iface, coreio__wire_op_name(p->op),
+			  p->range->rid);
+		return;
+	}
+	*pp = p->next;
+	mr = &p->req->reqs.mmio;
+	if (m->h.error) {
+		p->req->result = -EIO;
+	} else if (p->op == COREIO_OP_READ) {
+		/* The size is ours; the frame always holds at least one 64-byte unit. */
+		memcpy(mr->data, m->frame + COREIO_WIRE_DATA_OFF, mr->size);
+	} else if (p->op == COREIO_OP_READP) {
+		memcpy(mr->data, m->frame + COREIO_WIRE_DATA_OFF, mr->size);
+		memcpy(mr->data2, m->frame + coreio__wire_pair_off(mr->size), mr->size);
+	}
+	ioreq_complete(p->req);
+	free(p);
+}
+
+static void handle_ping(struct vmmio_conn *c, const struct coreio_wire_msg *m)
+{
+	uint8_t out[COREIO_WIRE_UNIT];
+	uint64_t w0;
+
+	if (!m->h.origin)
+		return; /* an echo of something we sent: never bounce it back */
+	memcpy(out, m->frame, sizeof(out));
+	w0 = coreio__wire_get64(out) & ~0xff00ull; /* E cleared */
+	coreio__wire_put64(out, w0);
+	if (coreio__wire_get64(out + 16) == COREIO_WIRE_MAGIC &&
+	    coreio__wire_get64(out + 24) == COREIO_HELLO_OFFER) {
+		c->caps = (uint32_t)(coreio__wire_get64(out + 32) & COREIO_CAP_ALL);
+		coreio__wire_put64(out + 24, COREIO_HELLO_ANSWER);
+		coreio__wire_put64(out + 32, c->caps);
+		coreio__wire_put64(out + 40, COREIO_WIRE_VERSION);
+		conn_log(c, "hello: capabilities 0x%x", c->caps);
+	}
+	conn_send(c, out, sizeof(out));
+}
+
+static void handle_claim(struct vmmio_conn *c, const struct coreio_wire_msg *m)
+{
+	struct vmmio *v = c->v;
+	unsigned rid = m->h.iface;
+	int err = 0;
+	struct vmmio_range *rg = NULL;
+
+	if (rid >= c->port->nranges) {
+		err = ENOENT;
+		conn_log(c, "claim of rid %u refused: port %s has %u range(s)", rid,
+			 c->port->display, c->port->nranges);
+	} else {
+		rg = c->port->ranges[rid];
+		if (rg->owner && rg->owner != c) {
+			err = EBUSY;
+			conn_log(c, "claim of rid %u (range %u) refused: held by client %u", rid,
+				 rg->g, rg->owner->id);
+		}
+	}
+	if (!err && rg->owner != c) {
+		rg->owner = c;
+		conn_log(c, "claimed range %u (rid %u)", rg->g, rid);
+	}
+	if (c->caps & COREIO_CAP_CLAIM_ACK) {
+		struct coreio_wire_hdr h = m->h;
+		uint8_t out[COREIO_WIRE_UNIT];
+
+		h.extra = 0;
+		h.origin = true;
+		h.error = err != 0;
+		coreio__wire_encode(out, &h);
+		coreio__wire_put64(out + COREIO_WIRE_DATA_OFF, (uint64_t)err);
+		if (conn_send(c, out, sizeof(out)) < 0)
+			return;
+	}
+	if (!err && v->on_claim)
+		v->on_claim(rg->g, v->claim_opaque);
+}
+
+static void handle_irq(struct vmmio_conn *c, const struct coreio_wire_msg *m)
+{
+	unsigned rid = m->h.iface;
+	uint64_t iid = m->h.addr;
+	bool level = coreio__wire_get64(m->frame + COREIO_WIRE_DATA_OFF) != 0;
+	struct vmmio_range *rg;
+
+	if (rid >= c->port->nranges) {
+		conn_log(c, "IRQ update for rid %u ignored: no such range on %s", rid,
+			 c->port->display);
+		return;
+	}
+	rg = c->port->ranges[rid];
+	if (iid >= rg->nirq) {
+		conn_log(c, "IRQ update for rid %u iid %llu ignored: the range has %u line(s)", rid,
+			 (unsigned long long)iid, rg->nirq);
+		return;
+	}
+	if (c->v->trace)
+		conn_log(c, "IRQ rid %u iid %llu (line %d) -> %d", rid, (unsigned long long)iid,
+			 rg->irqs[iid], level);
+	irq_source_set(c->v->irq, &c->src[rid][iid], level);
+}
+
+/* A DMA request (origin 1): READ/WRITEA of up to 32 bytes, LREAD/LWRITE larger. */
+static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
+{
+	struct vmmio *v = c->v;
+	bool large = m->h.op == COREIO_OP_LREAD || m->h.op == COREIO_OP_LWRITE;
+	bool rd = m->h.op == COREIO_OP_READ || m->h.op == COREIO_OP_LREAD;
+	struct coreio_wire_hdr h = m->h;
+	uint8_t *p = NULL;
+	size_t flen;
+
+	if (large && !(c->caps & COREIO_CAP_LARGE_DMA)) {
+		malformed(c, "%s without negotiated LARGE_DMA", coreio__wire_op_name(m->h.op));
+		return;
+	}
+	if (m->h.iface == 0)
+		p = mem_ptr(v->mem, m->h.addr, m->len);
+	h.origin = true;
+	h.error = p == NULL;
+	h.extra = (p && rd && large) ? coreio__wire_extra_for(m->len) : 0;
+	flen = coreio__wire_encode(v->tx, &h);
+	if (flen > COREIO_WIRE_UNIT)
+		memset(v->tx + COREIO_WIRE_UNIT, 0, flen - COREIO_WIRE_UNIT);
+	if (!p) {
+		v->io->stats.dma_faults++;
+		conn_log(c, "DMA %s mid %u addr 0x%llx len %u faulted", coreio__wire_op_name(h.op),
+			 m->h.iface, (unsigned long long)m->h.addr, m->len);
+	} else {
+		v->io->stats.dma_ok++;
+		if (rd) {
+			memcpy(v->tx + COREIO_WIRE_DATA_OFF, p, m->len);
+		} else if (large || m->h.mask == 0) {
+			memcpy(p, m->data, m->len);
+		} else {
+			for (unsigned i = 0; i < m->len; i++)
+				if (m->h.mask & (1u << i))
+					p[i] = m->data[i];
+		}
+	}
+	conn_send(c, v->tx, flen);
+}
+
+static void conn_frame(struct vmmio_conn *c, const uint8_t *frame, size_t len)
+{
+	struct coreio_wire_msg m;
+
+	if (coreio__wire_decode(frame, len, COREIO_WIRE_AT_VM, &m) < 0) {
+		uint64_t w0 = coreio__wire_get64(frame), w1 = coreio__wire_get64(frame + 8);
+
+		malformed(
+		    c, "op 0x%02x (%s) origin %u error %u size %u E %u mask 0x%x fails validation",
+		    (unsigned)(w1 & 0xff), coreio__wire_op_name(w1 & 0xff),
+		    (unsigned)((w0 >> 31) & 1), (unsigned)((w0 >> 30) & 1),
+		    (unsigned)((w1 >> 16) & 0x3f), (unsigned)((w0 >> 8) & 0xff),
+		    (unsigned)(w1 >> 32));
+		return;
+	}
+	trace_frame(c, "->", frame);
+	switch (m.h.op) {
+	case COREIO_OP_PING:
+		handle_ping(c, &m);
+		break;
+	case COREIO_OP_RGN_CLAIM:
+		handle_claim(c, &m);
+		break;
+	case COREIO_OP_IRQ_UPDATE:
+		handle_irq(c, &m);
+		break;
+	case COREIO_OP_READ:
+	case COREIO_OP_WRITEA:
+		if (m.h.origin)
+			handle_dma(c, &m);
+		else
+			handle_answer(c, &m);
+		break;
+	case COREIO_OP_LREAD:
+	case COREIO_OP_LWRITE:
+		handle_dma(c, &m);
+		break;
+	default: /* READP, WRITE, WRITEP, WRITEAP: origin 0 answers (decode checked) */
+		handle_answer(c, &m);
+		break;
+	}
+}
+
+static void conn_readable(int fd, uint32_t events, void *opaque)
+{
+	struct vmmio_conn *c = opaque;
+
+	/* A bounded number of reads per wake-up keeps one client from starving others. */
+	for (int round = 0; round < 16; round++) {
+		const uint8_t *frame;
+		size_t len;
+		long n = coreio__wire_rx_fill(&c->rx, fd);
+
+		if (n == -EAGAIN)
+			return;
+		if (n == 0) {
+			conn_close(c,
+				   coreio__wire_rx_partial(&c->rx) ? "disconnected inside a frame"
+								   : "disconnected",
+				   false);
+			return;
+		}
+		if (n < 0) {
+			char why[128];
+
+			snprintf(why, sizeof(why), "receive failed: %s", strerror((int)-n));
+			conn_close(c, why, false);
+			return;
+		}
+		while (coreio__wire_rx_next(&c->rx, &frame, &len)) {
+			conn_frame(c, frame, len);
+			if (c->dead)
+				return;
+		}
+	}
+}
+
+/* "ADDR:PORT" or "[V6]:PORT" of a socket address. */
+static void format_addr(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%u", host, ntohs(a->sin_port));
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+		snprintf(buf, len, "[%s]:%u", host, ntohs(a->sin6_port));
+	} else {
+		snprintf(buf, len, "unix");
+	}
+}
+
+static void port_accept(int fd, uint32_t events, void *opaque)
+{
+	struct vmmio_port *port = opaque;
+	struct vmmio *v = port->v;
+
+	for (;;) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		struct vmmio_conn *c;
+		int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (cfd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				fprintf(stderr, "coreio-vm: %s: accept: %s\n", port->display,
+					strerror(errno));
+			return;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(cfd);
+			continue;
+		}
+		c->v = v;
+		c->port = port;
+		c->fd = cfd;
+		c->id = ++v->next_conn_id;
+		coreio__wire_rx_init(&c->rx);
+		if (port->is_unix) {
+			snprintf(c->peer, sizeof(c->peer), "%s", port->display);
+		} else {
+			int one = 1;
+
+			setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			format_addr(&ss, c->peer, sizeof(c->peer));
+		}
+		for (unsigned r = 0; r < CONFIG_MAX_PER_PORT; r++)
+			for (unsigned i = 0; i < CONFIG_MAX_IRQS; i++) {
+				const struct vmmio_range *rg =
+				    r < port->nranges ? port->ranges[r] : NULL;
+
+				irq_source_init(&c->src[r][i],
+						rg && i < rg->nirq ? rg->irqs[i] : -1);
+			}
+		if (event_add(cfd, EPOLLIN, conn_readable, c) < 0) {
+			close(cfd);
+			free(c);
+			continue;
+		}
+		c->next = v->conns;
+		v->conns = c;
+		conn_log(c, "connected on %s", port->display);
+	}
+}
+
+static int open_tcp(struct vmmio_port *port, const char *listen_addr)
+{
+	const struct range_config *rc = port->cfg;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *res = NULL;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[256], portstr[16];
+	size_t n = strlen(listen_addr);
+	int fd, one = 1, rc_gai;
+
+	if (n >= 2 && listen_addr[0] == '[' && listen_addr[n - 1] == ']' && n < sizeof(host)) {
+		memcpy(host, listen_addr + 1, n - 2);
+		host[n - 2] = '\0';
+	} else {
+		snprintf(host, sizeof(host), "%s", listen_addr);
+	}
+	snprintf(portstr, sizeof(portstr), "%u", rc->kind == PORT_TCP ? rc->tcp_port : 0);
+	rc_gai = getaddrinfo(host, portstr, &hints, &res);
+	if (rc_gai != 0 || !res) {
+		fprintf(stderr, "coreio-vm: --listen '%s': %s\n", listen_addr,
+			gai_strerror(rc_gai));
+		return -EINVAL;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		int err = -errno;
+
+		freeaddrinfo(res);
+		return err;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 16) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+		int err = -errno;
+
+		fprintf(stderr, "coreio-vm: cannot listen on %s port %s: %s\n", listen_addr,
+			portstr, strerror(errno));
+		freeaddrinfo(res);
+		close(fd);
+		return err;
+	}
+	freeaddrinfo(res);
+	format_addr(&ss, port->display, sizeof(port->display));
+	port->listen_fd = fd;
+	return 0;
+}
+
+static int open_unix(struct vmmio_port *port)
+{
+	const char *path = port->cfg->name;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct stat st;
+	int fd;
+
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			fprintf(stderr, "coreio-vm: unix:%s exists and is not a socket\n", path);
+			return -EEXIST;
+		}
+		unlink(path);
+	}
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+		int err = -errno;
+
+		fprintf(stderr, "coreio-vm: cannot listen on unix:%s: %s\n", path, strerror(errno));
+		close(fd);
+		return err;
+	}
+	port->is_unix = true;
+	snprintf(port->display, sizeof(port->display), "unix:%s", path);
+	port->listen_fd = fd;
+	return 0;
+}
+
+int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *io, struct mem *mem,
+	       struct irq_chip *irq)
+{
+	memset(v, 0, sizeof(*v));
+	v->io = io;
+	v->mem = mem;
+	v->irq = irq;
+	v->trace = cfg->trace;
+	for (unsigned i = 0; i < cfg->nranges; i++) {
+		const struct range_config *rc = &cfg->ranges[i];
+		struct vmmio_range *rg = &v->ranges[i];
+		struct vmmio_port *port = NULL;
+		int rc_reg;
+
+		for (unsigned p = 0; p < v->nports; p++)
+			if (config_same_port(v->ports[p].cfg, rc))
+				port = &v->ports[p];
+		if (!port) {
+			port = &v->ports[v->nports++];
+			port->v = v;
+			port->cfg = rc;
+			port->listen_fd = -1;
+		}
+		if (port->nranges >= CONFIG_MAX_PER_PORT)
+			return -ENOSPC; /* config_parse() already refused this */
+		rg->g = i;
+		rg->start = rc->start;
+		rg->size = rc->size;
+		memcpy(rg->irqs, rc->irqs, sizeof(rg->irqs));
+		rg->nirq = rc->nirq;
+		rg->acked = rc->acked;
+		rg->port = port;
+		rg->rid = port->nranges;
+		port->ranges[port->nranges++] = rg;
+		v->nranges++;
+		rc_reg = register_mmio_emulation_handler(io, rc->start, rc->start + rc->size,
+							 vmmio_submit, rg);
+		if (rc_reg < 0) {
+			fprintf(stderr, "coreio-vm: range %u: cannot register: %s\n", i,
+				strerror(-rc_reg));
+			return rc_reg;
+		}
+	}
+	for (unsigned p = 0; p < v->nports; p++) {
+		struct vmmio_port *port = &v->ports[p];
+		int err =
+		    port->cfg->kind == PORT_UNIX ? open_unix(port) : open_tcp(port, cfg->listen);
+
+		if (err < 0)
+			return err;
+		err = event_add(port->listen_fd, EPOLLIN, port_accept, port);
+		if (err < 0)
+			return err;
+		fprintf(stderr, "listening on %s\n", port->display);
+		fflush(stderr);
+	}
+	return 0;
+}
+
+void vmmio_exit(struct vmmio *v)
+{
+	while (v->conns)
+		conn_close(v->conns, "closed at exit", true);
+	for (unsigned p = 0; p < v->nports; p++) {
+		struct vmmio_port *port = &v->ports[p];
+
+		if (port->listen_fd < 0)
+			continue;
+		event_del(port->listen_fd);
+		close(port->listen_fd);
+		port->listen_fd = -1;
+		if (port->is_unix)
+			unlink(port->cfg->name);
+	}
+}
+
+void vmmio_reset(struct vmmio *v)
+{
+	struct vmmio_conn *c, *next;
+
+	for (c = v->conns; c; c = next) {
+		struct coreio_wire_hdr h = {.op = COREIO_OP_RESET};
+		uint8_t out[COREIO_WIRE_UNIT];
+
+		next = c->next;
+		conn_abandon(c);
+		h.tag = new_tag(c);
+		coreio__wire_encode(out, &h);
+		conn_send(c, out, sizeof(out));
+	}
+}
+
+const struct vmmio_range *vmmio_range(const struct vmmio *v, unsigned g)
+{
+	return g < v->nranges ? &v->ranges[g] : NULL;
+}
+
+void vmmio_set_claim_cb(struct vmmio *v, vmmio_claim_fn fn, void *opaque)
+{
+	v->on_claim = fn;
+	v->claim_opaque = opaque;
+}

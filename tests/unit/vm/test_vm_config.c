@@ -1,0 +1,182 @@
+/* Unit tests of the coreio-vm command-line parser (config_parse). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+static struct vm_config cfg;
+static char err[512];
+
+/* Parse a NULL-terminated list of arguments after the program name. */
+static int parse(const char *first, ...)
+{
+	char *argv[32];
+	int argc = 0;
+	va_list ap;
+
+	argv[argc++] = (char *)"coreio-vm";
+	va_start(ap, first);
+	for (const char *a = first; a && argc < 31; a = va_arg(ap, const char *))
+		argv[argc++] = (char *)a;
+	va_end(ap);
+	argv[argc] = NULL;
+	err[0] = '\0';
+	return config_parse(argc, argv, &cfg, err, sizeof(err));
+}
+
+/* The call failed and its message mentions needle. */
+static void expect_error(int rc, const char *needle)
+{
+	assert_int_equal(rc, -1);
+	if (!strstr(err, needle))
+		fail_msg("error '%s' does not mention '%s'", err, needle);
+}
+
+static void test_defaults(void **state)
+{
+	(void)state;
+	assert_int_equal(parse("--accel", "qtest", NULL), 0);
+	assert_int_equal(cfg.mem, 64ull << 20);
+	assert_string_equal(cfg.listen, "127.0.0.1");
+	assert_string_equal(cfg.qtest_path, "");
+	assert_int_equal(cfg.nranges, 0);
+	assert_false(cfg.trace);
+}
+
+static void test_full(void **state)
+{
+	(void)state;
+	assert_int_equal(parse("--accel", "qtest", "--mem", "128M", "--trace", "--qtest",
+			       "unix:/tmp/q.sock", "--listen", "::1", "--vmmio",
+			       "0xd0000000,size=0x1000,irq=5,port=4300", "--vmmio",
+			       "0xd0001000,size=4K,irq=6:7,port=@dev,writes=acked", "--vmmio",
+			       "0xe0000000,port=unix:/tmp/d.sock,size=1M", "--vmmio",
+			       "0xe0100000,size=0x1000,port=0", NULL),
+			 0);
+	assert_int_equal(cfg.mem, 128ull << 20);
+	assert_true(cfg.trace);
+	assert_string_equal(cfg.qtest_path, "/tmp/q.sock");
+	assert_int_equal(cfg.nranges, 4);
+	assert_int_equal(cfg.ranges[0].kind, PORT_TCP);
+	assert_int_equal(cfg.ranges[0].tcp_port, 4300);
+	assert_int_equal(cfg.ranges[0].nirq, 1);
+	assert_int_equal(cfg.ranges[1].kind, PORT_TCP_LABEL);
+	assert_string_equal(cfg.ranges[1].name, "dev");
+	assert_int_equal(cfg.ranges[1].nirq, 2);
+	assert_int_equal(cfg.ranges[1].irqs[1], 7);
+	assert_true(cfg.ranges[1].acked);
+	assert_int_equal(cfg.ranges[2].kind, PORT_UNIX);
+	assert_int_equal(cfg.ranges[2].size, 1 << 20);
+	assert_int_equal(cfg.ranges[2].nirq, 0);
+	assert_int_equal(cfg.ranges[3].kind, PORT_TCP_ANY);
+	assert_false(config_same_port(&cfg.ranges[3], &cfg.ranges[0]));
+	assert_true(config_same_port(&cfg.ranges[3], &cfg.ranges[3]));
+}
+
+static void test_help(void **state)
+{
+	(void)state;
+	assert_int_equal(parse("--help", NULL), 0);
+	assert_true(cfg.help);
+}
+
+static void test_errors(void **state)
+{
+	(void)state;
+	expect_error(parse(NULL), "--accel");
+	expect_error(parse("--accel", "kvm", NULL), "kvm");
+	expect_error(parse("--accel", "qtest", "--bogus", NULL), "--bogus");
+	expect_error(parse("--accel", "qtest", "stray", NULL), "stray");
+	expect_error(parse("--accel", "qtest", "--mem", NULL), "--mem");
+	expect_error(parse("--accel", "qtest", "--mem", "512K", NULL), "512K");
+	expect_error(parse("--accel", "qtest", "--mem", "65G", NULL), "65G");
+	expect_error(parse("--accel", "qtest", "--mem", "1M1", NULL), "1M1");
+	expect_error(parse("--accel", "qtest", "--mem", "99999999999999999999G", NULL), "--mem");
+	expect_error(parse("--accel", "qtest", "--qtest", "tcp:1", NULL), "tcp:1");
+	expect_error(parse("--accel", "qtest", "--vmmio", "0xd0000800,size=0x1000,port=1", NULL),
+		     "aligned");
+	expect_error(parse("--accel", "qtest", "--vmmio", "0xd0000000,size=0x800,port=1", NULL),
+		     "0x800");
+	expect_error(parse("--accel", "qtest", "--vmmio", "0xd0000000,size=0,port=1", NULL),
+		     "size");
+	expect_error(parse("--accel", "qtest", "--vmmio", "0xd0000000,port=1", NULL), "size=");
+	expect_error(parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K", NULL), "port=");
+	expect_error(parse("--accel", "qtest", "--vmmio", "zz,size=4K,port=1", NULL), "'zz'");
+	expect_error(parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=1,irq=24", NULL),
+		     "'24'");
+	expect_error(parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=70000", NULL),
+		     "70000");
+	expect_error(parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=1,foo=2", NULL),
+		     "foo");
+	expect_error(
+	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=1,writes=maybe", NULL),
+	    "maybe");
+	expect_error(parse("--accel", "qtest", "--vmmio", "0x1000,size=4K,port=1", NULL), "RAM");
+	expect_error(
+	    parse("--accel", "qtest", "--vmmio", "0xfffffffffffff000,size=4K,port=1", NULL), "top");
+	expect_error(parse("--accel", "qtest", "--vmmio", "0xd0000000,size=8K,port=1", "--vmmio",
+			   "0xd0001000,size=4K,port=2", NULL),
+		     "overlap");
+	expect_error(parse("--accel", "qtest", "--vmmio",
+			   "0xd0000000,size=4K,port=1,irq=1:2:3:4:5:6:7:8:9", NULL),
+		     "irq");
+	expect_error(parse("--accel", "qtest", "--listen", "not an address!", NULL), "--listen");
+}
+
+static void test_eight_per_port(void **state)
+{
+	char args[10][64];
+	char *argv[32];
+	int argc = 0;
+
+	(void)state;
+	argv[argc++] = (char *)"coreio-vm";
+	argv[argc++] = (char *)"--accel";
+	argv[argc++] = (char *)"qtest";
+	for (int i = 0; i < 9; i++) {
+		snprintf(args[i], sizeof(args[i]), "0x%x,size=4K,port=@x",
+			 0xd0000000u + 0x1000u * (unsigned)i);
+		argv[argc++] = (char *)"--vmmio";
+		argv[argc++] = args[i];
+	}
+	argv[argc] = NULL;
+	expect_error(config_parse(argc, argv, &cfg, err, sizeof(err)), "more than 8");
+	/* Eight are fine. */
+	argc -= 2;
+	argv[argc] = NULL;
+	assert_int_equal(config_parse(argc, argv, &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.nranges, 8);
+}
+
+static void test_numbers(void **state)
+{
+	uint64_t v;
+
+	(void)state;
+	assert_int_equal(config_parse_u64("0x10", &v), 0);
+	assert_int_equal(v, 16);
+	assert_int_equal(config_parse_u64("010", &v), 0);
+	assert_int_equal(v, 10); /* decimal, not octal */
+	assert_int_equal(config_parse_u64("0xffffffffffffffff", &v), 0);
+	assert_int_equal(config_parse_u64("0x10000000000000000", &v), -1);
+	assert_int_equal(config_parse_u64("-1", &v), -1);
+	assert_int_equal(config_parse_u64("", &v), -1);
+	assert_int_equal(config_parse_u64("0x", &v), -1);
+	assert_int_equal(config_parse_u64("12abc", &v), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_defaults),	   cmocka_unit_test(test_full),
+	    cmocka_unit_test(test_help),	   cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_eight_per_port), cmocka_unit_test(test_numbers),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
