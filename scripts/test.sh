@@ -29,8 +29,9 @@ run_suite() {
 }
 
 if [ $quick -eq 0 ]; then
-	# ASan cannot track leaks under ptrace-based sandboxes; errors still abort.
-	export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}
+	# Any sanitizer report aborts the process; the integration suite also
+	# fails a test whose processes printed one.
+	export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 	export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 	run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false --werror
 	unset ASAN_OPTIONS UBSAN_OPTIONS
