@@ -97,7 +97,8 @@ typedef struct {
  * Returns 0, -EINVAL (rid out of range, NULL func or read/write missing),
  * -EBUSY (rid already registered in this process, or claimed by another
  * client when the VM says so), -ENOENT (the VM has no range rid, when the
- * VM says so), -ENOTCONN.
+ * VM says so), -ETIMEDOUT (the VM promised to answer claims and did not
+ * within 5 s), -ENOTCONN.
  */
 COREIO_EXPORT int coreio_register(unsigned rid, const coreio_func_t *func, void *funcp);
 
