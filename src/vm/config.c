@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "bootinfo.h"
 #include "irq.h"
 
 #define PAGE 4096ull
@@ -250,6 +251,61 @@ static int check_listen(const char *addr, char *err, size_t errlen)
 	return 0;
 }
 
+/* Fixed devices of the KVM accelerator, which a vMMIO range may not overlap. */
+static const struct {
+	const char *name;
+	uint64_t start, size;
+} fixed_mmio[] = {
+    {"the test device", COREIO_TESTDEV_BASE, 0x1000},
+    {"the IOAPIC", COREIO_IOAPIC_BASE, 0x1000},
+    {"the LAPIC", COREIO_LAPIC_BASE, 0x100000},
+};
+
+static int validate_accel(struct vm_config *cfg, bool qtest_given, char *err, size_t errlen)
+{
+	bool kvm = strcmp(cfg->accel, "kvm") == 0;
+
+	if (!kvm) {
+		if (cfg->kernel[0])
+			return fail(err, errlen, "--kernel needs --accel kvm (qtest has no CPU)");
+		if (cfg->smp)
+			return fail(err, errlen, "--smp needs --accel kvm (qtest has no CPU)");
+		if (cfg->append[0])
+			return fail(err, errlen, "--append needs --accel kvm (qtest has no CPU)");
+		return 0;
+	}
+	if (qtest_given)
+		return fail(err, errlen, "--qtest needs --accel qtest");
+	if (!cfg->kernel[0])
+		return fail(err, errlen,
+			    "--accel kvm%s needs --kernel GUEST.elf (or use --accel qtest to "
+			    "drive the VM from a script)",
+			    cfg->accel_default ? " (the default; missing --accel)" : "");
+	if (cfg->smp == 0)
+		cfg->smp = 1;
+	if (cfg->mem > COREIO_BOOT_MAX_MEM)
+		return fail(err, errlen, "--mem 0x%llx: at most 3G of RAM with --accel kvm",
+			    (unsigned long long)cfg->mem);
+	if (cfg->nranges > COREIO_BOOT_MAX_RANGES)
+		return fail(err, errlen, "at most %d --vmmio ranges with --accel kvm",
+			    COREIO_BOOT_MAX_RANGES);
+	for (unsigned i = 0; i < cfg->nranges; i++) {
+		const struct range_config *r = &cfg->ranges[i];
+
+		for (size_t k = 0; k < sizeof(fixed_mmio) / sizeof(fixed_mmio[0]); k++)
+			if (r->start < fixed_mmio[k].start + fixed_mmio[k].size &&
+			    fixed_mmio[k].start < r->start + r->size)
+				return fail(err, errlen,
+					    "--vmmio range %u [0x%llx, 0x%llx) overlaps %s at "
+					    "0x%llx",
+					    i, (unsigned long long)r->start,
+					    (unsigned long long)(r->start + r->size),
+					    fixed_mmio[k].name,
+					    (unsigned long long)fixed_mmio[k].start);
+	}
+	return 0;
+}
+
 static int validate(struct vm_config *cfg, char *err, size_t errlen)
 {
 	for (unsigned i = 0; i < cfg->nranges; i++) {
@@ -286,7 +342,18 @@ static int validate(struct vm_config *cfg, char *err, size_t errlen)
 
 int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t errlen)
 {
-	enum { OPT_ACCEL = 256, OPT_QTEST, OPT_MEM, OPT_VMMIO, OPT_LISTEN, OPT_TRACE, OPT_HELP };
+	enum {
+		OPT_ACCEL = 256,
+		OPT_QTEST,
+		OPT_MEM,
+		OPT_VMMIO,
+		OPT_LISTEN,
+		OPT_TRACE,
+		OPT_HELP,
+		OPT_KERNEL,
+		OPT_SMP,
+		OPT_APPEND,
+	};
 	static const struct option opts[] = {
 	    {"accel", required_argument, NULL, OPT_ACCEL},
 	    {"qtest", required_argument, NULL, OPT_QTEST},
@@ -295,8 +362,13 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 	    {"listen", required_argument, NULL, OPT_LISTEN},
 	    {"trace", no_argument, NULL, OPT_TRACE},
 	    {"help", no_argument, NULL, OPT_HELP},
+	    {"kernel", required_argument, NULL, OPT_KERNEL},
+	    {"smp", required_argument, NULL, OPT_SMP},
+	    {"append", required_argument, NULL, OPT_APPEND},
 	    {NULL, 0, NULL, 0},
 	};
+	bool qtest_given = false;
+	uint64_t n;
 	int c;
 
 	memset(cfg, 0, sizeof(*cfg));
@@ -307,15 +379,32 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_ACCEL:
-			if (strcmp(optarg, "qtest") != 0)
+			if (strcmp(optarg, "qtest") != 0 && strcmp(optarg, "kvm") != 0)
 				return fail(
 				    err, errlen,
-				    "--accel '%s': unknown accelerator (only 'qtest' exists "
-				    "now; 'kvm' comes later)",
+				    "--accel '%s': unknown accelerator (use 'kvm' or 'qtest')",
 				    optarg);
 			strcpy(cfg->accel, optarg);
 			break;
+		case OPT_KERNEL:
+			if (!optarg[0] || strlen(optarg) >= CONFIG_PATH_MAX)
+				return fail(err, errlen, "--kernel: bad path");
+			strcpy(cfg->kernel, optarg);
+			break;
+		case OPT_SMP:
+			if (config_parse_u64(optarg, &n) < 0 || n < 1 || n > COREIO_BOOT_MAX_CPUS)
+				return fail(err, errlen, "--smp '%s': expected 1..%d vCPUs", optarg,
+					    COREIO_BOOT_MAX_CPUS);
+			cfg->smp = (unsigned)n;
+			break;
+		case OPT_APPEND:
+			if (strlen(optarg) >= CONFIG_APPEND_MAX)
+				return fail(err, errlen, "--append: longer than %d characters",
+					    CONFIG_APPEND_MAX - 1);
+			strcpy(cfg->append, optarg);
+			break;
 		case OPT_QTEST:
+			qtest_given = true;
 			if (strcmp(optarg, "stdio") == 0) {
 				cfg->qtest_path[0] = '\0';
 			} else if (strncmp(optarg, "unix:", 5) == 0 && optarg[5] &&
@@ -367,9 +456,12 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 	}
 	if (optind < argc)
 		return fail(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
-	if (!cfg->accel[0])
-		return fail(err, errlen,
-			    "missing --accel (only '--accel qtest' exists now; 'kvm' comes later)");
+	if (!cfg->accel[0]) {
+		strcpy(cfg->accel, "kvm");
+		cfg->accel_default = true;
+	}
+	if (validate_accel(cfg, qtest_given, err, errlen) < 0)
+		return -1;
 	return validate(cfg, err, errlen);
 }
 
@@ -377,7 +469,9 @@ void config_usage(FILE *f, const char *prog)
 {
 	fprintf(
 	    f,
-	    "Usage: %s --accel qtest [--qtest stdio|unix:PATH] [--mem SIZE]\n"
+	    "Usage: %s [--accel kvm] --kernel GUEST.elf [--smp N] [--append TEXT]\n"
+	    "          [--mem SIZE] [--vmmio ...]... [--listen ADDR] [--trace]\n"
+	    "       %s --accel qtest [--qtest stdio|unix:PATH] [--mem SIZE]\n"
 	    "          [--vmmio START,size=SIZE[,irq=LINE[:LINE...]],port=PORT"
 	    "[,writes=posted|acked]]...\n"
 	    "          [--listen ADDR] [--trace] [--help]\n"
@@ -387,15 +481,22 @@ void config_usage(FILE *f, const char *prog)
 	    "DMA to guest RAM.\n"
 	    "\n"
 	    "Options:\n"
-	    "  --accel qtest       What plays the CPU. 'qtest': a script on stdin or a UNIX\n"
-	    "                      socket issues reads and writes (see docs/coreio-vm.md).\n"
-	    "                      Required; 'kvm' comes later.\n"
+	    "  --accel kvm|qtest   What plays the CPU. 'kvm' (the default when /dev/kvm\n"
+	    "                      works): vCPUs run the freestanding ELF64 guest given by\n"
+	    "                      --kernel (docs/guests.md). 'qtest': a script on stdin or\n"
+	    "                      a UNIX socket issues reads and writes (docs/coreio-vm.md).\n"
+	    "  --kernel GUEST.elf  The guest (kvm only): an x86-64 ELF executable loaded at\n"
+	    "                      or above 1 MiB, started in 64-bit mode at its entry.\n"
+	    "  --smp N             vCPUs, 1..%d (kvm only, default 1). All start at once.\n"
+	    "  --append TEXT       Command line for the guest, in the boot info (kvm only,\n"
+	    "                      at most %d characters).\n"
 	    "  --qtest stdio|unix:PATH\n"
 	    "                      Where the qtest script comes from (default stdio). With\n"
 	    "                      unix:PATH, one script connection is served at a time.\n"
 	    "                      Example: --qtest unix:/tmp/vm-qtest.sock\n"
-	    "  --mem SIZE          Guest RAM at guest-physical 0, 1M..64G, a multiple of\n"
-	    "                      4 KiB; suffixes K, M, G (default 64M). Example: --mem 128M\n"
+	    "  --mem SIZE          Guest RAM at guest-physical 0, 1M..64G (at most 3G with\n"
+	    "                      kvm), a multiple of 4 KiB; suffixes K, M, G (default\n"
+	    "                      64M). Example: --mem 128M\n"
 	    "  --vmmio START,size=SIZE,irq=LINES,port=PORT[,writes=posted|acked]\n"
 	    "                      One vMMIO range served by a CoreIO client (repeatable).\n"
 	    "                      START and SIZE are 4 KiB aligned (SIZE may use K/M/G),\n"
@@ -419,9 +520,21 @@ void config_usage(FILE *f, const char *prog)
 	    "  --help, -h          This text.\n"
 	    "\n"
 	    "Each port prints 'listening on ADDR:PORT' (or [v6]:PORT, unix:PATH) on stderr\n"
-	    "once it accepts connections. Command-line errors exit with status 2.\n"
+	    "once it accepts connections.\n"
 	    "\n"
-	    "Example:\n"
+	    "With kvm the guest's COM1 (port 0x3f8, IRQ 4) is standard output and input, a\n"
+	    "write of V to port 0x501 ends coreio-vm with exit status V & 0xff, and a test\n"
+	    "device sits at MMIO 0xfe000000. vMMIO ranges may not overlap it, the IOAPIC\n"
+	    "(0xfec00000) or the LAPIC (0xfee00000).\n"
+	    "\n"
+	    "Exit status: 2 for command-line errors; 125 when the VMM or the guest failed\n"
+	    "(bad ELF, triple fault, KVM error; the reason is on stderr); with kvm, else\n"
+	    "the value the guest wrote to port 0x501 (128+N after signal N).\n"
+	    "\n"
+	    "Examples:\n"
+	    "  %s --kernel guest.elf --mem 64M --smp 2 --vmmio 0xd0000000,size=4K,irq=5,"
+	    "port=0\n"
 	    "  %s --accel qtest --mem 64M --vmmio 0xd0000000,size=0x1000,irq=5,port=0\n",
-	    prog, CONFIG_MAX_IRQS, CONFIG_MAX_PER_PORT, prog);
+	    prog, prog, COREIO_BOOT_MAX_CPUS, CONFIG_APPEND_MAX - 1, CONFIG_MAX_IRQS,
+	    CONFIG_MAX_PER_PORT, prog, prog);
 }

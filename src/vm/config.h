@@ -13,6 +13,8 @@
 #define CONFIG_DEFAULT_MEM  (64ull << 20)
 #define CONFIG_MIN_MEM	    (1ull << 20)
 #define CONFIG_MAX_MEM	    (64ull << 30)
+#define CONFIG_PATH_MAX	    4096 /* --kernel path, with its NUL */
+#define CONFIG_APPEND_MAX   256	 /* --append text, with its NUL (the boot info's cmdline) */
 
 enum port_kind {
 	PORT_TCP = 0,	/* port=N */
@@ -34,7 +36,11 @@ struct range_config {
 
 struct vm_config {
 	uint64_t mem;
-	char accel[16];
+	char accel[16];			  /* "qtest" or "kvm" */
+	bool accel_default;		  /* --accel was not given: kvm was chosen */
+	char kernel[CONFIG_PATH_MAX];	  /* --kernel (kvm only) */
+	char append[CONFIG_APPEND_MAX];	  /* --append (kvm only) */
+	unsigned smp;			  /* --smp, vCPUs (kvm only), default 1 */
 	char qtest_path[CONFIG_NAME_MAX]; /* empty: stdio */
 	char listen[256];
 	bool trace;
@@ -47,6 +53,8 @@ struct vm_config {
  * Parse and validate argv into cfg (defaults first).
  *   err, errlen  receive a message naming the bad input on failure.
  * Returns 0 (cfg->help set when --help was given), or -1 on an error.
+ * Without --accel, cfg->accel is "kvm" and cfg->accel_default is set; the
+ * caller checks that /dev/kvm works (config_parse() never opens it).
  * Uses getopt_long(); may be called several times (it resets optind).
  */
 int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t errlen);

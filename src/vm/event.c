@@ -1,10 +1,14 @@
-/* coreio-vm: a small single-threaded epoll event loop with deferred calls. */
+/* coreio-vm: a small epoll event loop with deferred calls, run by the I/O thread. */
 #include "event.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 struct event_handler {
@@ -20,19 +24,49 @@ struct event_deferred {
 	struct event_deferred *next;
 };
 
+/*
+ * Only the I/O thread runs event_run() and the callbacks. Other threads (the
+ * vCPUs) may call event_mod(), event_del(), event_defer() and event_stop():
+ * the handler lists and the deferred queue are guarded by lock, which is
+ * never held while a callback runs, and wake_fd wakes epoll_wait().
+ */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int epfd = -1;
-static bool stopped;
+static int wake_fd = -1;
+static atomic_bool stopped;
 static struct event_handler *handlers;	/* live handlers */
 static struct event_handler *graveyard; /* deleted, freed after the batch */
 static struct event_deferred *defer_head, *defer_tail;
 
 int event_init(void)
 {
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0)
 		return -errno;
-	stopped = false;
+	wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (wake_fd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, wake_fd, &ev) < 0) {
+		int err = -errno;
+
+		if (wake_fd >= 0)
+			close(wake_fd);
+		close(epfd);
+		wake_fd = epfd = -1;
+		return err;
+	}
+	atomic_store(&stopped, false);
 	return 0;
+}
+
+/* Make a sleeping epoll_wait() return (any thread). */
+static void wake(void)
+{
+	uint64_t one = 1;
+
+	if (wake_fd >= 0 && write(wake_fd, &one, sizeof(one)) < 0) {
+		/* The counter is already non-zero: the loop wakes anyway. */
+	}
 }
 
 static void free_list(struct event_handler *h)
@@ -51,17 +85,27 @@ void event_exit(void)
 	free_list(graveyard);
 	handlers = graveyard = NULL;
 	/* Deferred calls release memory (closed connections): run them, do not drop them. */
-	while (defer_head) {
-		struct event_deferred *d = defer_head;
+	for (;;) {
+		struct event_deferred *d;
 
-		defer_head = d->next;
+		pthread_mutex_lock(&lock);
+		d = defer_head;
+		if (d) {
+			defer_head = d->next;
+			if (!defer_head)
+				defer_tail = NULL;
+		}
+		pthread_mutex_unlock(&lock);
+		if (!d)
+			break;
 		d->fn(d->opaque);
 		free(d);
 	}
-	defer_tail = NULL;
+	if (wake_fd >= 0)
+		close(wake_fd);
 	if (epfd >= 0)
 		close(epfd);
-	epfd = -1;
+	epfd = wake_fd = -1;
 }
 
 static struct event_handler *find(int fd)
@@ -79,8 +123,6 @@ int event_add(int fd, uint32_t events, event_cb cb, void *opaque)
 
 	if (fd < 0 || !cb)
 		return -EINVAL;
-	if (find(fd))
-		return -EEXIST;
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
@@ -88,34 +130,49 @@ int event_add(int fd, uint32_t events, event_cb cb, void *opaque)
 	h->cb = cb;
 	h->opaque = opaque;
 	ev.data.ptr = h;
+	pthread_mutex_lock(&lock);
+	if (find(fd)) {
+		pthread_mutex_unlock(&lock);
+		free(h);
+		return -EEXIST;
+	}
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		int err = -errno;
 
+		pthread_mutex_unlock(&lock);
 		free(h);
 		return err;
 	}
 	h->next = handlers;
 	handlers = h;
+	pthread_mutex_unlock(&lock);
 	return 0;
 }
 
 int event_mod(int fd, uint32_t events)
 {
-	struct event_handler *h = find(fd);
+	struct event_handler *h;
 	struct epoll_event ev = {.events = events};
+	int rc = 0;
 
-	if (!h)
-		return -ENOENT;
-	ev.data.ptr = h;
-	if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
-		return -errno;
-	return 0;
+	pthread_mutex_lock(&lock);
+	h = find(fd);
+	if (!h) {
+		rc = -ENOENT;
+	} else {
+		ev.data.ptr = h;
+		if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
+			rc = -errno;
+	}
+	pthread_mutex_unlock(&lock);
+	return rc;
 }
 
 int event_del(int fd)
 {
 	struct event_handler **pp;
 
+	pthread_mutex_lock(&lock);
 	for (pp = &handlers; *pp; pp = &(*pp)->next) {
 		struct event_handler *h = *pp;
 
@@ -126,8 +183,10 @@ int event_del(int fd)
 		h->fd = -1;
 		h->next = graveyard;
 		graveyard = h;
+		pthread_mutex_unlock(&lock);
 		return 0;
 	}
+	pthread_mutex_unlock(&lock);
 	return -ENOENT;
 }
 
@@ -139,20 +198,26 @@ int event_defer(event_defer_cb fn, void *opaque)
 		return -ENOMEM;
 	d->fn = fn;
 	d->opaque = opaque;
+	pthread_mutex_lock(&lock);
 	if (defer_tail)
 		defer_tail->next = d;
 	else
 		defer_head = d;
 	defer_tail = d;
+	pthread_mutex_unlock(&lock);
+	wake();
 	return 0;
 }
 
 /* Run the deferred calls queued so far (not the ones they queue). */
 static void run_deferred(void)
 {
-	struct event_deferred *d = defer_head;
+	struct event_deferred *d;
 
+	pthread_mutex_lock(&lock);
+	d = defer_head;
 	defer_head = defer_tail = NULL;
+	pthread_mutex_unlock(&lock);
 	while (d) {
 		struct event_deferred *n = d->next;
 
@@ -166,13 +231,18 @@ int event_run(void)
 {
 	struct epoll_event evs[32];
 
-	while (!stopped) {
+	while (!atomic_load(&stopped)) {
+		struct event_handler *dead;
+		bool more;
 		int n;
 
 		run_deferred();
-		if (stopped)
+		if (atomic_load(&stopped))
 			break;
-		n = epoll_wait(epfd, evs, 32, defer_head ? 0 : -1);
+		pthread_mutex_lock(&lock);
+		more = defer_head != NULL;
+		pthread_mutex_unlock(&lock);
+		n = epoll_wait(epfd, evs, 32, more ? 0 : -1);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -180,18 +250,38 @@ int event_run(void)
 		}
 		for (int i = 0; i < n; i++) {
 			struct event_handler *h = evs[i].data.ptr;
+			event_cb cb;
+			void *opaque;
+			int fd;
 
-			if (h->fd < 0)
+			if (!h) {
+				uint64_t cnt;
+
+				if (read(wake_fd, &cnt, sizeof(cnt)) < 0) {
+					/* Nothing to read: another wake-up consumed it. */
+				}
+				continue;
+			}
+			pthread_mutex_lock(&lock);
+			fd = h->fd;
+			cb = h->cb;
+			opaque = h->opaque;
+			pthread_mutex_unlock(&lock);
+			if (fd < 0)
 				continue; /* deleted earlier in this batch */
-			h->cb(h->fd, evs[i].events, h->opaque);
+			cb(fd, evs[i].events, opaque);
 		}
-		free_list(graveyard);
+		pthread_mutex_lock(&lock);
+		dead = graveyard;
 		graveyard = NULL;
+		pthread_mutex_unlock(&lock);
+		free_list(dead);
 	}
 	return 0;
 }
 
 void event_stop(void)
 {
-	stopped = true;
+	atomic_store(&stopped, true);
+	wake();
 }

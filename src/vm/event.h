@@ -1,4 +1,4 @@
-/* coreio-vm: a small single-threaded epoll event loop with deferred calls. */
+/* coreio-vm: a small epoll event loop with deferred calls, run by the I/O thread. */
 #ifndef COREIO_VM_EVENT_H
 #define COREIO_VM_EVENT_H
 
@@ -9,6 +9,13 @@ typedef void (*event_cb)(int fd, uint32_t events, void *opaque);
 
 /* A function to run later from the loop, outside any other callback. */
 typedef void (*event_defer_cb)(void *opaque);
+
+/*
+ * Threads: event_run() and every callback run on one thread, the I/O
+ * thread. event_mod(), event_del(), event_defer() and event_stop() may also
+ * be called from other threads (vCPU threads); they take an internal lock
+ * and wake the loop. Callbacks never run with that lock held.
+ */
 
 /*
  * Create the loop. Returns 0 or a negative errno from epoll_create1().
@@ -52,7 +59,7 @@ int event_defer(event_defer_cb fn, void *opaque);
  */
 int event_run(void);
 
-/* Make event_run() return after the current batch. */
+/* Make event_run() return after the current batch. Any thread; wakes the loop. */
 void event_stop(void);
 
 #endif

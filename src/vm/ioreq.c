@@ -7,7 +7,13 @@
 void ioreq_init(struct ioreq_ctx *ctx, struct mem *mem)
 {
 	memset(ctx, 0, sizeof(*ctx));
+	pthread_mutex_init(&ctx->lock, NULL);
 	ctx->mem = mem;
+}
+
+void ioreq_exit(struct ioreq_ctx *ctx)
+{
+	pthread_mutex_destroy(&ctx->lock);
 }
 
 uint32_t ioreq_full_mask(unsigned size)

@@ -2,6 +2,7 @@
 #ifndef COREIO_VM_IOREQ_H
 #define COREIO_VM_IOREQ_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -91,7 +92,17 @@ struct ioreq_handler {
 	void *opaque;
 };
 
+/*
+ * The VM lock (lock) guards everything a request touches once it leaves RAM:
+ * the handler tables, the state of every handler (vmmio connections, in-VMM
+ * devices), the IRQ chip and the counters. A vCPU thread holds it around
+ * emulate_io() and emulate_mmio_post(); the I/O thread holds it in every
+ * vmmio and device callback. It is never held while blocking: a vCPU that
+ * waits for a client sleeps on its condition variable, which releases it.
+ * The qtest accelerator runs alone on the I/O thread and does not take it.
+ */
 struct ioreq_ctx {
+	pthread_mutex_t lock;
 	struct mem *mem;
 	struct ioreq_handler mmio[IOREQ_MAX_HANDLERS];
 	unsigned nmmio;
@@ -109,9 +120,13 @@ enum ioreq_class {
 };
 
 /*
- * Initialise an empty layer over RAM mem (may be NULL: no RAM).
+ * Initialise an empty layer over RAM mem (may be NULL: no RAM), with its
+ * VM lock.
  */
 void ioreq_init(struct ioreq_ctx *ctx, struct mem *mem);
+
+/* Destroy the VM lock of ctx (no request may be in flight). */
+void ioreq_exit(struct ioreq_ctx *ctx);
 
 /*
  * Register a PIO handler for ports [start, end).
@@ -150,7 +165,8 @@ int emulate_io(struct ioreq_ctx *ctx, struct io_request *req);
 
 /*
  * Mark a pending request COMPLETE and call its completion callback. Called
- * by the handler that returned IOREQ_PENDING, once, from the I/O thread.
+ * by the handler that returned IOREQ_PENDING, once, from the I/O thread
+ * (with the VM lock held when vCPU threads exist).
  */
 void ioreq_complete(struct io_request *req);
 

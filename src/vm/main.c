@@ -1,6 +1,7 @@
 /* coreio-vm: entry point: parse the command line, build the VM, run the event loop. */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,10 +11,12 @@
 
 #include "config.h"
 #include "event.h"
+#include "hw/hw.h"
 #include "ioreq.h"
 #include "irq.h"
 #include "mem.h"
 #include "qtest.h"
+#include "vcpu.h"
 #include "vmmio.h"
 
 static struct vm_config cfg;
@@ -22,6 +25,10 @@ static struct ioreq_ctx io;
 static struct irq_chip irqchip;
 static struct vmmio vmmio;
 static struct qtest qtest;
+static struct kvm_accel kvm;
+static struct hw_set hw;
+static struct hw_ctx hw_ctx;
+static atomic_int last_signal;
 
 static void on_signal(int fd, uint32_t events, void *opaque)
 {
@@ -29,16 +36,76 @@ static void on_signal(int fd, uint32_t events, void *opaque)
 
 	(void)events;
 	(void)opaque;
-	if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+	if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		fprintf(stderr, "coreio-vm: %s, exiting\n", strsignal((int)si.ssi_signo));
+		atomic_store(&last_signal, (int)si.ssi_signo);
+	}
 	event_stop();
+}
+
+static void request_exit(int status, void *opaque)
+{
+	kvm_accel_request_exit(opaque, status);
+}
+
+/* The qtest accelerator: a script plays the CPU on the I/O thread. */
+static int run_qtest(void)
+{
+	int status = 0;
+
+	if (vmmio_init(&vmmio, &cfg, &io, &mem, &irqchip) < 0 ||
+	    qtest_init(&qtest, cfg.qtest_path, &io, &mem, &irqchip, &vmmio) < 0) {
+		status = 1;
+	} else if (event_run() < 0) {
+		fprintf(stderr, "coreio-vm: event loop failed: %s\n", strerror(errno));
+		status = 1;
+	}
+	qtest_exit(&qtest);
+	vmmio_exit(&vmmio);
+	return status;
+}
+
+/*
+ * The KVM accelerator: vCPU threads run the guest; this thread is the I/O
+ * thread (clients, console input, signals) until something ends the VM.
+ */
+static int run_kvm(void)
+{
+	int status = VCPU_EXIT_CRASH;
+	bool ok;
+
+	hw_ctx.io = &io;
+	hw_ctx.irq = &irqchip;
+	hw_ctx.in_fd = 0;
+	hw_ctx.out_fd = 1;
+	hw_ctx.request_exit = request_exit;
+	hw_ctx.exit_opaque = &kvm;
+	ok = kvm_accel_init(&kvm, &cfg, &mem, &io, &irqchip) == 0 &&
+	     hw_init_all(&hw, &hw_ctx) == 0 && vmmio_init(&vmmio, &cfg, &io, &mem, &irqchip) == 0;
+	if (ok && kvm_accel_start(&kvm) == 0) {
+		if (event_run() < 0) {
+			fprintf(stderr, "coreio-vm: event loop failed: %s\n", strerror(errno));
+			kvm_accel_request_exit(&kvm, VCPU_EXIT_CRASH);
+		}
+		if (atomic_load(&last_signal))
+			kvm_accel_request_exit(&kvm, 128 + atomic_load(&last_signal));
+		status = kvm_accel_status(&kvm);
+		if (status < 0)
+			status = VCPU_EXIT_CRASH;
+	}
+	/* Stop the vCPUs; closing the clients completes any request a vCPU waits for. */
+	kvm_accel_stop(&kvm);
+	vmmio_exit(&vmmio);
+	kvm_accel_exit(&kvm);
+	hw_exit_all(&hw);
+	return status;
 }
 
 int main(int argc, char **argv)
 {
 	char err[512];
 	sigset_t set;
-	int sfd, rc, status = 0;
+	int sfd, rc, status;
 
 	if (config_parse(argc, argv, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "coreio-vm: %s\n", err);
@@ -67,17 +134,13 @@ int main(int argc, char **argv)
 	}
 	ioreq_init(&io, &mem);
 	irq_init(&irqchip, NULL, NULL);
-	if (vmmio_init(&vmmio, &cfg, &io, &mem, &irqchip) < 0 ||
-	    qtest_init(&qtest, cfg.qtest_path, &io, &mem, &irqchip, &vmmio) < 0) {
-		status = 1;
-	} else if (event_run() < 0) {
-		fprintf(stderr, "coreio-vm: event loop failed: %s\n", strerror(errno));
-		status = 1;
-	}
-	qtest_exit(&qtest);
-	vmmio_exit(&vmmio);
+	if (strcmp(cfg.accel, "kvm") == 0)
+		status = run_kvm();
+	else
+		status = run_qtest();
 	event_exit();
 	close(sfd);
+	ioreq_exit(&io);
 	mem_exit(&mem);
 	return status;
 }

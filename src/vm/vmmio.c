@@ -13,7 +13,9 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "event.h"
@@ -39,8 +41,20 @@ struct vmmio_conn {
 	struct vmmio_pending *pending;
 	struct irq_source src[CONFIG_MAX_PER_PORT][CONFIG_MAX_IRQS]; /* [rid][iid] */
 	struct vmmio_conn *next;
+	/* Output the socket did not take yet, flushed by the I/O thread on EPOLLOUT. */
+	uint8_t *out;
+	size_t out_off, out_len, out_cap; /* unsent bytes are out[out_off .. out_len) */
+	long long out_since;		  /* ms: queue became non-empty or last progress */
 	struct coreio_wire_rx rx;
 };
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void conn_log(const struct vmmio_conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -89,7 +103,10 @@ static void unclaimed(struct io_request *req)
 
 static void conn_free(void *opaque)
 {
-	free(opaque);
+	struct vmmio_conn *c = opaque;
+
+	free(c->out);
+	free(c);
 }
 
 /*
@@ -146,7 +163,7 @@ static void conn_close(struct vmmio_conn *c, const char *why, bool free_now)
 	}
 	conn_abandon(c);
 	if (free_now || event_defer(conn_free, c) < 0)
-		free(c);
+		conn_free(c);
 }
 
 static void malformed(struct vmmio_conn *c, const char *fmt, ...)
@@ -165,20 +182,123 @@ static void malformed(struct vmmio_conn *c, const char *fmt, ...)
 	conn_close(c, why, false);
 }
 
-/* Send a whole frame; a failure closes the connection. Returns 0 or -errno. */
+static void send_failed(struct vmmio_conn *c, int err)
+{
+	char why[128];
+
+	snprintf(why, sizeof(why), "send failed: %s; closing", strerror(err));
+	conn_close(c, why, false);
+}
+
+/*
+ * Send what the socket takes now, never blocking. Returns the bytes sent,
+ * or -1 after closing the connection on an error.
+ */
+static ssize_t send_some(struct vmmio_conn *c, const uint8_t *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = send(c->fd, buf + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n > 0) {
+			done += (size_t)n;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			break;
+		} else {
+			send_failed(c, n < 0 ? errno : EPIPE);
+			return -1;
+		}
+	}
+	return (ssize_t)done;
+}
+
+/*
+ * The events to watch on a connection: EPOLLOUT while output is queued, and
+ * EPOLLIN unless the queue passed VMMIO_OUT_PAUSE (a client that sends
+ * requests faster than it reads the answers is not read until it catches up).
+ */
+static uint32_t conn_events(const struct vmmio_conn *c)
+{
+	size_t queued = c->out_len - c->out_off;
+
+	return (queued > VMMIO_OUT_PAUSE ? 0 : EPOLLIN) | (queued ? EPOLLOUT : 0);
+}
+
+/* Write out queued output (I/O thread, on EPOLLOUT). */
+static void conn_flush(struct vmmio_conn *c)
+{
+	ssize_t n = send_some(c, c->out + c->out_off, c->out_len - c->out_off);
+
+	if (n < 0)
+		return;
+	if (n > 0)
+		c->out_since = now_ms();
+	c->out_off += (size_t)n;
+	if (c->out_off == c->out_len) {
+		c->out_off = c->out_len = 0;
+		if (c->out_cap > 4 * COREIO_WIRE_MAX_MSG) {
+			free(c->out);
+			c->out = NULL;
+			c->out_cap = 0;
+		}
+	}
+	event_mod(c->fd, conn_events(c));
+}
+
+/*
+ * Send a whole frame without ever blocking (any thread, VM lock held): what
+ * the socket does not take now is queued and flushed by the I/O thread. A
+ * send error, or a queue above VMMIO_OUT_MAX, closes the connection.
+ * Returns 0 or a negative errno (the connection is closed then).
+ */
 static int conn_send(struct vmmio_conn *c, const uint8_t *buf, size_t len)
 {
-	int rc;
+	ssize_t n = 0;
+	size_t rest;
 
+	if (c->dead)
+		return -EPIPE;
 	trace_frame(c, "<-", buf);
-	rc = coreio__wire_send_all(c->fd, buf, len, VMMIO_SEND_TIMEOUT_MS);
-	if (rc < 0) {
-		char why[128];
-
-		snprintf(why, sizeof(why), "send failed: %s; closing", strerror(-rc));
-		conn_close(c, why, false);
+	if (c->out_len == c->out_off) {
+		n = send_some(c, buf, len);
+		if (n < 0)
+			return -EPIPE;
+		if ((size_t)n == len)
+			return 0;
 	}
-	return rc;
+	rest = len - (size_t)n;
+	if (c->out_len - c->out_off + rest > VMMIO_OUT_MAX) {
+		conn_close(c, "output queue over 1 MiB (the client does not read); closing", false);
+		return -ENOBUFS;
+	}
+	if (c->out_off > 0 && c->out_len + rest > c->out_cap) {
+		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+		c->out_len -= c->out_off;
+		c->out_off = 0;
+	}
+	if (c->out_len + rest > c->out_cap) {
+		size_t cap = c->out_cap ? c->out_cap : COREIO_WIRE_MAX_MSG;
+		uint8_t *p;
+
+		while (cap < c->out_len + rest)
+			cap *= 2;
+		p = realloc(c->out, cap);
+		if (!p) {
+			conn_close(c, "out of memory for the output queue; closing", false);
+			return -ENOMEM;
+		}
+		c->out = p;
+		c->out_cap = cap;
+	}
+	if (c->out_len == c->out_off)
+		c->out_since = now_ms();
+	memcpy(c->out + c->out_len, buf + n, rest);
+	c->out_len += rest;
+	event_mod(c->fd, conn_events(c));
+	return 0;
 }
 
 static uint32_t new_tag(struct vmmio_conn *c)
@@ -456,15 +576,28 @@ static void conn_frame(struct vmmio_conn *c, const uint8_t *frame, size_t len)
 	}
 }
 
-static void conn_readable(int fd, uint32_t events, void *opaque)
+static void conn_read(struct vmmio_conn *c, int fd)
 {
-	struct vmmio_conn *c = opaque;
-
 	/* A bounded number of reads per wake-up keeps one client from starving others. */
 	for (int round = 0; round < 16; round++) {
 		const uint8_t *frame;
 		size_t len;
-		long n = coreio__wire_rx_fill(&c->rx, fd);
+		long n;
+
+		/*
+		 * Frames already received go first. While too many answers are
+		 * queued they wait in rx (conn_events() paused EPOLLIN) and run
+		 * after conn_flush() (conn_event() calls us then).
+		 */
+		while (c->out_len - c->out_off <= VMMIO_OUT_PAUSE &&
+		       coreio__wire_rx_next(&c->rx, &frame, &len)) {
+			conn_frame(c, frame, len);
+			if (c->dead)
+				return;
+		}
+		if (c->out_len - c->out_off > VMMIO_OUT_PAUSE)
+			return;
+		n = coreio__wire_rx_fill(&c->rx, fd);
 
 		if (n == -EAGAIN)
 			return;
@@ -482,12 +615,59 @@ static void conn_readable(int fd, uint32_t events, void *opaque)
 			conn_close(c, why, false);
 			return;
 		}
-		while (coreio__wire_rx_next(&c->rx, &frame, &len)) {
+	}
+	/* 16 rounds done: the frames of the last one run now; more data waits for the loop. */
+	{
+		const uint8_t *frame;
+		size_t len;
+
+		while (c->out_len - c->out_off <= VMMIO_OUT_PAUSE &&
+		       coreio__wire_rx_next(&c->rx, &frame, &len)) {
 			conn_frame(c, frame, len);
 			if (c->dead)
 				return;
 		}
 	}
+}
+
+/* A connection's socket is ready (I/O thread). */
+static void conn_event(int fd, uint32_t events, void *opaque)
+{
+	struct vmmio_conn *c = opaque;
+	pthread_mutex_t *lock = &c->v->io->lock;
+
+	pthread_mutex_lock(lock);
+	/* A vCPU thread may have closed it since the loop picked the event up. */
+	if (!c->dead && (events & EPOLLOUT) && c->out_len > c->out_off)
+		conn_flush(c);
+	/* Also after a flush: frames held back while the queue was full run now. */
+	if (!c->dead && (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLOUT)))
+		conn_read(c, fd);
+	pthread_mutex_unlock(lock);
+}
+
+/* Once a second: drop clients whose output has not moved for VMMIO_SEND_TIMEOUT_MS. */
+static void stuck_timer(int fd, uint32_t events, void *opaque)
+{
+	struct vmmio *v = opaque;
+	struct vmmio_conn *c, *next;
+	uint64_t ticks;
+	long long now = now_ms();
+
+	(void)events;
+	if (read(fd, &ticks, sizeof(ticks)) < 0) {
+		/* Spurious wake-up: nothing expired. */
+	}
+	pthread_mutex_lock(&v->io->lock);
+	for (c = v->conns; c; c = next) {
+		next = c->next;
+		if (c->out_len > c->out_off && now - c->out_since > VMMIO_SEND_TIMEOUT_MS)
+			conn_close(c,
+				   "send blocked for more than 10 s (the client does not read); "
+				   "closing",
+				   false);
+	}
+	pthread_mutex_unlock(&v->io->lock);
 }
 
 /* "ADDR:PORT" or "[V6]:PORT" of a socket address. */
@@ -510,9 +690,20 @@ static void format_addr(const struct sockaddr_storage *ss, char *buf, size_t len
 	}
 }
 
+static void port_accept_locked(int fd, struct vmmio_port *port);
+
 static void port_accept(int fd, uint32_t events, void *opaque)
 {
 	struct vmmio_port *port = opaque;
+
+	(void)events;
+	pthread_mutex_lock(&port->v->io->lock);
+	port_accept_locked(fd, port);
+	pthread_mutex_unlock(&port->v->io->lock);
+}
+
+static void port_accept_locked(int fd, struct vmmio_port *port)
+{
 	struct vmmio *v = port->v;
 
 	for (;;) {
@@ -553,7 +744,7 @@ static void port_accept(int fd, uint32_t events, void *opaque)
 				irq_source_init(&c->src[r][i],
 						rg && i < rg->nirq ? rg->irqs[i] : -1);
 			}
-		if (event_add(cfd, EPOLLIN, conn_readable, c) < 0) {
+		if (event_add(cfd, EPOLLIN, conn_event, c) < 0) {
 			close(cfd);
 			free(c);
 			continue;
@@ -648,6 +839,7 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 	       struct irq_chip *irq)
 {
 	memset(v, 0, sizeof(*v));
+	v->timer_fd = -1;
 	v->io = io;
 	v->mem = mem;
 	v->irq = irq;
@@ -700,13 +892,33 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 		fprintf(stderr, "listening on %s\n", port->display);
 		fflush(stderr);
 	}
+	if (v->nports > 0) {
+		struct itimerspec its = {.it_interval = {1, 0}, .it_value = {1, 0}};
+		int err;
+
+		v->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+		if (v->timer_fd < 0 || timerfd_settime(v->timer_fd, 0, &its, NULL) < 0)
+			return -errno;
+		err = event_add(v->timer_fd, EPOLLIN, stuck_timer, v);
+		if (err < 0)
+			return err;
+	}
 	return 0;
 }
 
 void vmmio_exit(struct vmmio *v)
 {
+	if (!v->io)
+		return; /* never initialised */
+	pthread_mutex_lock(&v->io->lock);
 	while (v->conns)
 		conn_close(v->conns, "closed at exit", true);
+	pthread_mutex_unlock(&v->io->lock);
+	if (v->timer_fd >= 0) {
+		event_del(v->timer_fd);
+		close(v->timer_fd);
+		v->timer_fd = -1;
+	}
 	for (unsigned p = 0; p < v->nports; p++) {
 		struct vmmio_port *port = &v->ports[p];
 
@@ -724,6 +936,7 @@ void vmmio_reset(struct vmmio *v)
 {
 	struct vmmio_conn *c, *next;
 
+	pthread_mutex_lock(&v->io->lock);
 	for (c = v->conns; c; c = next) {
 		struct coreio_wire_hdr h = {.op = COREIO_OP_RESET};
 		uint8_t out[COREIO_WIRE_UNIT];
@@ -734,6 +947,7 @@ void vmmio_reset(struct vmmio *v)
 		coreio__wire_encode(out, &h);
 		conn_send(c, out, sizeof(out));
 	}
+	pthread_mutex_unlock(&v->io->lock);
 }
 
 const struct vmmio_range *vmmio_range(const struct vmmio *v, unsigned g)

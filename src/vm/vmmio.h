@@ -11,7 +11,9 @@
 #include "mem.h"
 #include "wire.h"
 
-#define VMMIO_SEND_TIMEOUT_MS 10000 /* a client that does not read for this long is dropped */
+#define VMMIO_SEND_TIMEOUT_MS 10000	 /* a client that does not read for this long is dropped */
+#define VMMIO_OUT_MAX	      (1u << 20) /* queued output above this drops the client */
+#define VMMIO_OUT_PAUSE	      (256u << 10) /* above this a client's requests are not read */
 
 struct vmmio;
 struct vmmio_conn;
@@ -56,6 +58,7 @@ struct vmmio {
 	unsigned next_conn_id;
 	vmmio_claim_fn on_claim;
 	void *claim_opaque;
+	int timer_fd;			 /* once a second: drop clients whose output is stuck */
 	uint8_t tx[COREIO_WIRE_MAX_MSG]; /* DMA answers */
 };
 
@@ -77,6 +80,11 @@ void vmmio_exit(struct vmmio *v);
  * otherwise the request is sent to the claiming connection. Returns 0 for a
  * posted write (done) or IOREQ_PENDING when the answer will complete req
  * through ioreq_complete().
+ * Threads: called through emulate_io() by a vCPU thread holding the VM lock
+ * (io->lock), or by qtest on the I/O thread. It never blocks: a frame the
+ * socket does not take at once is queued for the I/O thread.
+ * Every vmmio callback of the I/O thread (accept, socket events, the stuck
+ * timer), vmmio_reset() and vmmio_exit() take the VM lock themselves.
  */
 int vmmio_submit(struct io_request *req, void *opaque);
 

@@ -128,6 +128,47 @@ static void test_errors(void **state)
 	expect_error(parse("--accel", "qtest", "--listen", "not an address!", NULL), "--listen");
 }
 
+static void test_kvm(void **state)
+{
+	(void)state;
+	/* Without --accel, kvm is chosen (main checks /dev/kvm). */
+	assert_int_equal(parse("--kernel", "g.elf", NULL), 0);
+	assert_string_equal(cfg.accel, "kvm");
+	assert_true(cfg.accel_default);
+	assert_int_equal(cfg.smp, 1);
+	assert_string_equal(cfg.kernel, "g.elf");
+	assert_int_equal(parse("--accel", "kvm", "--kernel", "g.elf", "--smp", "4", "--append",
+			       "a b c", "--mem", "3G", "--vmmio", "0xd0000000,size=4K,irq=5,port=0",
+			       NULL),
+			 0);
+	assert_false(cfg.accel_default);
+	assert_int_equal(cfg.smp, 4);
+	assert_string_equal(cfg.append, "a b c");
+	assert_int_equal(cfg.mem, 3ull << 30);
+	expect_error(parse(NULL), "--kernel");
+	expect_error(parse("--accel", "kvm", NULL), "--kernel");
+	expect_error(parse("--accel", "bogus", NULL), "bogus");
+	expect_error(parse("--accel", "qtest", "--kernel", "g.elf", NULL), "--kernel");
+	expect_error(parse("--accel", "qtest", "--smp", "2", NULL), "--smp");
+	expect_error(parse("--accel", "qtest", "--append", "x", NULL), "--append");
+	expect_error(parse("--kernel", "g.elf", "--qtest", "stdio", NULL), "--qtest");
+	expect_error(parse("--kernel", "g.elf", "--smp", "0", NULL), "--smp");
+	expect_error(parse("--kernel", "g.elf", "--smp", "33", NULL), "--smp");
+	expect_error(parse("--kernel", "g.elf", "--mem", "4G", NULL), "3G");
+	expect_error(parse("--kernel", "g.elf", "--vmmio", "0xfe000000,size=4K,port=0", NULL),
+		     "test device");
+	expect_error(parse("--kernel", "g.elf", "--vmmio", "0xfec00000,size=4K,port=0", NULL),
+		     "IOAPIC");
+	expect_error(parse("--kernel", "g.elf", "--vmmio", "0xfd000000,size=32M,port=0", NULL),
+		     "test device");
+	expect_error(parse("--kernel", "g.elf", "--vmmio", "0xfee80000,size=4K,port=0", NULL),
+		     "LAPIC");
+	expect_error(parse("--kernel", "g.elf", "--vmmio", "0x100000,size=4K,port=0", NULL), "RAM");
+	/* qtest may still use the fixed-device addresses (it has no such devices). */
+	assert_int_equal(parse("--accel", "qtest", "--vmmio", "0xfe000000,size=4K,port=0", NULL),
+			 0);
+}
+
 static void test_eight_per_port(void **state)
 {
 	char args[10][64];
@@ -173,9 +214,13 @@ static void test_numbers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_defaults),	   cmocka_unit_test(test_full),
-	    cmocka_unit_test(test_help),	   cmocka_unit_test(test_errors),
-	    cmocka_unit_test(test_eight_per_port), cmocka_unit_test(test_numbers),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_full),
+	    cmocka_unit_test(test_help),
+	    cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_eight_per_port),
+	    cmocka_unit_test(test_numbers),
+	    cmocka_unit_test(test_kvm),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
