@@ -406,3 +406,80 @@ def served(env, vm2):
     vm2.wait_claim(0)
     vm2.wait_claim(1)
     return vm2, c
+
+
+# --- coreio-vm --accel kvm running a freestanding guest (tests/guests, test_kvm.py) ---
+
+GUESTS_DIR = "tests/guests"
+
+
+def guest_path(name):
+    """Path of a test guest ELF (tests/guests/NAME.elf) in the build directory."""
+    p = os.path.join(BUILD_DIR, GUESTS_DIR, name + ".elf")
+    if not os.path.isfile(p):
+        pytest.fail("%s/%s.elf is not built (COREIO_BUILD_DIR=%s)" % (GUESTS_DIR, name, BUILD_DIR))
+    return p
+
+
+def count_listen(vmmio):
+    """How many 'listening on' lines coreio-vm prints for these --vmmio arguments."""
+    ports = set()
+    n = 0
+    for v in vmmio:
+        port = re.search(r"port=([^,]+)", v).group(1)
+        if port == "0":
+            n += 1
+        elif port not in ports:
+            ports.add(port)
+            n += 1
+    return n
+
+
+class GuestVM(Proc):
+    """coreio-vm --accel kvm running a test guest; stdout is the guest's COM1 output."""
+
+    def __init__(self, argv, n_listen):
+        super().__init__("coreio-vm", argv)
+        lines = self.wait_stderr(r"listening on (\S+)", timeout=10, count=n_listen) \
+            if n_listen else []
+        self.listening = [m.group(1) for m in lines]
+
+    def output(self):
+        """The COM1 lines printed so far."""
+        with self.cond:
+            return list(self.stdout_lines)
+
+    def finish(self, timeout=60):
+        """Wait for the VM to exit; return (status, COM1 lines). Fails on a timeout."""
+        try:
+            rc = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("coreio-vm (guest %s) did not exit within %ss; COM1:\n%s\n"
+                                 "stderr:\n%s" % (self.argv[self.argv.index("--kernel") + 1],
+                                                  timeout, "\n".join(self.output()[-30:]),
+                                                  self.stderr_tail()))
+        self.t_out.join(10)
+        self.t_err.join(10)
+        return rc, self.output()
+
+    def expect_success(self, timeout=60):
+        """Wait for the exit; assert status 0 and a last line SUCCESS; return the COM1 lines."""
+        rc, out = self.finish(timeout)
+        if rc != 0 or not out or out[-1] != "SUCCESS":
+            raise AssertionError("guest failed: exit status %s; COM1:\n%s\nstderr:\n%s"
+                                 % (rc, "\n".join(out[-40:]), self.stderr_tail()))
+        return out
+
+
+def guest_vm(env, guest, *vmmio, smp=1, append=None, mem="64M", extra=()):
+    """Start coreio-vm --accel kvm --kernel GUEST.elf with these --vmmio ranges (ended by env)."""
+    argv = [build_path(VM_EXE), "--accel", "kvm", "--kernel", guest_path(guest), "--mem", mem,
+            "--smp", str(smp)]
+    if append is not None:
+        argv += ["--append", append]
+    for v in vmmio:
+        argv += ["--vmmio", v]
+    argv += list(extra)
+    vm = GuestVM(argv, count_listen(vmmio))
+    env.procs.append(vm)
+    return vm
