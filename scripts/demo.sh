@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job: builds coreio, starts coreio-vm with one vMMIO range and the
-# example timer/DMA device model as a CoreIO client, and drives it with a
-# scripted test-accelerator (qtest) session playing the CPU.
-# Usage: scripts/demo.sh [--help]
+# The main job: builds coreio, boots a test guest under coreio-vm (KVM) with
+# the example timer/DMA device model served over CoreIO; the guest moves data
+# through the device by DMA and checks it. Without KVM, or with --qtest, a
+# scripted test-accelerator session plays the CPU instead.
+# Usage: scripts/demo.sh [--qtest] [--help]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
@@ -14,4 +15,4 @@ scripts/install-deps.sh
 ninja -C build >/dev/null
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
-exec "$py" scripts/demo.py build
+exec "$py" scripts/demo.py --build build "$@"
