@@ -57,6 +57,13 @@ int kvm_vm_open(struct kvm_vm *k, char *err, size_t errlen)
 		return rc;
 	}
 	rc = xioctl(k->sys_fd, KVM_GET_API_VERSION, 0);
+	if (rc < 0) {
+		snprintf(err, errlen,
+			 "/dev/kvm: KVM_GET_API_VERSION failed: %s (not a KVM device?)",
+			 strerror(-rc));
+		kvm_vm_close(k);
+		return -ENOSYS;
+	}
 	if (rc != KVM_API_VERSION) {
 		snprintf(err, errlen, "/dev/kvm: API version %d, expected %d", rc, KVM_API_VERSION);
 		kvm_vm_close(k);
