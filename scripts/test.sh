@@ -25,7 +25,7 @@ run_suite() {
 	echo "=== unit tests ($dir)"
 	meson test -C "$dir" --suite unit --print-errorlogs
 	echo "=== integration tests ($dir)"
-	COREIO_BUILD_DIR="$PWD/$dir" "$py" -m pytest -q -p no:cacheprovider tests/integration
+	COREIO_BUILD_DIR="$PWD/$dir" "$py" -m pytest -q -rs -p no:cacheprovider tests/integration
 }
 
 if [ $quick -eq 0 ]; then
