@@ -154,3 +154,19 @@ def test_smp(env, smp):
         for cpu in range(smp):
             got = c.ok("peek 0 %#x 8" % (cpu * 0x100 + 0x10))
             assert int.from_bytes(bytes.fromhex(got), "little") == k, (cpu, got)
+
+
+def test_stuck_client_does_not_stall_other_vcpus(env):
+    """vCPU 1 waits on a client stuck in its callback; vCPU 0 keeps using range 1, testdev, RAM."""
+    s0, s1 = sock(env, "stuck.sock"), sock(env, "ok.sock")
+    vm = guest_vm(env, "stall", "%#x,size=0x1000,port=%s" % (R0, s0),
+                  "%#x,size=0x1000,port=%s" % (R1, s1), smp=2, append="k=200")
+    stuck = env.client(s0)
+    stuck.ok("register 0")
+    stuck.ok("stall 0 0x100")
+    good = env.client(s1)
+    good.ok("register 0")
+    out = vm.expect_success(GUEST_TIMEOUT)
+    assert "stall: vCPU 1 is waiting on range 0 + 0x100" in out
+    assert any(l.startswith("stall: 200 round trips on range 1") for l in out), out
+    assert stuck.alive()
