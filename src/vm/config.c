@@ -12,6 +12,7 @@
 
 #include "bootinfo.h"
 #include "irq.h"
+#include "virtio-pci-layout.h"
 
 #define PAGE 4096ull
 
@@ -166,19 +167,198 @@ static int parse_port(const char *val, struct range_config *r, const char *arg, 
 	return 0;
 }
 
+/* Keys of a PCI range (START "pci"), as bits of the "seen" mask of parse_pci_key(). */
+static const char *const pci_keys[] = {"pci", "class", "subsys", "rev", "profile"};
+
+/* "VVVV:DDDD" (or "DDDD" when allow_short: *a is left alone), hex with optional 0x. */
+static int parse_id_pair(const char *val, uint16_t *a, uint16_t *b, bool allow_short)
+{
+	char buf[32];
+	char *colon;
+	uint64_t x, y;
+
+	if (strlen(val) >= sizeof(buf))
+		return -1;
+	strcpy(buf, val);
+	colon = strchr(buf, ':');
+	if (!colon) {
+		char hex[40];
+
+		snprintf(hex, sizeof(hex), "%s%s", strncmp(buf, "0x", 2) ? "0x" : "", buf);
+		if (!allow_short || config_parse_u64(hex, &y) < 0 || y > 0xffff)
+			return -1;
+		*b = (uint16_t)y;
+		return 0;
+	}
+	*colon = '\0';
+	{
+		char h1[40], h2[40];
+
+		snprintf(h1, sizeof(h1), "%s%s", strncmp(buf, "0x", 2) ? "0x" : "", buf);
+		snprintf(h2, sizeof(h2), "%s%s", strncmp(colon + 1, "0x", 2) ? "0x" : "",
+			 colon + 1);
+		if (config_parse_u64(h1, &x) < 0 || x > 0xffff || config_parse_u64(h2, &y) < 0 ||
+		    y > 0xffff)
+			return -1;
+	}
+	*a = (uint16_t)x;
+	*b = (uint16_t)y;
+	return 0;
+}
+
+/*
+ * A key of a PCI range. Returns 1 when tok was one (seen gets its bit), 0
+ * when tok is no PCI key, -1 on an error (err filled).
+ */
+static int parse_pci_key(const char *tok, const char *val, struct range_config *r, unsigned *seen,
+			 const char *arg, char *err, size_t errlen)
+{
+	unsigned k;
+	uint64_t n;
+
+	for (k = 0; k < sizeof(pci_keys) / sizeof(pci_keys[0]); k++)
+		if (strcmp(tok, pci_keys[k]) == 0)
+			break;
+	if (k == sizeof(pci_keys) / sizeof(pci_keys[0]))
+		return 0;
+	if (*seen & (1u << k))
+		return fail(err, errlen, "--vmmio '%s': repeated key '%s'", arg, tok);
+	*seen |= 1u << k;
+	switch (k) {
+	case 0:
+		if (parse_id_pair(val, &r->pci_vendor, &r->pci_device, true) < 0)
+			return fail(err, errlen,
+				    "--vmmio '%s': pci='%s' is not VENDOR:DEVICE (hex, e.g. "
+				    "1af4:1044) or DEVICE",
+				    arg, val);
+		break;
+	case 1:
+		if (config_parse_u64(val, &n) < 0 || n > 0xffffff)
+			return fail(err, errlen,
+				    "--vmmio '%s': class='%s' is not 0xCCSSPP (class, subclass, "
+				    "programming interface)",
+				    arg, val);
+		r->pci_class = (uint32_t)n;
+		break;
+	case 2:
+		if (parse_id_pair(val, &r->subsys_vendor, &r->subsys_id, false) < 0)
+			return fail(err, errlen,
+				    "--vmmio '%s': subsys='%s' is not VENDOR:ID (hex, e.g. "
+				    "1af4:1100)",
+				    arg, val);
+		break;
+	case 3:
+		if (config_parse_u64(val, &n) < 0 || n > 0xff)
+			return fail(err, errlen, "--vmmio '%s': rev='%s' is not 0..255", arg, val);
+		r->pci_rev = (uint8_t)n;
+		break;
+	default:
+		if (strcmp(val, "virtio") != 0)
+			return fail(err, errlen,
+				    "--vmmio '%s': profile='%s' is unknown (the only profile is "
+				    "'virtio')",
+				    arg, val);
+		r->virtio = true;
+		break;
+	}
+	return 1;
+}
+
+/* The default PCI class of a virtio device (device id 0x1040 + virtio id). */
+static uint32_t virtio_class(uint16_t device)
+{
+	switch (device >= COREIO_VPCI_DEVICE_BASE ? device - COREIO_VPCI_DEVICE_BASE : 0) {
+	case 1: /* net */
+		return 0x020000;
+	case 2: /* block */
+		return 0x010000;
+	case 3: /* console */
+		return 0x078000;
+	case 4: /* entropy */
+		return 0x00ff00;
+	default:
+		return 0xff0000;
+	}
+}
+
+/* Defaults and checks of a PCI range once all its keys are parsed. */
+static int finish_pci(struct range_config *r, unsigned seen, bool have_irq, const char *arg,
+		      char *err, size_t errlen)
+{
+	bool have_id = seen & 1u, have_class = seen & 2u, have_subsys = seen & 4u,
+	     have_rev = seen & 8u;
+
+	if (have_irq)
+		return fail(err, errlen,
+			    "--vmmio '%s': irq= is not used with a PCI range (IRQ index 0 is the "
+			    "device's INTx, pin A)",
+			    arg);
+	if (r->size < 0x1000 || r->size > (1ull << 30) || (r->size & (r->size - 1)))
+		return fail(err, errlen,
+			    "--vmmio '%s': the size of a PCI range (its BAR 0) must be a power of "
+			    "two from 4K to 1G",
+			    arg);
+	if (r->virtio) {
+		if (!have_id)
+			return fail(err, errlen,
+				    "--vmmio '%s': profile=virtio needs pci=[1af4:]DEVICE (0x1040 "
+				    "+ the virtio device id, e.g. 1044 for an entropy device)",
+				    arg);
+		if (r->size < COREIO_VPCI_BAR_SIZE)
+			return fail(err, errlen,
+				    "--vmmio '%s': profile=virtio needs size=16K or more (the "
+				    "virtio-pci layout of src/virtio/virtio-pci-layout.h)",
+				    arg);
+		if (r->pci_vendor == 0)
+			r->pci_vendor = COREIO_VPCI_VENDOR;
+		if (!have_class)
+			r->pci_class = virtio_class(r->pci_device);
+		if (!have_subsys) {
+			r->subsys_vendor = COREIO_VPCI_VENDOR;
+			r->subsys_id = 0x1100;
+		}
+		if (!have_rev)
+			r->pci_rev = COREIO_VPCI_REVISION;
+		return 0;
+	}
+	if (!have_id) {
+		/* Red Hat's "PCI test device" id: no Linux driver binds to it. */
+		r->pci_vendor = 0x1b36;
+		r->pci_device = 0x0005;
+	} else if (r->pci_vendor == 0) {
+		return fail(err, errlen, "--vmmio '%s': pci= needs VENDOR:DEVICE without profile",
+			    arg);
+	}
+	if (!have_class)
+		r->pci_class = 0xff0000;
+	if (!have_subsys) {
+		r->subsys_vendor = r->pci_vendor;
+		r->subsys_id = r->pci_device;
+	}
+	return 0;
+}
+
 static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_t errlen)
 {
 	char buf[512];
 	char *save = NULL, *tok;
 	bool have_size = false, have_port = false, have_irq = false, have_writes = false;
+	unsigned pci_seen = 0;
+	int rc;
+	bool have_iommu = false, have_sid = false;
+	uint64_t n;
 
 	memset(r, 0, sizeof(*r));
+	r->iommu_sid = -1;
 	if (strlen(arg) >= sizeof(buf))
 		return fail(err, errlen, "--vmmio argument too long");
 	strcpy(buf, arg);
 	tok = strtok_r(buf, ",", &save);
-	if (!tok || config_parse_u64(tok, &r->start) < 0)
-		return fail(err, errlen, "--vmmio '%s': bad START '%s'", arg, tok ? tok : "");
+	if (tok && strcmp(tok, "pci") == 0)
+		r->pci = true;
+	else if (!tok || config_parse_u64(tok, &r->start) < 0)
+		return fail(err, errlen, "--vmmio '%s': bad START '%s' (an address, or 'pci')", arg,
+			    tok ? tok : "");
 	while ((tok = strtok_r(NULL, ",", &save))) {
 		char *val = strchr(tok, '=');
 
@@ -208,15 +388,39 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 				    "--vmmio '%s': writes= must be posted or acked, not '%s'", arg,
 				    val);
 			have_writes = true;
+		} else if (strcmp(tok, "iommu") == 0 && !have_iommu) {
+			if (config_parse_u64(val, &n) < 0 || n < 1 || n > CONFIG_MAX_IOMMUS)
+				return fail(err, errlen, "--vmmio '%s': bad iommu '%s' (ids 1..%d)",
+					    arg, val, CONFIG_MAX_IOMMUS);
+			r->iommu = (unsigned)n;
+			have_iommu = true;
+		} else if (strcmp(tok, "sid") == 0 && !have_sid) {
+			if (config_parse_u64(val, &n) < 0 || n > 15)
+				return fail(err, errlen, "--vmmio '%s': bad sid '%s' (0..15)", arg,
+					    val);
+			r->iommu_sid = (int)n;
+			have_sid = true;
+		} else if ((rc = parse_pci_key(tok, val, r, &pci_seen, arg, err, errlen)) != 0) {
+			if (rc < 0)
+				return -1;
 		} else {
 			return fail(err, errlen, "--vmmio '%s': unknown or repeated key '%s'", arg,
 				    tok);
 		}
 	}
+	if (have_sid && !have_iommu)
+		return fail(err, errlen, "--vmmio '%s': sid= needs iommu=", arg);
 	if (!have_size)
 		return fail(err, errlen, "--vmmio '%s': size= is missing", arg);
 	if (!have_port)
 		return fail(err, errlen, "--vmmio '%s': port= is missing", arg);
+	if (r->pci)
+		return finish_pci(r, pci_seen, have_irq, arg, err, errlen);
+	if (pci_seen)
+		return fail(err, errlen,
+			    "--vmmio '%s': pci=, class=, subsys=, rev= and profile= need START "
+			    "'pci' (--accel mpqemu)",
+			    arg);
 	if (r->start % PAGE)
 		return fail(err, errlen, "--vmmio '%s': START 0x%llx is not 4 KiB aligned", arg,
 			    (unsigned long long)r->start);
@@ -226,6 +430,54 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 			    (unsigned long long)r->size);
 	if (r->size > UINT64_MAX - r->start)
 		return fail(err, errlen, "--vmmio '%s': the range passes the top of memory", arg);
+	return 0;
+}
+
+/* --iommu id=N,base=ADDR[,irq=LINE] (docs/iommu.md). */
+static int parse_iommu(const char *arg, struct iommu_config *ic, char *err, size_t errlen)
+{
+	char buf[256];
+	char *save = NULL, *tok;
+	bool have_id = false, have_base = false, have_irq = false;
+	uint64_t n;
+
+	memset(ic, 0, sizeof(*ic));
+	ic->irq = -1;
+	if (strlen(arg) >= sizeof(buf))
+		return fail(err, errlen, "--iommu argument too long");
+	strcpy(buf, arg);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *val = strchr(tok, '=');
+
+		if (!val)
+			return fail(err, errlen, "--iommu '%s': '%s' is not KEY=VALUE", arg, tok);
+		*val++ = '\0';
+		if (strcmp(tok, "id") == 0 && !have_id) {
+			if (config_parse_u64(val, &n) < 0 || n < 1 || n > CONFIG_MAX_IOMMUS)
+				return fail(err, errlen, "--iommu '%s': bad id '%s' (1..%d)", arg,
+					    val, CONFIG_MAX_IOMMUS);
+			ic->id = (unsigned)n;
+			have_id = true;
+		} else if (strcmp(tok, "base") == 0 && !have_base) {
+			if (config_parse_u64(val, &ic->base) < 0 || ic->base % PAGE ||
+			    ic->base > UINT64_MAX - PAGE)
+				return fail(err, errlen,
+					    "--iommu '%s': bad base '%s' (a 4 KiB aligned address)",
+					    arg, val);
+			have_base = true;
+		} else if (strcmp(tok, "irq") == 0 && !have_irq) {
+			if (config_parse_u64(val, &n) < 0 || n >= IRQ_LINES)
+				return fail(err, errlen, "--iommu '%s': bad irq '%s' (lines 0..%d)",
+					    arg, val, IRQ_LINES - 1);
+			ic->irq = (int)n;
+			have_irq = true;
+		} else {
+			return fail(err, errlen, "--iommu '%s': unknown or repeated key '%s'", arg,
+				    tok);
+		}
+	}
+	if (!have_id || !have_base)
+		return fail(err, errlen, "--iommu '%s': id= and base= are required", arg);
 	return 0;
 }
 
@@ -261,9 +513,63 @@ static const struct {
     {"the LAPIC", COREIO_LAPIC_BASE, 0x100000},
 };
 
+/* --accel mpqemu: QEMU owns CPUs and RAM; every range is a PCI device with its socket. */
+static int validate_mpqemu(struct vm_config *cfg, bool qtest_given, char *err, size_t errlen)
+{
+	if (cfg->kernel[0] || cfg->smp || cfg->append[0])
+		return fail(err, errlen,
+			    "--kernel, --smp and --append do not apply to --accel mpqemu (QEMU "
+			    "runs the guest)");
+	if (qtest_given)
+		return fail(err, errlen, "--qtest needs --accel qtest");
+	if (cfg->mem_given)
+		return fail(err, errlen,
+			    "--mem does not apply to --accel mpqemu (QEMU owns guest RAM and "
+			    "shares it)");
+	if (cfg->niommus)
+		return fail(err, errlen,
+			    "--iommu does not apply to --accel mpqemu (QEMU owns the guest's "
+			    "address space)");
+	if (cfg->nranges == 0)
+		return fail(err, errlen, "--accel mpqemu needs at least one --vmmio pci,...");
+	if (cfg->nranges > CONFIG_MPQEMU_MAX_DEVS)
+		return fail(err, errlen, "at most %d --vmmio ranges with --accel mpqemu",
+			    CONFIG_MPQEMU_MAX_DEVS);
+	for (unsigned i = 0; i < cfg->nranges; i++) {
+		struct range_config *r = &cfg->ranges[i];
+
+		if (!r->pci)
+			return fail(err, errlen,
+				    "--vmmio range %u: with --accel mpqemu START must be 'pci' "
+				    "(the guest places BAR 0)",
+				    i);
+		if (r->iommu)
+			return fail(err, errlen,
+				    "--vmmio range %u: iommu= does not apply to --accel mpqemu", i);
+		/* The device's INTx: IRQ index 0 drives line i, which mpqemu.c watches. */
+		r->irqs[0] = (int)i;
+		r->nirq = 1;
+	}
+	if (cfg->nmpqemu_fds != cfg->nranges)
+		return fail(err, errlen,
+			    "--accel mpqemu: %u --mpqemu-fd for %u --vmmio ranges (one socket per "
+			    "range, in order)",
+			    cfg->nmpqemu_fds, cfg->nranges);
+	return 0;
+}
+
 static int validate_accel(struct vm_config *cfg, bool qtest_given, char *err, size_t errlen)
 {
 	bool kvm = strcmp(cfg->accel, "kvm") == 0;
+
+	if (strcmp(cfg->accel, "mpqemu") == 0)
+		return validate_mpqemu(cfg, qtest_given, err, errlen);
+	if (cfg->nmpqemu_fds)
+		return fail(err, errlen, "--mpqemu-fd needs --accel mpqemu");
+	for (unsigned i = 0; i < cfg->nranges; i++)
+		if (cfg->ranges[i].pci)
+			return fail(err, errlen,
+				    "--vmmio range %u: START 'pci' needs --accel mpqemu", i);
 
 	if (!kvm) {
 		if (cfg->kernel[0])
@@ -306,13 +612,75 @@ static int validate_accel(struct vm_config *cfg, bool qtest_given, char *err, si
 	return 0;
 }
 
+/* The IOMMUs: unique ids, blocks clear of RAM, ranges, each other and the KVM devices. */
+static int validate_iommus(const struct vm_config *cfg, char *err, size_t errlen)
+{
+	bool kvm = strcmp(cfg->accel, "kvm") == 0;
+
+	if (cfg->niommus && strcmp(cfg->accel, "mpqemu") == 0)
+		return fail(err, errlen, "--iommu needs --accel kvm or qtest");
+	for (unsigned i = 0; i < cfg->niommus; i++) {
+		const struct iommu_config *a = &cfg->iommus[i];
+
+		if (a->base < cfg->mem)
+			return fail(err, errlen, "--iommu id=%u at 0x%llx overlaps RAM [0, 0x%llx)",
+				    a->id, (unsigned long long)a->base,
+				    (unsigned long long)cfg->mem);
+		for (unsigned j = i + 1; j < cfg->niommus; j++) {
+			const struct iommu_config *b = &cfg->iommus[j];
+
+			if (a->id == b->id)
+				return fail(err, errlen, "--iommu id=%u given twice", a->id);
+			if (a->base == b->base)
+				return fail(err, errlen,
+					    "--iommu id=%u and id=%u overlap at 0x%llx", a->id,
+					    b->id, (unsigned long long)a->base);
+		}
+		for (unsigned j = 0; j < cfg->nranges; j++) {
+			const struct range_config *r = &cfg->ranges[j];
+
+			if (!r->pci && a->base < r->start + r->size && r->start < a->base + PAGE)
+				return fail(err, errlen,
+					    "--iommu id=%u at 0x%llx overlaps --vmmio range %u",
+					    a->id, (unsigned long long)a->base, j);
+		}
+		for (size_t k = 0; kvm && k < sizeof(fixed_mmio) / sizeof(fixed_mmio[0]); k++)
+			if (a->base < fixed_mmio[k].start + fixed_mmio[k].size &&
+			    fixed_mmio[k].start < a->base + PAGE)
+				return fail(err, errlen, "--iommu id=%u at 0x%llx overlaps %s",
+					    a->id, (unsigned long long)a->base, fixed_mmio[k].name);
+	}
+	for (unsigned i = 0; i < cfg->nranges; i++) {
+		const struct range_config *r = &cfg->ranges[i];
+		bool found = false;
+
+		for (unsigned k = 0; k < cfg->niommus; k++)
+			found |= cfg->iommus[k].id == r->iommu;
+		if (r->iommu && !found)
+			return fail(err, errlen, "--vmmio range %u: iommu=%u but no --iommu id=%u",
+				    i, r->iommu, r->iommu);
+		/* DMA arrives on a port, not a range: ranges on one port share the policy. */
+		for (unsigned j = i + 1; j < cfg->nranges; j++)
+			if (config_same_port(r, &cfg->ranges[j]) &&
+			    (r->iommu != cfg->ranges[j].iommu ||
+			     r->iommu_sid != cfg->ranges[j].iommu_sid))
+				return fail(err, errlen,
+					    "--vmmio ranges %u and %u share a port but not their "
+					    "iommu=/sid= (DMA is checked per port)",
+					    i, j);
+	}
+	return 0;
+}
+
 static int validate(struct vm_config *cfg, char *err, size_t errlen)
 {
+	if (validate_iommus(cfg, err, errlen) < 0)
+		return -1;
 	for (unsigned i = 0; i < cfg->nranges; i++) {
 		const struct range_config *a = &cfg->ranges[i];
 		unsigned same = 0;
 
-		if (a->start < cfg->mem)
+		if (!a->pci && a->start < cfg->mem)
 			return fail(err, errlen,
 				    "--vmmio range %u at 0x%llx overlaps RAM [0, 0x%llx)", i,
 				    (unsigned long long)a->start, (unsigned long long)cfg->mem);
@@ -321,7 +689,7 @@ static int validate(struct vm_config *cfg, char *err, size_t errlen)
 
 			if (config_same_port(a, b))
 				same++;
-			if (j <= i)
+			if (j <= i || a->pci || b->pci)
 				continue;
 			if (a->start < b->start + b->size && b->start < a->start + a->size)
 				return fail(err, errlen,
@@ -353,6 +721,8 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 		OPT_KERNEL,
 		OPT_SMP,
 		OPT_APPEND,
+		OPT_MPQEMU_FD,
+		OPT_IOMMU,
 	};
 	static const struct option opts[] = {
 	    {"accel", required_argument, NULL, OPT_ACCEL},
@@ -365,6 +735,8 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 	    {"kernel", required_argument, NULL, OPT_KERNEL},
 	    {"smp", required_argument, NULL, OPT_SMP},
 	    {"append", required_argument, NULL, OPT_APPEND},
+	    {"mpqemu-fd", required_argument, NULL, OPT_MPQEMU_FD},
+	    {"iommu", required_argument, NULL, OPT_IOMMU},
 	    {NULL, 0, NULL, 0},
 	};
 	bool qtest_given = false;
@@ -379,11 +751,12 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_ACCEL:
-			if (strcmp(optarg, "qtest") != 0 && strcmp(optarg, "kvm") != 0)
-				return fail(
-				    err, errlen,
-				    "--accel '%s': unknown accelerator (use 'kvm' or 'qtest')",
-				    optarg);
+			if (strcmp(optarg, "qtest") != 0 && strcmp(optarg, "kvm") != 0 &&
+			    strcmp(optarg, "mpqemu") != 0)
+				return fail(err, errlen,
+					    "--accel '%s': unknown accelerator (use 'kvm', 'qtest' "
+					    "or 'mpqemu')",
+					    optarg);
 			strcpy(cfg->accel, optarg);
 			break;
 		case OPT_KERNEL:
@@ -402,6 +775,19 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 				return fail(err, errlen, "--append: longer than %d characters",
 					    CONFIG_APPEND_MAX - 1);
 			strcpy(cfg->append, optarg);
+			break;
+		case OPT_MPQEMU_FD:
+			if (config_parse_u64(optarg, &n) < 0 || n > 0x7fffffff)
+				return fail(err, errlen, "--mpqemu-fd '%s': not a file descriptor",
+					    optarg);
+			if (cfg->nmpqemu_fds >= CONFIG_MPQEMU_MAX_DEVS)
+				return fail(err, errlen, "--mpqemu-fd: more than %d",
+					    CONFIG_MPQEMU_MAX_DEVS);
+			for (unsigned i = 0; i < cfg->nmpqemu_fds; i++)
+				if (cfg->mpqemu_fds[i] == (int)n)
+					return fail(err, errlen, "--mpqemu-fd %d given twice",
+						    (int)n);
+			cfg->mpqemu_fds[cfg->nmpqemu_fds++] = (int)n;
 			break;
 		case OPT_QTEST:
 			qtest_given = true;
@@ -426,6 +812,7 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 				    "--mem '%s': expected a size from 1M to 64G, a multiple "
 				    "of 4 KiB (suffixes K, M, G)",
 				    optarg);
+			cfg->mem_given = true;
 			break;
 		case OPT_VMMIO:
 			if (cfg->nranges >= CONFIG_MAX_RANGES)
@@ -434,6 +821,14 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 			if (parse_vmmio(optarg, &cfg->ranges[cfg->nranges], err, errlen) < 0)
 				return -1;
 			cfg->nranges++;
+			break;
+		case OPT_IOMMU:
+			if (cfg->niommus >= CONFIG_MAX_IOMMUS)
+				return fail(err, errlen, "--iommu '%s': more than %d IOMMUs",
+					    optarg, CONFIG_MAX_IOMMUS);
+			if (parse_iommu(optarg, &cfg->iommus[cfg->niommus], err, errlen) < 0)
+				return -1;
+			cfg->niommus++;
 			break;
 		case OPT_LISTEN:
 			if (check_listen(optarg, err, errlen) < 0)
@@ -475,16 +870,27 @@ void config_usage(FILE *f, const char *prog)
 	    "          [--vmmio START,size=SIZE[,irq=LINE[:LINE...]],port=PORT"
 	    "[,writes=posted|acked]]...\n"
 	    "          [--listen ADDR] [--trace] [--help]\n"
+	    "       %s --accel mpqemu --mpqemu-fd FD [--mpqemu-fd FD...]\n"
+	    "          --vmmio pci,size=SIZE[,pci=VVVV:DDDD][,class=0xCCSSPP]"
+	    "[,subsys=VVVV:SSSS]\n"
+	    "          [,rev=N][,profile=virtio],port=PORT [--vmmio ...]... [--listen ADDR]"
+	    " [--trace]\n"
 	    "\n"
 	    "coreio-vm is a VM whose devices live outside it: CoreIO clients connect to\n"
 	    "its ports, serve guest MMIO to the ranges they claim, raise IRQ lines and do\n"
 	    "DMA to guest RAM.\n"
 	    "\n"
 	    "Options:\n"
-	    "  --accel kvm|qtest   What plays the CPU. 'kvm' (the default when /dev/kvm\n"
+	    "  --accel kvm|qtest|mpqemu\n"
+	    "                      What plays the CPU. 'kvm' (the default when /dev/kvm\n"
 	    "                      works): vCPUs run the freestanding ELF64 guest given by\n"
 	    "                      --kernel (docs/guests.md). 'qtest': a script on stdin or\n"
 	    "                      a UNIX socket issues reads and writes (docs/coreio-vm.md).\n"
+	    "                      'mpqemu': QEMU runs the guest and each range is the remote\n"
+	    "                      PCI device of one QEMU x-pci-proxy-dev (docs/qemu-proxy.md;\n"
+	    "                      scripts/coreio-qemu starts both).\n"
+	    "  --mpqemu-fd FD      (mpqemu only) The socket QEMU's proxy of a device talks on;\n"
+	    "                      one per --vmmio range, in range order.\n"
 	    "  --kernel GUEST.elf  The guest (kvm only): an x86-64 ELF executable loaded at\n"
 	    "                      or above 1 MiB, started in 64-bit mode at its entry.\n"
 	    "  --smp N             vCPUs, 1..%d (kvm only, default 1). All start at once.\n"
@@ -514,6 +920,25 @@ void config_usage(FILE *f, const char *prog)
 	    "                        --vmmio 0xd0000000,size=0x1000,irq=5,port=4300\n"
 	    "                        --vmmio 0xd0001000,size=4K,irq=6:7,port=@dev,writes=acked\n"
 	    "                        --vmmio 0xe0000000,size=1M,port=unix:/tmp/dev.sock\n"
+	    "  --vmmio pci,size=SIZE[,pci=VVVV:DDDD][,class=0xCCSSPP][,subsys=VVVV:SSSS]\n"
+	    "        [,rev=N][,profile=virtio],port=PORT[,writes=posted|acked]\n"
+	    "                      (mpqemu only) One PCI device whose 32-bit memory BAR 0 is\n"
+	    "                      the range; the guest places it. SIZE: a power of two,\n"
+	    "                      4K..1G. pci= vendor:device in hex (default 1b36:0005, or\n"
+	    "                      vendor 1af4 with profile=virtio, which needs the device,\n"
+	    "                      e.g. pci=1044); class= (default 0xff0000; virtio: by\n"
+	    "                      device); subsys= (default vendor:device; virtio\n"
+	    "                      1af4:1100); rev= (default 0; virtio 1). profile=virtio\n"
+	    "                      adds the virtio 1.x PCI capabilities (BAR 0 >= 16K).\n"
+	    "                      IRQ index 0 of the range is the device's INTx (pin A).\n"
+	    "                      Example: --vmmio pci,size=16K,pci=1044,profile=virtio,"
+	    "port=0\n"
+	    "                      iommu=N[,sid=S] (kvm, qtest) binds the range to IOMMU N:\n"
+	    "                      its clients' DMA must use mid N (and sid S), never mid 0.\n"
+	    "  --iommu id=N,base=ADDR[,irq=LINE]\n"
+	    "                      An IOMMU (kvm, qtest) for DMA with mid N (1..7): a 4 KiB\n"
+	    "                      register block at ADDR, its fault interrupt on LINE\n"
+	    "                      (docs/iommu.md). Example: --iommu id=1,base=0xfd000000,irq=9\n"
 	    "  --listen ADDR       Address of the TCP ports (default 127.0.0.1). Example:\n"
 	    "                      --listen ::1 or --listen 0.0.0.0\n"
 	    "  --trace             Log every forwarded request and answer on stderr.\n"
@@ -535,6 +960,6 @@ void config_usage(FILE *f, const char *prog)
 	    "  %s --kernel guest.elf --mem 64M --smp 2 --vmmio 0xd0000000,size=4K,irq=5,"
 	    "port=0\n"
 	    "  %s --accel qtest --mem 64M --vmmio 0xd0000000,size=0x1000,irq=5,port=0\n",
-	    prog, prog, COREIO_BOOT_MAX_CPUS, CONFIG_APPEND_MAX - 1, CONFIG_MAX_IRQS,
+	    prog, prog, prog, COREIO_BOOT_MAX_CPUS, CONFIG_APPEND_MAX - 1, CONFIG_MAX_IRQS,
 	    CONFIG_MAX_PER_PORT, prog, prog);
 }

@@ -32,11 +32,31 @@ struct range_config {
 	unsigned tcp_port;	    /* PORT_TCP */
 	char name[CONFIG_NAME_MAX]; /* PORT_TCP_LABEL: the label; PORT_UNIX: the path */
 	bool acked;		    /* writes=acked */
+	/* --accel mpqemu: START "pci", a PCI device whose BAR 0 is the range. */
+	bool pci;
+	bool virtio;			   /* profile=virtio: the virtio PCI capabilities */
+	uint16_t pci_vendor, pci_device;   /* pci=VVVV:DDDD */
+	uint16_t subsys_vendor, subsys_id; /* subsys=VVVV:SSSS */
+	uint32_t pci_class;		   /* class=0xCCSSPP */
+	uint8_t pci_rev;		   /* rev=N */
+	unsigned iommu;			   /* iommu=N: DMA only through IOMMU N (0: not bound) */
+	int iommu_sid;			   /* sid=S with iommu=N, or -1: any sid */
 };
+
+#define CONFIG_MAX_IOMMUS 7 /* --iommu ids 1..7 (the wire's mid; 0 is direct DMA) */
+
+/* One --iommu id=N,base=ADDR[,irq=LINE] (docs/iommu.md). */
+struct iommu_config {
+	unsigned id;
+	uint64_t base; /* its 4 KiB register block */
+	int irq;       /* the fault interrupt's line, or -1 */
+};
+
+#define CONFIG_MPQEMU_MAX_DEVS 16 /* PCI devices of --accel mpqemu */
 
 struct vm_config {
 	uint64_t mem;
-	char accel[16];			  /* "qtest" or "kvm" */
+	char accel[16];			  /* "qtest", "kvm" or "mpqemu" */
 	bool accel_default;		  /* --accel was not given: kvm was chosen */
 	char kernel[CONFIG_PATH_MAX];	  /* --kernel (kvm only) */
 	char append[CONFIG_APPEND_MAX];	  /* --append (kvm only) */
@@ -47,6 +67,11 @@ struct vm_config {
 	bool help;
 	struct range_config ranges[CONFIG_MAX_RANGES];
 	unsigned nranges;
+	bool mem_given;				/* --mem was given */
+	int mpqemu_fds[CONFIG_MPQEMU_MAX_DEVS]; /* --mpqemu-fd, one per range */
+	unsigned nmpqemu_fds;
+	struct iommu_config iommus[CONFIG_MAX_IOMMUS]; /* --iommu, in command-line order */
+	unsigned niommus;
 };
 
 /*

@@ -15,6 +15,7 @@
 #include "ioreq.h"
 #include "irq.h"
 #include "mem.h"
+#include "mpqemu.h"
 #include "qtest.h"
 #include "vcpu.h"
 #include "vmmio.h"
@@ -26,6 +27,7 @@ static struct irq_chip irqchip;
 static struct vmmio vmmio;
 static struct qtest qtest;
 static struct kvm_accel kvm;
+static struct mpqemu mpq;
 static struct hw_set hw;
 static struct hw_ctx hw_ctx;
 static atomic_int last_signal;
@@ -53,15 +55,50 @@ static int run_qtest(void)
 {
 	int status = 0;
 
+	/* The devices a script can program (the IOMMUs), no console. */
+	hw_ctx.io = &io;
+	hw_ctx.irq = &irqchip;
+	hw_ctx.in_fd = -1;
+	hw_ctx.out_fd = -1;
+	hw_ctx.cfg = &cfg;
+	hw_ctx.qtest = true;
+	if (hw_init_all(&hw, &hw_ctx) < 0 || vmmio_init(&vmmio, &cfg, &io, &mem, &irqchip) < 0) {
+		status = 1;
+	} else {
+		vmmio.iommu = hw_iommu_set(hw_state(&hw, &hw_iommu));
+		if (qtest_init(&qtest, cfg.qtest_path, &io, &mem, &irqchip, &vmmio) < 0) {
+			status = 1;
+		} else if (event_run() < 0) {
+			fprintf(stderr, "coreio-vm: event loop failed: %s\n", strerror(errno));
+			status = 1;
+		}
+	}
+	qtest_exit(&qtest);
+	vmmio_exit(&vmmio);
+	hw_exit_all(&hw);
+	return status;
+}
+
+/*
+ * The mpqemu mode: QEMU runs the guest; each range is the remote PCI device
+ * of one x-pci-proxy-dev, served on the I/O thread alone (as with qtest).
+ */
+static int run_mpqemu(void)
+{
+	int status = 0;
+
 	if (vmmio_init(&vmmio, &cfg, &io, &mem, &irqchip) < 0 ||
-	    qtest_init(&qtest, cfg.qtest_path, &io, &mem, &irqchip, &vmmio) < 0) {
+	    mpqemu_init(&mpq, &cfg, &vmmio, &irqchip) < 0) {
 		status = 1;
 	} else if (event_run() < 0) {
 		fprintf(stderr, "coreio-vm: event loop failed: %s\n", strerror(errno));
 		status = 1;
 	}
-	qtest_exit(&qtest);
+	if (atomic_load(&last_signal))
+		status = 128 + atomic_load(&last_signal);
+	/* Closing the clients first completes requests in flight into the still-open sockets. */
 	vmmio_exit(&vmmio);
+	mpqemu_exit(&mpq);
 	return status;
 }
 
@@ -80,8 +117,11 @@ static int run_kvm(void)
 	hw_ctx.out_fd = 1;
 	hw_ctx.request_exit = request_exit;
 	hw_ctx.exit_opaque = &kvm;
+	hw_ctx.cfg = &cfg;
 	ok = kvm_accel_init(&kvm, &cfg, &mem, &io, &irqchip) == 0 &&
 	     hw_init_all(&hw, &hw_ctx) == 0 && vmmio_init(&vmmio, &cfg, &io, &mem, &irqchip) == 0;
+	if (ok)
+		vmmio.iommu = hw_iommu_set(hw_state(&hw, &hw_iommu));
 	if (ok && kvm_accel_start(&kvm) == 0) {
 		if (event_run() < 0) {
 			fprintf(stderr, "coreio-vm: event loop failed: %s\n", strerror(errno));
@@ -126,7 +166,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "coreio-vm: cannot set up the event loop: %s\n", strerror(errno));
 		return 1;
 	}
-	rc = mem_init(&mem, cfg.mem);
+	/* With mpqemu QEMU owns guest RAM (mpqemu.c maps what it shares). */
+	rc = strcmp(cfg.accel, "mpqemu") == 0 ? 0 : mem_init(&mem, cfg.mem);
 	if (rc < 0) {
 		fprintf(stderr, "coreio-vm: cannot create %llu bytes of guest RAM: %s\n",
 			(unsigned long long)cfg.mem, strerror(-rc));
@@ -136,6 +177,8 @@ int main(int argc, char **argv)
 	irq_init(&irqchip, NULL, NULL);
 	if (strcmp(cfg.accel, "kvm") == 0)
 		status = run_kvm();
+	else if (strcmp(cfg.accel, "mpqemu") == 0)
+		status = run_mpqemu();
 	else
 		status = run_qtest();
 	event_exit();

@@ -493,21 +493,47 @@ static void handle_irq(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 }
 
 /* A DMA request (origin 1): READ/WRITEA of up to 32 bytes, LREAD/LWRITE larger. */
+/*
+ * The host memory a DMA piece touches, in order: mid 0 is guest-physical,
+ * any other mid goes through that IOMMU, and a port bound to an IOMMU
+ * (--vmmio iommu=N[,sid=S]) may use nothing else (docs/iommu.md). Returns
+ * the number of segments, or 0 when the DMA fails (faults are recorded).
+ */
+static int dma_map(struct vmmio_conn *c, const struct coreio_wire_msg *m, bool write, uint8_t **hp,
+		   uint32_t *hl)
+{
+	const struct range_config *pc = c->port->cfg;
+	struct iommu_seg seg[IOMMU_MAX_SEGS];
+	int n = iommu_dma_map(c->v->iommu, pc->iommu, pc->iommu_sid, m->h.iface, m->h.sid,
+			      m->h.addr, m->len, write, seg, IOMMU_MAX_SEGS);
+
+	for (int i = 0; i < n; i++) {
+		hp[i] = vm_dma_ptr(c->v, seg[i].gpa, seg[i].len);
+		hl[i] = seg[i].len;
+		if (!hp[i])
+			return 0;
+	}
+	return n < 0 ? 0 : n;
+}
+
 static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 {
 	struct vmmio *v = c->v;
 	bool large = m->h.op == COREIO_OP_LREAD || m->h.op == COREIO_OP_LWRITE;
 	bool rd = m->h.op == COREIO_OP_READ || m->h.op == COREIO_OP_LREAD;
 	struct coreio_wire_hdr h = m->h;
-	uint8_t *p = NULL;
+	uint8_t *p = NULL, *hp[IOMMU_MAX_SEGS];
+	uint32_t hl[IOMMU_MAX_SEGS], done = 0;
+	int nseg;
 	size_t flen;
 
 	if (large && !(c->caps & COREIO_CAP_LARGE_DMA)) {
 		malformed(c, "%s without negotiated LARGE_DMA", coreio__wire_op_name(m->h.op));
 		return;
 	}
-	if (m->h.iface == 0)
-		p = mem_ptr(v->mem, m->h.addr, m->len);
+	nseg = dma_map(c, m, !rd, hp, hl);
+	if (nseg > 0)
+		p = hp[0];
 	h.origin = true;
 	h.error = p == NULL;
 	h.extra = (p && rd && large) ? coreio__wire_extra_for(m->len) : 0;
@@ -516,18 +542,23 @@ static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 		memset(v->tx + COREIO_WIRE_UNIT, 0, flen - COREIO_WIRE_UNIT);
 	if (!p) {
 		v->io->stats.dma_faults++;
-		conn_log(c, "DMA %s mid %u addr 0x%llx len %u faulted", coreio__wire_op_name(h.op),
-			 m->h.iface, (unsigned long long)m->h.addr, m->len);
+		conn_log(c, "DMA %s mid %u sid %u addr 0x%llx len %u faulted",
+			 coreio__wire_op_name(h.op), m->h.iface, m->h.sid,
+			 (unsigned long long)m->h.addr, m->len);
 	} else {
 		v->io->stats.dma_ok++;
-		if (rd) {
-			memcpy(v->tx + COREIO_WIRE_DATA_OFF, p, m->len);
-		} else if (large || m->h.mask == 0) {
-			memcpy(p, m->data, m->len);
-		} else {
-			for (unsigned i = 0; i < m->len; i++)
-				if (m->h.mask & (1u << i))
-					p[i] = m->data[i];
+		/* Segment by segment: an IOMMU maps the pages of a piece anywhere. */
+		for (int s = 0; s < nseg; done += hl[s], s++) {
+			p = hp[s];
+			if (rd) {
+				memcpy(v->tx + COREIO_WIRE_DATA_OFF + done, p, hl[s]);
+			} else if (large || m->h.mask == 0) {
+				memcpy(p, m->data + done, hl[s]);
+			} else {
+				for (unsigned i = 0; i < hl[s]; i++)
+					if (m->h.mask & (1u << (done + i)))
+						p[i] = m->data[done + i];
+			}
 		}
 	}
 	conn_send(c, v->tx, flen);
@@ -871,6 +902,8 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 		rg->rid = port->nranges;
 		port->ranges[port->nranges++] = rg;
 		v->nranges++;
+		if (rc->pci)
+			continue; /* mpqemu: the BAR's address comes later (mpqemu.c) */
 		rc_reg = register_mmio_emulation_handler(io, rc->start, rc->start + rc->size,
 							 vmmio_submit, rg);
 		if (rc_reg < 0) {
@@ -948,6 +981,51 @@ void vmmio_reset(struct vmmio *v)
 		conn_send(c, out, sizeof(out));
 	}
 	pthread_mutex_unlock(&v->io->lock);
+}
+
+void vmmio_reset_range(struct vmmio *v, unsigned g)
+{
+	struct vmmio_range *rg = g < v->nranges ? &v->ranges[g] : NULL;
+	struct vmmio_conn *c;
+	struct vmmio_pending **pp;
+	struct coreio_wire_hdr h = {.op = COREIO_OP_RESET};
+	uint8_t out[COREIO_WIRE_UNIT];
+
+	pthread_mutex_lock(&v->io->lock);
+	c = rg ? rg->owner : NULL;
+	if (c && !c->dead) {
+		for (unsigned i = 0; i < CONFIG_MAX_IRQS; i++)
+			irq_source_set(v->irq, &c->src[rg->rid][i], false);
+		for (pp = &c->pending; *pp;) {
+			struct vmmio_pending *p = *pp;
+
+			if (p->range != rg) {
+				pp = &p->next;
+				continue;
+			}
+			*pp = p->next;
+			unclaimed(p->req);
+			ioreq_complete(p->req);
+			free(p);
+		}
+		h.tag = new_tag(c);
+		coreio__wire_encode(out, &h);
+		conn_send(c, out, sizeof(out));
+	}
+	pthread_mutex_unlock(&v->io->lock);
+}
+
+void vmmio_set_dma_ptr(struct vmmio *v, vmmio_dma_ptr_fn fn, void *opaque)
+{
+	v->dma_ptr = fn;
+	v->dma_opaque = opaque;
+}
+
+void *vm_dma_ptr(const struct vmmio *v, uint64_t gpa, uint64_t len)
+{
+	if (v->dma_ptr)
+		return v->dma_ptr(v->dma_opaque, gpa, len);
+	return mem_ptr(v->mem, gpa, len);
 }
 
 const struct vmmio_range *vmmio_range(const struct vmmio *v, unsigned g)

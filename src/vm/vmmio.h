@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "iommu.h"
 #include "ioreq.h"
 #include "irq.h"
 #include "mem.h"
@@ -45,6 +46,12 @@ struct vmmio_range {
 /* Called whenever a range is claimed (qtest's vmmio_wait listens). */
 typedef void (*vmmio_claim_fn)(unsigned g, void *opaque);
 
+/*
+ * Where guest-physical DMA (mid 0) goes: a host pointer for [gpa, gpa + len)
+ * when the whole piece lies inside one piece of guest memory, else NULL.
+ */
+typedef void *(*vmmio_dma_ptr_fn)(void *opaque, uint64_t gpa, uint64_t len);
+
 struct vmmio {
 	struct ioreq_ctx *io;
 	struct mem *mem;
@@ -58,6 +65,9 @@ struct vmmio {
 	unsigned next_conn_id;
 	vmmio_claim_fn on_claim;
 	void *claim_opaque;
+	vmmio_dma_ptr_fn dma_ptr; /* NULL: guest RAM (mem_ptr()) */
+	void *dma_opaque;
+	struct iommu_set *iommu;	 /* the IOMMUs DMA with mid > 0 goes through, or NULL */
 	int timer_fd;			 /* once a second: drop clients whose output is stuck */
 	uint8_t tx[COREIO_WIRE_MAX_MSG]; /* DMA answers */
 };
@@ -93,6 +103,27 @@ int vmmio_submit(struct io_request *req, void *opaque);
  * unclaimed, and drop every IRQ source to 0. Claims stay.
  */
 void vmmio_reset(struct vmmio *v);
+
+/*
+ * Reset one range (a PCI device reset in mpqemu mode): send RESET to the
+ * connection that claimed range g, complete its requests of that range in
+ * flight as unclaimed and drop its IRQ sources of that range to 0. The
+ * claim stays. Nothing happens for an unclaimed or unknown range.
+ */
+void vmmio_reset_range(struct vmmio *v, unsigned g);
+
+/*
+ * Send guest-physical DMA (mid 0) through fn instead of guest RAM (NULL:
+ * back to RAM). Call after vmmio_init().
+ */
+void vmmio_set_dma_ptr(struct vmmio *v, vmmio_dma_ptr_fn fn, void *opaque);
+
+/*
+ * Host pointer for a DMA (mid 0) to guest-physical [gpa, gpa + len): through
+ * the hook of vmmio_set_dma_ptr(), else guest RAM (mem_ptr()). Returns NULL
+ * unless the whole piece lies inside one piece of guest memory.
+ */
+void *vm_dma_ptr(const struct vmmio *v, uint64_t gpa, uint64_t len);
 
 /* Range g, or NULL if there is no such range. */
 const struct vmmio_range *vmmio_range(const struct vmmio *v, unsigned g);

@@ -9,6 +9,7 @@ const struct hw_device *const hw_devices[] = {
     &hw_uart8250,
     &hw_debugexit,
     &hw_testdev,
+    &hw_iommu,
     NULL,
 };
 
@@ -18,8 +19,11 @@ int hw_init_all(struct hw_set *set, const struct hw_ctx *hw)
 	for (unsigned i = 0; hw_devices[i] && i < HW_MAX_DEVICES; i++) {
 		const struct hw_device *d = hw_devices[i];
 		void *state = NULL;
-		int rc = d->init(hw, &state);
+		int rc;
 
+		if (hw->qtest && !d->qtest)
+			continue;
+		rc = d->init(hw, &state);
 		if (rc < 0) {
 			fprintf(stderr, "coreio-vm: device %s: cannot create it: %s\n", d->name,
 				strerror(-rc));

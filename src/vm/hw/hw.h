@@ -7,6 +7,9 @@
 #include "ioreq.h"
 #include "irq.h"
 
+struct vm_config;
+struct iommu_set;
+
 /* What a device gets at init: where to register, where its lines go. */
 struct hw_ctx {
 	struct ioreq_ctx *io; /* register PIO/MMIO handlers here */
@@ -16,6 +19,8 @@ struct hw_ctx {
 	/* Ask the VM to end with this exit status (from any thread, VM lock held). */
 	void (*request_exit)(int status, void *opaque);
 	void *exit_opaque;
+	const struct vm_config *cfg; /* the command line (devices configured by it), or NULL */
+	bool qtest;		     /* the qtest accelerator: only devices with .qtest */
 };
 
 /*
@@ -28,11 +33,13 @@ struct hw_device {
 	const char *name;
 	int (*init)(const struct hw_ctx *hw, void **state);
 	void (*exit)(void *state);
+	bool qtest; /* also created with --accel qtest (a script can program it) */
 };
 
 extern const struct hw_device hw_uart8250;
 extern const struct hw_device hw_debugexit;
 extern const struct hw_device hw_testdev;
+extern const struct hw_device hw_iommu;
 
 #define HW_MAX_DEVICES 8
 
@@ -69,5 +76,11 @@ unsigned uart8250_rx(void *state, const uint8_t *buf, unsigned n);
 
 /* Write out the UART's buffered output now. The caller holds the VM lock. */
 void uart8250_flush(void *state);
+
+/*
+ * The IOMMUs of the iommu device's state (hw_state(set, &hw_iommu)), which
+ * the vMMIO service translates DMA with. Returns NULL for a NULL state.
+ */
+struct iommu_set *hw_iommu_set(void *state);
 
 #endif

@@ -98,8 +98,9 @@ static void test_table(void **state)
 	assert_ptr_equal(hw_devices[0], &hw_uart8250);
 	assert_ptr_equal(hw_devices[1], &hw_debugexit);
 	assert_ptr_equal(hw_devices[2], &hw_testdev);
-	assert_null(hw_devices[3]);
-	assert_int_equal(set.n, 3);
+	assert_ptr_equal(hw_devices[3], &hw_iommu); /* no --iommu here: no registers */
+	assert_null(hw_devices[4]);
+	assert_int_equal(set.n, 4);
 	assert_non_null(hw_state(&set, &hw_uart8250));
 	/* Registered: COM1 ports, the debug-exit port, the test device page. */
 	assert_int_equal(io.npio, 2);

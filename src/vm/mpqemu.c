@@ -1,0 +1,764 @@
+/* coreio-vm: the device side of QEMU's multi-process proxy (x-pci-proxy-dev), --accel mpqemu. */
+#include "mpqemu.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "event.h"
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static const char *cmd_name(uint32_t cmd)
+{
+	static const char *const names[] = {"SYNC_SYSMEM", "RET",	  "PCI_CFGWRITE",
+					    "PCI_CFGREAD", "BAR_WRITE",	  "BAR_READ",
+					    "SET_IRQFD",   "DEVICE_RESET"};
+
+	return cmd < MPQEMU_CMD_MAX ? names[cmd] : "?";
+}
+
+static void dev_log(const struct mpqemu_dev *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void dev_log(const struct mpqemu_dev *d, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "coreio-vm: mpqemu device %u: ", d->g);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static void close_rx_fds(struct mpqemu_dev *d)
+{
+	for (unsigned i = 0; i < d->rx_nfds; i++)
+		close(d->rx_fds[i]);
+	d->rx_nfds = 0;
+}
+
+static void rx_reset(struct mpqemu_dev *d)
+{
+	d->rx_have = 0;
+	d->rx_size = 0;
+	d->rx_nfds = 0;
+	d->rx_fd_overflow = false;
+}
+
+/*
+ * Close the device's socket (EOF, an error or a malformed message). A
+ * request still in flight completes later into a closed socket, which is
+ * fine. When no device socket is left, coreio-vm ends.
+ */
+static void dev_close(struct mpqemu_dev *d, const char *why)
+{
+	if (d->fd < 0)
+		return;
+	dev_log(d, "%s; closing its socket", why);
+	close_rx_fds(d);
+	event_del(d->fd);
+	close(d->fd);
+	d->fd = -1;
+	if (--d->mq->nopen == 0) {
+		fprintf(stderr, "coreio-vm: every mpqemu device socket is closed; exiting\n");
+		event_stop();
+	}
+}
+
+static void malformed(struct mpqemu_dev *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void malformed(struct mpqemu_dev *d, const char *fmt, ...)
+{
+	char reason[256], why[320];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	d->mq->v->io->stats.malformed++;
+	snprintf(why, sizeof(why), "malformed message: %s", reason);
+	dev_close(d, why);
+}
+
+/* Send MPQEMU_CMD_RET with data.u64 = val. The proxy waits for it, so it never blocks long. */
+static void reply(struct mpqemu_dev *d, uint64_t val)
+{
+	uint8_t out[MPQEMU_HDR_SIZE + MPQEMU_RET_SIZE] = {0};
+	size_t done = 0;
+
+	if (d->fd < 0)
+		return;
+	out[0] = MPQEMU_CMD_RET;
+	put64(out + 8, MPQEMU_RET_SIZE);
+	put64(out + MPQEMU_HDR_SIZE, val);
+	while (done < sizeof(out)) {
+		ssize_t n =
+		    send(d->fd, out + done, sizeof(out) - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n > 0) {
+			done += (size_t)n;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else {
+			char why[128];
+
+			/* The proxy reads each answer before its next request: a full socket is a
+			 * peer that does not. */
+			snprintf(why, sizeof(why), "cannot send an answer: %s",
+				 n < 0 ? strerror(errno) : "short send");
+			dev_close(d, why);
+			return;
+		}
+	}
+}
+
+/* Tell the proxy the INTx line is high (its irqfd), unless INTx is disabled. */
+static void signal_intx(struct mpqemu_dev *d)
+{
+	uint64_t one = 1;
+
+	if (d->intr_fd < 0 || !d->line || pci_intx_disabled(&d->pci))
+		return;
+	if (write(d->intr_fd, &one, sizeof(one)) == (ssize_t)sizeof(one))
+		d->irq_signals++;
+}
+
+/* The IRQ backend: line g is the INTx of device g (config.c sets irqs[0] = g). */
+static void irq_backend(int line, bool level, void *opaque)
+{
+	struct mpqemu *mq = opaque;
+	struct mpqemu_dev *d;
+
+	if (line < 0 || (unsigned)line >= mq->ndevs)
+		return;
+	d = &mq->devs[line];
+	d->line = level;
+	pci_set_intx_status(&d->pci, level);
+	if (mq->trace)
+		dev_log(d, "INTx %s", level ? "high" : "low");
+	signal_intx(d);
+}
+
+/* The resample eventfd: the guest acknowledged the interrupt; a line still high fires again. */
+static void on_resample(int fd, uint32_t events, void *opaque)
+{
+	struct mpqemu_dev *d = opaque;
+	uint64_t n;
+
+	(void)events;
+	if (read(fd, &n, sizeof(n)) < 0) {
+		/* Spurious wake-up: nothing to acknowledge. */
+	}
+	signal_intx(d);
+}
+
+/* Move handler of bar_io to the address now programmed in BAR 0. */
+static void bar_update(struct mpqemu_dev *d)
+{
+	uint32_t base = pci_bar0(&d->pci);
+	struct vm_stats keep;
+	int rc;
+
+	if (base == d->bar_base)
+		return;
+	keep = d->bar_io.stats;
+	ioreq_exit(&d->bar_io);
+	ioreq_init(&d->bar_io, NULL);
+	d->bar_io.stats = keep;
+	d->bar_base = base;
+	if (!base)
+		return;
+	rc = register_mmio_emulation_handler(&d->bar_io, base, (uint64_t)base + d->pci.bar_size,
+					     vmmio_submit, d->range);
+	if (rc < 0)
+		dev_log(d, "cannot place BAR 0 at 0x%x: %s", base, strerror(-rc));
+}
+
+/* The read value of a finished request (little-endian bytes in address order). */
+static uint64_t req_value(const struct io_request *req)
+{
+	uint64_t v = 0;
+
+	for (unsigned i = req->reqs.mmio.size; i-- > 0;)
+		v = v << 8 | req->reqs.mmio.data[i];
+	return v;
+}
+
+/* The post step of the request in flight, and the proxy's answer. */
+static void finish(struct mpqemu_dev *d)
+{
+	struct io_request *req = &d->req;
+	bool rd = req->reqs.mmio.direction == REQUEST_READ;
+	int rc = emulate_mmio_post(&d->bar_io, req);
+	enum mpqemu_wait w = d->wait;
+	uint32_t val;
+
+	d->wait = MPQEMU_IDLE;
+	switch (w) {
+	case MPQEMU_WAIT_CFGREAD:
+		memcpy(d->pci.cfg + d->data_off, req->reqs.mmio.data, req->reqs.mmio.size);
+		pci_cfg_read(&d->pci, d->cfg_addr, d->cfg_len, &val);
+		reply(d, val);
+		break;
+	case MPQEMU_WAIT_CFGWRITE:
+		reply(d, 0);
+		break;
+	default:
+		reply(d, rd ? req_value(req) : (rc < 0 ? UINT64_MAX : 0));
+		break;
+	}
+}
+
+/* Completion of a request that went to a client (I/O thread; the VM lock may be held). */
+static void req_done(struct io_request *req, void *opaque)
+{
+	(void)req;
+	finish(opaque);
+}
+
+/*
+ * Start a guest access of BAR 0 at guest-physical addr through the ioreq
+ * layer, as a vCPU would: the answer goes out when it completes.
+ */
+static void start_access(struct mpqemu_dev *d, enum mpqemu_wait w, bool write, uint64_t addr,
+			 uint64_t val, unsigned size)
+{
+	struct io_request *req = &d->req;
+	struct mmio_request *m = &req->reqs.mmio;
+	int rc;
+
+	memset(req, 0, sizeof(*req));
+	req->type = REQ_MMIO;
+	req->state = REQ_STATE_FREE;
+	req->complete = req_done;
+	req->complete_opaque = d;
+	m->direction = write ? REQUEST_WRITE : REQUEST_READ;
+	m->address = addr;
+	m->size = size;
+	m->flags = 0; /* QEMU does not say the CPU's privilege level */
+	if (write)
+		put64(m->data, val);
+	d->wait = w;
+	if (d->mq->trace)
+		dev_log(d, "%s 0x%llx size %u%s", write ? "write" : "read",
+			(unsigned long long)addr, size, d->bar_base ? "" : " (BAR 0 unassigned)");
+	rc = emulate_io(&d->bar_io, req);
+	if (rc == IOREQ_PENDING)
+		return;
+	if (rc < 0) {
+		/* A straddle (counted by emulate_io) or a bad size: a bus error. */
+		req->result = -EIO;
+		req->state = REQ_STATE_COMPLETE;
+	}
+	finish(d);
+}
+
+static void handle_bar(struct mpqemu_dev *d, bool write)
+{
+	const uint8_t *b = d->rx + MPQEMU_HDR_SIZE;
+	uint64_t addr = get64(b), val = get64(b + 8);
+	uint32_t size = get32(b + 16);
+	bool memory = b[20] != 0;
+
+	if (write)
+		d->bar_writes++;
+	else
+		d->bar_reads++;
+	if ((size != 1 && size != 2 && size != 4 && size != 8) || !memory) {
+		dev_log(d, "BAR %s of size %u (%s space) refused", write ? "write" : "read", size,
+			memory ? "memory" : "I/O");
+		d->bar_io.stats.bus_errors++;
+		reply(d, UINT64_MAX);
+		return;
+	}
+	start_access(d, MPQEMU_WAIT_BAR, write, addr, val, size);
+}
+
+static void handle_cfg(struct mpqemu_dev *d, bool write)
+{
+	const uint8_t *b = d->rx + MPQEMU_HDR_SIZE;
+	uint32_t addr = get32(b), val = get32(b + 4), len = get32(b + 8);
+	bool mem_before = pci_memory_enabled(&d->pci), intx_before = pci_intx_disabled(&d->pci);
+	uint32_t off, out;
+	unsigned acc, data_off;
+
+	if (write)
+		d->cfg_writes++;
+	else
+		d->cfg_reads++;
+	if (len != 1 && len != 2 && len != 4) {
+		dev_log(d, "configuration %s of length %d refused", write ? "write" : "read",
+			(int)len);
+		reply(d, UINT64_MAX);
+		return;
+	}
+	if (!write) {
+		if (pci_cfg_window(&d->pci, addr, len, &off, &acc, &data_off)) {
+			d->cfg_addr = addr;
+			d->cfg_len = len;
+			d->data_off = data_off;
+			start_access(d, MPQEMU_WAIT_CFGREAD, false, (uint64_t)d->bar_base + off, 0,
+				     acc);
+			return;
+		}
+		if (pci_cfg_read(&d->pci, addr, len, &out) < 0)
+			dev_log(d, "configuration read at 0x%x length %u is outside the 256 bytes",
+				addr, len);
+		reply(d, out);
+		return;
+	}
+	if (pci_cfg_write(&d->pci, addr, val, len) < 0) {
+		dev_log(d, "configuration write at 0x%x length %u is outside the 256 bytes", addr,
+			len);
+		reply(d, UINT64_MAX);
+		return;
+	}
+	bar_update(d);
+	if (!mem_before && pci_memory_enabled(&d->pci) && d->bar_base != d->logged_base) {
+		d->logged_base = d->bar_base;
+		dev_log(d, "memory decoding on, BAR 0 at 0x%x (size 0x%llx)", d->bar_base,
+			(unsigned long long)d->pci.bar_size);
+	}
+	if (intx_before && !pci_intx_disabled(&d->pci))
+		signal_intx(d);
+	if (pci_cfg_window(&d->pci, addr, len, &off, &acc, &data_off)) {
+		uint64_t v = 0;
+
+		for (unsigned i = acc; i-- > 0;)
+			v = v << 8 | d->pci.cfg[data_off + i];
+		start_access(d, MPQEMU_WAIT_CFGWRITE, true, (uint64_t)d->bar_base + off, v, acc);
+		return;
+	}
+	reply(d, 0);
+}
+
+static void unmap_regions(struct mpqemu_region *r, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (r[i].map)
+			munmap(r[i].map, r[i].maplen);
+}
+
+/*
+ * SYNC_SYSMEM: the guest memory map, replacing the previous one. Every
+ * region is checked (sizes, overflow, overlaps, inside its file) before
+ * anything is mapped; the fds are closed here. Returns 0, or -1 after
+ * closing the device for a malformed message.
+ */
+static int handle_sysmem(struct mpqemu_dev *d)
+{
+	struct mpqemu *mq = d->mq;
+	const uint8_t *b = d->rx + MPQEMU_HDR_SIZE;
+	struct mpqemu_region nr[MPQEMU_MAX_FDS];
+	long page = sysconf(_SC_PAGESIZE);
+	unsigned n = d->rx_nfds;
+	char bad[200] = "";
+
+	memset(nr, 0, sizeof(nr));
+	for (unsigned i = 0; i < n && !bad[0]; i++) {
+		uint64_t gpa = get64(b + 8 * i), size = get64(b + 64 + 8 * i);
+		int64_t off = (int64_t)get64(b + 128 + 8 * i);
+		struct stat st;
+
+		if (size == 0 || gpa + size < gpa || off < 0 || (uint64_t)off + size < size)
+			snprintf(bad, sizeof(bad),
+				 "region %u: gpa 0x%llx size 0x%llx offset %lld is not valid", i,
+				 (unsigned long long)gpa, (unsigned long long)size, (long long)off);
+		else if (fstat(d->rx_fds[i], &st) < 0 || !S_ISREG(st.st_mode))
+			snprintf(bad, sizeof(bad), "region %u: the fd is not a memory file", i);
+		else if ((uint64_t)off + size > (uint64_t)st.st_size)
+			snprintf(
+			    bad, sizeof(bad),
+			    "region %u: offset %lld + size 0x%llx passes the file's end (0x%llx)",
+			    i, (long long)off, (unsigned long long)size,
+			    (unsigned long long)st.st_size);
+		else if (size > SIZE_MAX - (size_t)page)
+			snprintf(bad, sizeof(bad), "region %u: too large", i);
+		for (unsigned j = 0; j < i && !bad[0]; j++)
+			if (gpa < nr[j].gpa + nr[j].size && nr[j].gpa < gpa + size)
+				snprintf(bad, sizeof(bad), "regions %u and %u overlap", j, i);
+		nr[i].gpa = gpa;
+		nr[i].size = size;
+	}
+	if (bad[0]) {
+		malformed(d, "SYNC_SYSMEM %s", bad);
+		return -1;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t off = get64(b + 128 + 8 * i);
+		uint64_t delta = off % (uint64_t)page;
+		void *p;
+
+		nr[i].maplen = (size_t)(nr[i].size + delta);
+		p = mmap(NULL, nr[i].maplen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+			 d->rx_fds[i], (off_t)(off - delta));
+		if (p == MAP_FAILED) {
+			dev_log(d,
+				"SYNC_SYSMEM: cannot map region %u (gpa 0x%llx size 0x%llx): %s; "
+				"keeping the previous memory map",
+				i, (unsigned long long)nr[i].gpa, (unsigned long long)nr[i].size,
+				strerror(errno));
+			unmap_regions(nr, i);
+			close_rx_fds(d);
+			return 0;
+		}
+		nr[i].map = p;
+		nr[i].host = (uint8_t *)p + delta;
+	}
+	close_rx_fds(d);
+	unmap_regions(mq->mem, mq->nmem);
+	memcpy(mq->mem, nr, sizeof(nr));
+	mq->nmem = n;
+	if (mq->trace || n == 0)
+		dev_log(d, "guest memory map: %u region(s)", n);
+	for (unsigned i = 0; i < n && mq->trace; i++)
+		dev_log(d, "  region %u: gpa 0x%llx size 0x%llx", i, (unsigned long long)nr[i].gpa,
+			(unsigned long long)nr[i].size);
+	return 0;
+}
+
+/* True when fd is an eventfd. */
+static bool is_eventfd(int fd)
+{
+	char path[64], target[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return strcmp(target, "anon_inode:[eventfd]") == 0;
+}
+
+static void drop_irqfds(struct mpqemu_dev *d)
+{
+	if (d->resample_fd >= 0) {
+		event_del(d->resample_fd);
+		close(d->resample_fd);
+	}
+	if (d->intr_fd >= 0)
+		close(d->intr_fd);
+	d->intr_fd = d->resample_fd = -1;
+}
+
+static int handle_irqfd(struct mpqemu_dev *d)
+{
+	if (!is_eventfd(d->rx_fds[0]) || !is_eventfd(d->rx_fds[1])) {
+		malformed(d, "SET_IRQFD with fds that are not eventfds");
+		return -1;
+	}
+	drop_irqfds(d);
+	d->intr_fd = d->rx_fds[0];
+	d->resample_fd = d->rx_fds[1];
+	d->rx_nfds = 0;
+	if (event_add(d->resample_fd, EPOLLIN, on_resample, d) < 0)
+		dev_log(d, "cannot watch the resample eventfd: %s", strerror(errno));
+	if (d->mq->trace)
+		dev_log(d, "SET_IRQFD: intr fd %d, resample fd %d", d->intr_fd, d->resample_fd);
+	signal_intx(d); /* a line already high */
+	return 0;
+}
+
+static void handle_reset(struct mpqemu_dev *d)
+{
+	d->resets++;
+	if (d->mq->trace)
+		dev_log(d, "DEVICE_RESET");
+	vmmio_reset_range(d->mq->v, d->g);
+	pci_dev_reset(&d->pci);
+	pci_set_intx_status(&d->pci, d->line);
+	bar_update(d);
+	reply(d, 0);
+}
+
+/* Check a whole message against its command, then run it. */
+static void dispatch(struct mpqemu_dev *d)
+{
+	uint32_t cmd = get32(d->rx);
+	uint64_t size = d->rx_size;
+	unsigned want_fds = 0, want_size = 0;
+	bool fds_any = false, needs_reply = true;
+
+	switch (cmd) {
+	case MPQEMU_CMD_SYNC_SYSMEM:
+		want_size = MPQEMU_DATA_MAX;
+		fds_any = true;
+		needs_reply = false;
+		break;
+	case MPQEMU_CMD_PCI_CFGWRITE:
+	case MPQEMU_CMD_PCI_CFGREAD:
+		want_size = MPQEMU_CONF_SIZE;
+		break;
+	case MPQEMU_CMD_BAR_WRITE:
+	case MPQEMU_CMD_BAR_READ:
+		want_size = MPQEMU_BAR_SIZE;
+		break;
+	case MPQEMU_CMD_SET_IRQFD:
+		want_fds = 2;
+		needs_reply = false;
+		break;
+	case MPQEMU_CMD_DEVICE_RESET:
+		break;
+	default: /* RET (only the remote sends it) and unknown commands */
+		malformed(d, "command %u (%s) is not one the proxy sends", cmd, cmd_name(cmd));
+		return;
+	}
+	if (size != want_size) {
+		malformed(d, "%s with %llu data bytes (expected %u)", cmd_name(cmd),
+			  (unsigned long long)size, want_size);
+		return;
+	}
+	if (d->rx_fd_overflow || (!fds_any && d->rx_nfds != want_fds)) {
+		malformed(d, "%s with %s%u fd(s) (expected %s%u)", cmd_name(cmd),
+			  d->rx_fd_overflow ? "more than " : "", d->rx_nfds,
+			  fds_any ? "at most " : "", fds_any ? MPQEMU_MAX_FDS : want_fds);
+		return;
+	}
+	if (needs_reply && d->wait != MPQEMU_IDLE) {
+		malformed(d, "%s while a request is still unanswered", cmd_name(cmd));
+		return;
+	}
+	switch (cmd) {
+	case MPQEMU_CMD_SYNC_SYSMEM:
+		handle_sysmem(d);
+		break;
+	case MPQEMU_CMD_PCI_CFGWRITE:
+	case MPQEMU_CMD_PCI_CFGREAD:
+		handle_cfg(d, cmd == MPQEMU_CMD_PCI_CFGWRITE);
+		break;
+	case MPQEMU_CMD_BAR_WRITE:
+	case MPQEMU_CMD_BAR_READ:
+		handle_bar(d, cmd == MPQEMU_CMD_BAR_WRITE);
+		break;
+	case MPQEMU_CMD_SET_IRQFD:
+		handle_irqfd(d);
+		break;
+	default:
+		handle_reset(d);
+		break;
+	}
+}
+
+/* Keep the fds of one recvmsg() (at most MPQEMU_MAX_FDS per message; the rest are closed). */
+static void take_fds(struct mpqemu_dev *d, struct msghdr *mh)
+{
+	if (mh->msg_flags & MSG_CTRUNC)
+		d->rx_fd_overflow = true;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+		size_t n;
+		int fds[64];
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+		    c->cmsg_len < CMSG_LEN(0))
+			continue;
+		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		if (n > sizeof(fds) / sizeof(fds[0]))
+			n = sizeof(fds) / sizeof(fds[0]);
+		memcpy(fds, CMSG_DATA(c), n * sizeof(int));
+		for (size_t i = 0; i < n; i++) {
+			if (d->rx_nfds < MPQEMU_MAX_FDS) {
+				d->rx_fds[d->rx_nfds++] = fds[i];
+			} else {
+				close(fds[i]);
+				d->rx_fd_overflow = true;
+			}
+		}
+	}
+}
+
+/* The proxy's socket is readable: read at most one message's bytes per recvmsg(). */
+static void dev_event(int fd, uint32_t events, void *opaque)
+{
+	struct mpqemu_dev *d = opaque;
+
+	(void)events;
+	for (int round = 0; round < 16 && d->fd >= 0; round++) {
+		union {
+			struct cmsghdr align;
+			char buf[CMSG_SPACE(sizeof(int) * 16)];
+		} ctl;
+		struct iovec iov;
+		struct msghdr mh = {0};
+		size_t want = d->rx_have < MPQEMU_HDR_SIZE
+				  ? MPQEMU_HDR_SIZE - d->rx_have
+				  : MPQEMU_HDR_SIZE + (size_t)d->rx_size - d->rx_have;
+		ssize_t n;
+
+		iov.iov_base = d->rx + d->rx_have;
+		iov.iov_len = want;
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = sizeof(ctl.buf);
+		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n < 0) {
+			char why[128];
+
+			snprintf(why, sizeof(why), "receive failed: %s", strerror(errno));
+			dev_close(d, why);
+			return;
+		}
+		take_fds(d, &mh);
+		if (n == 0) {
+			dev_close(d, d->rx_have ? "the proxy closed the socket inside a message"
+						: "the proxy closed the socket");
+			return;
+		}
+		d->rx_have += (size_t)n;
+		if (d->rx_have == MPQEMU_HDR_SIZE) { /* the header is complete: check it */
+			uint32_t cmd = get32(d->rx);
+
+			d->rx_size = get64(d->rx + 8);
+			if (cmd >= MPQEMU_CMD_MAX) {
+				malformed(d, "unknown command %u", cmd);
+				return;
+			}
+			if (d->rx_size > MPQEMU_DATA_MAX) {
+				malformed(d, "%s with size %llu (at most %u)", cmd_name(cmd),
+					  (unsigned long long)d->rx_size, MPQEMU_DATA_MAX);
+				return;
+			}
+		}
+		if (d->rx_have == MPQEMU_HDR_SIZE + d->rx_size && d->rx_have >= MPQEMU_HDR_SIZE) {
+			dispatch(d);
+			if (d->fd < 0)
+				return;
+			close_rx_fds(d); /* fds a handler did not take */
+			rx_reset(d);
+		}
+	}
+}
+
+void *mpqemu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len)
+{
+	struct mpqemu *mq = opaque;
+
+	if (len == 0)
+		return NULL;
+	for (unsigned i = 0; i < mq->nmem; i++) {
+		const struct mpqemu_region *r = &mq->mem[i];
+
+		if (gpa >= r->gpa && gpa - r->gpa < r->size && len <= r->size - (gpa - r->gpa))
+			return r->host + (gpa - r->gpa);
+	}
+	return NULL;
+}
+
+int mpqemu_init(struct mpqemu *mq, const struct vm_config *cfg, struct vmmio *v,
+		struct irq_chip *irq)
+{
+	memset(mq, 0, sizeof(*mq));
+	mq->v = v;
+	mq->irq = irq;
+	mq->trace = cfg->trace;
+	for (unsigned i = 0; i < cfg->nranges; i++) {
+		struct mpqemu_dev *d = &mq->devs[i];
+
+		d->mq = mq;
+		d->g = i;
+		d->fd = -1;
+		d->intr_fd = d->resample_fd = -1;
+		d->range = &v->ranges[i];
+		pci_dev_init(&d->pci, &cfg->ranges[i]);
+		ioreq_init(&d->bar_io, NULL);
+		mq->ndevs++;
+	}
+	for (unsigned i = 0; i < mq->ndevs; i++) {
+		struct mpqemu_dev *d = &mq->devs[i];
+		int fd = cfg->mpqemu_fds[i], type = 0, err;
+		socklen_t tl = sizeof(type);
+		struct stat st;
+
+		if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+		    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM) {
+			fprintf(
+			    stderr,
+			    "coreio-vm: --mpqemu-fd %d (range %u) is not an open stream socket\n",
+			    fd, i);
+			return -ENOTSOCK;
+		}
+		if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ||
+		    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+			return -errno;
+		err = event_add(fd, EPOLLIN, dev_event, d);
+		if (err < 0)
+			return err;
+		d->fd = fd;
+		mq->nopen++;
+		dev_log(d, "serving %04x:%04x (class 0x%06x%s) on fd %d; BAR 0 size 0x%llx",
+			cfg->ranges[i].pci_vendor, cfg->ranges[i].pci_device,
+			cfg->ranges[i].pci_class, cfg->ranges[i].virtio ? ", virtio" : "", fd,
+			(unsigned long long)cfg->ranges[i].size);
+	}
+	irq_set_backend(irq, irq_backend, mq);
+	vmmio_set_dma_ptr(v, mpqemu_dma_ptr, mq);
+	return 0;
+}
+
+void mpqemu_exit(struct mpqemu *mq)
+{
+	for (unsigned i = 0; i < mq->ndevs; i++) {
+		struct mpqemu_dev *d = &mq->devs[i];
+
+		if (d->fd >= 0) {
+			close_rx_fds(d);
+			event_del(d->fd);
+			close(d->fd);
+			d->fd = -1;
+		}
+		drop_irqfds(d);
+		dev_log(d,
+			"cfg_reads=%llu cfg_writes=%llu bar_reads=%llu bar_writes=%llu "
+			"outside_bar=%llu bus_errors=%llu irq_signals=%llu resets=%llu",
+			(unsigned long long)d->cfg_reads, (unsigned long long)d->cfg_writes,
+			(unsigned long long)d->bar_reads, (unsigned long long)d->bar_writes,
+			(unsigned long long)(d->bar_io.stats.unhandled_reads +
+					     d->bar_io.stats.unhandled_writes +
+					     d->bar_io.stats.straddles),
+			(unsigned long long)d->bar_io.stats.bus_errors,
+			(unsigned long long)d->irq_signals, (unsigned long long)d->resets);
+		ioreq_exit(&d->bar_io);
+	}
+	if (mq->irq)
+		irq_set_backend(mq->irq, NULL, NULL);
+	if (mq->v)
+		vmmio_set_dma_ptr(mq->v, NULL, NULL);
+	unmap_regions(mq->mem, mq->nmem);
+	mq->nmem = 0;
+	mq->ndevs = 0;
+}

@@ -1,0 +1,121 @@
+/* coreio-vm: the device side of QEMU's multi-process proxy (x-pci-proxy-dev), --accel mpqemu. */
+#ifndef COREIO_VM_MPQEMU_H
+#define COREIO_VM_MPQEMU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "ioreq.h"
+#include "irq.h"
+#include "pci.h"
+#include "vmmio.h"
+
+/*
+ * QEMU's mpqemu messages (include/hw/remote/mpqemu-link.h of QEMU 7.2), as
+ * they cross the socket on x86-64: a 16-byte header, `int cmd` (4 bytes,
+ * little-endian), 4 bytes of padding, `size_t size` (8 bytes), then size
+ * bytes of the data union; file descriptors ride as SCM_RIGHTS on the
+ * header. docs/qemu-proxy.md has every field.
+ */
+#define MPQEMU_HDR_SIZE	 16u
+#define MPQEMU_DATA_MAX	 192u /* sizeof the data union: SyncSysmemMsg */
+#define MPQEMU_MAX_FDS	 8u   /* REMOTE_MAX_FDS */
+#define MPQEMU_CONF_SIZE 12u  /* PciConfDataMsg: u32 addr, u32 val, int len */
+#define MPQEMU_BAR_SIZE	 24u  /* BarAccessMsg: u64 addr, u64 val, unsigned size, bool memory, pad */
+#define MPQEMU_RET_SIZE	 8u   /* data.u64 */
+
+enum mpqemu_cmd {
+	MPQEMU_CMD_SYNC_SYSMEM = 0,
+	MPQEMU_CMD_RET = 1,
+	MPQEMU_CMD_PCI_CFGWRITE = 2,
+	MPQEMU_CMD_PCI_CFGREAD = 3,
+	MPQEMU_CMD_BAR_WRITE = 4,
+	MPQEMU_CMD_BAR_READ = 5,
+	MPQEMU_CMD_SET_IRQFD = 6,
+	MPQEMU_CMD_DEVICE_RESET = 7,
+	MPQEMU_CMD_MAX = 8,
+};
+
+/* One piece of guest RAM that QEMU shared with SYNC_SYSMEM. */
+struct mpqemu_region {
+	uint64_t gpa, size;
+	uint8_t *host; /* host address of gpa */
+	void *map;     /* the mmap() (page-aligned), for munmap() */
+	size_t maplen;
+};
+
+/* What the device's one outstanding request is waiting for. */
+enum mpqemu_wait {
+	MPQEMU_IDLE = 0,
+	MPQEMU_WAIT_BAR,      /* a BAR_READ / BAR_WRITE */
+	MPQEMU_WAIT_CFGREAD,  /* a PCI_CFGREAD of the virtio cfg access window */
+	MPQEMU_WAIT_CFGWRITE, /* a PCI_CFGWRITE of the virtio cfg access window */
+};
+
+struct mpqemu;
+
+/* One proxied PCI device: a --vmmio pci range and the socket of its QEMU proxy. */
+struct mpqemu_dev {
+	struct mpqemu *mq;
+	unsigned g; /* the range */
+	int fd;	    /* the proxy's socket, -1 once closed */
+	struct vmmio_range *range;
+	struct pci_dev pci;
+	struct ioreq_ctx bar_io; /* one MMIO handler: the range at the BAR's address */
+	uint32_t bar_base;	 /* where bar_io's handler is, 0 for none */
+	uint32_t logged_base;	 /* the BAR address last logged with memory decoding on */
+	struct io_request req;	 /* the one request in flight */
+	enum mpqemu_wait wait;
+	uint32_t cfg_addr; /* MPQEMU_WAIT_CFGREAD: the configuration read to answer */
+	unsigned cfg_len, data_off;
+	int intr_fd, resample_fd; /* SET_IRQFD, -1 before */
+	bool line;		  /* the device's INTx level */
+	/* Receive state of the current message. */
+	uint8_t rx[MPQEMU_HDR_SIZE + MPQEMU_DATA_MAX];
+	size_t rx_have;
+	uint64_t rx_size; /* the header's size, once rx_have >= MPQEMU_HDR_SIZE */
+	int rx_fds[MPQEMU_MAX_FDS];
+	unsigned rx_nfds;
+	bool rx_fd_overflow; /* more fds than MPQEMU_MAX_FDS, or truncated control data */
+	/* Counters, printed at exit. */
+	uint64_t bar_reads, bar_writes, cfg_reads, cfg_writes, irq_signals, resets;
+};
+
+struct mpqemu {
+	struct vmmio *v;
+	struct irq_chip *irq;
+	bool trace;
+	struct mpqemu_dev devs[CONFIG_MPQEMU_MAX_DEVS];
+	unsigned ndevs;
+	unsigned nopen; /* device sockets still open */
+	struct mpqemu_region mem[MPQEMU_MAX_FDS];
+	unsigned nmem;
+};
+
+/*
+ * Serve every --vmmio pci range of cfg as one PCI device on its --mpqemu-fd
+ * socket: watch the sockets in the event loop, become the IRQ backend of
+ * irq and the DMA target (mid 0) of v. vmmio_init() must have run.
+ * Returns 0, or a negative errno after printing why (a fd that is not a
+ * socket: -ENOTSOCK).
+ */
+int mpqemu_init(struct mpqemu *mq, const struct vm_config *cfg, struct vmmio *v,
+		struct irq_chip *irq);
+
+/*
+ * Close the device sockets and eventfds, unmap guest RAM and print each
+ * device's counters. Call after vmmio_exit() (which completes requests in
+ * flight).
+ */
+void mpqemu_exit(struct mpqemu *mq);
+
+/*
+ * Host pointer for guest-physical [gpa, gpa + len) inside one region QEMU
+ * shared (SYNC_SYSMEM), or NULL. opaque is the struct mpqemu. The
+ * vmmio_dma_ptr_fn of this mode.
+ */
+void *mpqemu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len);
+
+#endif
