@@ -23,6 +23,7 @@ enum td_phase {
 
 struct td_dev {
 	unsigned rid;
+	unsigned mid, sid; /* --mid/--sid: the IOMMU and region its DMA goes through (0: direct) */
 	bool verbose;
 	uint32_t ctrl;
 	uint32_t period_us;
@@ -115,7 +116,7 @@ static void td_start_write(struct td_dev *d)
 	int rc;
 
 	d->phase = TD_WRITING;
-	rc = coreio_dma_write(0, 0, d->cur_dst, d->cur_len, d->buf, 0, td_write_done, d);
+	rc = coreio_dma_write(d->mid, d->sid, d->cur_dst, d->cur_len, d->buf, 0, td_write_done, d);
 	if (rc && d->phase == TD_WRITING)
 		td_dma_finish(d, rc);
 }
@@ -148,7 +149,7 @@ static void td_dma_start(struct td_dev *d)
 		return;
 	}
 	d->phase = TD_READING;
-	rc = coreio_dma_read(0, 0, d->cur_src, d->cur_len, d->buf, 0, td_read_done, d);
+	rc = coreio_dma_read(d->mid, d->sid, d->cur_src, d->cur_len, d->buf, 0, td_read_done, d);
 	if (rc && d->phase == TD_READING)
 		td_dma_finish(d, rc);
 }
@@ -290,9 +291,11 @@ static void td_reset(void *opaque)
 
 static void td_usage(FILE *f)
 {
-	fprintf(f, "usage: coreio-timerdma [--rid N] [--verbose] TARGET\n"
+	fprintf(f, "usage: coreio-timerdma [--rid N] [--mid N] [--sid S] [--verbose] TARGET\n"
 		   "  TARGET     host:port, [v6addr]:port, host or unix:/path of the VM\n"
 		   "  --rid N    range id to serve (default 0)\n"
+		   "  --mid N    DMA through IOMMU N (default 0: guest-physical addresses)\n"
+		   "  --sid S    IOMMU region id of the DMA (0..15, default 0)\n"
 		   "  --verbose  log accesses and DMA on stderr\n"
 		   "A timer / IRQ / DMA peripheral; README.md lists its registers.\n");
 }
@@ -344,17 +347,31 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"rid", required_argument, NULL, 'r'},
+	    {"mid", required_argument, NULL, 'm'},
+	    {"sid", required_argument, NULL, 's'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	coreio_func_t funcs;
+	unsigned long n;
 	char *end;
 	int c, rc;
 
 	td.rid = 0;
-	while ((c = getopt_long(argc, argv, "r:vh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:m:s:vh", opts, NULL)) != -1) {
 		switch (c) {
+		case 'm':
+		case 's':
+			errno = 0;
+			n = strtoul(optarg, &end, 0);
+			if (errno || *end || end == optarg || n > (c == 'm' ? 7u : 15u)) {
+				fprintf(stderr, "coreio-timerdma: bad --%s '%s' (0..%u)\n",
+					c == 'm' ? "mid" : "sid", optarg, c == 'm' ? 7u : 15u);
+				return 2;
+			}
+			*(c == 'm' ? &td.mid : &td.sid) = (unsigned)n;
+			break;
 		case 'r':
 			errno = 0;
 			td.rid = (unsigned)strtoul(optarg, &end, 0);
