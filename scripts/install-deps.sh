@@ -2,7 +2,7 @@
 # Installs the Debian packages coreio needs to build and test, only when missing.
 set -euo pipefail
 
-pkgs=(gcc meson ninja-build pkg-config libcmocka-dev python3 python3-pytest)
+pkgs=(gcc meson ninja-build pkg-config libcmocka-dev python3 python3-pytest qemu-system-x86 busybox-static)
 [ $# -gt 0 ] && pkgs+=("$@")
 
 missing=()
