@@ -1,0 +1,240 @@
+/* coreio-baselines: raw socket ping-pong, socket streaming and memcpy, the baselines CoreIO
+ * benchmarks compare against. */
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/*
+ * Each measurement prints one JSON line. The peer is a forked process, as a
+ * CoreIO client is a separate process from the VM.
+ *
+ *   pingpong: a 64-byte message there and back, blocking read()s, the
+ *             pattern of one forwarded MMIO read; reports ns per round trip.
+ *   stream:   one side writes SIZE-byte chunks as fast as it can, the other
+ *             reads them; reports MB/s (10^6 bytes per second).
+ *   memcpy:   one buffer copied into another; reports MB/s.
+ */
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int full_io(int fd, void *buf, size_t len, int write_it)
+{
+	uint8_t *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write_it ? write(fd, p, len) : read(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* A connected pair of sockets of the given family ("tcp" over loopback, or "unix"). */
+static int make_pair(const char *family, int sv[2])
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+	int one = 1, lfd;
+
+	if (strcmp(family, "unix") == 0)
+		return socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(lfd, 1) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&a, &alen) < 0)
+		return -1;
+	sv[0] = socket(AF_INET, SOCK_STREAM, 0);
+	if (sv[0] < 0 || connect(sv[0], (struct sockaddr *)&a, sizeof(a)) < 0)
+		return -1;
+	sv[1] = accept(lfd, NULL, NULL);
+	close(lfd);
+	if (sv[1] < 0)
+		return -1;
+	setsockopt(sv[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(sv[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return 0;
+}
+
+static int pingpong(const char *family, long iters)
+{
+	uint8_t msg[64] = {0};
+	int sv[2], status;
+	pid_t pid;
+	double t0, dt;
+
+	if (make_pair(family, sv) < 0) {
+		perror("coreio-baselines: socket pair");
+		return 1;
+	}
+	pid = fork();
+	if (pid == 0) {
+		close(sv[0]);
+		for (long i = 0; i < iters + 100; i++)
+			if (full_io(sv[1], msg, sizeof(msg), 0) < 0 ||
+			    full_io(sv[1], msg, sizeof(msg), 1) < 0)
+				_exit(1);
+		_exit(0);
+	}
+	close(sv[1]);
+	for (int i = 0; i < 100; i++) /* warm-up */
+		if (full_io(sv[0], msg, sizeof(msg), 1) < 0 ||
+		    full_io(sv[0], msg, sizeof(msg), 0) < 0)
+			return 1;
+	t0 = now_s();
+	for (long i = 0; i < iters; i++)
+		if (full_io(sv[0], msg, sizeof(msg), 1) < 0 ||
+		    full_io(sv[0], msg, sizeof(msg), 0) < 0)
+			return 1;
+	dt = now_s() - t0;
+	close(sv[0]);
+	waitpid(pid, &status, 0);
+	printf("{\"bench\": \"baseline\", \"what\": \"pingpong\", \"transport\": \"%s\", "
+	       "\"ns_per_op\": %.0f, \"n\": %ld}\n",
+	       family, dt * 1e9 / (double)iters, iters);
+	return 0;
+}
+
+static int stream(const char *family, size_t chunk, size_t total)
+{
+	uint8_t *buf = malloc(chunk);
+	int sv[2], status;
+	pid_t pid;
+	double t0, dt;
+	uint8_t ack = 0;
+
+	if (!buf || make_pair(family, sv) < 0) {
+		perror("coreio-baselines: stream set-up");
+		return 1;
+	}
+	memset(buf, 0x5a, chunk);
+	pid = fork();
+	if (pid == 0) {
+		close(sv[0]);
+		for (size_t got = 0; got < total; got += chunk)
+			if (full_io(sv[1], buf, chunk, 0) < 0)
+				_exit(1);
+		_exit(full_io(sv[1], &ack, 1, 1) < 0);
+	}
+	close(sv[1]);
+	t0 = now_s();
+	for (size_t sent = 0; sent < total; sent += chunk)
+		if (full_io(sv[0], buf, chunk, 1) < 0)
+			return 1;
+	if (full_io(sv[0], &ack, 1, 0) < 0) /* the reader has everything */
+		return 1;
+	dt = now_s() - t0;
+	close(sv[0]);
+	waitpid(pid, &status, 0);
+	printf("{\"bench\": \"baseline\", \"what\": \"stream\", \"transport\": \"%s\", "
+	       "\"size\": %zu, \"mb_per_s\": %.1f, \"bytes\": %zu}\n",
+	       family, chunk, (double)total / dt / 1e6, total);
+	free(buf);
+	return 0;
+}
+
+static int copy(size_t size, size_t total)
+{
+	uint8_t *a = malloc(size), *b = malloc(size);
+	double t0, dt;
+	size_t done = 0;
+
+	if (!a || !b) {
+		perror("coreio-baselines: malloc");
+		return 1;
+	}
+	memset(a, 1, size);
+	memset(b, 2, size);
+	t0 = now_s();
+	while (done < total) {
+		memcpy(b, a, size);
+		a[done % size] ^= b[(done + 1) % size]; /* keep the copy from being elided */
+		done += size;
+	}
+	dt = now_s() - t0;
+	printf("{\"bench\": \"baseline\", \"what\": \"memcpy\", \"size\": %zu, \"mb_per_s\": %.1f, "
+	       "\"bytes\": %zu}\n",
+	       size, (double)done / dt / 1e6, done);
+	free(a);
+	free(b);
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: coreio-baselines pingpong tcp|unix [--n N]\n"
+		   "       coreio-baselines stream tcp|unix [--size BYTES] [--total BYTES]\n"
+		   "       coreio-baselines memcpy [--size BYTES] [--total BYTES]\n"
+		   "Prints one JSON line: the baseline a CoreIO benchmark compares against.\n"
+		   "  pingpong  64-byte round trips between two processes (ns per round trip)\n"
+		   "  stream    one-way throughput in SIZE-byte writes (MB/s)\n"
+		   "  memcpy    copy throughput of SIZE-byte buffers (MB/s)\n"
+		   "Defaults: --n 20000, --size 1048576, --total 268435456.\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {{"n", required_argument, NULL, 'n'},
+					     {"size", required_argument, NULL, 's'},
+					     {"total", required_argument, NULL, 't'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	long n = 20000;
+	size_t size = 1u << 20, total = 256u << 20;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			n = strtol(optarg, NULL, 0);
+			break;
+		case 's':
+			size = strtoull(optarg, NULL, 0);
+			break;
+		case 't':
+			total = strtoull(optarg, NULL, 0);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (n < 1 || size < 1 || total < size) {
+		fprintf(stderr, "coreio-baselines: --n, --size and --total must be positive, "
+				"--total at least --size\n");
+		return 2;
+	}
+	if (optind < argc && strcmp(argv[optind], "memcpy") == 0)
+		return copy(size, total);
+	if (optind + 1 < argc &&
+	    (strcmp(argv[optind + 1], "tcp") == 0 || strcmp(argv[optind + 1], "unix") == 0)) {
+		if (strcmp(argv[optind], "pingpong") == 0)
+			return pingpong(argv[optind + 1], n);
+		if (strcmp(argv[optind], "stream") == 0)
+			return stream(argv[optind + 1], size, total);
+	}
+	usage(stderr);
+	return 2;
+}
