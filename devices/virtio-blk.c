@@ -1,0 +1,268 @@
+/* coreio-virtio-blk: a virtio block device (virtio 1.x, 5.2) backed by a raw image file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "virtio.h"
+
+#define PROG	   "coreio-virtio-blk"
+#define BLK_QSIZE  256u
+#define BLK_SECTOR 512u
+#define BLK_CHUNK  65536u
+#define BLK_ID_LEN 20u
+
+/* Feature bits (virtio 1.x, 5.2.3). */
+#define BLK_F_SEG_MAX  2u
+#define BLK_F_RO       5u
+#define BLK_F_BLK_SIZE 6u
+#define BLK_F_FLUSH    9u
+
+/* Request types and status values (virtio 1.x, 5.2.6). */
+#define BLK_T_IN     0u
+#define BLK_T_OUT    1u
+#define BLK_T_FLUSH  4u
+#define BLK_T_GET_ID 8u
+#define BLK_S_OK     0u
+#define BLK_S_IOERR  1u
+#define BLK_S_UNSUPP 2u
+
+/* struct virtio_blk_config offsets. */
+#define BLK_CFG_CAPACITY 0u
+#define BLK_CFG_SEG_MAX	 12u
+#define BLK_CFG_BLK_SIZE 20u
+#define BLK_CFG_LEN	 60u
+
+struct blk_dev {
+	int fd;
+	bool readonly;
+	uint64_t sectors;
+	char id[BLK_ID_LEN];
+	uint8_t *bounce;
+	struct vio_chain chain;
+};
+
+/* True when [sector, sector + len / 512) lies inside the disk; len is a multiple of 512. */
+static bool blk_in_range(const struct blk_dev *b, uint64_t sector, uint64_t len)
+{
+	return sector <= b->sectors && len / BLK_SECTOR <= b->sectors - sector;
+}
+
+static uint8_t blk_read(struct blk_dev *b, struct vio_dev *d, uint64_t sector, uint64_t len)
+{
+	uint64_t done = 0;
+
+	while (done < len) {
+		size_t n = len - done < BLK_CHUNK ? (size_t)(len - done) : BLK_CHUNK;
+		ssize_t got = pread(b->fd, b->bounce, n, (off_t)(sector * BLK_SECTOR + done));
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			return BLK_S_IOERR;
+		if (vio_chain_write(d, &b->chain, done, b->bounce, (size_t)got))
+			return BLK_S_IOERR;
+		done += (uint64_t)got;
+	}
+	return BLK_S_OK;
+}
+
+static uint8_t blk_write(struct blk_dev *b, struct vio_dev *d, uint64_t sector, uint64_t len)
+{
+	uint64_t done = 0;
+
+	while (done < len) {
+		size_t n = len - done < BLK_CHUNK ? (size_t)(len - done) : BLK_CHUNK;
+		size_t put = 0;
+
+		if (vio_chain_read(d, &b->chain, 16 + done, b->bounce, n))
+			return BLK_S_IOERR;
+		while (put < n) {
+			ssize_t w = pwrite(b->fd, b->bounce + put, n - put,
+					   (off_t)(sector * BLK_SECTOR + done + put));
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				return BLK_S_IOERR;
+			put += (size_t)w;
+		}
+		done += n;
+	}
+	return BLK_S_OK;
+}
+
+/* Serve one request; returns the bytes written into the chain before the status byte. */
+static uint32_t blk_request(struct blk_dev *b, struct vio_dev *d, uint8_t *status)
+{
+	const struct vio_chain *c = &b->chain;
+	uint64_t data_in = c->wr_len - 1; /* writable bytes before the status byte */
+	uint64_t data_out, sector;
+	uint8_t hdr[16];
+	uint32_t type;
+
+	*status = BLK_S_IOERR;
+	if (c->rd_len < sizeof(hdr) || vio_chain_read(d, c, 0, hdr, sizeof(hdr)))
+		return 0;
+	type = (uint32_t)vio_get_le(hdr, 4);
+	sector = vio_get_le(hdr + 8, 8);
+	data_out = c->rd_len - sizeof(hdr);
+	switch (type) {
+	case BLK_T_IN:
+		if (data_in % BLK_SECTOR || !blk_in_range(b, sector, data_in))
+			return 0;
+		*status = blk_read(b, d, sector, data_in);
+		return *status == BLK_S_OK ? (uint32_t)data_in : 0;
+	case BLK_T_OUT:
+		if (b->readonly || data_out % BLK_SECTOR || !blk_in_range(b, sector, data_out))
+			return 0;
+		*status = blk_write(b, d, sector, data_out);
+		return 0;
+	case BLK_T_FLUSH:
+		*status = b->readonly || fsync(b->fd) == 0 ? BLK_S_OK : BLK_S_IOERR;
+		return 0;
+	case BLK_T_GET_ID: {
+		size_t n = data_in < BLK_ID_LEN ? (size_t)data_in : BLK_ID_LEN;
+
+		if (vio_chain_write(d, c, 0, b->id, n))
+			return 0;
+		*status = BLK_S_OK;
+		return (uint32_t)n;
+	}
+	default:
+		*status = BLK_S_UNSUPP;
+		return 0;
+	}
+}
+
+static void blk_kick(struct vio_dev *d, unsigned q)
+{
+	struct blk_dev *b = d->priv;
+	int rc;
+
+	while ((rc = vio_queue_pop(d, q, &b->chain)) > 0) {
+		uint32_t written = 0;
+		uint8_t status;
+
+		if (b->chain.wr_len == 0) {
+			/* No room for a status byte: nothing can be reported. */
+			if (d->verbose)
+				fprintf(stderr, PROG ": request without a status byte\n");
+		} else {
+			written = blk_request(b, d, &status);
+			if (vio_chain_write(d, &b->chain, b->chain.wr_len - 1, &status, 1) == 0)
+				written++;
+			else
+				written = 0;
+			if (d->verbose)
+				fprintf(stderr, PROG ": request head %u: status %u, %u bytes\n",
+					b->chain.head, status, written);
+		}
+		if (vio_queue_push(d, q, &b->chain, written))
+			break;
+	}
+}
+
+static const struct vio_dev_ops blk_ops = {
+    .queue_kick = blk_kick,
+};
+
+static void usage(FILE *f)
+{
+	fprintf(
+	    f,
+	    "usage: " PROG " [--rid N] [--transport pci|mmio] [--verbose] [--readonly]\n"
+	    "       [--serial ID] --image FILE TARGET\n" VIO_CLI_USAGE
+	    "  --image FILE         raw disk image (its size, rounded down to 512, is the disk)\n"
+	    "  --readonly           offer VIRTIO_BLK_F_RO; writes fail with IOERR\n"
+	    "  --serial ID          the GET_ID string (up to 20 bytes; default from the file "
+	    "name)\n"
+	    "A virtio block device (device id 2, one request queue): IN, OUT, FLUSH, GET_ID.\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {VIO_CLI_OPTIONS,
+					     {"image", required_argument, NULL, 'i'},
+					     {"readonly", no_argument, NULL, 'R'},
+					     {"serial", required_argument, NULL, 's'},
+					     {NULL, 0, NULL, 0}};
+	struct vio_cli cli = {.transport = VIO_TRANSPORT_PCI};
+	static struct blk_dev blk;
+	static struct vio_dev dev;
+	const char *image = NULL, *serial = NULL;
+	uint64_t features;
+	off_t size;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		int r = vio_cli_option(&cli, c, optarg, PROG);
+
+		if (r > 0)
+			continue;
+		if (r < 0)
+			return 2;
+		switch (c) {
+		case 'i':
+			image = optarg;
+			break;
+		case 'R':
+			blk.readonly = true;
+			break;
+		case 's':
+			serial = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc - 1 || !image) {
+		usage(stderr);
+		return 2;
+	}
+	cli.target = argv[optind];
+	blk.fd = open(image, blk.readonly ? O_RDONLY : O_RDWR);
+	if (blk.fd < 0) {
+		fprintf(stderr, PROG ": %s: %s\n", image, strerror(errno));
+		return 1;
+	}
+	size = lseek(blk.fd, 0, SEEK_END);
+	if (size < 0) {
+		fprintf(stderr, PROG ": %s: %s\n", image, strerror(errno));
+		return 1;
+	}
+	blk.sectors = (uint64_t)size / BLK_SECTOR;
+	if (!serial) {
+		const char *slash = strrchr(image, '/');
+
+		serial = slash ? slash + 1 : image;
+	}
+	/* Zero-padded; an id of exactly 20 bytes has no terminator (virtio 1.x, 5.2.6). */
+	memcpy(blk.id, serial, strnlen(serial, BLK_ID_LEN));
+	blk.bounce = malloc(BLK_CHUNK);
+	if (!blk.bounce)
+		return 1;
+	features = VIO_BIT(VIO_F_INDIRECT_DESC) | VIO_BIT(BLK_F_SEG_MAX) | VIO_BIT(BLK_F_BLK_SIZE) |
+		   VIO_BIT(BLK_F_FLUSH) | (blk.readonly ? VIO_BIT(BLK_F_RO) : 0);
+	if (vio_dev_init(&dev, VIO_ID_BLOCK, features, 1, BLK_QSIZE, &blk_ops, &blk))
+		return 1;
+	dev.config_len = BLK_CFG_LEN;
+	vio_put_le(dev.config + BLK_CFG_CAPACITY, blk.sectors, 8);
+	vio_put_le(dev.config + BLK_CFG_SEG_MAX, BLK_QSIZE - 2, 4);
+	vio_put_le(dev.config + BLK_CFG_BLK_SIZE, BLK_SECTOR, 4);
+	fprintf(stderr, PROG ": %s: %llu sectors%s\n", image, (unsigned long long)blk.sectors,
+		blk.readonly ? ", read-only" : "");
+	vio_run(&dev, &cli, PROG);
+	vio_chain_free(&blk.chain);
+	free(blk.bounce);
+	close(blk.fd);
+	return 1;
+}

@@ -1,0 +1,156 @@
+/* The shared command line and main loop of the virtio device models. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+
+#include "virtio.h"
+
+int vio_cli_option(struct vio_cli *cli, int c, const char *arg, const char *prog)
+{
+	char *end;
+	unsigned long v;
+
+	switch (c) {
+	case 0x100:
+		errno = 0;
+		v = strtoul(arg, &end, 0);
+		if (errno || *end || end == arg || v > 7) {
+			fprintf(stderr, "%s: bad --rid '%s' (0..7)\n", prog, arg);
+			return -1;
+		}
+		cli->rid = (unsigned)v;
+		return 1;
+	case 0x101:
+		if (!strcmp(arg, "pci")) {
+			cli->transport = VIO_TRANSPORT_PCI;
+		} else if (!strcmp(arg, "mmio")) {
+			cli->transport = VIO_TRANSPORT_MMIO;
+		} else {
+			fprintf(stderr, "%s: bad --transport '%s' (pci or mmio)\n", prog, arg);
+			return -1;
+		}
+		return 1;
+	case 0x102:
+		cli->verbose = true;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static uint64_t reg_mask(const struct vio_dev *d)
+{
+	return d->transport == VIO_TRANSPORT_PCI ? COREIO_VPCI_BAR_SIZE - 1 : VIO_MMIO_SIZE - 1;
+}
+
+/* MMIO callbacks: only register state changes here; queue work waits for the main loop. */
+static int mmio_read_cb(void *priv, uint64_t addr, size_t len, void *buf, unsigned flags)
+{
+	struct vio_dev *d = priv;
+
+	(void)flags;
+	return vio_transport_read(d, addr & reg_mask(d), len, buf);
+}
+
+static int mmio_write_cb(void *priv, uint64_t addr, size_t len, void *buf, unsigned flags)
+{
+	struct vio_dev *d = priv;
+
+	(void)flags;
+	return vio_transport_write(d, addr & reg_mask(d), len, buf);
+}
+
+static void vm_reset_cb(void *opaque)
+{
+	struct vio_dev *d = opaque;
+
+	if (d->verbose)
+		fprintf(stderr, "virtio: VM reset\n");
+	vio_dev_reset(d);
+}
+
+static int loop(struct vio_dev *d)
+{
+	for (;;) {
+		fd_set rfds, wfds;
+		struct timeval tv;
+		int nfds, rc;
+
+		vio_dev_poll(d);
+		FD_ZERO(&rfds);
+		FD_ZERO(&wfds);
+		nfds = coreio_ctx_preparefds(d->ctx, 0, &rfds, &wfds);
+		if (nfds < 0)
+			return nfds;
+		if (d->ops->prepare_fds) {
+			nfds = d->ops->prepare_fds(d, nfds, &rfds, &wfds);
+			if (nfds < 0)
+				return nfds;
+		}
+		tv.tv_sec = (d->kick_pending || d->kick_all) ? 0 : 1;
+		tv.tv_usec = 0;
+		rc = select(nfds, &rfds, &wfds, NULL, &tv);
+		if (rc < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (rc == 0) {
+			FD_ZERO(&rfds);
+			FD_ZERO(&wfds);
+		}
+		rc = coreio_ctx_processfds(d->ctx, &rfds, &wfds);
+		if (rc)
+			return rc;
+		if (d->ops->process_fds) {
+			rc = d->ops->process_fds(d, &rfds, &wfds);
+			if (rc < 0)
+				return rc;
+		}
+	}
+}
+
+int vio_run(struct vio_dev *d, const struct vio_cli *cli, const char *prog)
+{
+	coreio_func_t funcs;
+	coreio_ctx_t *ctx;
+	int rc;
+
+	signal(SIGPIPE, SIG_IGN);
+	d->transport = cli->transport;
+	d->verbose = cli->verbose;
+	rc = coreio_ctx_new(&ctx);
+	if (rc) {
+		fprintf(stderr, "%s: %s\n", prog, strerror(-rc));
+		return rc;
+	}
+	rc = coreio_ctx_connect(ctx, cli->target);
+	if (rc) {
+		fprintf(stderr, "%s: connect %s: %s\n", prog, cli->target, strerror(-rc));
+		coreio_ctx_free(ctx);
+		return rc;
+	}
+	vio_dev_set_ctx(d, ctx, cli->rid);
+	coreio_ctx_set_reset_cb(ctx, vm_reset_cb, d);
+	memset(&funcs, 0, sizeof(funcs));
+	funcs.read = mmio_read_cb;
+	funcs.write = mmio_write_cb;
+	rc = coreio_ctx_register(ctx, cli->rid, &funcs, d);
+	if (rc) {
+		fprintf(stderr, "%s: register rid %u: %s\n", prog, cli->rid, strerror(-rc));
+		coreio_ctx_free(ctx);
+		return rc;
+	}
+	fprintf(stderr, "%s: serving rid %u on %s (virtio-%s, device id %u)\n", prog, cli->rid,
+		cli->target, cli->transport == VIO_TRANSPORT_PCI ? "pci" : "mmio", d->device_id);
+	rc = loop(d);
+	fprintf(stderr, "%s: %s\n", prog, strerror(-rc));
+	coreio_ctx_free(ctx);
+	d->ctx = NULL;
+	d->host = NULL;
+	return rc < 0 ? rc : -ECONNRESET;
+}

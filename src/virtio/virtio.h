@@ -1,0 +1,374 @@
+/* The internal API of the virtio 1.x device library: device object, split virtqueues, transports.
+ */
+#ifndef COREIO_VIRTIO_H
+#define COREIO_VIRTIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/select.h>
+
+#include "coreio.h"
+#include "virtio-pci-layout.h"
+
+/* Device ids (virtio 1.x, 5). */
+#define VIO_ID_BLOCK   2u
+#define VIO_ID_CONSOLE 3u
+#define VIO_ID_RNG     4u
+
+/* Device status bits (virtio 1.x, 2.1). */
+#define VIO_S_ACKNOWLEDGE 1u
+#define VIO_S_DRIVER	  2u
+#define VIO_S_DRIVER_OK	  4u
+#define VIO_S_FEATURES_OK 8u
+#define VIO_S_NEEDS_RESET 64u
+#define VIO_S_FAILED	  128u
+
+/* Feature bits of the transport and ring layer (virtio 1.x, 6). */
+#define VIO_F_INDIRECT_DESC   28u
+#define VIO_F_EVENT_IDX	      29u
+#define VIO_F_VERSION_1	      32u
+#define VIO_F_ACCESS_PLATFORM 33u
+#define VIO_BIT(n)	      (1ull << (n))
+
+/* ISR / InterruptStatus bits. */
+#define VIO_ISR_QUEUE  1u
+#define VIO_ISR_CONFIG 2u
+
+/* Split virtqueue descriptor flags (virtio 1.x, 2.7.5). */
+#define VIO_DESC_F_NEXT	    1u
+#define VIO_DESC_F_WRITE    2u
+#define VIO_DESC_F_INDIRECT 4u
+
+/* virtio-mmio version 2 registers (virtio 1.x, 4.2.2). */
+#define VIO_MMIO_MAGIC		  0x000u
+#define VIO_MMIO_VERSION	  0x004u
+#define VIO_MMIO_DEVICE_ID	  0x008u
+#define VIO_MMIO_VENDOR_ID	  0x00cu
+#define VIO_MMIO_DEVICE_FEATURES  0x010u
+#define VIO_MMIO_DEVICE_FEAT_SEL  0x014u
+#define VIO_MMIO_DRIVER_FEATURES  0x020u
+#define VIO_MMIO_DRIVER_FEAT_SEL  0x024u
+#define VIO_MMIO_QUEUE_SEL	  0x030u
+#define VIO_MMIO_QUEUE_NUM_MAX	  0x034u
+#define VIO_MMIO_QUEUE_NUM	  0x038u
+#define VIO_MMIO_QUEUE_READY	  0x044u
+#define VIO_MMIO_QUEUE_NOTIFY	  0x050u
+#define VIO_MMIO_INTERRUPT_STATUS 0x060u
+#define VIO_MMIO_INTERRUPT_ACK	  0x064u
+#define VIO_MMIO_STATUS		  0x070u
+#define VIO_MMIO_QUEUE_DESC_LO	  0x080u
+#define VIO_MMIO_QUEUE_DESC_HI	  0x084u
+#define VIO_MMIO_QUEUE_DRIVER_LO  0x090u
+#define VIO_MMIO_QUEUE_DRIVER_HI  0x094u
+#define VIO_MMIO_QUEUE_DEVICE_LO  0x0a0u
+#define VIO_MMIO_QUEUE_DEVICE_HI  0x0a4u
+#define VIO_MMIO_SHM_SEL	  0x0acu
+#define VIO_MMIO_SHM_LEN_LO	  0x0b0u
+#define VIO_MMIO_SHM_LEN_HI	  0x0b4u
+#define VIO_MMIO_SHM_BASE_LO	  0x0b8u
+#define VIO_MMIO_SHM_BASE_HI	  0x0bcu
+#define VIO_MMIO_CONFIG_GEN	  0x0fcu
+#define VIO_MMIO_CONFIG		  0x100u
+#define VIO_MMIO_SIZE		  0x1000u
+#define VIO_MMIO_MAGIC_VALUE	  0x74726976u /* "virt" */
+#define VIO_VENDOR_ID		  0x4f494f43u /* "COIO" */
+
+/* struct virtio_pci_common_cfg field offsets (virtio 1.x, 4.1.4.3). */
+#define VIO_PCI_DFSELECT     0x00u
+#define VIO_PCI_DF	     0x04u
+#define VIO_PCI_GFSELECT     0x08u
+#define VIO_PCI_GF	     0x0cu
+#define VIO_PCI_MSIX_CONFIG  0x10u
+#define VIO_PCI_NUM_QUEUES   0x12u
+#define VIO_PCI_STATUS	     0x14u
+#define VIO_PCI_CFG_GEN	     0x15u
+#define VIO_PCI_Q_SELECT     0x16u
+#define VIO_PCI_Q_SIZE	     0x18u
+#define VIO_PCI_Q_MSIX	     0x1au
+#define VIO_PCI_Q_ENABLE     0x1cu
+#define VIO_PCI_Q_NOTIFY_OFF 0x1eu
+#define VIO_PCI_Q_DESC	     0x20u
+#define VIO_PCI_Q_DRIVER     0x28u
+#define VIO_PCI_Q_DEVICE     0x30u
+#define VIO_PCI_NO_VECTOR    0xffffu
+
+/* Limits. */
+#define VIO_MAX_QUEUES	   8u
+#define VIO_QUEUE_SIZE_MAX 32768u
+#define VIO_CONFIG_MAX	   256u
+#define VIO_INDIRECT_MAX   1024u	  /* descriptors in one indirect table */
+#define VIO_CHAIN_MAX_LEN  (256ull << 20) /* bytes in one descriptor chain */
+
+enum vio_transport {
+	VIO_TRANSPORT_PCI,
+	VIO_TRANSPORT_MMIO,
+};
+
+struct vio_dev;
+
+/*
+ * How the library reaches guest memory and the interrupt line. The default
+ * (vio_dev_init with a context) uses blocking coreio_ctx_dma_read/write with
+ * mid 0 and coreio_ctx_irq_update(rid, iid 0); unit tests put fakes here.
+ */
+struct vio_host_ops {
+	/* Copy len bytes from guest-physical gpa; 0 or a negative errno. */
+	int (*dma_read)(void *opaque, uint64_t gpa, void *buf, size_t len);
+	/* Copy len bytes to guest-physical gpa; 0 or a negative errno. */
+	int (*dma_write)(void *opaque, uint64_t gpa, const void *buf, size_t len);
+	/* Set the level of the device's interrupt line; 0 or a negative errno. */
+	int (*irq_set)(void *opaque, unsigned level);
+};
+
+/* What a device model implements. Every callback runs on the main loop's thread. */
+struct vio_dev_ops {
+	/* The driver reset the device (status 0) or the VM was reset. Optional. */
+	void (*reset)(struct vio_dev *d);
+	/*
+	 * Queue q has (possibly) new available buffers: called from vio_dev_poll()
+	 * after a notify, and for every enabled queue when DRIVER_OK is set.
+	 */
+	void (*queue_kick)(struct vio_dev *d, unsigned q);
+	/* The driver wrote config bytes [off, off + len) (already stored). Optional. */
+	void (*config_write)(struct vio_dev *d, uint32_t off, size_t len);
+	/* Add the model's own fds to the select sets; returns the new nfds. Optional. */
+	int (*prepare_fds)(struct vio_dev *d, int nfds, fd_set *rfds, fd_set *wfds);
+	/* Serve the model's own fds after select; 0 or a negative errno that ends the loop. */
+	int (*process_fds)(struct vio_dev *d, fd_set *rfds, fd_set *wfds);
+};
+
+/* One split virtqueue as the driver configured it. */
+struct vio_queue {
+	uint16_t size_max; /* what the device offers; 0 = queue absent */
+	uint16_t size;	   /* negotiated size */
+	bool enabled;
+	uint64_t desc, avail, used;
+	uint16_t last_avail; /* next avail ring entry to take */
+	uint16_t avail_idx;  /* last avail->idx read from the guest */
+	uint16_t used_idx;   /* next used ring entry to fill */
+	uint32_t budget;     /* chains taken since the last kick; at size the queue yields */
+};
+
+/* One guest buffer of a descriptor chain. */
+struct vio_buf {
+	uint64_t addr;
+	uint32_t len;
+};
+
+/*
+ * A descriptor chain taken from the available ring: n_rd device-readable
+ * buffers buf[0..n_rd) followed by n_wr device-writable ones.
+ */
+struct vio_chain {
+	uint16_t head;
+	unsigned n_rd, n_wr;
+	uint64_t rd_len, wr_len; /* total bytes of each kind */
+	struct vio_buf *buf;
+	unsigned cap; /* allocated entries of buf */
+};
+
+struct vio_dev {
+	/* Identity and features, set by the model before it runs. */
+	uint32_t device_id;
+	uint64_t features; /* offered */
+	unsigned num_queues;
+	struct vio_queue q[VIO_MAX_QUEUES];
+	uint8_t config[VIO_CONFIG_MAX]; /* device-specific configuration, little-endian */
+	uint32_t config_len;
+	uint32_t config_writable_off, config_writable_len; /* bytes the driver may change */
+	const struct vio_dev_ops *ops;
+	void *priv; /* the model's state */
+
+	/* Transport state. */
+	enum vio_transport transport;
+	uint8_t status;
+	uint8_t isr;
+	uint8_t config_gen;
+	uint32_t dev_feat_sel, drv_feat_sel;
+	uint64_t driver_features;
+	uint16_t queue_sel;
+	uint32_t kick_pending; /* bit q: queue q was notified */
+	bool kick_all;	       /* DRIVER_OK was set: look at every queue */
+	bool verbose;
+
+	/* Host side. */
+	const struct vio_host_ops *host;
+	void *host_opaque;
+	coreio_ctx_t *ctx;
+	unsigned rid;
+	unsigned long long stat_broken; /* rings found broken */
+};
+
+/*
+ * Initialise d for a device.
+ *   d          the device (zeroed and filled here)
+ *   device_id  virtio device id (VIO_ID_*)
+ *   features   feature bits offered; VIO_F_VERSION_1 is added,
+ *              VIO_F_ACCESS_PLATFORM and VIO_F_EVENT_IDX are removed
+ *   num_queues 1..VIO_MAX_QUEUES
+ *   qsize_max  largest queue size offered, a power of two 1..32768
+ *   ops        the model's callbacks (queue_kick required)
+ *   priv       stored in d->priv
+ * The host ops are left NULL: call vio_dev_set_ctx() or vio_dev_set_host().
+ * Returns 0 or -EINVAL for bad arguments.
+ */
+int vio_dev_init(struct vio_dev *d, uint32_t device_id, uint64_t features, unsigned num_queues,
+		 unsigned qsize_max, const struct vio_dev_ops *ops, void *priv);
+
+/*
+ * Route d's DMA and interrupt through a CoreIO context: blocking DMA with
+ * mid 0, sid 0, and the IRQ line iid 0 of range rid. No return value.
+ */
+void vio_dev_set_ctx(struct vio_dev *d, coreio_ctx_t *ctx, unsigned rid);
+
+/* Route d's DMA and interrupt through host (e.g. a fake memory in tests). */
+void vio_dev_set_host(struct vio_dev *d, const struct vio_host_ops *host, void *opaque);
+
+/*
+ * Reset the device as status 0 does: status, features, ISR (line lowered),
+ * every queue, then the model's reset callback. No return value.
+ */
+void vio_dev_reset(struct vio_dev *d);
+
+/*
+ * Mark the device broken (DEVICE_NEEDS_RESET) and, if DRIVER_OK was set,
+ * send a configuration change interrupt. why is logged when verbose.
+ */
+void vio_dev_needs_reset(struct vio_dev *d, const char *why);
+
+/* True when queues may be processed: DRIVER_OK set, FAILED and NEEDS_RESET clear. */
+bool vio_dev_running(const struct vio_dev *d);
+
+/*
+ * Raise the interrupt for isr_bits (VIO_ISR_QUEUE / VIO_ISR_CONFIG): sets
+ * the ISR bits and drives the line high. Returns 0 or the irq_set error.
+ */
+int vio_dev_interrupt(struct vio_dev *d, uint8_t isr_bits);
+
+/*
+ * Tell the driver that the device configuration changed: bump the config
+ * generation and send a configuration change interrupt (if DRIVER_OK).
+ */
+void vio_dev_config_changed(struct vio_dev *d);
+
+/*
+ * Run the work the MMIO callbacks queued: call ops->queue_kick for each
+ * notified (or, after DRIVER_OK, each enabled) queue while the device runs.
+ * Call it from the main loop, never from an MMIO callback. Returns true if
+ * any queue was kicked.
+ */
+bool vio_dev_poll(struct vio_dev *d);
+
+/*
+ * Serve a guest read of the transport's register block.
+ *   off  offset inside the block (PCI: addr & (COREIO_VPCI_BAR_SIZE - 1);
+ *        MMIO: addr & (VIO_MMIO_SIZE - 1))
+ *   len  1..8 bytes (longer accesses are served byte-wise as zero beyond 8)
+ *   buf  receives the bytes, little-endian
+ * Unknown offsets read 0. Returns 0 (never fails: a bad access reads 0).
+ */
+int vio_transport_read(struct vio_dev *d, uint64_t off, size_t len, void *buf);
+
+/*
+ * Serve a guest write of the transport's register block (see
+ * vio_transport_read()). Unknown offsets and read-only fields are ignored.
+ * Returns 0.
+ */
+int vio_transport_write(struct vio_dev *d, uint64_t off, size_t len, const void *buf);
+
+/*
+ * Take the next available descriptor chain of queue q.
+ *   c  the chain to fill (zero-initialise it once; its buffer array is
+ *      reused and grown; free it with vio_chain_free())
+ * Every index and length read from the guest is checked: ring index and
+ * descriptor index below the queue size, at most size descriptors per chain
+ * (so no loops), indirect tables only if VIO_F_INDIRECT_DESC was negotiated
+ * (length a non-zero multiple of 16, at most VIO_INDIRECT_MAX entries, no
+ * nesting), readable buffers before writable ones, no address range wrapping,
+ * at most VIO_CHAIN_MAX_LEN bytes in all.
+ * At most size chains are handed out per kick: then the call returns 0 and
+ * re-arms the kick, so the main loop serves the VM before going on.
+ * Returns 1 with a chain, 0 when the ring is empty (or the queue is not
+ * usable, or yields), -EPROTO when the ring is broken (the device is then marked
+ * NEEDS_RESET), or the DMA error (-EFAULT when the guest gave addresses
+ * outside RAM, which also marks NEEDS_RESET; -ECONNRESET, ...), -ENOMEM.
+ */
+int vio_queue_pop(struct vio_dev *d, unsigned q, struct vio_chain *c);
+
+/*
+ * Return chain c of queue q to the driver through the used ring with
+ * written bytes written, bump used->idx and raise the queue interrupt.
+ * Returns 0 or a negative errno (the DMA error; the device is then marked
+ * NEEDS_RESET).
+ */
+int vio_queue_push(struct vio_dev *d, unsigned q, const struct vio_chain *c, uint32_t written);
+
+/*
+ * Copy len bytes starting at byte off of the chain's readable buffers into
+ * out. Returns 0, -EINVAL when [off, off + len) is beyond the readable
+ * bytes, or the DMA error.
+ */
+int vio_chain_read(struct vio_dev *d, const struct vio_chain *c, uint64_t off, void *out,
+		   size_t len);
+
+/*
+ * Copy len bytes from in to byte off of the chain's writable buffers.
+ * Returns 0, -EINVAL when [off, off + len) is beyond the writable bytes,
+ * or the DMA error.
+ */
+int vio_chain_write(struct vio_dev *d, const struct vio_chain *c, uint64_t off, const void *in,
+		    size_t len);
+
+/* Free a chain's buffer array (the chain may be used again). */
+void vio_chain_free(struct vio_chain *c);
+
+/* Store a little-endian value of n bytes (1, 2, 4, 8) at p. */
+void vio_put_le(uint8_t *p, uint64_t v, unsigned n);
+
+/* Load a little-endian value of n bytes (1, 2, 4, 8) from p. */
+uint64_t vio_get_le(const uint8_t *p, unsigned n);
+
+/* The command line options every device model shares. */
+struct vio_cli {
+	const char *target;
+	unsigned rid;
+	enum vio_transport transport;
+	bool verbose;
+};
+
+/* getopt_long entries of the shared options, to put in a model's table. */
+#define VIO_CLI_OPTIONS                                                                            \
+	{"rid", required_argument, NULL, 0x100}, {"transport", required_argument, NULL, 0x101},    \
+	    {"verbose", no_argument, NULL, 0x102},                                                 \
+	{                                                                                          \
+		"help", no_argument, NULL, 'h'                                                     \
+	}
+
+/* Usage lines of the shared options, for a model's --help. */
+#define VIO_CLI_USAGE                                                                              \
+	"  TARGET               host:port, [v6addr]:port, host or unix:/path of the VM\n"          \
+	"  --rid N              range id to serve (default 0)\n"                                   \
+	"  --transport pci|mmio virtio-pci modern BAR 0 layout (default) or virtio-mmio v2\n"      \
+	"  --verbose            log what the device does on stderr\n"                              \
+	"  --help               this text\n"
+
+/*
+ * Handle one of the shared options returned by getopt_long.
+ *   cli   filled in
+ *   c     the option character (0x100.. as in VIO_CLI_OPTIONS)
+ *   arg   optarg
+ *   prog  program name for error messages
+ * Returns 1 when c was a shared option and was accepted, 0 when c is not a
+ * shared option, -1 after printing an error for a bad value.
+ */
+int vio_cli_option(struct vio_cli *cli, int c, const char *arg, const char *prog);
+
+/*
+ * Connect to cli->target, register range cli->rid for d's transport, and
+ * serve it until the VM goes away or a model callback fails.
+ * Returns the error that ended the loop (negative errno); never returns 0.
+ */
+int vio_run(struct vio_dev *d, const struct vio_cli *cli, const char *prog);
+
+#endif
