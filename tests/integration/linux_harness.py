@@ -1,0 +1,341 @@
+"""Boots the Linux test guest (scripts/build-guest-image.sh) under QEMU, directly or through scripts/coreio-qemu, and reads its console."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD_IMAGE = os.path.join(REPO, "scripts", "build-guest-image.sh")
+COREIO_QEMU = os.path.join(REPO, "scripts", "coreio-qemu")
+
+# The kernel command line of every boot. panic=-1 with QEMU's -no-reboot ends
+# QEMU if /init dies; loglevel=4 keeps the kernel's I/O errors on the console.
+BASE_APPEND = "console=ttyS0 loglevel=4 panic=-1"
+
+BOOT_TIME = re.compile(r"coreio-init: boot time ([0-9.]+) s")
+RESULT = re.compile(r"^RESULT: (PASS|FAIL) (\S+)")
+
+
+def qemu_binary():
+    """Path of qemu-system-x86_64, or None."""
+    return shutil.which("qemu-system-x86_64")
+
+
+def image_dir(build_dir):
+    """Where the guest image is built: $COREIO_GUEST_DIR, else BUILD/guest-image."""
+    return os.environ.get("COREIO_GUEST_DIR") or os.path.join(build_dir, "guest-image")
+
+
+def build_image(outdir, timeout=900):
+    """Runs scripts/build-guest-image.sh OUTDIR; returns (ok, log)."""
+    try:
+        r = subprocess.run([BUILD_IMAGE, outdir], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, "build-guest-image.sh took more than %d s" % timeout
+    except OSError as e:
+        return False, str(e)
+    ok = r.returncode == 0 and all(
+        os.path.isfile(os.path.join(outdir, f)) for f in ("vmlinuz", "initramfs.cpio.gz"))
+    return ok, r.stdout
+
+
+def make_disk(path, mib):
+    """Creates a sparse raw disk image of MIB MiB (zeroes)."""
+    with open(path, "wb") as f:
+        f.truncate(mib << 20)
+    return path
+
+
+class Console:
+    """A process whose stdout is the guest's serial console; lines are collected by a thread.
+
+    Output is read as bytes and decoded leniently, so whatever the guest
+    prints cannot stop the reader. stderr goes to a second thread.
+    """
+
+    def __init__(self, name, argv, env=None):
+        self.name = name
+        self.argv = argv
+        self.lines = []
+        self.err_lines = []
+        self.cond = threading.Condition()
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=env, start_new_session=True)
+        self.t_out = threading.Thread(target=self._reader, args=(self.p.stdout, self.lines),
+                                      daemon=True)
+        self.t_err = threading.Thread(target=self._reader, args=(self.p.stderr, self.err_lines),
+                                      daemon=True)
+        self.t_out.start()
+        self.t_err.start()
+
+    def _reader(self, stream, into):
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n").replace("\r", "")
+            with self.cond:
+                into.append(line)
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def tail(self, n=40):
+        with self.cond:
+            out = "\n".join(self.lines[-n:])
+            err = "\n".join(self.err_lines[-n:])
+        return "--- console of %s (last lines):\n%s\n--- stderr:\n%s" % (self.name, out, err)
+
+    def wait_line(self, regex, timeout, start=0):
+        """Waits for a console line (index >= start) matching regex; returns (index, match)."""
+        rx = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for i in range(start, len(self.lines)):
+                    m = rx.search(self.lines[i])
+                    if m:
+                        return i, m
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.p.poll() is not None and not self.t_out.is_alive()):
+                    raise AssertionError("%s: no console line matching %r within %ss (exit %s)\n%s"
+                                         % (self.name, regex, timeout, self.p.poll(), self.tail()))
+                self.cond.wait(min(left, 0.2))
+
+    def wait_err(self, regex, timeout, start=0):
+        """Waits for a stderr line (index >= start) matching regex; returns (index, match)."""
+        rx = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for i in range(start, len(self.err_lines)):
+                    m = rx.search(self.err_lines[i])
+                    if m:
+                        return i, m
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.p.poll() is not None and not self.t_err.is_alive()):
+                    raise AssertionError("%s: no stderr line matching %r within %ss (exit %s)\n%s"
+                                         % (self.name, regex, timeout, self.p.poll(), self.tail()))
+                self.cond.wait(min(left, 0.2))
+
+    def send(self, line):
+        """Types a line on the guest console."""
+        self.p.stdin.write(line.encode() + b"\n")
+        self.p.stdin.flush()
+
+    def wait_exit(self, timeout):
+        """Waits for the process to end (the guest powered off); returns its status."""
+        try:
+            rc = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("%s did not exit within %ss\n%s" % (self.name, timeout, self.tail()))
+        self.t_out.join(5)
+        self.t_err.join(5)
+        return rc
+
+    def stop(self):
+        """Ends the process and everything it started (its process group)."""
+        if self.p.poll() is None:
+            for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(self.p.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.p.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        else:
+            # The leader is gone; anything left in its group goes too.
+            try:
+                os.killpg(self.p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for t in (self.t_out, self.t_err):
+            t.join(5)
+        for f in (self.p.stdin, self.p.stdout, self.p.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    # Results of the guest scripts.
+
+    def boot_time(self, timeout):
+        """Waits for /init's boot time line; returns the seconds."""
+        _, m = self.wait_line(BOOT_TIME.pattern, timeout)
+        return float(m.group(1))
+
+    def result(self, test, timeout):
+        """Waits for the test's RESULT line; returns the list of its PASS/FAIL lines and the verdict."""
+        i, m = self.wait_line(r"^RESULT: (PASS|FAIL) %s$" % re.escape(test), timeout)
+        with self.cond:
+            checks = [l for l in self.lines[:i] if l.startswith(("PASS: ", "FAIL: "))]
+        return m.group(1), checks
+
+    def values(self, prefix):
+        """The console lines starting with prefix, without it."""
+        with self.cond:
+            return [l[len(prefix):] for l in self.lines if l.startswith(prefix)]
+
+
+def append_line(test=None, extra=""):
+    """The kernel command line for a guest test (or the shell when test is None)."""
+    parts = [BASE_APPEND]
+    if test:
+        parts.append("coreio.test=" + test)
+    if extra:
+        parts.append(extra)
+    return " ".join(parts)
+
+
+def qemu_argv(img, test=None, disks=(), rng=False, smp=1, mem=256, extra_append="",
+              accel="tcg"):
+    """QEMU with its own in-process virtio devices (the baseline), console on stdio."""
+    argv = [qemu_binary() or "qemu-system-x86_64", "-M", "pc", "-accel", accel, "-smp", str(smp),
+            "-m", str(mem), "-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
+            "-kernel", os.path.join(img, "vmlinuz"),
+            "-initrd", os.path.join(img, "initramfs.cpio.gz"),
+            "-append", append_line(test, extra_append)]
+    if rng:
+        argv += ["-device", "virtio-rng-pci"]
+    for i, d in enumerate(disks):
+        argv += ["-drive", "file=%s,if=none,id=d%d,format=raw" % (d, i),
+                 "-device", "virtio-blk-pci,drive=d%d" % i]
+    return argv
+
+
+def coreio_qemu_available():
+    """Whether scripts/coreio-qemu exists (issue 4's orchestrator)."""
+    return os.access(COREIO_QEMU, os.X_OK)
+
+
+def descendants(pid):
+    """The pids of every live descendant of pid (from /proc/PID/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir("/proc/%d/task" % p)
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open("/proc/%d/task/%s/children" % (p, t)) as f:
+                    kids = [int(x) for x in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def kill_pid(pid, sig=signal.SIGKILL):
+    """Sends sig to pid if it still exists."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+MODEL_PCI_ID = {"blk": "1042", "rng": "1044", "console": "1043"}
+
+
+class Device:
+    """One CoreIO virtio device of a machine: its model program and arguments."""
+
+    def __init__(self, kind, image=None):
+        self.kind = kind
+        self.image = image
+
+
+class CoreioMachine(Console):
+    """Linux under scripts/coreio-qemu, each device a CoreIO model process.
+
+    The models start through coreio-qemu's --run (before QEMU), each writing
+    its pid to WORKDIR/devN.pid so a test can kill one; restart_model()
+    starts a replacement owned by this object. stop() ends everything.
+    """
+
+    def __init__(self, build_dir, img, workdir, test=None, devices=(), smp=1, mem="256M",
+                 extra_append="", accel="auto", timeout=600):
+        self.build_dir = build_dir
+        self.workdir = workdir
+        self.devices = list(devices)
+        self.extra_models = []
+        argv = [COREIO_QEMU, "--kernel", os.path.join(img, "vmlinuz"),
+                "--initrd", os.path.join(img, "initramfs.cpio.gz"),
+                "--append", " ".join(x for x in ("loglevel=4", extra_append,
+                                                 "coreio.test=" + test if test else "") if x),
+                "--accel", accel, "--smp", str(smp), "--mem", mem, "--timeout", str(timeout),
+                "--coreio-vm", os.path.join(build_dir, "src/vm/coreio-vm")]
+        for g, d in enumerate(self.devices):
+            argv += ["--vmmio", "pci,size=16K,pci=%s,profile=virtio,port=0" % MODEL_PCI_ID[d.kind]]
+            argv += ["--run", "echo $$ > %s; exec %s 1>&2" % (
+                self.pid_file(g), " ".join(self.model_argv(g, "{G%d}" % g)))]
+        env = dict(os.environ, COREIO_BUILD_DIR=build_dir)
+        super().__init__("coreio-qemu", argv, env=env)
+
+    def pid_file(self, g):
+        return os.path.join(self.workdir, "dev%d.pid" % g)
+
+    def model_argv(self, g, target):
+        d = self.devices[g]
+        argv = [os.path.join(self.build_dir, "devices", "coreio-virtio-" + d.kind),
+                "--transport", "pci"]
+        if d.image:
+            argv += ["--image", d.image]
+        return argv + [target]
+
+    def accel(self, timeout=30):
+        """The accelerator coreio-qemu chose (kvm or tcg)."""
+        return self.wait_err(r"^coreio-qemu: accelerator: (\w+)", timeout)[1].group(1)
+
+    def target(self, g, timeout=30):
+        """Where the model of range g connects (coreio-qemu's 'G0 pci ... -> ADDR' line)."""
+        return self.wait_err(r"^coreio-qemu: G%d pci \S+ -> (\S+)" % g, timeout)[1].group(1)
+
+    def model_pid(self, g, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(self.pid_file(g)) as f:
+                    return int(f.read().strip())
+            except (OSError, ValueError):
+                time.sleep(0.1)
+        raise AssertionError("no pid file of device %d\n%s" % (g, self.tail()))
+
+    def kill_model(self, g, sig=signal.SIGKILL):
+        """Kills the model of range g (the one started by --run)."""
+        kill_pid(self.model_pid(g), sig)
+
+    def restart_model(self, g):
+        """Starts a new model process for range g; returns its Popen."""
+        log = open(os.path.join(self.workdir, "dev%d-restart.log" % g), "wb")
+        p = subprocess.Popen(self.model_argv(g, self.target(g)), stdin=subprocess.DEVNULL,
+                             stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.extra_models.append(p)
+        return p
+
+    def stop(self):
+        """Ends coreio-qemu (SIGINT lets it end QEMU, coreio-vm and the models), then anything left."""
+        kids = descendants(self.p.pid) if self.p.poll() is None else []
+        if self.p.poll() is None:
+            kill_pid(self.p.pid, signal.SIGINT)
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+        # Only if coreio-qemu could not end them itself: its children, by pid.
+        for pid in kids:
+            kill_pid(pid)
+        for p in self.extra_models:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+        super().stop()
