@@ -412,7 +412,10 @@ int main(int argc, char **argv)
 	if (td.verbose)
 		fprintf(stderr, "coreio-timerdma: serving rid %u on %s\n", td.rid, argv[optind]);
 	rc = td_loop(&td);
-	fprintf(stderr, "coreio-timerdma: %s\n", strerror(-rc));
+	if (rc == -ECONNRESET)
+		fprintf(stderr, "coreio-timerdma: the VM closed the connection; exiting\n");
+	else
+		fprintf(stderr, "coreio-timerdma: %s\n", strerror(-rc));
 	coreio_disconnect();
 	return 1;
 }

@@ -148,7 +148,10 @@ int vio_run(struct vio_dev *d, const struct vio_cli *cli, const char *prog)
 	fprintf(stderr, "%s: serving rid %u on %s (virtio-%s, device id %u)\n", prog, cli->rid,
 		cli->target, cli->transport == VIO_TRANSPORT_PCI ? "pci" : "mmio", d->device_id);
 	rc = loop(d);
-	fprintf(stderr, "%s: %s\n", prog, strerror(-rc));
+	if (rc == -ECONNRESET)
+		fprintf(stderr, "%s: the VM closed the connection; exiting\n", prog);
+	else
+		fprintf(stderr, "%s: %s\n", prog, strerror(-rc));
 	coreio_ctx_free(ctx);
 	d->ctx = NULL;
 	d->host = NULL;
