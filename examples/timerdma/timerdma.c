@@ -346,12 +346,9 @@ static int td_loop(struct td_dev *d)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"rid", required_argument, NULL, 'r'},
-	    {"mid", required_argument, NULL, 'm'},
-	    {"sid", required_argument, NULL, 's'},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"rid", required_argument, NULL, 'r'}, {"mid", required_argument, NULL, 'm'},
+	    {"sid", required_argument, NULL, 's'}, {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0},
 	};
 	coreio_func_t funcs;
 	unsigned long n;
