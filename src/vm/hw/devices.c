@@ -6,11 +6,7 @@
 #include "hw.h"
 
 const struct hw_device *const hw_devices[] = {
-    &hw_uart8250,
-    &hw_debugexit,
-    &hw_testdev,
-    &hw_iommu,
-    NULL,
+    &hw_uart8250, &hw_debugexit, &hw_testdev, &hw_iommu, NULL,
 };
 
 int hw_init_all(struct hw_set *set, const struct hw_ctx *hw)
