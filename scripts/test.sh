@@ -14,6 +14,9 @@ scripts/install-deps.sh
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
 
+# One Linux guest image (built from Debian packages on first use) for both passes.
+export COREIO_GUEST_DIR=${COREIO_GUEST_DIR:-$PWD/build/guest-image}
+
 run_suite() {
 	local dir=$1
 	shift
