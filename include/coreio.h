@@ -184,6 +184,7 @@ COREIO_EXPORT int coreio_set_reset_cb(void (*cb)(void *opaque), void *opaque);
 /* Capability bits a connection negotiated with the VM. */
 #define COREIO_CAP_LARGE_DMA_BIT 1u /* DMA in pieces of up to 16 KiB */
 #define COREIO_CAP_CLAIM_ACK_BIT 2u /* the VM confirms or refuses claims */
+#define COREIO_CAP_SHM_BIT	 4u /* unix: targets: guest RAM shared, mid 0 DMA by memcpy */
 
 /*
  * Capabilities negotiated on ctx's connections (COREIO_CAP_*_BIT), 0 with

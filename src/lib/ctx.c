@@ -114,6 +114,7 @@ static int ctx_init(struct coreio_ctx *ctx)
 		ctx->conn[i].fd = -1;
 		pthread_mutex_init(&ctx->conn[i].tx_lock, NULL);
 		coreio__wire_rx_init(&ctx->conn[i].rx);
+		coreio__wire_fdq_init(&ctx->conn[i].fdq);
 	}
 	ctx->wake_fd = -1;
 	ctx->offer = COREIO_CAP_ALL;
@@ -196,7 +197,10 @@ void coreio_ctx_disconnect(coreio_ctx_t *ctx)
 		c->caps = 0;
 		c->hello_wait = false;
 		coreio__wire_rx_init(&c->rx);
+		coreio__wire_fdq_clear(&c->fdq);
+		coreio__wire_fdq_init(&c->fdq);
 	}
+	coreio__shm_drop_locked(ctx);
 	if (ctx->wake_fd >= 0)
 		close(ctx->wake_fd);
 	ctx->wake_fd = -1;
@@ -303,7 +307,7 @@ static int send_hello(struct coreio_ctx *ctx, int i)
 
 	coreio__wire_encode(f, &h);
 	coreio__wire_put64(f + 24, COREIO_HELLO_OFFER);
-	coreio__wire_put64(f + 32, ctx->offer);
+	coreio__wire_put64(f + 32, coreio__offered(ctx));
 	coreio__wire_put64(f + 40, COREIO_WIRE_VERSION);
 	pthread_mutex_lock(&ctx->conn[i].tx_lock);
 	rc = coreio__wire_send_all(ctx->conn[i].fd, f, sizeof(f), COREIO__HELLO_TIMEOUT_MS);
@@ -363,6 +367,9 @@ static int hello(struct coreio_ctx *ctx)
 	/* Silence means a base VM: no capabilities. */
 	for (int i = 0; i < COREIO__NCONN; i++)
 		ctx->conn[i].hello_wait = false;
+	/* A map that came before the answer counts only if SHM was granted. */
+	if (!(ctx->conn[COREIO__CONN_DMA].caps & COREIO_CAP_SHM))
+		coreio__shm_drop_locked(ctx);
 	pthread_mutex_unlock(&ctx->lock);
 	return rc;
 }
@@ -403,7 +410,10 @@ int coreio_ctx_connect(coreio_ctx_t *ctx, const char *target)
 		ctx->conn[i].caps = 0;
 		ctx->conn[i].hello_wait = false;
 		coreio__wire_rx_init(&ctx->conn[i].rx);
+		coreio__wire_fdq_init(&ctx->conn[i].fdq);
 	}
+	ctx->unix_target = t.kind == COREIO__TARGET_UNIX;
+	ctx->shm_warned = false;
 	ctx->wake_fd = wfd;
 	ctx->tx_off = ctx->tx_len = 0;
 	ctx->dma_tx_pending = false;

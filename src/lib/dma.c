@@ -375,10 +375,16 @@ static int dma_submit(struct coreio_ctx *ctx, bool write, unsigned mid, unsigned
 		      size_t len, void *buf, unsigned flags, void (*cpl)(void *, int), void *cplp)
 {
 	struct coreio__xfer stack_x, *x;
+	bool shm;
 	int rc = 0;
 
 	if (!ctx || mid >= COREIO_WIRE_MAX_MID || sid >= COREIO_WIRE_MAX_SID || !buf)
 		return -EINVAL;
+	/* Shared memory (shm.c): a mid 0 transfer inside one region is a memcpy,
+	 * done now; a non-blocking one still completes through processfds. */
+	shm = mid == 0 && len > 0 && coreio__shm_copy(ctx, write, addr, len, buf) == 0;
+	if (shm && !cpl)
+		return 0;
 	x = cpl ? malloc(sizeof(*x)) : &stack_x;
 	if (!x)
 		return -ENOMEM;
@@ -402,12 +408,12 @@ static int dma_submit(struct coreio_ctx *ctx, bool write, unsigned mid, unsigned
 			free(x);
 		return rc;
 	}
-	/* Join the active list; an empty transfer completes at once. */
+	/* Join the active list; an empty or copied transfer completes at once. */
 	x->next = ctx->active;
 	if (ctx->active)
 		ctx->active->prev = x;
 	ctx->active = x;
-	if (len == 0) {
+	if (len == 0 || shm) {
 		complete_locked(ctx, x);
 		pthread_mutex_unlock(&ctx->lock);
 		return 0;

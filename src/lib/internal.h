@@ -45,6 +45,22 @@ struct coreio__conn {
 	pthread_t reader;	 /* owner of the reader role when reader_depth > 0 */
 	int reader_depth;	 /* 0: nobody reads this connection */
 	struct coreio_wire_rx rx;
+	struct coreio_wire_fdq fdq; /* fds that came with rx's bytes (reader's, like rx) */
+};
+
+/* One region of guest memory the VM shared (SHM_MAP), mapped into this process. */
+struct coreio__shm_region {
+	uint64_t gpa, size;
+	uint8_t *host; /* host address of gpa */
+	void *map;     /* the mmap() (page-aligned), for munmap() */
+	size_t maplen;
+};
+
+/* A complete memory map; freed (unmapped) when its last reference goes. */
+struct coreio__shm_map {
+	unsigned refs; /* under ctx->lock: ctx->shm holds one, each copy in progress one */
+	unsigned n;
+	struct coreio__shm_region r[COREIO_WIRE_SHM_MAX_REGIONS];
 };
 
 /* A registered range. */
@@ -102,6 +118,7 @@ struct coreio_ctx {
 	bool connected;	     /* connect succeeded and no disconnect yet */
 	int broken;	     /* 0, or the negative errno that killed the connection */
 	unsigned offer;	     /* capabilities offered on the next connect */
+	bool unix_target;    /* connected to a unix: target (SHM is offered only there) */
 	int wake_fd;	     /* eventfd that wakes the select() loop, -1 when closed */
 	struct coreio__conn conn[COREIO__NCONN];
 
@@ -133,9 +150,25 @@ struct coreio_ctx {
 	bool dma_tx_pending;
 	size_t tx_off, tx_len;
 	uint8_t batch[64 * 1024];
+
+	/* Shared-memory DMA (shm.c). shm is the map mid 0 DMA copies through,
+	 * under lock. The map being received (shm_build, shm_gen, shm_count,
+	 * shm_bad) belongs to the reader of the DMA connection. */
+	struct coreio__shm_map *shm;
+	struct coreio__shm_map *shm_build;
+	uint64_t shm_gen;
+	uint64_t shm_count;
+	bool shm_bad;	 /* the generation being received failed: ignore its frames */
+	bool shm_warned; /* the fallback to the socket was logged */
 };
 
 /* ctx.c */
+
+/* The capabilities a hello offers (lock held or connect's thread): SHM only on unix: targets. */
+static inline unsigned coreio__offered(const struct coreio_ctx *ctx)
+{
+	return ctx->unix_target ? ctx->offer : ctx->offer & ~COREIO_CAP_SHM;
+}
 
 /*
  * Mark the connection dead (lock held): remember err, shut both sockets
@@ -207,5 +240,35 @@ void coreio__dma_pump(struct coreio_ctx *ctx);
 
 /* Reset the DMA slot table of a context (lock held, nothing in flight). */
 void coreio__dma_init_locked(struct coreio_ctx *ctx);
+
+/* shm.c */
+
+/*
+ * Handle an SHM_MAP frame that arrived on connection i with the fds bound
+ * to it (nfds of them, at most one kept in fds[0]). Every fd is closed or
+ * kept in a mapping; a bad map never fails the connection: shared memory
+ * is dropped (logged once) and DMA goes through the socket. Caller holds
+ * the reader role of i and no lock.
+ */
+void coreio__shm_frame(struct coreio_ctx *ctx, int i, const struct coreio_wire_msg *m,
+		       const int *fds, unsigned nfds);
+
+/*
+ * Copy a mid 0 DMA through the shared map when [addr, addr + len) lies
+ * inside one region. No lock held; len > 0.
+ * Returns 0 when copied, -ENOENT when the socket must carry it.
+ */
+int coreio__shm_copy(struct coreio_ctx *ctx, bool write, uint64_t addr, size_t len, void *buf);
+
+/*
+ * Forget the shared map and the one being received (lock held): at
+ * disconnect, and after a hello that did not grant COREIO_CAP_SHM. Mappings
+ * still used by a copy go when that copy ends.
+ */
+void coreio__shm_drop_locked(struct coreio_ctx *ctx);
+
+/* Log once per connection, on stderr, why DMA goes through the socket. No lock held. */
+void coreio__shm_warn(struct coreio_ctx *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -156,7 +156,7 @@ static void hello_answer(struct coreio_ctx *ctx, int i, const struct coreio_wire
 	caps = coreio__wire_get64(m->frame + 32);
 	pthread_mutex_lock(&ctx->lock);
 	if (c->hello_wait) {
-		c->caps = kind == COREIO_HELLO_ANSWER ? (unsigned)(caps & ctx->offer) : 0;
+		c->caps = kind == COREIO_HELLO_ANSWER ? (unsigned)(caps & coreio__offered(ctx)) : 0;
 		c->hello_wait = false;
 	}
 	pthread_mutex_unlock(&ctx->lock);
@@ -201,13 +201,31 @@ static void got_reset(struct coreio_ctx *ctx, int i)
 	pthread_mutex_unlock(&ctx->lock);
 }
 
-/* Decode and act on one frame from connection i. Returns 0 or a negative errno. */
-static int dispatch(struct coreio_ctx *ctx, int i, const uint8_t *frame, size_t len)
+/*
+ * Decode and act on one frame from connection i; fds (nfds of them, at
+ * most one in fds[0]) came bound to it and are closed unless an SHM_MAP
+ * keeps them. Returns 0 or a negative errno.
+ */
+static int dispatch(struct coreio_ctx *ctx, int i, const uint8_t *frame, size_t len, const int *fds,
+		    unsigned nfds)
 {
 	struct coreio_wire_msg m;
 
-	if (coreio__wire_decode(frame, len, COREIO_WIRE_AT_CLIENT, &m) < 0)
+	if (coreio__wire_decode(frame, len, COREIO_WIRE_AT_CLIENT, &m) < 0) {
+		if (nfds)
+			close(fds[0]);
 		return -EPROTO;
+	}
+	if (m.h.op == COREIO_OP_SHM_MAP) {
+		coreio__shm_frame(ctx, i, &m, fds, nfds);
+		return 0;
+	}
+	if (nfds) {
+		/* Only SHM_MAP carries a fd. */
+		close(fds[0]);
+		coreio__shm_warn(ctx, "the VM sent a fd with a %s frame",
+				 coreio__wire_op_name(m.h.op));
+	}
 	if (m.h.op == COREIO_OP_RESET) {
 		got_reset(ctx, i);
 		return 0;
@@ -266,7 +284,7 @@ int coreio__conn_service(struct coreio_ctx *ctx, int i)
 		return rc;
 
 	if (rx->end - rx->start < sizeof(rx->buf)) {
-		long n = coreio__wire_rx_fill(rx, c->fd);
+		long n = coreio__wire_rx_fill_fds(rx, c->fd, &c->fdq);
 
 		if (n == 0 || (n < 0 && n != -EAGAIN)) {
 			coreio__fail(ctx, -ECONNRESET);
@@ -274,7 +292,13 @@ int coreio__conn_service(struct coreio_ctx *ctx, int i)
 		}
 	}
 	while (coreio__wire_rx_next(rx, &frame, &len)) {
-		rc = dispatch(ctx, i, frame, len);
+		int fds[1];
+		unsigned nfds = 0;
+
+		if (c->fdq.n)
+			nfds = coreio__wire_fdq_take(
+			    &c->fdq, coreio__wire_rx_frame_pos(rx, &c->fdq, frame), len, fds, 1);
+		rc = dispatch(ctx, i, frame, len, fds, nfds);
 		if (rc < 0) {
 			coreio__fail(ctx, rc == -EPROTO ? -EPROTO : -ECONNRESET);
 			return rc;

@@ -168,7 +168,7 @@ static int parse_port(const char *val, struct range_config *r, const char *arg, 
 }
 
 /* Keys of a PCI range (START "pci"), as bits of the "seen" mask of parse_pci_key(). */
-static const char *const pci_keys[] = {"pci", "class", "subsys", "rev", "profile"};
+static const char *const pci_keys[] = {"pci", "class", "subsys", "rev", "profile", "hotplug"};
 
 /* "VVVV:DDDD" (or "DDDD" when allow_short: *a is left alone), hex with optional 0x. */
 static int parse_id_pair(const char *val, uint16_t *a, uint16_t *b, bool allow_short)
@@ -252,13 +252,19 @@ static int parse_pci_key(const char *tok, const char *val, struct range_config *
 			return fail(err, errlen, "--vmmio '%s': rev='%s' is not 0..255", arg, val);
 		r->pci_rev = (uint8_t)n;
 		break;
-	default:
+	case 4:
 		if (strcmp(val, "virtio") != 0)
 			return fail(err, errlen,
 				    "--vmmio '%s': profile='%s' is unknown (the only profile is "
 				    "'virtio')",
 				    arg, val);
 		r->virtio = true;
+		break;
+	default:
+		if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
+			return fail(err, errlen, "--vmmio '%s': hotplug='%s' must be on or off",
+				    arg, val);
+		r->hotplug = strcmp(val, "on") == 0;
 		break;
 	}
 	return 1;
@@ -345,7 +351,7 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 	bool have_size = false, have_port = false, have_irq = false, have_writes = false;
 	unsigned pci_seen = 0;
 	int rc;
-	bool have_iommu = false, have_sid = false;
+	bool have_iommu = false, have_sid = false, have_shm = false;
 	uint64_t n;
 
 	memset(r, 0, sizeof(*r));
@@ -400,6 +406,12 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 					    val);
 			r->iommu_sid = (int)n;
 			have_sid = true;
+		} else if (strcmp(tok, "shm") == 0 && !have_shm) {
+			if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
+				return fail(err, errlen, "--vmmio '%s': shm='%s' must be on or off",
+					    arg, val);
+			r->shm = strcmp(val, "on") == 0;
+			have_shm = true;
 		} else if ((rc = parse_pci_key(tok, val, r, &pci_seen, arg, err, errlen)) != 0) {
 			if (rc < 0)
 				return -1;
@@ -418,7 +430,8 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 		return finish_pci(r, pci_seen, have_irq, arg, err, errlen);
 	if (pci_seen)
 		return fail(err, errlen,
-			    "--vmmio '%s': pci=, class=, subsys=, rev= and profile= need START "
+			    "--vmmio '%s': pci=, class=, subsys=, rev=, profile= and hotplug= need "
+			    "START "
 			    "'pci' (--accel mpqemu)",
 			    arg);
 	if (r->start % PAGE)
@@ -555,6 +568,16 @@ static int validate_mpqemu(struct vm_config *cfg, bool qtest_given, char *err, s
 			    "--accel mpqemu: %u --mpqemu-fd for %u --vmmio ranges (one socket per "
 			    "range, in order)",
 			    cfg->nmpqemu_fds, cfg->nranges);
+	for (unsigned i = 0; i < cfg->nmpqemu_fds; i++)
+		if (cfg->mpqemu_fds[i] == cfg->mpqemu_control)
+			return fail(err, errlen, "--mpqemu-control %d is also a --mpqemu-fd",
+				    cfg->mpqemu_control);
+	for (unsigned i = 0; i < cfg->nranges; i++)
+		if (cfg->ranges[i].hotplug && cfg->mpqemu_control < 0)
+			return fail(err, errlen,
+				    "--vmmio range %u: hotplug=on needs --mpqemu-control FD (the "
+				    "orchestrator that plugs the device)",
+				    i);
 	return 0;
 }
 
@@ -566,6 +589,8 @@ static int validate_accel(struct vm_config *cfg, bool qtest_given, char *err, si
 		return validate_mpqemu(cfg, qtest_given, err, errlen);
 	if (cfg->nmpqemu_fds)
 		return fail(err, errlen, "--mpqemu-fd needs --accel mpqemu");
+	if (cfg->mpqemu_control >= 0)
+		return fail(err, errlen, "--mpqemu-control needs --accel mpqemu");
 	for (unsigned i = 0; i < cfg->nranges; i++)
 		if (cfg->ranges[i].pci)
 			return fail(err, errlen,
@@ -672,9 +697,38 @@ static int validate_iommus(const struct vm_config *cfg, char *err, size_t errlen
 	return 0;
 }
 
+/* shm=on: UNIX ports only, the same on every range of a port, never with iommu=. */
+static int validate_shm(const struct vm_config *cfg, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < cfg->nranges; i++) {
+		const struct range_config *r = &cfg->ranges[i];
+
+		if (r->shm && r->kind != PORT_UNIX)
+			return fail(
+			    err, errlen,
+			    "--vmmio range %u: shm=on needs port=unix:PATH (guest memory is "
+			    "passed as a file descriptor over a UNIX socket)",
+			    i);
+		if (r->shm && r->iommu)
+			return fail(
+			    err, errlen,
+			    "--vmmio range %u: shm=on and iommu=%u exclude each other (shared "
+			    "memory would bypass the IOMMU)",
+			    i, r->iommu);
+		for (unsigned j = i + 1; j < cfg->nranges; j++)
+			if (config_same_port(r, &cfg->ranges[j]) && r->shm != cfg->ranges[j].shm)
+				return fail(
+				    err, errlen,
+				    "--vmmio ranges %u and %u share a port but not their shm= "
+				    "(it is offered per port)",
+				    i, j);
+	}
+	return 0;
+}
+
 static int validate(struct vm_config *cfg, char *err, size_t errlen)
 {
-	if (validate_iommus(cfg, err, errlen) < 0)
+	if (validate_iommus(cfg, err, errlen) < 0 || validate_shm(cfg, err, errlen) < 0)
 		return -1;
 	for (unsigned i = 0; i < cfg->nranges; i++) {
 		const struct range_config *a = &cfg->ranges[i];
@@ -723,6 +777,7 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 		OPT_APPEND,
 		OPT_MPQEMU_FD,
 		OPT_IOMMU,
+		OPT_MPQEMU_CONTROL,
 	};
 	static const struct option opts[] = {
 	    {"accel", required_argument, NULL, OPT_ACCEL},
@@ -737,6 +792,7 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 	    {"append", required_argument, NULL, OPT_APPEND},
 	    {"mpqemu-fd", required_argument, NULL, OPT_MPQEMU_FD},
 	    {"iommu", required_argument, NULL, OPT_IOMMU},
+	    {"mpqemu-control", required_argument, NULL, OPT_MPQEMU_CONTROL},
 	    {NULL, 0, NULL, 0},
 	};
 	bool qtest_given = false;
@@ -745,6 +801,7 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->mem = CONFIG_DEFAULT_MEM;
+	cfg->mpqemu_control = -1;
 	strcpy(cfg->listen, "127.0.0.1");
 	optind = 0; /* full re-initialisation of getopt (glibc) */
 	opterr = 0;
@@ -788,6 +845,12 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 					return fail(err, errlen, "--mpqemu-fd %d given twice",
 						    (int)n);
 			cfg->mpqemu_fds[cfg->nmpqemu_fds++] = (int)n;
+			break;
+		case OPT_MPQEMU_CONTROL:
+			if (config_parse_u64(optarg, &n) < 0 || n > 0x7fffffff)
+				return fail(err, errlen,
+					    "--mpqemu-control '%s': not a file descriptor", optarg);
+			cfg->mpqemu_control = (int)n;
 			break;
 		case OPT_QTEST:
 			qtest_given = true;
@@ -870,11 +933,12 @@ void config_usage(FILE *f, const char *prog)
 	    "          [--vmmio START,size=SIZE[,irq=LINE[:LINE...]],port=PORT"
 	    "[,writes=posted|acked]]...\n"
 	    "          [--listen ADDR] [--trace] [--help]\n"
-	    "       %s --accel mpqemu --mpqemu-fd FD [--mpqemu-fd FD...]\n"
+	    "       %s --accel mpqemu --mpqemu-fd FD [--mpqemu-fd FD...]"
+	    " [--mpqemu-control FD]\n"
 	    "          --vmmio pci,size=SIZE[,pci=VVVV:DDDD][,class=0xCCSSPP]"
 	    "[,subsys=VVVV:SSSS]\n"
-	    "          [,rev=N][,profile=virtio],port=PORT [--vmmio ...]... [--listen ADDR]"
-	    " [--trace]\n"
+	    "          [,rev=N][,profile=virtio][,hotplug=on|off],port=PORT [--vmmio ...]..."
+	    "\n          [--listen ADDR] [--trace]\n"
 	    "\n"
 	    "coreio-vm is a VM whose devices live outside it: CoreIO clients connect to\n"
 	    "its ports, serve guest MMIO to the ranges they claim, raise IRQ lines and do\n"
@@ -891,6 +955,9 @@ void config_usage(FILE *f, const char *prog)
 	    "                      scripts/coreio-qemu starts both).\n"
 	    "  --mpqemu-fd FD      (mpqemu only) The socket QEMU's proxy of a device talks on;\n"
 	    "                      one per --vmmio range, in range order.\n"
+	    "  --mpqemu-control FD (mpqemu only) A SOCK_SEQPACKET socket to the orchestrator:\n"
+	    "                      claim events out, new device sockets in (hotplug=on\n"
+	    "                      ranges; docs/qemu-proxy.md, \"Hot-plug\").\n"
 	    "  --kernel GUEST.elf  The guest (kvm only): an x86-64 ELF executable loaded at\n"
 	    "                      or above 1 MiB, started in 64-bit mode at its entry.\n"
 	    "  --smp N             vCPUs, 1..%d (kvm only, default 1). All start at once.\n"
@@ -931,10 +998,16 @@ void config_usage(FILE *f, const char *prog)
 	    "                      1af4:1100); rev= (default 0; virtio 1). profile=virtio\n"
 	    "                      adds the virtio 1.x PCI capabilities (BAR 0 >= 16K).\n"
 	    "                      IRQ index 0 of the range is the device's INTx (pin A).\n"
+	    "                      hotplug=on (needs --mpqemu-control): when its client goes\n"
+	    "                      away the device instance is dead (BAR reads 0) until the\n"
+	    "                      orchestrator unplugs it and plugs a fresh one.\n"
 	    "                      Example: --vmmio pci,size=16K,pci=1044,profile=virtio,"
 	    "port=0\n"
 	    "                      iommu=N[,sid=S] (kvm, qtest) binds the range to IOMMU N:\n"
 	    "                      its clients' DMA must use mid N (and sid S), never mid 0.\n"
+	    "                      shm=on (port=unix:PATH only, not with iommu=) offers\n"
+	    "                      shared-memory DMA: guest RAM is passed to the port's\n"
+	    "                      clients as a file descriptor (docs/protocol.md).\n"
 	    "  --iommu id=N,base=ADDR[,irq=LINE]\n"
 	    "                      An IOMMU (kvm, qtest) for DMA with mid N (1..7): a 4 KiB\n"
 	    "                      register block at ADDR, its fault interrupt on LINE\n"

@@ -39,8 +39,10 @@ struct range_config {
 	uint16_t subsys_vendor, subsys_id; /* subsys=VVVV:SSSS */
 	uint32_t pci_class;		   /* class=0xCCSSPP */
 	uint8_t pci_rev;		   /* rev=N */
+	bool hotplug;			   /* hotplug=on: replaced through --mpqemu-control */
 	unsigned iommu;			   /* iommu=N: DMA only through IOMMU N (0: not bound) */
 	int iommu_sid;			   /* sid=S with iommu=N, or -1: any sid */
+	bool shm;			   /* shm=on: shared-memory DMA (unix ports only) */
 };
 
 #define CONFIG_MAX_IOMMUS 7 /* --iommu ids 1..7 (the wire's mid; 0 is direct DMA) */
@@ -70,6 +72,7 @@ struct vm_config {
 	bool mem_given;				/* --mem was given */
 	int mpqemu_fds[CONFIG_MPQEMU_MAX_DEVS]; /* --mpqemu-fd, one per range */
 	unsigned nmpqemu_fds;
+	int mpqemu_control;			       /* --mpqemu-control FD, or -1 */
 	struct iommu_config iommus[CONFIG_MAX_IOMMUS]; /* --iommu, in command-line order */
 	unsigned niommus;
 };

@@ -81,6 +81,7 @@ struct vm_stats {
 	uint64_t dma_ok;
 	uint64_t dma_faults;
 	uint64_t malformed;
+	uint64_t shm_maps; /* shared memory maps sent to clients (COREIO_CAP_SHM) */
 };
 
 #define IOREQ_MAX_HANDLERS 64

@@ -97,6 +97,7 @@ static int run_mpqemu(void)
 	if (atomic_load(&last_signal))
 		status = 128 + atomic_load(&last_signal);
 	/* Closing the clients first completes requests in flight into the still-open sockets. */
+	mpqemu_stop(&mpq);
 	vmmio_exit(&vmmio);
 	mpqemu_exit(&mpq);
 	return status;

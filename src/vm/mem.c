@@ -2,6 +2,7 @@
 #include "mem.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -16,10 +17,13 @@ int mem_init(struct mem *m, uint64_t size)
 	m->size = 0;
 	if (size == 0 || page <= 0 || size % (uint64_t)page || size > (uint64_t)SIZE_MAX)
 		return -EINVAL;
-	m->fd = memfd_create("coreio-guest-ram", MFD_CLOEXEC);
+	m->fd = memfd_create("coreio-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (m->fd < 0)
 		return -errno;
-	if (ftruncate(m->fd, (off_t)size) < 0) {
+	/* Sealed at its size: clients that map it for shared-memory DMA (they
+	 * get the fd, docs/protocol.md) rely on it never shrinking under them. */
+	if (ftruncate(m->fd, (off_t)size) < 0 ||
+	    fcntl(m->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
 		int err = -errno;
 
 		close(m->fd);

@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 struct mem {
-	int fd;	       /* the memfd backing RAM (later passed for shared-memory DMA) */
+	int fd;	       /* the memfd backing RAM, sealed at its size (shared-memory DMA) */
 	uint8_t *base; /* host mapping of guest-physical 0 */
 	uint64_t size; /* bytes of RAM */
 };

@@ -77,7 +77,8 @@ static void rx_reset(struct mpqemu_dev *d)
 /*
  * Close the device's socket (EOF, an error or a malformed message). A
  * request still in flight completes later into a closed socket, which is
- * fine. When no device socket is left, coreio-vm ends.
+ * fine. When no device socket is left and no orchestrator may send new
+ * ones (no --mpqemu-control), coreio-vm ends.
  */
 static void dev_close(struct mpqemu_dev *d, const char *why)
 {
@@ -88,10 +89,32 @@ static void dev_close(struct mpqemu_dev *d, const char *why)
 	event_del(d->fd);
 	close(d->fd);
 	d->fd = -1;
-	if (--d->mq->nopen == 0) {
+	if (--d->mq->nopen == 0 && d->mq->ctl_fd < 0) {
 		fprintf(stderr, "coreio-vm: every mpqemu device socket is closed; exiting\n");
 		event_stop();
 	}
+}
+
+/* Send one message to the orchestrator (--mpqemu-control); never blocks. */
+static void ctl_send(struct mpqemu *mq, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void ctl_send(struct mpqemu *mq, const char *fmt, ...)
+{
+	char msg[MPQEMU_CTL_MSG_MAX];
+	va_list ap;
+	int n;
+
+	if (mq->ctl_fd < 0)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(msg))
+		return;
+	if (mq->trace)
+		fprintf(stderr, "coreio-vm: control: sending '%s'\n", msg);
+	if (send(mq->ctl_fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) != n)
+		fprintf(stderr, "coreio-vm: control: cannot send '%s': %s\n", msg, strerror(errno));
 }
 
 static void malformed(struct mpqemu_dev *d, const char *fmt, ...)
@@ -163,6 +186,8 @@ static void irq_backend(int line, bool level, void *opaque)
 		return;
 	d = &mq->devs[line];
 	d->line = level;
+	if (d->dead)
+		return; /* the line belongs to the range's next device instance */
 	pci_set_intx_status(&d->pci, level);
 	if (mq->trace)
 		dev_log(d, "INTx %s", level ? "high" : "low");
@@ -224,6 +249,11 @@ static void finish(struct mpqemu_dev *d)
 	uint32_t val;
 
 	d->wait = MPQEMU_IDLE;
+	if (d->dead && rd) {
+		/* Also a read that was waiting on the client when it went away. */
+		memset(req->reqs.mmio.data, 0, sizeof(req->reqs.mmio.data));
+		rc = 0;
+	}
 	switch (w) {
 	case MPQEMU_WAIT_CFGREAD:
 		memcpy(d->pci.cfg + d->data_off, req->reqs.mmio.data, req->reqs.mmio.size);
@@ -270,8 +300,18 @@ static void start_access(struct mpqemu_dev *d, enum mpqemu_wait w, bool write, u
 		put64(m->data, val);
 	d->wait = w;
 	if (d->mq->trace)
-		dev_log(d, "%s 0x%llx size %u%s", write ? "write" : "read",
-			(unsigned long long)addr, size, d->bar_base ? "" : " (BAR 0 unassigned)");
+		dev_log(d, "%s 0x%llx size %u%s%s", write ? "write" : "read",
+			(unsigned long long)addr, size, d->bar_base ? "" : " (BAR 0 unassigned)",
+			d->dead ? " (dead: 0)" : "");
+	if (d->dead) {
+		/* The client went away and the device is being unplugged: reads give 0 (what
+		 * the guest reads once the device is gone), writes are dropped. */
+		d->dead_accesses++;
+		req->result = 0;
+		req->state = REQ_STATE_COMPLETE;
+		finish(d);
+		return;
+	}
 	rc = emulate_io(&d->bar_io, req);
 	if (rc == IOREQ_PENDING)
 		return;
@@ -435,6 +475,15 @@ static int handle_sysmem(struct mpqemu_dev *d)
 		nr[i].map = p;
 		nr[i].host = (uint8_t *)p + delta;
 	}
+	{
+		/* The same map for clients with shared-memory DMA (shm=on ports). */
+		struct vmmio_shm_region shm[MPQEMU_MAX_FDS];
+
+		for (unsigned i = 0; i < n; i++)
+			shm[i] = (struct vmmio_shm_region){nr[i].gpa, nr[i].size,
+							   get64(b + 128 + 8 * i), d->rx_fds[i]};
+		vmmio_shm_set(mq->v, shm, n);
+	}
 	close_rx_fds(d);
 	unmap_regions(mq->mem, mq->nmem);
 	memcpy(mq->mem, nr, sizeof(nr));
@@ -495,7 +544,8 @@ static void handle_reset(struct mpqemu_dev *d)
 	d->resets++;
 	if (d->mq->trace)
 		dev_log(d, "DEVICE_RESET");
-	vmmio_reset_range(d->mq->v, d->g);
+	if (!d->dead) /* a dead instance's range may already have a new client */
+		vmmio_reset_range(d->mq->v, d->g);
 	pci_dev_reset(&d->pci);
 	pci_set_intx_status(&d->pci, d->line);
 	bar_update(d);
@@ -664,6 +714,203 @@ static void dev_event(int fd, uint32_t events, void *opaque)
 	}
 }
 
+/* Is fd an open stream socket (what QEMU's proxy talks on)? */
+static bool is_stream_socket(int fd)
+{
+	int type = 0;
+	socklen_t tl = sizeof(type);
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+	       getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+}
+
+/* Watch fd as the device's socket (non-blocking, close-on-exec). Returns 0 or a negative errno. */
+static int dev_attach(struct mpqemu_dev *d, int fd)
+{
+	int fl = fcntl(fd, F_GETFL), err;
+
+	if (fl < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	err = event_add(fd, EPOLLIN, dev_event, d);
+	if (err < 0)
+		return err;
+	d->fd = fd;
+	d->mq->nopen++;
+	return 0;
+}
+
+/* A client claimed range g: tell the orchestrator. */
+static void on_claim(unsigned g, void *opaque)
+{
+	ctl_send(opaque, "claimed %u", g);
+}
+
+/*
+ * Range g lost its client (VM lock held). A hot-pluggable device instance
+ * dies with it: from now on it reads 0 and drops writes, never reaches the
+ * range's next client, and the orchestrator unplugs it ("dead G").
+ */
+static void on_release(unsigned g, void *opaque)
+{
+	struct mpqemu *mq = opaque;
+	struct mpqemu_dev *d = g < mq->ndevs ? &mq->devs[g] : NULL;
+
+	ctl_send(mq, "released %u", g);
+	if (!d || !d->hotplug || d->dead)
+		return;
+	d->dead = true;
+	pci_set_intx_status(&d->pci, false);
+	dev_log(d,
+		"its client went away: instance %u is dead (BAR reads 0, writes dropped) "
+		"until it is unplugged",
+		d->instance);
+	ctl_send(mq, "dead %u", g);
+}
+
+/*
+ * "device G" with one fd: the socket of a fresh proxy for range G. Accepted
+ * when the range is hot-pluggable and claimed, and its current instance is
+ * dead or closed with nothing in flight. Returns NULL, or why it is refused.
+ */
+static const char *ctl_device(struct mpqemu *mq, unsigned g, int fd)
+{
+	struct mpqemu_dev *d;
+	int err;
+
+	if (g >= mq->ndevs)
+		return "no such device";
+	d = &mq->devs[g];
+	if (!d->hotplug)
+		return "not hotplug=on";
+	if (!is_stream_socket(fd))
+		return "the fd is not a stream socket";
+	if (d->fd >= 0 && !d->dead)
+		return "its device is alive";
+	if (d->wait != MPQEMU_IDLE)
+		return "a request of the old device is in flight";
+	if (!d->range->owner)
+		return "no client holds the range";
+	if (d->fd >= 0) {
+		/* The orchestrator has replaced the old proxy without waiting for QEMU to close
+		 * its socket. */
+		close_rx_fds(d);
+		event_del(d->fd);
+		close(d->fd);
+		d->fd = -1;
+		mq->nopen--;
+	}
+	drop_irqfds(d);
+	rx_reset(d);
+	pci_dev_reset(&d->pci);
+	d->dead = false;
+	pci_set_intx_status(&d->pci, d->line);
+	bar_update(d);
+	d->logged_base = 0;
+	err = dev_attach(d, fd);
+	if (err < 0) {
+		dev_log(d, "cannot watch the new socket: %s", strerror(-err));
+		d->dead = true;
+		return "cannot watch the socket";
+	}
+	d->instance++;
+	dev_log(d, "serving instance %u on fd %d (hot-plugged)", d->instance, fd);
+	return NULL;
+}
+
+/* "device G" (G: 1 to 3 decimal digits) -> 0 with *g set, else -1. */
+static int parse_device_msg(const char *msg, unsigned *g)
+{
+	const char *p = msg + 7;
+	unsigned v = 0, k = 0;
+
+	if (strncmp(msg, "device ", 7) != 0)
+		return -1;
+	for (; *p >= '0' && *p <= '9' && k < 3; p++, k++)
+		v = v * 10 + (unsigned)(*p - '0');
+	if (k == 0 || *p != '\0')
+		return -1;
+	*g = v;
+	return 0;
+}
+
+/* A message from the orchestrator on the control socket. */
+static void ctl_event(int fd, uint32_t events, void *opaque)
+{
+	struct mpqemu *mq = opaque;
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+	} ctl;
+	char msg[MPQEMU_CTL_MSG_MAX + 1];
+	struct iovec iov = {.iov_base = msg, .iov_len = MPQEMU_CTL_MSG_MAX};
+	struct msghdr mh = {0};
+	int fds[4], nfds = 0;
+	unsigned g;
+	const char *why;
+	ssize_t n;
+
+	(void)events;
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = ctl.buf;
+	mh.msg_controllen = sizeof(ctl.buf);
+	n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+		return;
+	for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
+		size_t k;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+		    c->cmsg_len < CMSG_LEN(0))
+			continue;
+		k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int one;
+
+			memcpy(&one, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (nfds < 4)
+				fds[nfds++] = one;
+			else
+				close(one);
+		}
+	}
+	if (n <= 0) {
+		fprintf(stderr, "coreio-vm: the control socket %s; exiting\n",
+			n == 0 ? "closed (the orchestrator ended)" : strerror(errno));
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		event_del(fd);
+		close(fd);
+		mq->ctl_fd = -1;
+		event_stop();
+		return;
+	}
+	msg[n] = '\0';
+	if (mq->trace)
+		fprintf(stderr, "coreio-vm: control: received '%s' with %d fd(s)\n", msg, nfds);
+	if (parse_device_msg(msg, &g) < 0) {
+		fprintf(stderr, "coreio-vm: control: unknown message '%.40s' ignored\n", msg);
+		ctl_send(mq, "refused ? unknown message");
+		why = NULL;
+		g = ~0u;
+	} else if (nfds != 1 || (mh.msg_flags & MSG_CTRUNC)) {
+		why = "needs exactly one fd";
+	} else {
+		why = ctl_device(mq, g, fds[0]);
+		if (!why) {
+			nfds = 0; /* the device owns it now */
+			ctl_send(mq, "serving %u", g);
+		}
+	}
+	if (why) {
+		fprintf(stderr, "coreio-vm: control: device %u refused: %s\n", g, why);
+		ctl_send(mq, "refused %u %s", g, why);
+	}
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+}
+
 void *mpqemu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len)
 {
 	struct mpqemu *mq = opaque;
@@ -686,6 +933,7 @@ int mpqemu_init(struct mpqemu *mq, const struct vm_config *cfg, struct vmmio *v,
 	mq->v = v;
 	mq->irq = irq;
 	mq->trace = cfg->trace;
+	mq->ctl_fd = -1;
 	for (unsigned i = 0; i < cfg->nranges; i++) {
 		struct mpqemu_dev *d = &mq->devs[i];
 
@@ -694,44 +942,74 @@ int mpqemu_init(struct mpqemu *mq, const struct vm_config *cfg, struct vmmio *v,
 		d->fd = -1;
 		d->intr_fd = d->resample_fd = -1;
 		d->range = &v->ranges[i];
+		d->hotplug = cfg->ranges[i].hotplug;
+		d->instance = 1;
 		pci_dev_init(&d->pci, &cfg->ranges[i]);
 		ioreq_init(&d->bar_io, NULL);
 		mq->ndevs++;
 	}
+	if (cfg->mpqemu_control >= 0) {
+		int fd = cfg->mpqemu_control, type = 0, err;
+		socklen_t tl = sizeof(type);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_SEQPACKET) {
+			fprintf(stderr,
+				"coreio-vm: --mpqemu-control %d is not an open SOCK_SEQPACKET "
+				"socket\n",
+				fd);
+			return -ENOTSOCK;
+		}
+		if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+			return -errno;
+		err = event_add(fd, EPOLLIN, ctl_event, mq);
+		if (err < 0)
+			return err;
+		mq->ctl_fd = fd;
+	}
 	for (unsigned i = 0; i < mq->ndevs; i++) {
 		struct mpqemu_dev *d = &mq->devs[i];
-		int fd = cfg->mpqemu_fds[i], type = 0, err;
-		socklen_t tl = sizeof(type);
-		struct stat st;
+		int fd = cfg->mpqemu_fds[i], err;
 
-		if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
-		    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM) {
+		if (!is_stream_socket(fd)) {
 			fprintf(
 			    stderr,
 			    "coreio-vm: --mpqemu-fd %d (range %u) is not an open stream socket\n",
 			    fd, i);
 			return -ENOTSOCK;
 		}
-		if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ||
-		    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
-			return -errno;
-		err = event_add(fd, EPOLLIN, dev_event, d);
+		err = dev_attach(d, fd);
 		if (err < 0)
 			return err;
-		d->fd = fd;
-		mq->nopen++;
-		dev_log(d, "serving %04x:%04x (class 0x%06x%s) on fd %d; BAR 0 size 0x%llx",
+		dev_log(d, "serving %04x:%04x (class 0x%06x%s%s) on fd %d; BAR 0 size 0x%llx",
 			cfg->ranges[i].pci_vendor, cfg->ranges[i].pci_device,
-			cfg->ranges[i].pci_class, cfg->ranges[i].virtio ? ", virtio" : "", fd,
-			(unsigned long long)cfg->ranges[i].size);
+			cfg->ranges[i].pci_class, cfg->ranges[i].virtio ? ", virtio" : "",
+			d->hotplug ? ", hotplug" : "", fd, (unsigned long long)cfg->ranges[i].size);
 	}
 	irq_set_backend(irq, irq_backend, mq);
 	vmmio_set_dma_ptr(v, mpqemu_dma_ptr, mq);
+	if (mq->ctl_fd >= 0) {
+		vmmio_set_claim_cb(v, on_claim, mq);
+		vmmio_set_release_cb(v, on_release, mq);
+	}
 	return 0;
+}
+
+void mpqemu_stop(struct mpqemu *mq)
+{
+	if (mq->v) {
+		vmmio_set_claim_cb(mq->v, NULL, NULL);
+		vmmio_set_release_cb(mq->v, NULL, NULL);
+	}
 }
 
 void mpqemu_exit(struct mpqemu *mq)
 {
+	mpqemu_stop(mq);
+	if (mq->ctl_fd >= 0) {
+		event_del(mq->ctl_fd);
+		close(mq->ctl_fd);
+		mq->ctl_fd = -1;
+	}
 	for (unsigned i = 0; i < mq->ndevs; i++) {
 		struct mpqemu_dev *d = &mq->devs[i];
 
@@ -744,14 +1022,16 @@ void mpqemu_exit(struct mpqemu *mq)
 		drop_irqfds(d);
 		dev_log(d,
 			"cfg_reads=%llu cfg_writes=%llu bar_reads=%llu bar_writes=%llu "
-			"outside_bar=%llu bus_errors=%llu irq_signals=%llu resets=%llu",
+			"outside_bar=%llu bus_errors=%llu irq_signals=%llu resets=%llu "
+			"instances=%u dead_accesses=%llu",
 			(unsigned long long)d->cfg_reads, (unsigned long long)d->cfg_writes,
 			(unsigned long long)d->bar_reads, (unsigned long long)d->bar_writes,
 			(unsigned long long)(d->bar_io.stats.unhandled_reads +
 					     d->bar_io.stats.unhandled_writes +
 					     d->bar_io.stats.straddles),
 			(unsigned long long)d->bar_io.stats.bus_errors,
-			(unsigned long long)d->irq_signals, (unsigned long long)d->resets);
+			(unsigned long long)d->irq_signals, (unsigned long long)d->resets,
+			d->instance, (unsigned long long)d->dead_accesses);
 		ioreq_exit(&d->bar_io);
 	}
 	if (mq->irq)

@@ -72,6 +72,9 @@ struct mpqemu_dev {
 	unsigned cfg_len, data_off;
 	int intr_fd, resample_fd; /* SET_IRQFD, -1 before */
 	bool line;		  /* the device's INTx level */
+	bool hotplug;		  /* hotplug=on: the orchestrator replaces dead instances */
+	bool dead;		  /* this instance lost its client: BAR reads 0, writes dropped */
+	unsigned instance;	  /* 1 for the --mpqemu-fd socket, +1 per replacement */
 	/* Receive state of the current message. */
 	uint8_t rx[MPQEMU_HDR_SIZE + MPQEMU_DATA_MAX];
 	size_t rx_have;
@@ -81,6 +84,7 @@ struct mpqemu_dev {
 	bool rx_fd_overflow; /* more fds than MPQEMU_MAX_FDS, or truncated control data */
 	/* Counters, printed at exit. */
 	uint64_t bar_reads, bar_writes, cfg_reads, cfg_writes, irq_signals, resets;
+	uint64_t dead_accesses; /* BAR accesses answered by a dead instance */
 };
 
 struct mpqemu {
@@ -92,22 +96,35 @@ struct mpqemu {
 	unsigned nopen; /* device sockets still open */
 	struct mpqemu_region mem[MPQEMU_MAX_FDS];
 	unsigned nmem;
+	int ctl_fd; /* --mpqemu-control (SOCK_SEQPACKET), or -1 */
 };
+
+/* The longest message on the control socket (docs/qemu-proxy.md, "Hot-plug"). */
+#define MPQEMU_CTL_MSG_MAX 128
 
 /*
  * Serve every --vmmio pci range of cfg as one PCI device on its --mpqemu-fd
  * socket: watch the sockets in the event loop, become the IRQ backend of
- * irq and the DMA target (mid 0) of v. vmmio_init() must have run.
+ * irq and the DMA target (mid 0) of v. With --mpqemu-control, report
+ * claims and releases on that socket and take replacement device sockets
+ * from it (hotplug=on ranges). vmmio_init() must have run.
  * Returns 0, or a negative errno after printing why (a fd that is not a
- * socket: -ENOTSOCK).
+ * stream socket, or a control fd that is not a SOCK_SEQPACKET socket:
+ * -ENOTSOCK).
  */
 int mpqemu_init(struct mpqemu *mq, const struct vm_config *cfg, struct vmmio *v,
 		struct irq_chip *irq);
 
 /*
- * Close the device sockets and eventfds, unmap guest RAM and print each
- * device's counters. Call after vmmio_exit() (which completes requests in
- * flight).
+ * Stop reporting claims and releases to the orchestrator and stop marking
+ * devices dead: the VM is shutting down. Call before vmmio_exit().
+ */
+void mpqemu_stop(struct mpqemu *mq);
+
+/*
+ * Close the device sockets, the control socket and eventfds, unmap guest
+ * RAM and print each device's counters. Call after vmmio_exit() (which
+ * completes requests in flight).
  */
 void mpqemu_exit(struct mpqemu *mq);
 

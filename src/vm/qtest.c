@@ -553,11 +553,11 @@ static void cmd_stats(struct qtest *q, char **t)
 	(void)t;
 	answer(q,
 	       "OK unhandled_reads=%llu unhandled_writes=%llu bus_errors=%llu straddles=%llu "
-	       "dma_ok=%llu dma_faults=%llu malformed=%llu",
+	       "dma_ok=%llu dma_faults=%llu malformed=%llu shm_maps=%llu",
 	       (unsigned long long)s->unhandled_reads, (unsigned long long)s->unhandled_writes,
 	       (unsigned long long)s->bus_errors, (unsigned long long)s->straddles,
 	       (unsigned long long)s->dma_ok, (unsigned long long)s->dma_faults,
-	       (unsigned long long)s->malformed);
+	       (unsigned long long)s->malformed, (unsigned long long)s->shm_maps);
 }
 
 struct qtest_cmd {

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -46,6 +47,14 @@ struct vmmio_conn {
 	size_t out_off, out_len, out_cap; /* unsent bytes are out[out_off .. out_len) */
 	long long out_since;		  /* ms: queue became non-empty or last progress */
 	struct coreio_wire_rx rx;
+	/* SHM_MAP frames waiting in out with their fds: each fd goes with a
+	 * sendmsg() of its frame alone, at stream offset pos (docs/protocol.md). */
+	uint64_t sent; /* bytes sent on the socket so far */
+	struct {
+		uint64_t pos;
+		int fd; /* our duplicate */
+	} att[2 * VMMIO_SHM_MAX];
+	unsigned natt;
 };
 
 static long long now_ms(void)
@@ -147,12 +156,17 @@ static void conn_close(struct vmmio_conn *c, const char *why, bool free_now)
 	event_del(c->fd);
 	close(c->fd);
 	c->fd = -1;
+	for (unsigned i = 0; i < c->natt; i++)
+		close(c->att[i].fd);
+	c->natt = 0;
 	for (unsigned r = 0; r < c->port->nranges; r++) {
 		struct vmmio_range *rg = c->port->ranges[r];
 
 		if (rg->owner == c) {
 			rg->owner = NULL;
 			conn_log(c, "released range %u (rid %u)", rg->g, rg->rid);
+			if (v->on_release)
+				v->on_release(rg->g, v->release_opaque);
 		}
 	}
 	for (pp = &v->conns; *pp; pp = &(*pp)->next) {
@@ -203,6 +217,7 @@ static ssize_t send_some(struct vmmio_conn *c, const uint8_t *buf, size_t len)
 
 		if (n > 0) {
 			done += (size_t)n;
+			c->sent += (uint64_t)n;
 		} else if (n < 0 && errno == EINTR) {
 			continue;
 		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -227,10 +242,86 @@ static uint32_t conn_events(const struct vmmio_conn *c)
 	return (queued > VMMIO_OUT_PAUSE ? 0 : EPOLLIN) | (queued ? EPOLLOUT : 0);
 }
 
+/*
+ * Send up to len bytes of buf in one sendmsg() with fd attached, never
+ * blocking. Returns the bytes sent (0: the socket is full), or -1 after
+ * closing the connection on an error.
+ */
+static ssize_t send_fd_some(struct vmmio_conn *c, const uint8_t *buf, size_t len, int fd)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	memset(&ctl, 0, sizeof(ctl));
+	mh.msg_control = ctl.buf;
+	mh.msg_controllen = sizeof(ctl.buf);
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	do {
+		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	} while (n < 0 && errno == EINTR);
+	if (n > 0) {
+		c->sent += (uint64_t)n;
+		return n;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return 0;
+	send_failed(c, n < 0 ? errno : EPIPE);
+	return -1;
+}
+
+/* Send queued output up to the next fd-carrying frame, that frame with its fd, and so on. */
+static ssize_t flush_some(struct vmmio_conn *c)
+{
+	size_t total = 0;
+
+	while (c->natt > 0 && c->out_off + total < c->out_len) {
+		const uint8_t *p = c->out + c->out_off + total;
+		size_t left = c->out_len - c->out_off - total;
+		ssize_t n;
+
+		if (c->att[0].pos == c->sent) {
+			n = send_fd_some(c, p, left < COREIO_WIRE_UNIT ? left : COREIO_WIRE_UNIT,
+					 c->att[0].fd);
+			if (n > 0) {
+				close(c->att[0].fd);
+				memmove(&c->att[0], &c->att[1], --c->natt * sizeof(c->att[0]));
+			}
+		} else {
+			uint64_t gap = c->att[0].pos - c->sent;
+
+			n = send_some(c, p, gap < left ? (size_t)gap : left);
+		}
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			return (ssize_t)total;
+		total += (size_t)n;
+	}
+	if (c->out_off + total < c->out_len) {
+		ssize_t n =
+		    send_some(c, c->out + c->out_off + total, c->out_len - c->out_off - total);
+
+		if (n < 0)
+			return -1;
+		total += (size_t)n;
+	}
+	return (ssize_t)total;
+}
+
 /* Write out queued output (I/O thread, on EPOLLOUT). */
 static void conn_flush(struct vmmio_conn *c)
 {
-	ssize_t n = send_some(c, c->out + c->out_off, c->out_len - c->out_off);
+	ssize_t n = flush_some(c);
 
 	if (n < 0)
 		return;
@@ -254,10 +345,11 @@ static void conn_flush(struct vmmio_conn *c)
  * send error, or a queue above VMMIO_OUT_MAX, closes the connection.
  * Returns 0 or a negative errno (the connection is closed then).
  */
+static int conn_queue(struct vmmio_conn *c, const uint8_t *buf, size_t rest);
+
 static int conn_send(struct vmmio_conn *c, const uint8_t *buf, size_t len)
 {
 	ssize_t n = 0;
-	size_t rest;
 
 	if (c->dead)
 		return -EPIPE;
@@ -269,7 +361,12 @@ static int conn_send(struct vmmio_conn *c, const uint8_t *buf, size_t len)
 		if ((size_t)n == len)
 			return 0;
 	}
-	rest = len - (size_t)n;
+	return conn_queue(c, buf + n, len - (size_t)n);
+}
+
+/* Queue rest bytes of buf behind the output already queued (see conn_send()). */
+static int conn_queue(struct vmmio_conn *c, const uint8_t *buf, size_t rest)
+{
 	if (c->out_len - c->out_off + rest > VMMIO_OUT_MAX) {
 		conn_close(c, "output queue over 1 MiB (the client does not read); closing", false);
 		return -ENOBUFS;
@@ -295,7 +392,7 @@ static int conn_send(struct vmmio_conn *c, const uint8_t *buf, size_t len)
 	}
 	if (c->out_len == c->out_off)
 		c->out_since = now_ms();
-	memcpy(c->out + c->out_len, buf + n, rest);
+	memcpy(c->out + c->out_len, buf, rest);
 	c->out_len += rest;
 	event_mod(c->fd, conn_events(c));
 	return 0;
@@ -408,6 +505,80 @@ static void handle_answer(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	free(p);
 }
 
+/*
+ * Send one SHM_MAP frame with fd attached, never blocking: the frame goes
+ * in a sendmsg() of its own; when output is queued (or the socket is
+ * full) it is queued with a duplicate of fd, which conn_flush() sends
+ * with the frame. Returns 0 or a negative errno (the connection is closed).
+ */
+static int conn_send_fd(struct vmmio_conn *c, const uint8_t *frame, int fd)
+{
+	int dfd;
+
+	if (c->dead)
+		return -EPIPE;
+	trace_frame(c, "<-", frame);
+	if (c->out_len == c->out_off) {
+		ssize_t n = send_fd_some(c, frame, COREIO_WIRE_UNIT, fd);
+
+		if (n < 0)
+			return -EPIPE;
+		if (n == COREIO_WIRE_UNIT)
+			return 0;
+		if (n > 0) /* the fd went with the first bytes */
+			return conn_queue(c, frame + n, COREIO_WIRE_UNIT - (size_t)n);
+	}
+	if (c->natt >= sizeof(c->att) / sizeof(c->att[0])) {
+		conn_close(c, "memory maps pile up unsent (the client does not read); closing",
+			   false);
+		return -ENOBUFS;
+	}
+	dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (dfd < 0) {
+		int err = errno;
+
+		conn_close(c, "cannot duplicate a memory fd; closing", false);
+		return -err;
+	}
+	c->att[c->natt].pos = c->sent + (c->out_len - c->out_off);
+	c->att[c->natt].fd = dfd;
+	c->natt++;
+	return conn_queue(c, frame, COREIO_WIRE_UNIT);
+}
+
+/*
+ * Send the shared memory map (the current generation) to a connection that
+ * negotiated COREIO_CAP_SHM: one SHM_MAP frame per region with its fd, or
+ * one frame without fd for an empty map. VM lock held. Returns 0 or a
+ * negative errno (the connection is closed).
+ */
+static int shm_send_map(struct vmmio_conn *c)
+{
+	struct vmmio *v = c->v;
+	unsigned n = v->nshm;
+
+	for (unsigned i = 0; i < (n ? n : 1); i++) {
+		struct coreio_wire_hdr h = {.op = COREIO_OP_SHM_MAP, .tag = (uint32_t)v->shm_gen};
+		uint8_t f[COREIO_WIRE_UNIT];
+		int rc;
+
+		h.addr = n ? v->shm[i].gpa : 0;
+		coreio__wire_encode(f, &h);
+		coreio__wire_put64(f + 24, n ? v->shm[i].size : 0);
+		coreio__wire_put64(f + 32, n ? v->shm[i].offset : 0);
+		coreio__wire_put64(f + 40, i);
+		coreio__wire_put64(f + 48, v->shm_gen);
+		coreio__wire_put64(f + 56, n);
+		rc = n ? conn_send_fd(c, f, v->shm[i].fd) : conn_send(c, f, sizeof(f));
+		if (rc < 0)
+			return rc;
+	}
+	v->io->stats.shm_maps++;
+	conn_log(c, "shared memory: sent map generation %llu (%u region(s))",
+		 (unsigned long long)v->shm_gen, n);
+	return 0;
+}
+
 static void handle_ping(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 {
 	uint8_t out[COREIO_WIRE_UNIT];
@@ -421,10 +592,17 @@ static void handle_ping(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	if (coreio__wire_get64(out + 16) == COREIO_WIRE_MAGIC &&
 	    coreio__wire_get64(out + 24) == COREIO_HELLO_OFFER) {
 		c->caps = (uint32_t)(coreio__wire_get64(out + 32) & COREIO_CAP_ALL);
+		/* SHM: opted in, UNIX, and never around an IOMMU (config_parse() agrees). */
+		if (!c->port->shm || !c->port->is_unix || c->port->cfg->iommu)
+			c->caps &= ~COREIO_CAP_SHM;
 		coreio__wire_put64(out + 24, COREIO_HELLO_ANSWER);
 		coreio__wire_put64(out + 32, c->caps);
 		coreio__wire_put64(out + 40, COREIO_WIRE_VERSION);
 		conn_log(c, "hello: capabilities 0x%x", c->caps);
+		/* The memory map goes first, so it is complete when the client
+		 * reads the answer. */
+		if ((c->caps & COREIO_CAP_SHM) && shm_send_map(c) < 0)
+			return;
 	}
 	conn_send(c, out, sizeof(out));
 }
@@ -899,6 +1077,8 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 		rg->nirq = rc->nirq;
 		rg->acked = rc->acked;
 		rg->port = port;
+		port->shm = rc->shm; /* every range of a port agrees (config_parse()) */
+		v->any_shm |= rc->shm;
 		rg->rid = port->nranges;
 		port->ranges[port->nranges++] = rg;
 		v->nranges++;
@@ -925,6 +1105,14 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 		fprintf(stderr, "listening on %s\n", port->display);
 		fflush(stderr);
 	}
+	if (v->any_shm && mem && mem_fd(mem) >= 0) {
+		/* qtest and kvm: guest RAM is one memfd at guest-physical 0. */
+		struct vmmio_shm_region ram = {.gpa = 0, .size = mem->size, .fd = mem_fd(mem)};
+		int err = vmmio_shm_set(v, &ram, 1);
+
+		if (err < 0)
+			return err;
+	}
 	if (v->nports > 0) {
 		struct itimerspec its = {.it_interval = {1, 0}, .it_value = {1, 0}};
 		int err;
@@ -946,6 +1134,9 @@ void vmmio_exit(struct vmmio *v)
 	pthread_mutex_lock(&v->io->lock);
 	while (v->conns)
 		conn_close(v->conns, "closed at exit", true);
+	for (unsigned i = 0; i < v->nshm; i++)
+		close(v->shm[i].fd);
+	v->nshm = 0;
 	pthread_mutex_unlock(&v->io->lock);
 	if (v->timer_fd >= 0) {
 		event_del(v->timer_fd);
@@ -1015,6 +1206,43 @@ void vmmio_reset_range(struct vmmio *v, unsigned g)
 	pthread_mutex_unlock(&v->io->lock);
 }
 
+int vmmio_shm_set(struct vmmio *v, const struct vmmio_shm_region *r, unsigned n)
+{
+	struct vmmio_conn *c, *next;
+	int err = 0;
+
+	if (n > VMMIO_SHM_MAX)
+		return -EINVAL;
+	if (!v->any_shm)
+		return 0;
+	pthread_mutex_lock(&v->io->lock);
+	for (unsigned i = 0; i < v->nshm; i++)
+		close(v->shm[i].fd);
+	v->nshm = 0;
+	for (unsigned i = 0; i < n; i++) {
+		v->shm[i] = r[i];
+		v->shm[i].fd = fcntl(r[i].fd, F_DUPFD_CLOEXEC, 0);
+		if (v->shm[i].fd < 0) {
+			err = -errno;
+			fprintf(stderr, "coreio-vm: shared memory: cannot duplicate fd %d: %s\n",
+				r[i].fd, strerror(errno));
+			for (unsigned j = 0; j < i; j++)
+				close(v->shm[j].fd);
+			n = 0;
+			break;
+		}
+	}
+	v->nshm = n;
+	v->shm_gen++;
+	for (c = v->conns; c; c = next) {
+		next = c->next;
+		if (!c->dead && (c->caps & COREIO_CAP_SHM))
+			shm_send_map(c);
+	}
+	pthread_mutex_unlock(&v->io->lock);
+	return err;
+}
+
 void vmmio_set_dma_ptr(struct vmmio *v, vmmio_dma_ptr_fn fn, void *opaque)
 {
 	v->dma_ptr = fn;
@@ -1037,4 +1265,10 @@ void vmmio_set_claim_cb(struct vmmio *v, vmmio_claim_fn fn, void *opaque)
 {
 	v->on_claim = fn;
 	v->claim_opaque = opaque;
+}
+
+void vmmio_set_release_cb(struct vmmio *v, vmmio_release_fn fn, void *opaque)
+{
+	v->on_release = fn;
+	v->release_opaque = opaque;
 }

@@ -19,11 +19,21 @@
 struct vmmio;
 struct vmmio_conn;
 
+#define VMMIO_SHM_MAX COREIO_WIRE_SHM_MAX_REGIONS /* regions of a shared memory map */
+
+/* One region of guest memory offered for shared-memory DMA (COREIO_CAP_SHM). */
+struct vmmio_shm_region {
+	uint64_t gpa, size;
+	uint64_t offset; /* of gpa in the file */
+	int fd;		 /* a memory file sealed against shrinking */
+};
+
 /* A listening socket and the ranges served on it (rid = index). */
 struct vmmio_port {
 	struct vmmio *v;
 	const struct range_config *cfg; /* the first range naming this port */
 	bool is_unix;
+	bool shm; /* shm=on: COREIO_CAP_SHM is offered (UNIX ports only) */
 	int listen_fd;
 	char display[160]; /* "127.0.0.1:43217", "[::1]:43219" or "unix:/path" */
 	struct vmmio_range *ranges[CONFIG_MAX_PER_PORT];
@@ -47,6 +57,12 @@ struct vmmio_range {
 typedef void (*vmmio_claim_fn)(unsigned g, void *opaque);
 
 /*
+ * Called whenever a range loses its client (the connection closed), with
+ * the VM lock held, before the requests waiting on it complete.
+ */
+typedef void (*vmmio_release_fn)(unsigned g, void *opaque);
+
+/*
  * Where guest-physical DMA (mid 0) goes: a host pointer for [gpa, gpa + len)
  * when the whole piece lies inside one piece of guest memory, else NULL.
  */
@@ -65,11 +81,19 @@ struct vmmio {
 	unsigned next_conn_id;
 	vmmio_claim_fn on_claim;
 	void *claim_opaque;
+	vmmio_release_fn on_release;
+	void *release_opaque;
 	vmmio_dma_ptr_fn dma_ptr; /* NULL: guest RAM (mem_ptr()) */
 	void *dma_opaque;
 	struct iommu_set *iommu;	 /* the IOMMUs DMA with mid > 0 goes through, or NULL */
 	int timer_fd;			 /* once a second: drop clients whose output is stuck */
 	uint8_t tx[COREIO_WIRE_MAX_MSG]; /* DMA answers */
+
+	/* Shared-memory DMA: the map sent to connections with COREIO_CAP_SHM. */
+	bool any_shm;				    /* some port has shm=on */
+	struct vmmio_shm_region shm[VMMIO_SHM_MAX]; /* our own fds */
+	unsigned nshm;
+	uint64_t shm_gen; /* generation of that map */
 };
 
 /*
@@ -125,10 +149,28 @@ void vmmio_set_dma_ptr(struct vmmio *v, vmmio_dma_ptr_fn fn, void *opaque);
  */
 void *vm_dma_ptr(const struct vmmio *v, uint64_t gpa, uint64_t len);
 
+/*
+ * Replace the memory map offered for shared-memory DMA (ports with shm=on)
+ * and send it, as a new generation, to every connection that negotiated
+ * COREIO_CAP_SHM. The fds are duplicated (the caller keeps its own); n = 0
+ * offers no memory. In qtest and kvm modes vmmio_init() offers guest RAM;
+ * mpqemu mode calls this on every SYNC_SYSMEM. Takes the VM lock (the
+ * caller must not hold it). Does nothing when no port has shm=on.
+ * Returns 0, -EINVAL (n > VMMIO_SHM_MAX), or the errno of a failed dup
+ * (then no memory is offered).
+ */
+int vmmio_shm_set(struct vmmio *v, const struct vmmio_shm_region *r, unsigned n);
+
 /* Range g, or NULL if there is no such range. */
 const struct vmmio_range *vmmio_range(const struct vmmio *v, unsigned g);
 
 /* Set the callback run on every successful claim (NULL for none). */
 void vmmio_set_claim_cb(struct vmmio *v, vmmio_claim_fn fn, void *opaque);
+
+/*
+ * Set the callback run when a claimed range loses its client (NULL for
+ * none). It must not call vmmio functions that take the VM lock.
+ */
+void vmmio_set_release_cb(struct vmmio *v, vmmio_release_fn fn, void *opaque);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 uint64_t coreio__wire_get64(const uint8_t *p)
 {
@@ -69,6 +70,8 @@ const char *coreio__wire_op_name(unsigned op)
 		return "LWRITE";
 	case COREIO_OP_IRQ_UPDATE:
 		return "IRQ_UPDATE";
+	case COREIO_OP_SHM_MAP:
+		return "SHM_MAP";
 	case COREIO_OP_RGN_CLAIM:
 		return "RGN_CLAIM";
 	case COREIO_OP_RESET:
@@ -153,6 +156,9 @@ static int decode_at_client(struct coreio_wire_msg *m)
 		return h->origin ? check_large(m, !h->error) : -EPROTO;
 	case COREIO_OP_LWRITE:
 		return h->origin ? check_large(m, false) : -EPROTO;
+	case COREIO_OP_SHM_MAP:
+		/* One unit from the VM: w[2]..w[7] always lie inside it. */
+		return h->origin || h->error || h->extra ? -EPROTO : 0;
 	default:
 		return -EPROTO;
 	}
@@ -246,10 +252,9 @@ void coreio__wire_rx_init(struct coreio_wire_rx *rx)
 	rx->end = 0;
 }
 
-long coreio__wire_rx_fill(struct coreio_wire_rx *rx, int fd)
+/* Move the unconsumed bytes to the front when the free tail is short of a frame. */
+static void rx_make_room(struct coreio_wire_rx *rx)
 {
-	ssize_t n;
-
 	if (rx->start == rx->end) {
 		rx->start = 0;
 		rx->end = 0;
@@ -258,6 +263,13 @@ long coreio__wire_rx_fill(struct coreio_wire_rx *rx, int fd)
 		rx->end -= rx->start;
 		rx->start = 0;
 	}
+}
+
+long coreio__wire_rx_fill(struct coreio_wire_rx *rx, int fd)
+{
+	ssize_t n;
+
+	rx_make_room(rx);
 	do {
 		n = recv(fd, rx->buf + rx->end, sizeof(rx->buf) - rx->end, MSG_DONTWAIT);
 	} while (n < 0 && errno == EINTR);
@@ -265,6 +277,101 @@ long coreio__wire_rx_fill(struct coreio_wire_rx *rx, int fd)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 	rx->end += (size_t)n;
 	return (long)n;
+}
+
+void coreio__wire_fdq_init(struct coreio_wire_fdq *q)
+{
+	memset(q, 0, sizeof(*q));
+}
+
+void coreio__wire_fdq_clear(struct coreio_wire_fdq *q)
+{
+	for (unsigned i = 0; i < q->n; i++)
+		close(q->fd[i]);
+	q->n = 0;
+}
+
+long coreio__wire_rx_fill_fds(struct coreio_wire_rx *rx, int fd, struct coreio_wire_fdq *q)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * COREIO_WIRE_FDQ_MAX)];
+	} ctl;
+	struct iovec iov;
+	struct msghdr mh;
+	ssize_t n;
+
+	rx_make_room(rx);
+	iov.iov_base = rx->buf + rx->end;
+	iov.iov_len = sizeof(rx->buf) - rx->end;
+	do {
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = sizeof(ctl.buf);
+		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	rx->end += (size_t)n;
+	q->total += (uint64_t)n;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		size_t nfd;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS ||
+		    cm->cmsg_len < CMSG_LEN(0))
+			continue;
+		nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t k = 0; k < nfd; k++) {
+			int f;
+
+			memcpy(&f, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
+			if (f < 0)
+				continue;
+			if (q->n < COREIO_WIRE_FDQ_MAX && n > 0) {
+				q->fd[q->n] = f;
+				q->pos[q->n] = q->total - 1;
+				q->n++;
+			} else {
+				close(f);
+				q->dropped++;
+			}
+		}
+	}
+	if (mh.msg_flags & MSG_CTRUNC)
+		q->dropped++;
+	return (long)n;
+}
+
+uint64_t coreio__wire_rx_frame_pos(const struct coreio_wire_rx *rx, const struct coreio_wire_fdq *q,
+				   const uint8_t *frame)
+{
+	return q->total - (uint64_t)(rx->end - (size_t)(frame - rx->buf));
+}
+
+unsigned coreio__wire_fdq_take(struct coreio_wire_fdq *q, uint64_t start, size_t len, int *out,
+			       unsigned max)
+{
+	unsigned taken = 0, keep = 0;
+
+	for (unsigned i = 0; i < q->n; i++) {
+		if (q->pos[i] < start) {
+			close(q->fd[i]); /* bound to an earlier frame that did not want it */
+		} else if (q->pos[i] - start < len) {
+			if (taken < max)
+				out[taken] = q->fd[i];
+			else
+				close(q->fd[i]);
+			taken++;
+		} else {
+			q->fd[keep] = q->fd[i];
+			q->pos[keep] = q->pos[i];
+			keep++;
+		}
+	}
+	q->n = keep;
+	return taken;
 }
 
 int coreio__wire_rx_next(struct coreio_wire_rx *rx, const uint8_t **frame, size_t *len)

@@ -43,6 +43,9 @@ enum coreio_wire_op {
 	COREIO_OP_LREAD = 0x21,
 	COREIO_OP_LWRITE = 0x25,
 	COREIO_OP_IRQ_UPDATE = 0x41,
+	/* Extension, only on a connection that negotiated COREIO_CAP_SHM: the VM
+	 * sends one region of guest memory, its fd attached (SCM_RIGHTS). */
+	COREIO_OP_SHM_MAP = 0x50,
 	COREIO_OP_RGN_CLAIM = 0xF0,
 	COREIO_OP_RESET = 0xFF,
 };
@@ -67,7 +70,18 @@ enum coreio_wire_op {
 #define COREIO_HELLO_ANSWER  1u
 #define COREIO_CAP_LARGE_DMA (1u << 0) /* LREAD/LWRITE, pieces up to COREIO_WIRE_LARGE_PIECE */
 #define COREIO_CAP_CLAIM_ACK (1u << 1) /* the VM answers RGN_CLAIM, error bit when refused */
-#define COREIO_CAP_ALL	     (COREIO_CAP_LARGE_DMA | COREIO_CAP_CLAIM_ACK)
+#define COREIO_CAP_SHM	     (1u << 2) /* guest memory as fds (SHM_MAP), DMA by memcpy; UNIX only */
+#define COREIO_CAP_ALL	     (COREIO_CAP_LARGE_DMA | COREIO_CAP_CLAIM_ACK | COREIO_CAP_SHM)
+
+/*
+ * SHM_MAP (extension, VM to client, origin 0, E = 0), one frame per region
+ * of a memory map: w[2] guest-physical base, w[3] size, w[4] offset of the
+ * base in the fd, w[5] region index, w[6] map generation, w[7] number of
+ * regions in the map. The region's fd rides as SCM_RIGHTS with the frame's
+ * bytes (a sendmsg() of that frame alone). A map of 0 regions is one frame
+ * with w[7] = 0 and no fd. docs/protocol.md has the rules.
+ */
+#define COREIO_WIRE_SHM_MAX_REGIONS 16u
 
 /* A decoded message header: w[0], w[1] and w[2] split into fields. */
 struct coreio_wire_hdr {
@@ -172,6 +186,55 @@ int coreio__wire_rx_next(struct coreio_wire_rx *rx, const uint8_t **frame, size_
 
 /* True if rx holds any bytes of a frame not yet complete. */
 bool coreio__wire_rx_partial(const struct coreio_wire_rx *rx);
+
+/*
+ * File descriptors that arrived with SCM_RIGHTS on a stream socket, each
+ * bound to a stream position: Linux hands the fds of a sendmsg() over with
+ * a read that ends inside the bytes of that sendmsg(), so a fd belongs to
+ * the frame that holds the last byte of the read that brought it (which is
+ * exact when the sender sends a fd-carrying frame in a sendmsg() of its own).
+ */
+#define COREIO_WIRE_FDQ_MAX 16u
+
+struct coreio_wire_fdq {
+	uint64_t total; /* bytes received on the stream so far */
+	unsigned n;	/* fds queued */
+	int fd[COREIO_WIRE_FDQ_MAX];
+	uint64_t pos[COREIO_WIRE_FDQ_MAX]; /* stream offset of the byte each fd is bound to */
+	unsigned dropped; /* fds closed on arrival: queue full, or control data truncated */
+};
+
+/* Empty a queue that holds no fds (stream position 0). */
+void coreio__wire_fdq_init(struct coreio_wire_fdq *q);
+
+/* Close every queued fd; the stream position stays. */
+void coreio__wire_fdq_clear(struct coreio_wire_fdq *q);
+
+/*
+ * As coreio__wire_rx_fill(), with recvmsg(): fds that come along
+ * (SCM_RIGHTS, received close-on-exec) are queued in q, bound to the last
+ * byte of this read; fds beyond COREIO_WIRE_FDQ_MAX are closed at once and
+ * counted in q->dropped. Every fill of rx must go through this function so
+ * that q->total follows the stream.
+ * Returns as coreio__wire_rx_fill().
+ */
+long coreio__wire_rx_fill_fds(struct coreio_wire_rx *rx, int fd, struct coreio_wire_fdq *q);
+
+/*
+ * Stream offset of the first byte of frame, a frame coreio__wire_rx_next()
+ * just returned from rx (filled with coreio__wire_rx_fill_fds() and q).
+ */
+uint64_t coreio__wire_rx_frame_pos(const struct coreio_wire_rx *rx, const struct coreio_wire_fdq *q,
+				   const uint8_t *frame);
+
+/*
+ * Take the fds bound to the frame at stream offset [start, start + len).
+ * fds bound to earlier bytes (nobody took them) are closed first.
+ *   out, max  receive up to max fds, in arrival order; more are closed.
+ * Returns how many fds were bound to the frame (may exceed max).
+ */
+unsigned coreio__wire_fdq_take(struct coreio_wire_fdq *q, uint64_t start, size_t len, int *out,
+			       unsigned max);
 
 /*
  * Send the whole buffer on a socket, retrying on EINTR and waiting with
