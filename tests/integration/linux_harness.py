@@ -234,6 +234,25 @@ def descendants(pid):
     return out
 
 
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def wait_gone(pids, timeout=10):
+    """Waits up to timeout seconds for every pid to end; returns those still alive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in pids if pid_alive(p)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
+
+
 def kill_pid(pid, sig=signal.SIGKILL):
     """Sends sig to pid if it still exists."""
     try:
@@ -258,7 +277,8 @@ class CoreioMachine(Console):
 
     The models start through coreio-qemu's --run (before QEMU), each writing
     its pid to WORKDIR/devN.pid so a test can kill one; restart_model()
-    starts a replacement owned by this object. stop() ends everything.
+    starts a replacement owned by this object. stop() ends everything and
+    records in left_behind what coreio-qemu itself failed to end.
     """
 
     def __init__(self, build_dir, img, workdir, test=None, devices=(), smp=1, mem="256M",
@@ -267,6 +287,7 @@ class CoreioMachine(Console):
         self.workdir = workdir
         self.devices = list(devices)
         self.extra_models = []
+        self.left_behind = []
         argv = [COREIO_QEMU, "--kernel", os.path.join(img, "vmlinuz"),
                 "--initrd", os.path.join(img, "initramfs.cpio.gz"),
                 "--append", " ".join(x for x in ("loglevel=4", extra_append,
@@ -322,17 +343,22 @@ class CoreioMachine(Console):
         self.extra_models.append(p)
         return p
 
+    def processes(self):
+        """The pids below coreio-qemu now: coreio-vm, QEMU, the models and what they started."""
+        return descendants(self.p.pid) if self.p.poll() is None else []
+
     def stop(self):
-        """Ends coreio-qemu (SIGINT lets it end QEMU, coreio-vm and the models), then anything left."""
-        kids = descendants(self.p.pid) if self.p.poll() is None else []
+        """Ends coreio-qemu (SIGTERM: it ends QEMU, coreio-vm and the models), then anything left."""
+        kids = self.processes()
         if self.p.poll() is None:
-            kill_pid(self.p.pid, signal.SIGINT)
+            kill_pid(self.p.pid, signal.SIGTERM)
             try:
                 self.p.wait(15)
             except subprocess.TimeoutExpired:
                 pass
         # Only if coreio-qemu could not end them itself: its children, by pid.
-        for pid in kids:
+        self.left_behind = wait_gone(kids, 5)
+        for pid in self.left_behind:
             kill_pid(pid)
         for p in self.extra_models:
             if p.poll() is None:

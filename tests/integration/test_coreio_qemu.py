@@ -4,13 +4,16 @@ import glob
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import TESTCLIENT, VM_EXE, build_path
+from linux_harness import descendants, pid_alive, wait_gone
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts",
                       "coreio-qemu")
@@ -68,7 +71,8 @@ def test_help_explains_everything():
     assert p.returncode == 0
     for word in ("--kernel", "--initrd", "--vmmio", "--accel", "--run", "{G0}", "kvm_pvm",
                  "irqpoll nolapic_timer nohz=off", "x-pci-proxy-dev", "--console", "--timeout",
-                 "memory-backend-memfd"):
+                 "memory-backend-memfd", "hotplug=on|off", "device_del", "SIGTERM",
+                 "thread=single"):
         assert word in p.stdout, word
 
 
@@ -85,6 +89,22 @@ def test_dry_run(tmp_path):
     assert len(re.findall(r"x-pci-proxy-dev,id=coreio\d,fd=\d+", qemu_line)) == 2
     assert "share=on" in qemu_line and "irqpoll nolapic_timer nohz=off" in qemu_line
     assert "accelerator: tcg" in p.stderr
+    # TCG with one thread: the proxy drops QEMU's lock while it waits (docs/qemu-proxy.md).
+    assert "-accel tcg,thread=single" in qemu_line and "accel=" not in qemu_line
+    # Hot-pluggable by default: each device behind its own root port, coreio-vm told so.
+    assert len(re.findall(r"x-pci-proxy-dev,id=coreio\d,fd=\d+,bus=coreio-rp\d", qemu_line)) == 2
+    assert len(re.findall(r"pcie-root-port,id=coreio-rp\d", qemu_line)) == 2
+    assert vm_line.count("hotplug=on") == 2 and "--mpqemu-control" in vm_line
+    assert "-chardev" not in qemu_line  # the QMP monitor exists only while coreio-qemu runs
+    off = run(["--kernel", str(k), "--initrd", str(k), "--accel", "tcg", "--dry-run",
+               "--coreio-vm", build_path(VM_EXE), "--vmmio", "pci,size=4K,hotplug=off,port=0"])
+    assert off.returncode == 0, off.stderr
+    vm_line, qemu_line = off.stdout.splitlines()
+    assert "pcie-root-port" not in qemu_line and re.search(r"x-pci-proxy-dev,id=coreio0,fd=\d+( |$)",
+                                                            qemu_line)
+    assert "--mpqemu-control" not in vm_line and "hotplug=off" in vm_line
+    bad = run(["--kernel", str(k), "--initrd", str(k), "--vmmio", "pci,size=4K,hotplug=1,port=0"])
+    assert bad.returncode == 2 and "hotplug= must be given once, on or off" in bad.stderr
     bad = run(["--kernel", str(k), "--initrd", str(k), "--vmmio", "0xd0000000,size=4K,port=0"])
     assert bad.returncode == 2 and "START must be 'pci'" in bad.stderr
 
@@ -124,3 +144,98 @@ def test_linux_sees_the_device(tmp_path):
     assert "EV write 0 %#x 4 0df0feca" % (base + 0x20) in events, events
     assert "EV read 0 %#x 4 0df0feca" % (base + 0x20) in events, events
     assert "mpqemu device 0: memory decoding on, BAR 0 at %#x" % base in p.stderr
+
+
+# A stand-in for QEMU: answers QMP on coreio-qemu's socketpair, starts a grandchild in its
+# process group, records its pids, then sleeps.
+FAKE_QEMU = r"""#!/usr/bin/python3
+import json, os, re, socket, subprocess, sys, time
+out = os.environ["FAKE_QEMU_PIDS"]
+kid = subprocess.Popen(["sleep", "600"])
+with open(out + ".tmp", "w") as f:
+    f.write("%d %d\n" % (os.getpid(), kid.pid))
+os.rename(out + ".tmp", out)
+fd = None
+for a in sys.argv:
+    m = re.match(r"socket,id=coreio-qmp,fd=(\d+)$", a)
+    if m:
+        fd = int(m.group(1))
+if fd is None:
+    time.sleep(600)
+    sys.exit(0)
+s = socket.socket(fileno=fd)
+s.sendall(b'{"QMP": {"version": {}, "capabilities": []}}\r\n')
+for line in s.makefile("rb"):
+    msg = json.loads(line)
+    s.sendall(json.dumps({"return": {}, "id": msg.get("id")}).encode() + b"\r\n")
+time.sleep(600)
+"""
+
+
+def start_with_fake_qemu(tmp_path, run_cmd):
+    """coreio-qemu with the fake QEMU and one --run command; returns (proc, every pid below it)."""
+    k = tmp_path / "k"
+    k.write_bytes(b"x")
+    fake = tmp_path / "fake-qemu"
+    fake.write_text(FAKE_QEMU)
+    fake.chmod(0o755)
+    pids = tmp_path / "qemu.pids"
+    env = dict(os.environ, FAKE_QEMU_PIDS=str(pids))
+    p = subprocess.Popen([sys.executable, SCRIPT, "--kernel", str(k), "--initrd", str(k),
+                          "--accel", "tcg", "--qemu", str(fake), "--coreio-vm", build_path(VM_EXE),
+                          "--vmmio", "pci,size=4K,port=0", "--run", run_cmd],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while not pids.exists():
+            assert p.poll() is None and time.monotonic() < deadline, \
+                "the fake QEMU did not start: %s" % (
+                    p.stderr.read() if p.poll() is not None else "timeout")
+            time.sleep(0.1)
+        qemu_pid, grandchild = map(int, pids.read_text().split())
+        time.sleep(0.5)  # QMP negotiated, the --run command running
+        below = set(descendants(p.pid)) | {grandchild}
+        assert qemu_pid in below and len(below) >= 4, below
+    except BaseException:
+        p.terminate()  # coreio-qemu ends what it started
+        p.wait(20)
+        raise
+    return p, sorted(below)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_signal_ends_every_child(tmp_path, sig):
+    """SIGTERM, SIGHUP or SIGINT: coreio-qemu ends QEMU, coreio-vm and the --run commands, with whatever they started."""
+    p, below = start_with_fake_qemu(tmp_path, "sleep 600 & exec sleep 601")
+    try:
+        p.send_signal(sig)
+        assert p.wait(20) == 128 + sig
+        err = p.stderr.read()
+        assert "%s; ending QEMU, coreio-vm and the device models" % sig.name in err, err
+        left = wait_gone(below)
+        assert not left, "left behind: %s" % left
+    finally:
+        for pid in below:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_sigkill_takes_the_children_along(tmp_path):
+    """Even SIGKILL of coreio-qemu ends its children (PR_SET_PDEATHSIG): QEMU, coreio-vm, the --run command."""
+    p, below = start_with_fake_qemu(tmp_path, "exec sleep 602")
+    kids = [pid for pid in below if pid in descendants(p.pid) and
+            os.getpgid(pid) == pid]  # the children: each leads its own session
+    try:
+        assert len(kids) == 3, kids
+        p.kill()
+        p.wait(10)
+        left = wait_gone(kids)
+        assert not left, "left behind: %s" % left
+    finally:
+        for pid in below:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -53,8 +53,11 @@ def machines(tmp_path):
         return m
 
     yield start
+    left = []
     for m in started:
         m.stop()
+        left += getattr(m, "left_behind", [])
+    assert not left, "processes coreio-qemu left behind: %s" % left
 
 
 @pytest.fixture
@@ -69,7 +72,11 @@ def run_guest(m, test):
     verdict, checks = m.result(test, TEST_TIMEOUT)
     assert verdict == "PASS", "guest test %s failed:\n%s\n%s" % (test, "\n".join(checks), m.tail())
     assert checks, "guest test %s made no checks" % test
+    pids = m.processes() if isinstance(m, lh.CoreioMachine) else []
     m.wait_exit(60)
+    # Once the guest powered off, coreio-qemu ended everything it started.
+    left = lh.wait_gone(pids, 10)
+    assert not left, "processes left behind after %s: %s" % (test, left)
     bad = [l for l in m.err_lines if SANITIZER.search(l)]
     assert not bad, "sanitizer reports:\n%s" % "\n".join(bad)
     return checks
@@ -158,8 +165,8 @@ def test_stress_smp2_two_disks_and_rng(guest_image, models, machines, tmp_path):
         assert found == 1, "%s: its pattern is on %d host images" % (name, found)
 
 
-def test_blk_model_killed_then_restarted(guest_image, models, machines, tmp_path):
-    """Killing the blk model while the guest idles gives I/O errors, not a hang; a new model claims and I/O works."""
+def test_blk_model_killed_then_restarted(guest_image, models, machines, tmp_path, record_property):
+    """Killing the blk model while the guest idles unplugs the disk: I/O errors, not a hang; a new model plugs a fresh disk that works."""
     disk = lh.make_disk(str(tmp_path / "io.img"), 16)
     m = machines(img=guest_image, test="io-error", devices=[lh.Device("blk", disk)])
     m.wait_line(r"^IOERR READY kill", BOOT_TIMEOUT)
@@ -167,14 +174,34 @@ def test_blk_model_killed_then_restarted(guest_image, models, machines, tmp_path
     m.kill_model(0)
     m.wait_err(r"released range 0", 20, start=n)
     m.send("go")
+    # coreio-vm declares the device dead, coreio-qemu unplugs it, the guest lets go.
+    m.wait_err(r"mpqemu device 0: its client went away: instance 1 is dead", 10, start=n)
+    _, unplugged = m.wait_err(r"^coreio-qemu: G0: unplugged coreio0 \(([0-9.]+) s", 30, start=n)
     _, r = m.wait_line(r"^IOERR after-kill (\w+)", 60)
     assert r.group(1) == "error", "a read with the model gone: %s\n%s" % (r.group(1), m.tail())
+    (gone,) = m.values("IOERR gone ")
+    record_property("unplug_s", float(unplugged.group(1)))
+    record_property("disk_gone_s", float(gone))
     m.wait_line(r"^IOERR READY restart", 60)
     n = len(m.err_lines)
     m.restart_model(0)
     m.wait_err(r"claimed range 0", 20, start=n)
+    m.wait_err(r"^coreio-qemu: G0: plugged coreio0-2 ", 30, start=n)
+    m.wait_err(r"mpqemu device 0: serving instance 2 ", 5, start=n)
     m.send("go")
-    run_guest(m, "io-error")
+    checks = run_guest(m, "io-error")
+    (back,) = m.values("IOERR back ")
+    record_property("disk_back_s", float(back.split()[0]))
+    print("\n".join(checks))
+    # The host's view: a clean file system with the files written before the kill
+    # and the one written through the new device.
+    if shutil.which("e2fsck"):
+        r = subprocess.run(["e2fsck", "-fn", disk], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        assert r.returncode == 0, r.stdout.decode(errors="replace")
+    if shutil.which("debugfs"):
+        for name, size in (("one.txt", 262144), ("two.txt", 262144), ("three.txt", 131072)):
+            assert debugfs_cat(disk, name) == gen(name, size), name
 
 
 def test_guest_scripts_with_qemu_devices(guest_image, machines, tmp_path):

@@ -3,15 +3,18 @@
 import mmap
 import os
 import re
+import select
 import signal
+import socket
 import struct
 import subprocess
+import threading
 
 import pytest
 
 from conftest import VM_EXE, build_path, fnv64, seed_pattern
 from mpqemu_driver import (BAR, BAR_READ, CONF, DEVICE_RESET, PCI_CFGREAD, RET, SET_IRQFD,
-                           SYNC_SYSMEM, eventfd_wait, start_vm)
+                           SYNC_SYSMEM, Device, MpqemuVM, eventfd_wait, start_vm)
 
 VIRTIO = "pci,size=16K,pci=1044,profile=virtio,port=0"
 PLAIN = "pci,size=4K,pci=1234:5678,class=0x058000,subsys=abcd:ef01,rev=7,port=0"
@@ -359,3 +362,224 @@ def test_fd_not_a_socket():
                         "--mpqemu-fd", "0"], stdin=subprocess.DEVNULL, capture_output=True,
                        text=True, timeout=10)
     assert p.returncode == 1 and "is not an open stream socket" in p.stderr, p.stderr
+
+
+# Hot-plug (--mpqemu-control, hotplug=on): docs/qemu-proxy.md, "Hot-plug".
+PLAIN_HP = PLAIN + ",hotplug=on"
+
+
+class HotplugVM(MpqemuVM):
+    """MpqemuVM with --mpqemu-control: ctl is the orchestrator's end (SOCK_SEQPACKET)."""
+
+    def __init__(self, vmmio, extra=()):
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in vmmio]
+        self.ctl, ctl_vm = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        remote = [b for _, b in pairs] + [ctl_vm]
+        argv = [build_path(VM_EXE), "--accel", "mpqemu"]
+        for _, b in pairs:
+            argv += ["--mpqemu-fd", str(b.fileno())]
+        argv += ["--mpqemu-control", str(ctl_vm.fileno())]
+        for v in vmmio:
+            argv += ["--vmmio", v]
+        argv += list(extra)
+        self.name = "coreio-vm"
+        self.argv = argv
+        self.stderr_lines = []
+        self.stdout_lines = []
+        self.cond = threading.Condition()
+        self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, bufsize=1,
+                                  pass_fds=[r.fileno() for r in remote])
+        for r in remote:
+            r.close()
+        self.t_err = threading.Thread(target=self._read_err, daemon=True)
+        self.t_out = threading.Thread(target=self._read_out, daemon=True)
+        self.t_err.start()
+        self.t_out.start()
+        self.devs = [Device(a) for a, _ in pairs]
+        self.listening = [m.group(1) for m in self.wait_stderr(r"listening on (\S+)",
+                                                               count=len(vmmio))]
+        self.seen = []
+
+    def ctl_expect(self, text, timeout=5):
+        """Read control messages until one equals text (the others are kept in seen)."""
+        while True:
+            if not select.select([self.ctl], [], [], timeout)[0]:
+                raise AssertionError("no control message %r within %ss; got %r; stderr:\n%s"
+                                     % (text, timeout, self.seen, self.stderr_tail()))
+            msg = self.ctl.recv(256).decode()
+            assert msg, "coreio-vm closed the control socket"
+            self.seen.append(msg)
+            if msg == text:
+                return
+
+    def send_device(self, g, fds=None, msg=None):
+        """Send "device G" with a new socketpair end (or fds); returns the proxy's Device."""
+        qend = None
+        if fds is None:
+            qend, vend = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            fds = [vend.fileno()]
+        data = (msg if msg is not None else "device %d" % g).encode()
+        if fds:
+            socket.send_fds(self.ctl, [data], fds)
+        else:
+            self.ctl.send(data)
+        if qend is not None:
+            vend.close()
+            return Device(qend)
+        return None
+
+    def stop(self):
+        self.ctl.close()
+        super().stop()
+
+
+def start_hotplug_vm(env, *vmmio):
+    vm = HotplugVM(list(vmmio))
+    env.procs.append(vm)
+    return vm
+
+
+def test_hotplug_dead_instance_then_fresh_device(env):
+    vm = start_hotplug_vm(env, PLAIN_HP)
+    d = vm.devs[0]
+    c = env.client(vm.target(0))
+    c.ok("register 0")
+    vm.ctl_expect("claimed 0")
+    d.program_bar(BASE)
+    d.cfg_write(0x3C, 11, 1)
+    assert d.bar_write(BASE + 0x20, 0x12345678) == 0
+    assert d.bar_read(BASE + 0x20) == 0x12345678
+    # The model dies: the instance is dead, the orchestrator is told.
+    c.kill()
+    vm.ctl_expect("released 0")
+    vm.ctl_expect("dead 0")
+    vm.wait_stderr(r"mpqemu device 0: its client went away: instance 1 is dead")
+    # A dead instance reads 0 (not 0xAA: a virtio driver's reset loop must end) and drops writes.
+    assert d.bar_read(BASE + 0x20) == 0
+    assert d.bar_read(BASE + 0x1000, 1) == 0
+    assert d.bar_write(BASE + 0x20, 1) == 0
+    assert d.reset() == 0
+    assert d.cfg_read(0x00) == 0x56781234  # configuration space still answers
+    # Nobody holds the range: a new socket is refused (and closed).
+    nd = vm.send_device(0)
+    vm.ctl_expect("refused 0 no client holds the range")
+    assert nd.closed()
+    # A new model claims; the dead instance still never reaches it.
+    c2 = env.client(vm.target(0))
+    c2.ok("register 0")
+    c2.ok("log on")
+    vm.ctl_expect("claimed 0")
+    d.program_bar(BASE)
+    assert d.bar_read(BASE + 0x20) == 0
+    assert d.reset() == 0
+    assert c2.take_events() == []
+    # The orchestrator plugs a fresh device: coreio-vm serves it, the old socket closes.
+    nd = vm.send_device(0)
+    vm.ctl_expect("serving 0")
+    vm.wait_stderr(r"mpqemu device 0: serving instance 2 on fd \d+ \(hot-plugged\)")
+    assert d.closed()
+    assert nd.cfg_read(0x00) == 0x56781234
+    assert nd.cfg_read(0x10) == 0 and nd.cfg_read(0x3C, 1) == 0  # a device fresh from reset
+    assert nd.reset() == 0
+    c2.wait_event(r"^reset")
+    nd.program_bar(0xD0000000)
+    assert nd.bar_write(0xD0000040, 0xCAFE, 4) == 0
+    c2.wait_event(r"write 0 0xd0000040 4 feca0000")
+    assert nd.bar_read(0xD0000040) == 0xCAFE
+    assert vm.alive()
+    vm.stop()
+    n = counters(vm, 0)
+    assert n["instances"] == 2 and n["dead_accesses"] >= 4, n
+
+
+def test_hotplug_read_in_flight_when_model_dies(env):
+    vm = start_hotplug_vm(env, PLAIN_HP)
+    d = vm.devs[0]
+    c = env.client(vm.target(0))
+    c.ok("register 0")
+    c.ok("stall 0 0x40")
+    vm.ctl_expect("claimed 0")
+    d.program_bar(BASE)
+    d.send(BAR_READ, BAR.pack(BASE + 0x40, 0, 4, 1))
+    c.wait_event(r"^stall")
+    c.kill()
+    # The waiting read completes with 0, the dead instance's value, not 0xAA.
+    assert d.recv_ret() == 0
+    vm.ctl_expect("dead 0")
+
+
+def test_hotplug_refusals(env):
+    vm = start_hotplug_vm(env, PLAIN_HP, PLAIN)
+    c = env.client(vm.target(0))
+    c.ok("register 0")
+    vm.ctl_expect("claimed 0")
+    before = fd_count(vm.p.pid)
+    vm.send_device(0)
+    vm.ctl_expect("refused 0 its device is alive")
+    vm.send_device(1)
+    vm.ctl_expect("refused 1 not hotplug=on")
+    vm.send_device(7)
+    vm.ctl_expect("refused 7 no such device")
+    vm.send_device(0, fds=[])
+    vm.ctl_expect("refused 0 needs exactly one fd")
+    r, w = os.pipe()
+    try:
+        vm.send_device(0, fds=[r, w])
+        vm.ctl_expect("refused 0 needs exactly one fd")
+        c.kill()
+        vm.ctl_expect("dead 0")
+        c2 = env.client(vm.target(0))
+        c2.ok("register 0")
+        vm.ctl_expect("claimed 0")
+        vm.send_device(0, fds=[r])
+        vm.ctl_expect("refused 0 the fd is not a stream socket")
+    finally:
+        os.close(r)
+        os.close(w)
+    for bad in ("device", "device 1x", "device -1", "device 99999", "hello"):
+        vm.send_device(0, fds=[], msg=bad)
+        vm.ctl_expect("refused ? unknown message")
+    vm.devs[0].cfg_read(0)  # a round trip: everything above is done
+    assert fd_count(vm.p.pid) <= before + 4  # the refused fds were closed (+ the new client)
+    assert vm.devs[1].cfg_read(0) == 0x56781234
+
+
+def test_control_socket_decides_when_coreio_vm_ends(env):
+    vm = start_hotplug_vm(env, PLAIN_HP, VIRTIO)
+    for d in vm.devs:
+        d.s.close()
+    vm.wait_stderr(r"mpqemu device 1: the proxy closed the socket")
+    assert vm.alive(), "with --mpqemu-control, closed device sockets do not end coreio-vm"
+    vm.ctl.close()
+    assert vm.wait_exit(10) == 0
+    vm.wait_stderr(r"the control socket closed \(the orchestrator ended\); exiting")
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--vmmio", PLAIN_HP, "--mpqemu-fd", "0"], r"hotplug=on needs --mpqemu-control"),
+    (["--vmmio", PLAIN + ",hotplug=yes", "--mpqemu-fd", "0"], r"hotplug='yes' must be on or off"),
+    (["--vmmio", PLAIN, "--mpqemu-fd", "0", "--mpqemu-control", "0"], r"is also a --mpqemu-fd"),
+    (["--vmmio", PLAIN, "--mpqemu-fd", "0", "--mpqemu-control", "x"], r"not a file descriptor"),
+])
+def test_hotplug_command_line_errors(args, msg):
+    p = subprocess.run([build_path(VM_EXE), "--accel", "mpqemu"] + args, capture_output=True,
+                       text=True, timeout=10)
+    assert p.returncode == 2, p.stderr
+    assert re.search(msg, p.stderr), p.stderr
+
+
+def test_hotplug_needs_mpqemu_and_a_seqpacket_socket():
+    p = subprocess.run([build_path(VM_EXE), "--accel", "qtest", "--mpqemu-control", "0"],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and "--mpqemu-control needs --accel mpqemu" in p.stderr, p.stderr
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        p = subprocess.run([build_path(VM_EXE), "--accel", "mpqemu", "--vmmio", PLAIN_HP,
+                            "--mpqemu-fd", str(b.fileno()), "--mpqemu-control", "0"],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10,
+                           pass_fds=[b.fileno()])
+    finally:
+        a.close()
+        b.close()
+    assert p.returncode == 1 and "is not an open SOCK_SEQPACKET socket" in p.stderr, p.stderr
