@@ -46,6 +46,9 @@ struct tc_range {
 	bool stall_on;
 	uint64_t stall;
 	struct tc_dmacb dmacb;
+	bool irqw_on; /* irq_on_write: a write touching irqw_off pulses line irqw_iid */
+	uint64_t irqw_off;
+	unsigned irqw_iid;
 };
 
 static struct tc_range tc_ranges[TC_RANGES];
@@ -166,6 +169,16 @@ static int tc_read(void *priv, uint64_t addr, size_t len, void *buf, unsigned fl
 	return 0;
 }
 
+/* The armed irq_on_write: a write touching the doorbell raises the line and lowers it again. */
+static int tc_irq_pulse(const struct tc_range *r, uint64_t off, size_t len)
+{
+	if (!r->irqw_on || !tc_touches(off, len, r->irqw_off))
+		return 0;
+	if (coreio_irq_update(r->rid, r->irqw_iid, 1) || coreio_irq_update(r->rid, r->irqw_iid, 0))
+		return 1;
+	return 0;
+}
+
 static int tc_write(void *priv, uint64_t addr, size_t len, void *buf, unsigned flags)
 {
 	struct tc_range *r = priv;
@@ -177,7 +190,7 @@ static int tc_write(void *priv, uint64_t addr, size_t len, void *buf, unsigned f
 	}
 	tc_copy_in(r, off, len, buf);
 	tc_event("write", r, addr, len, buf, NULL, false, flags);
-	return 0;
+	return tc_irq_pulse(r, off, len);
 }
 
 /* Pair callbacks: the two elements are consecutive, like a load/store pair. */
@@ -208,7 +221,7 @@ static int tc_writep(void *priv, uint64_t addr, size_t len, void *buf1, void *bu
 	tc_copy_in(r, off, len, buf1);
 	tc_copy_in(r, off + len, len, buf2);
 	tc_event("writep", r, addr, len, buf1, buf2, false, flags);
-	return 0;
+	return tc_irq_pulse(r, off, 2 * len);
 }
 
 static void tc_reset_cb(void *opaque)
@@ -421,6 +434,59 @@ static void tc_cmd_dma(bool write, char **argv, int argc)
 	free(buf);
 }
 
+static long long tc_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * dma_bench MID SID ADDR LEN COUNT read|write [SEED]: COUNT blocking transfers of the same
+ * LEN bytes, timed here so that the caller's command round trip is excluded. A write sends
+ * the bytes (SEED + i*7) & 0xff; the answer's fnv is of the bytes written, or of the bytes
+ * the last read returned.
+ */
+static void tc_cmd_dma_bench(char **argv, int argc)
+{
+	uint64_t mid, sid, addr, len, count, seed = 0;
+	bool write;
+	uint8_t *buf;
+	long long t0, t1;
+	int rc = 0;
+
+	if ((argc != 7 && argc != 8) || !tc_num(argv[1], &mid) || !tc_num(argv[2], &sid) ||
+	    !tc_num(argv[3], &addr) || !tc_num(argv[4], &len) || !tc_num(argv[5], &count) ||
+	    len == 0 || len > TC_MAX_DMA || count == 0 || count > 10000000 || mid > 0xffffffffu ||
+	    sid > 0xffffffffu || (strcmp(argv[6], "read") && strcmp(argv[6], "write")) ||
+	    (argc == 8 && !tc_num(argv[7], &seed))) {
+		tc_answer(-EINVAL, "usage: dma_bench MID SID ADDR LEN COUNT read|write [SEED]");
+		return;
+	}
+	write = !strcmp(argv[6], "write");
+	buf = malloc(len);
+	if (!buf) {
+		tc_answer(-ENOMEM, "malloc");
+		return;
+	}
+	for (uint64_t i = 0; i < len; i++)
+		buf[i] = write ? (uint8_t)(seed + i * 7) : 0x5a;
+	t0 = tc_now_ns();
+	for (uint64_t i = 0; i < count && !rc; i++)
+		rc = write ? coreio_dma_write((unsigned)mid, (unsigned)sid, addr, len, buf, 0, NULL,
+					      NULL)
+			   : coreio_dma_read((unsigned)mid, (unsigned)sid, addr, len, buf, 0, NULL,
+					     NULL);
+	t1 = tc_now_ns();
+	if (rc)
+		tc_answer(rc, "dma");
+	else
+		tc_answer(0, "ns=%lld count=%" PRIu64 " fnv=%016" PRIx64, t1 - t0, count,
+			  tc_fnv(buf, len));
+	free(buf);
+}
+
 static void tc_cmd_register(char **argv, int argc)
 {
 	struct tc_range *r = argc >= 2 ? tc_range_arg(argv[1]) : NULL;
@@ -539,6 +605,19 @@ static bool tc_command(char *line)
 		tc_cmd_dma(false, argv, argc);
 	} else if (!strcmp(argv[0], "dma_write")) {
 		tc_cmd_dma(true, argv, argc);
+	} else if (!strcmp(argv[0], "dma_bench")) {
+		tc_cmd_dma_bench(argv, argc);
+	} else if (!strcmp(argv[0], "irq_on_write")) {
+		r = argc == 4 ? tc_range_arg(argv[1]) : NULL;
+		if (!r || !tc_num(argv[2], &a) || a >= TC_MEM || !tc_num(argv[3], &b) ||
+		    b > 0xffffffffu) {
+			tc_answer(-EINVAL, "usage: irq_on_write RID OFFSET IID");
+		} else {
+			r->irqw_on = true;
+			r->irqw_off = a;
+			r->irqw_iid = (unsigned)b;
+			tc_answer(0, NULL);
+		}
 	} else if (!strcmp(argv[0], "dma_in_cb")) {
 		r = argc == 7 ? tc_range_arg(argv[1]) : NULL;
 		if (!r || !tc_num(argv[2], &a) || a >= TC_MEM || !tc_num(argv[3], &b) ||

@@ -1,0 +1,204 @@
+"""Helpers shared by the benchmarks in bench/: child processes, KVM guest runs, baselines, output.
+
+Not a benchmark itself. Every wait has a timeout and every process started
+here is ended by the caller's `finally` (Line.stop(), run_guest()).
+"""
+import json
+import os
+import re
+import selectors
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(SRC, "scripts"))
+from kvmcheck import kvm_unavailable  # noqa: E402,F401  (re-exported)
+
+
+def emit(obj):
+    """Print one JSON line at once."""
+    print(json.dumps(obj), flush=True)
+
+
+def exe(build, rel):
+    """The path of a built program, or exit with a message naming it."""
+    p = os.path.join(build, rel)
+    if not os.access(p, os.X_OK):
+        raise SystemExit("bench: %s is not built (run ninja -C %s)" % (p, build))
+    return p
+
+
+def ratio(a, b, nd=3):
+    return round(a / b, nd) if b else None
+
+
+class Line:
+    """A child process spoken to one line at a time; every read has a timeout."""
+
+    def __init__(self, argv, name=None, stderr=subprocess.DEVNULL):
+        self.name = name or os.path.basename(argv[0])
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=stderr, text=True, bufsize=1)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.p.stdout, selectors.EVENT_READ)
+
+    def send(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+
+    def read(self, timeout=120):
+        if not self.sel.select(timeout):
+            raise SystemExit("bench: %s gave no answer within %d s" % (self.name, timeout))
+        ans = self.p.stdout.readline()
+        if not ans:
+            raise SystemExit("bench: %s ended (status %s)" % (self.name, self.p.poll()))
+        return ans.strip()
+
+    def answer(self, line, timeout=120):
+        """Send a command and return its answer line, skipping EV lines."""
+        self.send(line)
+        while True:
+            a = self.read(timeout)
+            if not a.startswith("EV "):
+                return a
+
+    def ok(self, line, timeout=120):
+        a = self.answer(line, timeout)
+        if not a.startswith("OK"):
+            raise SystemExit("bench: %s: %r -> %r" % (self.name, line, a))
+        return a
+
+    def stop(self):
+        if self.p.poll() is None:
+            try:
+                self.p.stdin.close()
+            except OSError:
+                pass
+            self.p.terminate()
+            try:
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.sel.close()
+
+
+def stop_all(procs):
+    for p in procs:
+        if p is None:
+            continue
+        if isinstance(p, Line):
+            p.stop()
+        elif p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def wait_listening(errfile, proc, count, timeout=10):
+    """The targets of the first `count` 'listening on X' lines of coreio-vm's stderr file."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        errfile.seek(0)
+        found = re.findall(r"^listening on (\S+)", errfile.read(), re.M)
+        if len(found) >= count:
+            return found
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    errfile.seek(0)
+    raise SystemExit("bench: coreio-vm did not start listening\n%s" % errfile.read()[-2000:])
+
+
+def run_guest(build, guest, append, vmmio=(), start_clients=None, timeout=180, extra=()):
+    """Run a test guest under coreio-vm --accel kvm and return its COM1 lines.
+
+    vmmio: --vmmio values; start_clients(targets) starts the clients once every
+    port listens (targets: the 'listening on' values in order) and returns the
+    processes (Popen or Line) to end afterwards. Exits with a message unless
+    the guest ends with status 0.
+    """
+    argv = [exe(build, "src/vm/coreio-vm"), "--accel", "kvm", "--mem", "64M",
+            "--kernel", exe(build, "tests/guests/%s.elf" % guest), "--append", append]
+    argv += list(extra)
+    ports = set()
+    for v in vmmio:
+        argv += ["--vmmio", v]
+        ports.add(re.search(r"port=([^,]+)", v).group(1))
+    nports = len([p for p in ports if p != "0"]) + sum(1 for v in vmmio if "port=0" in v)
+    with tempfile.TemporaryFile(mode="w+") as err:
+        vm = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
+                              stdin=subprocess.DEVNULL)
+        clients = []
+        try:
+            if start_clients:
+                clients = start_clients(wait_listening(err, vm, nports)) or []
+            try:
+                out, _ = vm.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                vm.kill()
+                out, _ = vm.communicate()
+                raise SystemExit("bench: guest %s did not finish within %d s\n%s"
+                                 % (guest, timeout, out[-2000:]))
+        finally:
+            stop_all(clients + [vm])
+        if vm.returncode != 0:
+            err.seek(0)
+            raise SystemExit("bench: guest %s failed (status %s)\n%s\n%s"
+                             % (guest, vm.returncode, out[-2000:], err.read()[-2000:]))
+        return out.splitlines()
+
+
+def bench_line(lines, what):
+    """The fields of the guest's 'BENCH what k=v ...' line as integers."""
+    for line in lines:
+        m = re.match(r"BENCH %s ((?:\w+=\d+ ?)+)$" % re.escape(what), line.strip())
+        if m:
+            return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    raise SystemExit("bench: no 'BENCH %s' line in the guest output\n%s"
+                     % (what, "\n".join(lines[-20:])))
+
+
+def baseline(build, *args):
+    """Run coreio-baselines once and return its JSON result."""
+    p = subprocess.run([exe(build, "bench/coreio-baselines")] + [str(a) for a in args],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    if p.returncode != 0:
+        raise SystemExit("bench: coreio-baselines %s failed (status %d): %s"
+                         % (" ".join(map(str, args)), p.returncode, p.stderr.strip()))
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def vm_help(build):
+    return subprocess.run([exe(build, "src/vm/coreio-vm"), "--help"], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=30).stdout
+
+
+def busy_poll_option(build):
+    """(vmmio option, None) for coreio-vm's busy-poll setting, or (None, why not).
+
+    Looks for a `KEY=VALUE` option of --vmmio whose key mentions poll in
+    coreio-vm --help (for example `poll=busy` or `busypoll=on`).
+    """
+    h = vm_help(build)
+    for m in re.finditer(r"\b([a-z_-]*poll[a-z_-]*)=([a-z0-9|]+)", h):
+        for val in m.group(2).split("|"):
+            if val not in ("off", "0", "no", "none", "block", "blocking"):
+                return "%s=%s" % (m.group(1), val), None
+    return None, "coreio-vm --help offers no busy-poll setting for --vmmio"
+
+
+def shm_cap_bit():
+    """The COREIO_CAP_SHM bit from include/coreio.h, or None."""
+    try:
+        with open(os.path.join(SRC, "include", "coreio.h")) as f:
+            m = re.search(r"#define\s+COREIO_CAP_SHM\w*\s+\(?(0x[0-9a-fA-F]+|\d+)u?", f.read())
+    except OSError:
+        return None
+    return int(m.group(1), 0) if m else None

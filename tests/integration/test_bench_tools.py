@@ -1,0 +1,122 @@
+"""The pieces the benchmarks stand on: testclient dma_bench / irq_on_write and the bench guests."""
+
+import os
+import re
+import sys
+
+import pytest
+
+from conftest import R0, fnv64, guest_vm, seed_pattern
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+from kvmcheck import kvm_unavailable  # noqa: E402
+
+_kvm_reason = kvm_unavailable()
+needs_kvm = pytest.mark.skipif(_kvm_reason is not None, reason="KVM unavailable: %s" % _kvm_reason)
+
+DATA = 0x100000
+
+
+def parse(answer):
+    """'ns=... count=... fnv=...' (client.ok() drops the OK) as a dict of strings."""
+    return dict(x.split("=", 1) for x in answer.split())
+
+
+@pytest.mark.parametrize("opts", [(), ("--no-caps",)], ids=["caps", "nocaps"])
+def test_dma_bench_write_then_read(env, opts):
+    vm = env.vm("%#x,size=0x1000,port=0" % R0)
+    c = env.client(vm.target(0), *opts)
+    n = 5000
+    w = parse(c.ok("dma_bench 0 0 %#x %d 3 write 9" % (DATA, n), timeout=60))
+    assert int(w["count"]) == 3 and int(w["ns"]) > 0
+    assert int(w["fnv"], 16) == fnv64(seed_pattern(9, n))
+    assert vm.ok("read %#x 16" % DATA) == "0x" + seed_pattern(9, 16).hex()
+    r = parse(c.ok("dma_bench 0 0 %#x %d 2 read" % (DATA, n), timeout=60))
+    assert r["fnv"] == w["fnv"]
+
+
+def test_dma_bench_errors(env):
+    vm = env.vm("%#x,size=0x1000,port=0" % R0, mem="16M")
+    c = env.client(vm.target(0))
+    assert c.err("dma_bench 0 0 0x1000 0 1 read") == -22
+    assert c.err("dma_bench 0 0 0x1000 16 1 sideways") == -22
+    assert c.err("dma_bench 0 0 0x1000 16 0 read") == -22
+    # Outside guest RAM: the transfer fails, reported as an error, not timed.
+    assert c.err("dma_bench 0 0 %#x 4096 2 write 1" % (16 << 20)) == -14
+
+
+def test_irq_on_write_pulses_the_line(env):
+    vm = env.vm("%#x,size=0x1000,irq=5:6,port=0" % R0)
+    vm.ok("irq_intercept_in ioapic")
+    c = env.client(vm.target(0))
+    c.ok("irq_on_write 0 0x10 1")
+    c.ok("register 0")
+    vm.wait_claim(0)
+    vm.ok("writel %#x 7" % (R0 + 0x14))  # not the doorbell
+    vm.no_irq()
+    for _ in range(3):
+        vm.ok("writel %#x 1" % (R0 + 0x10))
+        assert vm.wait_irq() == ("raise", 6)
+        assert vm.wait_irq() == ("lower", 6)
+    assert c.err("irq_on_write 9 0x10 0") == -22
+
+
+@needs_kvm
+@pytest.mark.parametrize("writes", ["posted", "acked"])
+def test_bench_write_guest(env, writes):
+    s = "unix:%s" % (env.tmp_path / "w.sock")
+    vm = guest_vm(env, "bench_write", "%#x,size=0x1000,port=%s,writes=%s" % (R0, s, writes),
+                  append="addr=%#x n=200" % (R0 + 0x20))
+    c = env.client(s)
+    c.ok("register 0")
+    out = vm.expect_success(60)
+    assert any(re.match(r"BENCH mmio_write ns_per_op=\d+ n=200 flush_ns=\d+$", l) for l in out)
+    assert c.ok("peek 0 0x20 4") == "c8000000"
+
+
+@needs_kvm
+def test_bench_write_guest_detects_lost_writes(env):
+    """A client that drops writes (bus error on the offset) makes the read-back check fail."""
+    s = "unix:%s" % (env.tmp_path / "w.sock")
+    vm = guest_vm(env, "bench_write", "%#x,size=0x1000,port=%s" % (R0, s),
+                  append="addr=%#x n=50" % (R0 + 0x20))
+    c = env.client(s)
+    c.ok("poke 0 0x20 01000000")
+    c.ok("fail 0 0x21")
+    c.ok("register 0")
+    rc, out = vm.finish(60)
+    assert rc == 1 and out[-1].startswith("FAILURE: read back"), out
+
+
+@needs_kvm
+def test_bench_irq_guest(env):
+    s = "unix:%s" % (env.tmp_path / "i.sock")
+    vm = guest_vm(env, "bench_irq", "%#x,size=0x1000,irq=5,port=%s" % (R0, s),
+                  append="n=100 doorbell=0x10")
+    c = env.client(s)
+    c.ok("irq_on_write 0 0x10 0")
+    c.ok("register 0")
+    out = vm.expect_success(60)
+    assert any(re.match(r"BENCH irq ns_per_op=\d+ min_ns=\d+ n=100$", l) for l in out), out
+    assert any(re.match(r"BENCH invmm_rt ns_per_op=\d+ min_ns=\d+ n=100$", l) for l in out), out
+
+
+@needs_kvm
+def test_bench_irq_guest_fails_without_interrupts(env):
+    """No irq_on_write armed: the guest reports the missing interrupt and fails."""
+    s = "unix:%s" % (env.tmp_path / "i.sock")
+    vm = guest_vm(env, "bench_irq", "%#x,size=0x1000,irq=5,port=%s" % (R0, s), append="n=3")
+    c = env.client(s)
+    c.ok("register 0")
+    rc, out = vm.finish(60)
+    assert rc == 1 and "did not arrive within 5 s" in out[-1], out
+
+
+@needs_kvm
+def test_bench_mmio_expect(env):
+    vm = guest_vm(env, "bench_mmio", append="n=100 expect=0x54534554")
+    out = vm.expect_success(60)
+    assert any(l.startswith("BENCH mmio_read ns_per_op=") for l in out)
+    vm = guest_vm(env, "bench_mmio", append="n=100 expect=0x1")
+    rc, out = vm.finish(60)
+    assert rc == 1 and out[-1] == "FAILURE: 100 of 100 reads did not return 0x1", out
