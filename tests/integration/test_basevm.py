@@ -197,9 +197,15 @@ def test_library_survives_hostile_vm(env, basevm):
     basevm.frame(0)
     # A request whose size does not fit, then an unknown opcode: the library must
     # not crash; it may drop the connection (-EPROTO).
-    basevm.send(0, pack_words([make_w0(0, tag=1), make_w1(OP_READ, size=60), 0xD0000000]))
-    basevm.send(0, pack_words([make_w0(0, tag=2), make_w1(0x99, size=4), 0xD0000000]))
-    basevm.send(0, bytes(range(256)) * 8)
+    # The library may hang up after the first bad frame, so later sends may
+    # meet a closed socket: that is allowed, not a failure of the test.
+    for bad in (pack_words([make_w0(0, tag=1), make_w1(OP_READ, size=60), 0xD0000000]),
+                pack_words([make_w0(0, tag=2), make_w1(0x99, size=4), 0xD0000000]),
+                bytes(range(256)) * 8):
+        try:
+            basevm.send(0, bad)
+        except (BrokenPipeError, ConnectionResetError):
+            break
     c.ok("ping")
     assert c.alive()
     basevm.close()
