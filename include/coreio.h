@@ -199,6 +199,22 @@ COREIO_EXPORT int coreio_ctx_caps(coreio_ctx_t *ctx);
  */
 COREIO_EXPORT int coreio_ctx_set_offer(coreio_ctx_t *ctx, unsigned caps);
 
+#define COREIO_BUSY_POLL_MAX_US 10000 /* largest busy-poll window */
+
+/*
+ * Bounded busy-polling in coreio_ctx_mainloop(): after each wake-up that
+ * served something, the loop polls its sockets without sleeping (select()
+ * with a zero timeout) for up to usec microseconds before it blocks again,
+ * so the next request of a guest that keeps issuing MMIO is picked up
+ * without a scheduler wake-up. It keeps a core busy meanwhile: off (0) by
+ * default. Without a call, coreio_ctx_connect() reads the environment
+ * variable COREIO_BUSY_POLL_US (a decimal number of microseconds).
+ *   ctx   the context
+ *   usec  0 (off) .. COREIO_BUSY_POLL_MAX_US
+ * Returns 0, or -EINVAL for a NULL ctx or usec out of range.
+ */
+COREIO_EXPORT int coreio_ctx_set_busy_poll(coreio_ctx_t *ctx, unsigned usec);
+
 #ifdef __cplusplus
 }
 #endif

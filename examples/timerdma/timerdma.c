@@ -291,13 +291,18 @@ static void td_reset(void *opaque)
 
 static void td_usage(FILE *f)
 {
-	fprintf(f, "usage: coreio-timerdma [--rid N] [--mid N] [--sid S] [--verbose] TARGET\n"
-		   "  TARGET     host:port, [v6addr]:port, host or unix:/path of the VM\n"
-		   "  --rid N    range id to serve (default 0)\n"
-		   "  --mid N    DMA through IOMMU N (default 0: guest-physical addresses)\n"
-		   "  --sid S    IOMMU region id of the DMA (0..15, default 0)\n"
-		   "  --verbose  log accesses and DMA on stderr\n"
-		   "A timer / IRQ / DMA peripheral; README.md lists its registers.\n");
+	fprintf(
+	    f,
+	    "usage: coreio-timerdma [--rid N] [--mid N] [--sid S] [--busy-poll USEC] [--verbose]\n"
+	    "       TARGET\n"
+	    "  TARGET     host:port, [v6addr]:port, host or unix:/path of the VM\n"
+	    "  --rid N    range id to serve (default 0)\n"
+	    "  --mid N    DMA through IOMMU N (default 0: guest-physical addresses)\n"
+	    "  --sid S    IOMMU region id of the DMA (0..15, default 0)\n"
+	    "  --busy-poll USEC  poll without sleeping for USEC after each request\n"
+	    "             (coreio_ctx_set_busy_poll(); default 0: off)\n"
+	    "  --verbose  log accesses and DMA on stderr\n"
+	    "A timer / IRQ / DMA peripheral; README.md lists its registers.\n");
 }
 
 static int td_loop(struct td_dev *d)
@@ -346,18 +351,31 @@ static int td_loop(struct td_dev *d)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"rid", required_argument, NULL, 'r'}, {"mid", required_argument, NULL, 'm'},
-	    {"sid", required_argument, NULL, 's'}, {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0},
+	    {"rid", required_argument, NULL, 'r'},
+	    {"mid", required_argument, NULL, 'm'},
+	    {"sid", required_argument, NULL, 's'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"busy-poll", required_argument, NULL, 'b'},
+	    {NULL, 0, NULL, 0},
 	};
 	coreio_func_t funcs;
-	unsigned long n;
+	unsigned long n, busy = 0;
 	char *end;
 	int c, rc;
 
 	td.rid = 0;
-	while ((c = getopt_long(argc, argv, "r:m:s:vh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:m:s:b:vh", opts, NULL)) != -1) {
 		switch (c) {
+		case 'b':
+			errno = 0;
+			busy = strtoul(optarg, &end, 0);
+			if (errno || *end || end == optarg || busy > COREIO_BUSY_POLL_MAX_US) {
+				fprintf(stderr, "coreio-timerdma: bad --busy-poll '%s' (0..%u)\n",
+					optarg, COREIO_BUSY_POLL_MAX_US);
+				return 2;
+			}
+			break;
 		case 'm':
 		case 's':
 			errno = 0;
@@ -392,7 +410,9 @@ int main(int argc, char **argv)
 		td_usage(stderr);
 		return 2;
 	}
-	rc = coreio_connect(argv[optind]);
+	rc = coreio_ctx_set_busy_poll(coreio_default_ctx(), (unsigned)busy);
+	if (rc == 0)
+		rc = coreio_connect(argv[optind]);
 	if (rc) {
 		fprintf(stderr, "coreio-timerdma: connect %s: %s\n", argv[optind], strerror(-rc));
 		return 1;

@@ -374,6 +374,8 @@ static int hello(struct coreio_ctx *ctx)
 	return rc;
 }
 
+static void busy_poll_from_env(coreio_ctx_t *ctx);
+
 int coreio_ctx_connect(coreio_ctx_t *ctx, const char *target)
 {
 	struct coreio__target t;
@@ -381,6 +383,7 @@ int coreio_ctx_connect(coreio_ctx_t *ctx, const char *target)
 
 	if (!ctx)
 		return -EINVAL;
+	busy_poll_from_env(ctx);
 	rc = coreio__target_get(target, &t);
 	if (rc < 0)
 		return rc;
@@ -604,6 +607,36 @@ int coreio_ctx_set_offer(coreio_ctx_t *ctx, unsigned caps)
 		ctx->offer = caps & COREIO_CAP_ALL;
 	pthread_mutex_unlock(&ctx->lock);
 	return rc;
+}
+
+int coreio_ctx_set_busy_poll(coreio_ctx_t *ctx, unsigned usec)
+{
+	if (!ctx || usec > COREIO_BUSY_POLL_MAX_US)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->lock);
+	__atomic_store_n(&ctx->busy_us, usec, __ATOMIC_RELAXED);
+	ctx->busy_set = true;
+	pthread_mutex_unlock(&ctx->lock);
+	return 0;
+}
+
+/* COREIO_BUSY_POLL_US, when the application did not choose (bad values are ignored). */
+static void busy_poll_from_env(coreio_ctx_t *ctx)
+{
+	const char *e = getenv("COREIO_BUSY_POLL_US");
+	char *end;
+	unsigned long v;
+
+	if (!e || !*e)
+		return;
+	errno = 0;
+	v = strtoul(e, &end, 10);
+	if (errno || *end || v > COREIO_BUSY_POLL_MAX_US)
+		return;
+	pthread_mutex_lock(&ctx->lock);
+	if (!ctx->busy_set)
+		__atomic_store_n(&ctx->busy_us, (unsigned)v, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&ctx->lock);
 }
 
 /* The seed API: thin wrappers over the default context. */

@@ -120,6 +120,8 @@ struct coreio_ctx {
 	unsigned offer;	     /* capabilities offered on the next connect */
 	bool unix_target;    /* connected to a unix: target (SHM is offered only there) */
 	int wake_fd;	     /* eventfd that wakes the select() loop, -1 when closed */
+	unsigned busy_us; /* coreio_ctx_set_busy_poll(): mainloop spins this long (atomic access) */
+	bool busy_set;	  /* set by the API: COREIO_BUSY_POLL_US is not read */
 	struct coreio__conn conn[COREIO__NCONN];
 
 	struct coreio__reg reg[COREIO_WIRE_MAX_RID];

@@ -454,6 +454,7 @@ static long long now_us(void)
 int coreio_ctx_mainloop(coreio_ctx_t *ctx, long long usec)
 {
 	long long deadline = usec >= 0 ? now_us() + usec : 0;
+	long long spin_until = 0; /* busy-poll: no sleeping before this */
 
 	if (!ctx)
 		return -EINVAL;
@@ -476,6 +477,12 @@ int coreio_ctx_mainloop(coreio_ctx_t *ctx, long long usec)
 			tv.tv_usec = (suseconds_t)(left % 1000000);
 			tvp = &tv;
 		}
+		if (spin_until && now_us() < spin_until) {
+			/* Busy-poll: look without sleeping. */
+			tv.tv_sec = 0;
+			tv.tv_usec = 0;
+			tvp = &tv;
+		}
 		n = select(nfds, &rfds, &wfds, NULL, tvp);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -489,6 +496,11 @@ int coreio_ctx_mainloop(coreio_ctx_t *ctx, long long usec)
 		rc = coreio_ctx_processfds(ctx, &rfds, &wfds);
 		if (rc < 0)
 			return rc;
+		if (n > 0) {
+			unsigned busy = __atomic_load_n(&ctx->busy_us, __ATOMIC_RELAXED);
+
+			spin_until = busy ? now_us() + busy : 0;
+		}
 		if (usec >= 0 && now_us() >= deadline)
 			return 0;
 	}

@@ -351,7 +351,7 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 	bool have_size = false, have_port = false, have_irq = false, have_writes = false;
 	unsigned pci_seen = 0;
 	int rc;
-	bool have_iommu = false, have_sid = false, have_shm = false;
+	bool have_iommu = false, have_sid = false, have_shm = false, have_poll = false;
 	uint64_t n;
 
 	memset(r, 0, sizeof(*r));
@@ -412,6 +412,21 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 					    arg, val);
 			r->shm = strcmp(val, "on") == 0;
 			have_shm = true;
+		} else if (strcmp(tok, "poll") == 0 && !have_poll) {
+			if (strcmp(val, "block") == 0)
+				r->busy_us = 0;
+			else if (strcmp(val, "busy") == 0)
+				r->busy_us = CONFIG_BUSY_US_DEFAULT;
+			else if (strncmp(val, "busy:", 5) == 0 &&
+				 config_parse_u64(val + 5, &n) == 0 && n >= 1 &&
+				 n <= CONFIG_BUSY_US_MAX)
+				r->busy_us = (unsigned)n;
+			else
+				return fail(err, errlen,
+					    "--vmmio '%s': poll='%s' must be block, busy or "
+					    "busy:USEC (1..%d)",
+					    arg, val, CONFIG_BUSY_US_MAX);
+			have_poll = true;
 		} else if ((rc = parse_pci_key(tok, val, r, &pci_seen, arg, err, errlen)) != 0) {
 			if (rc < 0)
 				return -1;
@@ -1008,6 +1023,11 @@ void config_usage(FILE *f, const char *prog)
 	    "                      shm=on (port=unix:PATH only, not with iommu=) offers\n"
 	    "                      shared-memory DMA: guest RAM is passed to the port's\n"
 	    "                      clients as a file descriptor (docs/protocol.md).\n"
+	    "                      poll=block|busy|busy:USEC (kvm; default block): a vCPU\n"
+	    "                      waiting for this range's client spins on its socket for\n"
+	    "                      up to USEC microseconds (busy: 50) before it sleeps.\n"
+	    "                      Faster answers, one core busy while waiting; off by\n"
+	    "                      default (it costs a core on a 2-core machine).\n"
 	    "  --iommu id=N,base=ADDR[,irq=LINE]\n"
 	    "                      An IOMMU (kvm, qtest) for DMA with mid N (1..7): a 4 KiB\n"
 	    "                      register block at ADDR, its fault interrupt on LINE\n"

@@ -43,7 +43,11 @@ struct range_config {
 	unsigned iommu;			   /* iommu=N: DMA only through IOMMU N (0: not bound) */
 	int iommu_sid;			   /* sid=S with iommu=N, or -1: any sid */
 	bool shm;			   /* shm=on: shared-memory DMA (unix ports only) */
+	unsigned busy_us;		   /* poll=busy[:USEC]: spin this long (kvm); 0: block */
 };
+
+#define CONFIG_BUSY_US_DEFAULT 50 /* poll=busy without :USEC */
+#define CONFIG_BUSY_US_MAX     10000
 
 #define CONFIG_MAX_IOMMUS 7 /* --iommu ids 1..7 (the wire's mid; 0 is direct DMA) */
 

@@ -63,6 +63,23 @@ struct io_request {
 	int result; /* 0, or -EIO for a bus error */
 	ioreq_done_fn complete;
 	void *complete_opaque;
+	/*
+	 * Set by a handler that returned IOREQ_PENDING when the waiting thread
+	 * may serve the request itself (vmmio: read the answer from the
+	 * client's socket on the vCPU thread, vmmio_wait()); NULL otherwise.
+	 * Called with the VM lock held (it may release and retake it); returns
+	 * 0 when the request is COMPLETE, or a negative errno when the caller
+	 * must wait for the completion callback instead.
+	 */
+	int (*wait)(struct io_request *req);
+	/* The handler's bookkeeping while PROCESSING (no allocation per request). */
+	struct {
+		uint32_t tag;
+		uint8_t op;
+		void *owner; /* vmmio: the connection */
+		void *range; /* vmmio: the range */
+		struct io_request *next;
+	} pend;
 };
 
 /*

@@ -82,8 +82,18 @@ static void vcpu_emulate(struct vcpu *v)
 	pthread_mutex_lock(&a->io->lock);
 	unhandled = a->io->stats.unhandled_reads + a->io->stats.unhandled_writes;
 	rc = emulate_io(a->io, req);
-	while (rc == IOREQ_PENDING && req->state != REQ_STATE_COMPLETE)
-		pthread_cond_wait(&v->cond, &a->io->lock);
+	/*
+	 * Serve the request on this thread where its handler allows (vmmio:
+	 * read the client's answer from its socket here, vmmio_wait()), else
+	 * sleep until the completion callback, then try again: the thread that
+	 * was reading the connection may have handed it back.
+	 */
+	while (rc == IOREQ_PENDING && req->state != REQ_STATE_COMPLETE) {
+		if (req->wait && req->wait(req) == 0)
+			break;
+		if (req->state != REQ_STATE_COMPLETE)
+			pthread_cond_wait(&v->cond, &a->io->lock);
+	}
 	if (rc >= 0) {
 		emulate_mmio_post(a->io, req);
 	} else {

@@ -7,6 +7,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,15 +23,6 @@
 
 #include "event.h"
 
-/* A request sent to a client and waiting for the answer with its tag. */
-struct vmmio_pending {
-	uint32_t tag;
-	uint8_t op;
-	struct vmmio_range *range;
-	struct io_request *req;
-	struct vmmio_pending *next;
-};
-
 struct vmmio_conn {
 	struct vmmio *v;
 	struct vmmio_port *port;
@@ -39,7 +32,15 @@ struct vmmio_conn {
 	uint32_t caps; /* negotiated COREIO_CAP_* */
 	uint32_t next_tag;
 	bool dead;
-	struct vmmio_pending *pending;
+	/*
+	 * A vCPU thread is reading this socket itself (vmmio_wait()): the I/O
+	 * thread does not read it (EPOLLIN is off, and conn_event() checks),
+	 * and conn_close() leaves closing the fd and freeing to that thread.
+	 */
+	bool reader;
+	bool free_by_reader; /* closed while a reader was polling */
+	/* Requests sent and waiting for their answer, linked by req->pend.next. */
+	struct io_request *pending;
 	struct irq_source src[CONFIG_MAX_PER_PORT][CONFIG_MAX_IRQS]; /* [rid][iid] */
 	struct vmmio_conn *next;
 	/* Output the socket did not take yet, flushed by the I/O thread on EPOLLOUT. */
@@ -129,12 +130,12 @@ static void conn_abandon(struct vmmio_conn *c)
 		for (unsigned i = 0; i < CONFIG_MAX_IRQS; i++)
 			irq_source_set(c->v->irq, &c->src[r][i], false);
 	while (c->pending) {
-		struct vmmio_pending *p = c->pending;
+		struct io_request *req = c->pending;
 
-		c->pending = p->next;
-		unclaimed(p->req);
-		ioreq_complete(p->req);
-		free(p);
+		c->pending = req->pend.next;
+		req->pend.next = NULL;
+		unclaimed(req);
+		ioreq_complete(req);
 	}
 }
 
@@ -154,8 +155,13 @@ static void conn_close(struct vmmio_conn *c, const char *why, bool free_now)
 	c->dead = true;
 	conn_log(c, "%s", why);
 	event_del(c->fd);
-	close(c->fd);
-	c->fd = -1;
+	if (c->reader) {
+		/* A vCPU polls the fd with the lock released: wake it; it closes and frees. */
+		shutdown(c->fd, SHUT_RDWR);
+	} else {
+		close(c->fd);
+		c->fd = -1;
+	}
 	for (unsigned i = 0; i < c->natt; i++)
 		close(c->att[i].fd);
 	c->natt = 0;
@@ -176,7 +182,9 @@ static void conn_close(struct vmmio_conn *c, const char *why, bool free_now)
 		}
 	}
 	conn_abandon(c);
-	if (free_now || event_defer(conn_free, c) < 0)
+	if (c->reader)
+		c->free_by_reader = true;
+	else if (free_now || event_defer(conn_free, c) < 0)
 		conn_free(c);
 }
 
@@ -239,7 +247,7 @@ static uint32_t conn_events(const struct vmmio_conn *c)
 {
 	size_t queued = c->out_len - c->out_off;
 
-	return (queued > VMMIO_OUT_PAUSE ? 0 : EPOLLIN) | (queued ? EPOLLOUT : 0);
+	return (queued > VMMIO_OUT_PAUSE || c->reader ? 0 : EPOLLIN) | (queued ? EPOLLOUT : 0);
 }
 
 /*
@@ -404,12 +412,14 @@ static uint32_t new_tag(struct vmmio_conn *c)
 		uint32_t tag = ++c->next_tag;
 		bool used = false;
 
-		for (struct vmmio_pending *p = c->pending; p; p = p->next)
-			used |= p->tag == tag;
+		for (const struct io_request *p = c->pending; p; p = p->pend.next)
+			used |= p->pend.tag == tag;
 		if (!used)
 			return tag;
 	}
 }
+
+static int vmmio_wait(struct io_request *req);
 
 int vmmio_submit(struct io_request *req, void *opaque)
 {
@@ -419,7 +429,6 @@ int vmmio_submit(struct io_request *req, void *opaque)
 	bool wr = m->direction == REQUEST_WRITE;
 	bool posted = wr && !rg->acked;
 	struct coreio_wire_hdr h = {0};
-	struct vmmio_pending *p = NULL;
 	uint8_t frame[COREIO_WIRE_UNIT];
 
 	if (!c) {
@@ -442,27 +451,20 @@ int vmmio_submit(struct io_request *req, void *opaque)
 		if (m->pair)
 			memcpy(frame + coreio__wire_pair_off(m->size), m->data2, m->size);
 	}
-	if (!posted) {
-		p = calloc(1, sizeof(*p));
-		if (!p) {
-			req->result = -EIO;
-			return 0;
-		}
-	}
 	if (conn_send(c, frame, sizeof(frame)) < 0) {
 		/* The connection is gone: the access completes as unclaimed. */
-		free(p);
 		unclaimed(req);
 		return 0;
 	}
 	if (posted)
 		return 0;
-	p->tag = h.tag;
-	p->op = h.op;
-	p->range = rg;
-	p->req = req;
-	p->next = c->pending;
-	c->pending = p;
+	req->pend.tag = h.tag;
+	req->pend.op = h.op;
+	req->pend.owner = c;
+	req->pend.range = rg;
+	req->pend.next = c->pending;
+	c->pending = req;
+	req->wait = vmmio_wait;
 	req->state = REQ_STATE_PROCESSING;
 	return IOREQ_PENDING;
 }
@@ -470,13 +472,14 @@ int vmmio_submit(struct io_request *req, void *opaque)
 /* An answer (origin 0) to one of our MMIO requests. */
 static void handle_answer(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 {
-	struct vmmio_pending **pp, *p;
+	struct io_request **pp, *p;
+	const struct vmmio_range *rg;
 	struct mmio_request *mr;
 
 	if (m->h.op == COREIO_OP_WRITE || m->h.op == COREIO_OP_WRITEP)
 		return; /* a posted write returned to us: nothing waits for it */
-	for (pp = &c->pending; *pp; pp = &(*pp)->next)
-		if ((*pp)->tag == m->h.tag)
+	for (pp = &c->pending; *pp; pp = &(*pp)->pend.next)
+		if ((*pp)->pend.tag == m->h.tag)
 			break;
 	p = *pp;
 	if (!p) {
@@ -484,25 +487,26 @@ static void handle_answer(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 			conn_log(c, "answer with unknown tag %u ignored", m->h.tag);
 		return;
 	}
-	if (p->op != m->h.op || p->range->rid != m->h.iface) {
+	rg = p->pend.range;
+	if (p->pend.op != m->h.op || rg->rid != m->h.iface) {
 		malformed(c, "answer tag %u is %s for rid %u, expected %s for rid %u", m->h.tag,
-			  coreio__wire_op_name(m->h.op), m->h.iface, coreio__wire_op_name(p->op),
-			  p->range->rid);
+			  coreio__wire_op_name(m->h.op), m->h.iface,
+			  coreio__wire_op_name(p->pend.op), rg->rid);
 		return;
 	}
-	*pp = p->next;
-	mr = &p->req->reqs.mmio;
+	*pp = p->pend.next;
+	p->pend.next = NULL;
+	mr = &p->reqs.mmio;
 	if (m->h.error) {
-		p->req->result = -EIO;
-	} else if (p->op == COREIO_OP_READ) {
+		p->result = -EIO;
+	} else if (p->pend.op == COREIO_OP_READ) {
 		/* The size is ours; the frame always holds at least one 64-byte unit. */
 		memcpy(mr->data, m->frame + COREIO_WIRE_DATA_OFF, mr->size);
-	} else if (p->op == COREIO_OP_READP) {
+	} else if (p->pend.op == COREIO_OP_READP) {
 		memcpy(mr->data, m->frame + COREIO_WIRE_DATA_OFF, mr->size);
 		memcpy(mr->data2, m->frame + coreio__wire_pair_off(mr->size), mr->size);
 	}
-	ioreq_complete(p->req);
-	free(p);
+	ioreq_complete(p);
 }
 
 /*
@@ -839,6 +843,122 @@ static void conn_read(struct vmmio_conn *c, int fd)
 	}
 }
 
+static long long now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * Run the frames already received on c, as conn_read() would, while the
+ * output queue allows. VM lock held.
+ */
+static void conn_run_rx(struct vmmio_conn *c)
+{
+	const uint8_t *frame;
+	size_t len;
+
+	while (!c->dead && c->out_len - c->out_off <= VMMIO_OUT_PAUSE &&
+	       coreio__wire_rx_next(&c->rx, &frame, &len))
+		conn_frame(c, frame, len);
+}
+
+/*
+ * The wait hook of a request sent to a client (req->wait, set by
+ * vmmio_submit()), run by the waiting vCPU thread with the VM lock held.
+ * Unless another thread already reads the connection, the vCPU takes the
+ * receive role (c->reader; EPOLLIN off so the I/O thread neither wakes nor
+ * reads) and serves the socket itself: it receives with MSG_DONTWAIT
+ * (coreio__wire_rx_fill()) and runs every frame through conn_frame(), as
+ * the I/O thread would (other vCPUs' answers, IRQ updates, DMA), until its
+ * own request is complete. Between receives it spins for up to the range's
+ * busy_us (poll=busy), dropping the lock on each turn, then sleeps in
+ * poll() with the lock released. It then runs the frames left in the rx
+ * buffer, hands the role back and re-arms EPOLLIN. A connection closed
+ * meanwhile (conn_close() shuts the socket down to wake the poll()) is
+ * closed and freed here. Returns 0 when req is COMPLETE, -EBUSY when
+ * another thread reads the connection, -EAGAIN when the output queue is
+ * full (the I/O thread must flush first); then the caller waits for the
+ * completion callback.
+ */
+static int vmmio_wait(struct io_request *req)
+{
+	struct vmmio_conn *c = req->pend.owner;
+	const struct vmmio_range *rg = req->pend.range;
+	pthread_mutex_t *lock;
+	long long spin_until = 0;
+	int rc = 0;
+
+	/* Only a request still waiting is on a live connection. */
+	if (req->state == REQ_STATE_COMPLETE)
+		return 0;
+	if (c->dead || c->reader)
+		return -EBUSY;
+	lock = &c->v->io->lock;
+	c->reader = true;
+	event_mod(c->fd, conn_events(c));
+	if (rg->busy_us)
+		spin_until = now_ns() + (long long)rg->busy_us * 1000;
+	while (req->state != REQ_STATE_COMPLETE && !c->dead) {
+		const uint8_t *frame;
+		size_t len;
+		long n;
+
+		if (c->out_len - c->out_off > VMMIO_OUT_PAUSE) {
+			rc = -EAGAIN;
+			break;
+		}
+		if (coreio__wire_rx_next(&c->rx, &frame, &len)) {
+			conn_frame(c, frame, len);
+			continue;
+		}
+		n = coreio__wire_rx_fill(&c->rx, c->fd);
+		if (n > 0)
+			continue;
+		if (n == 0) {
+			conn_close(c,
+				   coreio__wire_rx_partial(&c->rx) ? "disconnected inside a frame"
+								   : "disconnected",
+				   false);
+			break;
+		}
+		if (n != -EAGAIN) {
+			char why[128];
+
+			snprintf(why, sizeof(why), "receive failed: %s", strerror((int)-n));
+			conn_close(c, why, false);
+			break;
+		}
+		pthread_mutex_unlock(lock);
+		if (spin_until && now_ns() < spin_until) {
+			sched_yield();
+		} else {
+			struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+
+			/* The fd stays open while we read it: conn_close() leaves it to us. */
+			if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
+				spin_until = 0;
+		}
+		pthread_mutex_lock(lock);
+	}
+	/* Frames that came with ours: level-triggered epoll would not report them. */
+	conn_run_rx(c);
+	c->reader = false;
+	if (c->free_by_reader) {
+		close(c->fd);
+		c->fd = -1;
+		if (event_defer(conn_free, c) < 0)
+			conn_free(c);
+	} else if (!c->dead) {
+		event_mod(c->fd, conn_events(c));
+	}
+	if (req->state == REQ_STATE_COMPLETE)
+		return 0;
+	return rc ? rc : -EAGAIN;
+}
+
 /* A connection's socket is ready (I/O thread). */
 static void conn_event(int fd, uint32_t events, void *opaque)
 {
@@ -849,8 +969,9 @@ static void conn_event(int fd, uint32_t events, void *opaque)
 	/* A vCPU thread may have closed it since the loop picked the event up. */
 	if (!c->dead && (events & EPOLLOUT) && c->out_len > c->out_off)
 		conn_flush(c);
-	/* Also after a flush: frames held back while the queue was full run now. */
-	if (!c->dead && (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLOUT)))
+	/* Also after a flush: frames held back while the queue was full run now.
+	 * Not while a vCPU reads the socket itself (vmmio_wait()). */
+	if (!c->dead && !c->reader && (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLOUT)))
 		conn_read(c, fd);
 	pthread_mutex_unlock(lock);
 }
@@ -1076,6 +1197,7 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 		memcpy(rg->irqs, rc->irqs, sizeof(rg->irqs));
 		rg->nirq = rc->nirq;
 		rg->acked = rc->acked;
+		rg->busy_us = rc->busy_us;
 		rg->port = port;
 		port->shm = rc->shm; /* every range of a port agrees (config_parse()) */
 		v->any_shm |= rc->shm;
@@ -1178,7 +1300,7 @@ void vmmio_reset_range(struct vmmio *v, unsigned g)
 {
 	struct vmmio_range *rg = g < v->nranges ? &v->ranges[g] : NULL;
 	struct vmmio_conn *c;
-	struct vmmio_pending **pp;
+	struct io_request **pp;
 	struct coreio_wire_hdr h = {.op = COREIO_OP_RESET};
 	uint8_t out[COREIO_WIRE_UNIT];
 
@@ -1188,16 +1310,16 @@ void vmmio_reset_range(struct vmmio *v, unsigned g)
 		for (unsigned i = 0; i < CONFIG_MAX_IRQS; i++)
 			irq_source_set(v->irq, &c->src[rg->rid][i], false);
 		for (pp = &c->pending; *pp;) {
-			struct vmmio_pending *p = *pp;
+			struct io_request *p = *pp;
 
-			if (p->range != rg) {
-				pp = &p->next;
+			if (p->pend.range != rg) {
+				pp = &p->pend.next;
 				continue;
 			}
-			*pp = p->next;
-			unclaimed(p->req);
-			ioreq_complete(p->req);
-			free(p);
+			*pp = p->pend.next;
+			p->pend.next = NULL;
+			unclaimed(p);
+			ioreq_complete(p);
 		}
 		h.tag = new_tag(c);
 		coreio__wire_encode(out, &h);

@@ -47,7 +47,8 @@ struct vmmio_range {
 	uint64_t size;
 	int irqs[CONFIG_MAX_IRQS];
 	unsigned nirq;
-	bool acked; /* writes=acked */
+	bool acked;	  /* writes=acked */
+	unsigned busy_us; /* poll=busy:USEC: a waiting vCPU spins this long first */
 	struct vmmio_port *port;
 	unsigned rid;
 	struct vmmio_conn *owner; /* the claiming connection, or NULL */
