@@ -8,7 +8,8 @@ value checked (expect=). Paths, each the best of --repeat guest runs:
   in-vmm            the in-VMM test device at 0xfe000000 (one KVM exit)
   coreio-tcp        a vMMIO range served by coreio-timerdma over TCP loopback
   coreio-unix       the same over a UNIX socket
-  coreio-unix-busy  the same with the VM's busy-poll setting, where
+  coreio-unix-busy  the same with the VM's busy-poll setting and the
+                    client's --busy-poll (--client-busy-us), where
                     coreio-vm --help offers one (else a "skipped" line)
 
 and, in the same run, the raw 64-byte socket ping-pong between two
@@ -41,12 +42,13 @@ RANGE = 0xD0000000
 TD_ID_VALUE = 0x434F5254  # coreio-timerdma's ID register at offset 0
 
 
-def guest_ns(build, n, addr, expect, vmmio=None):
+def guest_ns(build, n, addr, expect, vmmio=None, client_args=()):
     """ns per read of one bench_mmio run (vmmio: the range, served by coreio-timerdma)."""
     client = bl.exe(build, "examples/coreio-timerdma")
 
     def start(targets):
-        return [subprocess.Popen([client, targets[0]], stdout=subprocess.DEVNULL,
+        return [subprocess.Popen([client] + list(client_args) + [targets[0]],
+                                 stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)]
 
     out = bl.run_guest(build, "bench_mmio", "addr=%#x n=%d expect=%#x" % (addr, n, expect),
@@ -60,6 +62,8 @@ def main():
     ap.add_argument("--n", type=int, default=5000, help="reads per guest run (default 5000)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs per path; the best is reported (default 3)")
+    ap.add_argument("--client-busy-us", type=int, default=50,
+                    help="the client's --busy-poll USEC in the busy-poll row (default 50)")
     ap.add_argument("--busy-opt", default=None,
                     help="the --vmmio option that turns busy-polling on (default: found in "
                          "coreio-vm --help, else that row is skipped)")
@@ -83,13 +87,16 @@ def main():
     res = {}
     try:
         for name, vmmio, addr, expect in paths:
-            runs = [guest_ns(args.build, args.n, addr, expect, vmmio)
+            cargs = (["--busy-poll", str(args.client_busy_us)]
+                     if name == "coreio-unix-busy" else [])
+            runs = [guest_ns(args.build, args.n, addr, expect, vmmio, cargs)
                     for _ in range(args.repeat)]
             res[name] = min(runs)
             line = {"bench": BENCH, "path": name, "ns_per_op": res[name], "n": args.n,
                     "runs": runs}
             if name == "coreio-unix-busy":
                 line["vmmio_option"] = busy
+                line["client_busy_us"] = args.client_busy_us
             bl.emit(line)
     finally:
         try:
