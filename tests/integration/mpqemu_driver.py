@@ -114,12 +114,15 @@ def eventfd_wait(fd, timeout=5):
 class MpqemuVM(Proc):
     """coreio-vm --accel mpqemu with one socketpair per --vmmio pci range; devs[g] is its proxy."""
 
-    def __init__(self, vmmio, extra=(), n_listen=None):
+    def __init__(self, vmmio, extra=(), n_listen=None, pass_socks=()):
+        """pass_socks: more (OPTION, socket) pairs handed to coreio-vm as OPTION FD."""
         pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in vmmio]
-        remote = [b for _, b in pairs]
+        remote = [b for _, b in pairs] + [sk for _, sk in pass_socks]
         argv = [build_path(VM_EXE), "--accel", "mpqemu"]
-        for r in remote:
-            argv += ["--mpqemu-fd", str(r.fileno())]
+        for _, b in pairs:
+            argv += ["--mpqemu-fd", str(b.fileno())]
+        for opt, sk in pass_socks:
+            argv += [opt, str(sk.fileno())]
         for v in vmmio:
             argv += ["--vmmio", v]
         argv += list(extra)

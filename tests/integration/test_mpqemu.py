@@ -345,6 +345,11 @@ def test_sigterm(env):
     (["--vmmio", "pci,size=4K,port=0", "--mpqemu-fd", "0", "--mpqemu-fd", "0"], r"given twice"),
 ])
 def test_command_line_errors(args, msg):
+    assert_command_line_error(args, msg)
+
+
+def assert_command_line_error(args, msg):
+    """coreio-vm --accel mpqemu ARGS exits 2 with a message matching msg."""
     p = subprocess.run([build_path(VM_EXE), "--accel", "mpqemu"] + args, capture_output=True,
                        text=True, timeout=10)
     assert p.returncode == 2, p.stderr
@@ -372,33 +377,8 @@ class HotplugVM(MpqemuVM):
     """MpqemuVM with --mpqemu-control: ctl is the orchestrator's end (SOCK_SEQPACKET)."""
 
     def __init__(self, vmmio, extra=()):
-        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in vmmio]
         self.ctl, ctl_vm = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        remote = [b for _, b in pairs] + [ctl_vm]
-        argv = [build_path(VM_EXE), "--accel", "mpqemu"]
-        for _, b in pairs:
-            argv += ["--mpqemu-fd", str(b.fileno())]
-        argv += ["--mpqemu-control", str(ctl_vm.fileno())]
-        for v in vmmio:
-            argv += ["--vmmio", v]
-        argv += list(extra)
-        self.name = "coreio-vm"
-        self.argv = argv
-        self.stderr_lines = []
-        self.stdout_lines = []
-        self.cond = threading.Condition()
-        self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, bufsize=1,
-                                  pass_fds=[r.fileno() for r in remote])
-        for r in remote:
-            r.close()
-        self.t_err = threading.Thread(target=self._read_err, daemon=True)
-        self.t_out = threading.Thread(target=self._read_out, daemon=True)
-        self.t_err.start()
-        self.t_out.start()
-        self.devs = [Device(a) for a, _ in pairs]
-        self.listening = [m.group(1) for m in self.wait_stderr(r"listening on (\S+)",
-                                                               count=len(vmmio))]
+        super().__init__(vmmio, extra=extra, pass_socks=[("--mpqemu-control", ctl_vm)])
         self.seen = []
 
     def ctl_expect(self, text, timeout=5):
@@ -563,10 +543,7 @@ def test_control_socket_decides_when_coreio_vm_ends(env):
     (["--vmmio", PLAIN, "--mpqemu-fd", "0", "--mpqemu-control", "x"], r"not a file descriptor"),
 ])
 def test_hotplug_command_line_errors(args, msg):
-    p = subprocess.run([build_path(VM_EXE), "--accel", "mpqemu"] + args, capture_output=True,
-                       text=True, timeout=10)
-    assert p.returncode == 2, p.stderr
-    assert re.search(msg, p.stderr), p.stderr
+    assert_command_line_error(args, msg)
 
 
 def test_hotplug_needs_mpqemu_and_a_seqpacket_socket():
