@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "coreio.h"
+#include "fakevm.h"
 #include "wire.h"
 
 /* ---- The fake VM ---- */
@@ -49,23 +50,6 @@ static void fvm_listen(struct fvm *v)
 	strcpy(sun.sun_path, v->path);
 	assert_int_equal(bind(v->lfd, (struct sockaddr *)&sun, sizeof(sun)), 0);
 	assert_int_equal(listen(v->lfd, 8), 0);
-}
-
-/* Receive one frame (up to cap bytes) within timeout_ms. Returns its length, 0 on timeout. */
-static size_t vm_recv(int fd, uint8_t *buf, size_t cap, int timeout_ms)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	size_t flen;
-
-	if (poll(&p, 1, timeout_ms) <= 0)
-		return 0;
-	if (recv(fd, buf, 64, MSG_WAITALL) != 64)
-		return 0;
-	flen = coreio__wire_frame_len(coreio__wire_get64(buf));
-	assert_true(flen <= cap);
-	if (flen > 64 && recv(fd, buf + 64, flen - 64, MSG_WAITALL) != (ssize_t)(flen - 64))
-		return 0;
-	return flen;
 }
 
 static void vm_send(int fd, const uint8_t *f, size_t len)
@@ -130,7 +114,7 @@ static void fvm_connect(struct fvm *v, unsigned offer, enum hello_mode mode, uns
 	for (int i = 0; i < 2 && mode != HELLO_NONE; i++) {
 		uint8_t f[64];
 
-		assert_int_equal(vm_recv(v->c[i], f, sizeof(f), 3000), 64);
+		assert_int_equal(fakevm_recv(v->c[i], f, sizeof(f), 3000), 64);
 		/* The hello: PING, origin 1, magic, offer, caps, version. */
 		assert_int_equal(f[8], COREIO_OP_PING);
 		assert_true(coreio__wire_get64(f) >> 31 & 1);
@@ -150,8 +134,8 @@ static void fvm_connect(struct fvm *v, unsigned offer, enum hello_mode mode, uns
 		/* Offering nothing sends nothing at all. */
 		uint8_t f[64];
 
-		assert_int_equal(vm_recv(v->c[0], f, sizeof(f), 50), 0);
-		assert_int_equal(vm_recv(v->c[1], f, sizeof(f), 50), 0);
+		assert_int_equal(fakevm_recv(v->c[0], f, sizeof(f), 50), 0);
+		assert_int_equal(fakevm_recv(v->c[1], f, sizeof(f), 50), 0);
 	}
 }
 
@@ -216,7 +200,7 @@ static void do_register(struct fvm *v, unsigned rid, struct model *m)
 	uint8_t f[64];
 
 	assert_int_equal(coreio_ctx_register(v->ctx, rid, &model_funcs, m), 0);
-	assert_int_equal(vm_recv(v->c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v->c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(f[8], COREIO_OP_RGN_CLAIM);
 	assert_int_equal(f[0], rid);
 	assert_true(coreio__wire_get64(f) >> 31 & 1);
@@ -282,7 +266,7 @@ static void test_mmio_read(void **state)
 	f[8 + 3] = 0x40; /* flags PRIV in w1 bits 28..31 */
 	vm_send(v.c[0], f, 64);
 	assert_int_equal(pump(&v), 0);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(m.nread, 1);
 	assert_int_equal(f[0], 2);
 	assert_int_equal(f[1], 0);			      /* E */
@@ -300,7 +284,7 @@ static void test_mmio_read(void **state)
 	mk(f, 2, 0, false, 78, COREIO_OP_READ, 8, 0, 0xd0000020);
 	vm_send(v.c[0], f, 64);
 	assert_int_equal(pump(&v), 0);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(coreio__wire_get64(f) >> 30 & 1, 1);
 	assert_int_equal(coreio__wire_get64(f) >> 32, 78);
 	m.fail = 0;
@@ -310,7 +294,7 @@ static void test_mmio_read(void **state)
 	mk(f, 2, 0, false, 79, COREIO_OP_READP, 8, 0, 0xd0000100);
 	vm_send(v.c[0], f, 64);
 	assert_int_equal(pump(&v), 0);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(m.nread, 2);
 	assert_int_equal(f[24], 0x00);
 	assert_int_equal(f[coreio__wire_pair_off(8)], 0x10);
@@ -339,7 +323,7 @@ static void test_mmio_write_masks(void **state)
 	assert_true(m.addr[1] == 0x1002 && m.len[1] == 2 && m.data[1][0] == 0xa2);
 	assert_true(m.addr[2] == 0x1006 && m.len[2] == 2 && m.data[2][1] == 0xa7);
 	/* A posted write gets no answer. */
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 50), 0);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 50), 0);
 
 	/* Full mask and mask 0: one callback each. */
 	m.nwrite = 0;
@@ -356,7 +340,7 @@ static void test_mmio_write_masks(void **state)
 	mk(f, 0, 0, false, 4, COREIO_OP_WRITEA, 4, 0xf, 0x4000);
 	vm_send(v.c[0], f, 64);
 	assert_int_equal(pump(&v), 0);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(f[8], COREIO_OP_WRITEA);
 	assert_int_equal(coreio__wire_get64(f) >> 32, 4);
 	assert_int_equal(coreio__wire_get64(f) >> 30 & 1, 1);
@@ -380,15 +364,15 @@ static void test_unregistered_and_ping(void **state)
 	mk(f, 0, 2, false, 57, COREIO_OP_PING, 0, 0, 0x1234);
 	vm_send(v.c[0], f, 192);
 	assert_int_equal(pump(&v), 0);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(coreio__wire_get64(f) >> 32, 55);
 	assert_int_equal(f[0], 3);
 	assert_int_equal(f[1], 0);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(coreio__wire_get64(f) >> 32, 57);
 	assert_int_equal(f[8], COREIO_OP_PING);
 	assert_true(coreio__wire_get64(f + 16) == 0x1234);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 50), 0);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 50), 0);
 	fvm_close(&v);
 }
 
@@ -421,7 +405,7 @@ static void *claim_vm(void *p)
 	struct claim_arg *a = p;
 	uint8_t f[64];
 
-	if (vm_recv(a->v->c[0], f, sizeof(f), 3000) != 64)
+	if (fakevm_recv(a->v->c[0], f, sizeof(f), 3000) != 64)
 		return NULL;
 	if (a->err) {
 		coreio__wire_put64(f, coreio__wire_get64(f) | (1ull << 30));
@@ -495,14 +479,14 @@ static void test_irq(void **state)
 	assert_int_equal(coreio_ctx_irq_update(v.ctx, 1, 3, 1), 0);
 	assert_int_equal(coreio_ctx_irq_update(v.ctx, 1, 3, 5), 0); /* still high */
 	assert_int_equal(coreio_ctx_irq_update(v.ctx, 1, 3, 0), 0);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(f[8], COREIO_OP_IRQ_UPDATE);
 	assert_int_equal(f[0], 1);
 	assert_int_equal(coreio__wire_get64(f + 16), 3);
 	assert_int_equal(coreio__wire_get64(f + 24), 1);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(coreio__wire_get64(f + 24), 0);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 50), 0);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 50), 0);
 	fvm_close(&v);
 }
 
@@ -524,7 +508,7 @@ static void test_reset(void **state)
 	resets = 0;
 	assert_int_equal(coreio_ctx_set_reset_cb(v.ctx, on_reset, NULL), 0);
 	assert_int_equal(coreio_ctx_irq_update(v.ctx, 0, 0, 1), 0);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	mk(f, 0, 0, false, 0, COREIO_OP_RESET, 0, 0, 0);
 	vm_send(v.c[0], f, 64);
 	vm_send(v.c[1], f, 64);
@@ -532,7 +516,7 @@ static void test_reset(void **state)
 	assert_int_equal(resets, 1);
 	/* The level was forgotten (low): raising it again is sent. */
 	assert_int_equal(coreio_ctx_irq_update(v.ctx, 0, 0, 1), 0);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(coreio__wire_get64(f + 24), 1);
 	fvm_close(&v);
 }
@@ -565,7 +549,7 @@ static void test_dma_base_pieces(void **state)
 	assert_int_equal(coreio_ctx_dma_read(v.ctx, 0, 5, addr, sizeof(buf), buf, 4, cpl_fn, &rec),
 			 0);
 	for (int i = 0; i < 4; i++) {
-		assert_int_equal(vm_recv(v.c[1], f, sizeof(f), 1000), 64);
+		assert_int_equal(fakevm_recv(v.c[1], f, sizeof(f), 1000), 64);
 		assert_int_equal(f[8], COREIO_OP_READ);
 		assert_true(coreio__wire_get64(f) >> 31 & 1);
 		assert_int_equal(f[0], 0);     /* mid */
@@ -582,7 +566,7 @@ static void test_dma_base_pieces(void **state)
 		vm_send(v.c[1], f, 64);
 		addr += want_len[i];
 	}
-	assert_int_equal(vm_recv(v.c[1], f, sizeof(f), 50), 0);
+	assert_int_equal(fakevm_recv(v.c[1], f, sizeof(f), 50), 0);
 	assert_int_equal(pump(&v), 0);
 	assert_int_equal(rec.called, 1);
 	assert_int_equal(rec.err, 0);
@@ -598,10 +582,10 @@ static void test_dma_base_pieces(void **state)
 		unsigned len = i == 0 ? 16 : i == 1 ? 24 : 0;
 
 		if (i == 2) {
-			assert_int_equal(vm_recv(v.c[1], f, sizeof(f), 50), 0);
+			assert_int_equal(fakevm_recv(v.c[1], f, sizeof(f), 50), 0);
 			break;
 		}
-		assert_int_equal(vm_recv(v.c[1], f, sizeof(f), 1000), 64);
+		assert_int_equal(fakevm_recv(v.c[1], f, sizeof(f), 1000), 64);
 		assert_int_equal(f[8], COREIO_OP_WRITEA);
 		assert_int_equal(f[10], len);
 		assert_int_equal(f[24], i == 0 ? 0 : 16);
@@ -638,11 +622,11 @@ static void test_dma_large_piece(void **state)
 	(void)state;
 	fvm_connect(&v, COREIO_CAP_ALL, HELLO_ANSWER, COREIO_CAP_ALL);
 	assert_int_equal(coreio_ctx_dma_read(v.ctx, 0, 0, 0x10003, 100, buf, 0, cpl_fn, &rec), 0);
-	assert_int_equal(vm_recv(v.c[1], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[1], f, sizeof(f), 1000), 64);
 	assert_int_equal(f[8], COREIO_OP_LREAD);
 	assert_int_equal(coreio__wire_get64(f + 8) >> 32, 100);
 	assert_true(coreio__wire_get64(f + 16) == 0x10003);
-	assert_int_equal(vm_recv(v.c[1], f + 64, 64, 50), 0); /* one piece only */
+	assert_int_equal(fakevm_recv(v.c[1], f + 64, 64, 50), 0); /* one piece only */
 	/* Answer with E covering the data. */
 	coreio__wire_put64(f, coreio__wire_get64(f) | ((uint64_t)extra << 8));
 	for (int i = 0; i < 100; i++)
@@ -660,7 +644,7 @@ static void test_dma_large_piece(void **state)
 	/* A large write: LWRITE, data from w[3], E covering it. */
 	rec.called = 0;
 	assert_int_equal(coreio_ctx_dma_write(v.ctx, 0, 0, 0x10003, 100, buf, 0, cpl_fn, &rec), 0);
-	assert_int_equal(vm_recv(v.c[1], f, sizeof(f), 1000), (extra + 1) * 64);
+	assert_int_equal(fakevm_recv(v.c[1], f, sizeof(f), 1000), (extra + 1) * 64);
 	assert_int_equal(f[8], COREIO_OP_LWRITE);
 	assert_int_equal(f[24 + 99], (uint8_t)(0x55 ^ 99));
 	coreio__wire_put64(f, coreio__wire_get64(f) & ~(0xffull << 8));
@@ -748,7 +732,7 @@ static void *dma_vm_thread(void *p)
 	static uint8_t f[COREIO_WIRE_MAX_MSG];
 
 	while (!d->stop) {
-		if (vm_recv(d->v->c[1], f, sizeof(f), 20) == 0)
+		if (fakevm_recv(d->v->c[1], f, sizeof(f), 20) == 0)
 			continue;
 		dma_vm_answer(d, f);
 	}
@@ -845,19 +829,19 @@ static void *nested_vm_thread(void *p)
 	/* Request A: its callback does a blocking DMA. */
 	mk(f, 0, 0, false, 100, COREIO_OP_READ, 4, 0, 0xA000);
 	vm_send(n->v->c[0], f, 64);
-	if (vm_recv(n->v->c[1], piece, sizeof(piece), 3000) != 64)
+	if (fakevm_recv(n->v->c[1], piece, sizeof(piece), 3000) != 64)
 		return NULL;
 	n->ok++;
 	/* Request B while A's DMA waits: it must be served now. */
 	mk(f, 0, 0, false, 101, COREIO_OP_READ, 4, 0, 0xB000);
 	vm_send(n->v->c[0], f, 64);
-	if (vm_recv(n->v->c[0], f, sizeof(f), 3000) != 64 || coreio__wire_get64(f) >> 32 != 101 ||
-	    f[24] != 0xB)
+	if (fakevm_recv(n->v->c[0], f, sizeof(f), 3000) != 64 ||
+	    coreio__wire_get64(f) >> 32 != 101 || f[24] != 0xB)
 		return NULL;
 	n->ok++;
 	dma_vm_answer(&d, piece);
-	if (vm_recv(n->v->c[0], f, sizeof(f), 3000) != 64 || coreio__wire_get64(f) >> 32 != 100 ||
-	    f[24] != 0xA)
+	if (fakevm_recv(n->v->c[0], f, sizeof(f), 3000) != 64 ||
+	    coreio__wire_get64(f) >> 32 != 100 || f[24] != 0xA)
 		return NULL;
 	n->ok++;
 	return NULL;
@@ -879,7 +863,7 @@ static void test_dma_blocking_in_callback(void **state)
 	fvm_connect(&v, 0, HELLO_NONE, 0);
 	nm.ctx = v.ctx;
 	assert_int_equal(coreio_ctx_register(v.ctx, 0, &fn, &nm), 0);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	pthread_create(&th, NULL, nested_vm_thread, &n);
 	for (int i = 0; i < 100 && n.ok < 3; i++)
 		assert_int_equal(coreio_ctx_mainloop(v.ctx, 20000), 0);
@@ -943,7 +927,7 @@ static void test_dma_blocking_other_thread(void **state)
 	loop_thread = pthread_self();
 	cb_wrong_thread = 0;
 	assert_int_equal(coreio_ctx_register(v.ctx, 0, &fn, NULL), 0);
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	pthread_create(&vm, NULL, dma_vm_thread, &d);
 	for (int i = 0; i < 2; i++) {
 		memset(&a[i], 0, sizeof(a[i]));
@@ -955,7 +939,7 @@ static void test_dma_blocking_other_thread(void **state)
 		mk(f, 0, 0, false, (uint32_t)i, COREIO_OP_READ, 4, 0, 0x1000);
 		vm_send(v.c[0], f, 64);
 		assert_int_equal(coreio_ctx_mainloop(v.ctx, 2000), 0);
-		while (vm_recv(v.c[0], f, sizeof(f), 0) == 64)
+		while (fakevm_recv(v.c[0], f, sizeof(f), 0) == 64)
 			answers++;
 	}
 	for (int i = 0; i < 2; i++) {
@@ -1002,7 +986,7 @@ static void test_tcp_and_default_ctx(void **state)
 	}
 	assert_int_equal(coreio_connect(target), -EISCONN);
 	assert_int_equal(coreio_irq_update(2, 1, 1), 0);
-	assert_int_equal(vm_recv(c[0], f, sizeof(f), 1000), 64);
+	assert_int_equal(fakevm_recv(c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(f[8], COREIO_OP_IRQ_UPDATE);
 	assert_int_equal(coreio_mainloop(0), 0);
 	coreio_disconnect();
@@ -1036,8 +1020,8 @@ static void test_hello_silent_vm(void **state)
 	for (int i = 0; i < 2; i++)
 		v.c[i] = accept(v.lfd, NULL, NULL);
 	/* Read the hellos but never answer: after 2 s the client speaks base. */
-	assert_int_equal(vm_recv(v.c[0], f, sizeof(f), 3000), 64);
-	assert_int_equal(vm_recv(v.c[1], f, sizeof(f), 3000), 64);
+	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 3000), 64);
+	assert_int_equal(fakevm_recv(v.c[1], f, sizeof(f), 3000), 64);
 	pthread_join(th, NULL);
 	assert_int_equal(a.rc, 0);
 	assert_int_equal(coreio_ctx_caps(v.ctx), 0);

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "coreio.h"
+#include "fakevm.h"
 #include "wire.h"
 
 #define RAM_GPA	 0x100000ull
@@ -70,22 +71,6 @@ static int memfd(size_t size, unsigned seals)
 	if (seals)
 		assert_int_equal(fcntl(fd, F_ADD_SEALS, seals), 0);
 	return fd;
-}
-
-static size_t vm_recv(int fd, uint8_t *buf, size_t cap, int timeout_ms)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	size_t flen;
-
-	if (poll(&p, 1, timeout_ms) <= 0)
-		return 0;
-	if (recv(fd, buf, 64, MSG_WAITALL) != 64)
-		return 0;
-	flen = coreio__wire_frame_len(coreio__wire_get64(buf));
-	assert_true(flen <= cap);
-	if (flen > 64 && recv(fd, buf + 64, flen - 64, MSG_WAITALL) != (ssize_t)(flen - 64))
-		return 0;
-	return flen;
 }
 
 /* Send len bytes with nfds fds attached in one sendmsg(). */
@@ -185,7 +170,7 @@ static void fvm_connect(struct fvm *v, unsigned offer, unsigned vm_caps, const s
 	for (int i = 0; i < 2; i++) {
 		uint8_t f[64];
 
-		assert_int_equal(vm_recv(v->c[i], f, sizeof(f), 3000), 64);
+		assert_int_equal(fakevm_recv(v->c[i], f, sizeof(f), 3000), 64);
 		assert_int_equal(f[8], COREIO_OP_PING);
 		assert_int_equal(coreio__wire_get64(f + 32), offer);
 		if (m)
@@ -257,7 +242,7 @@ static void expect_socket(struct fvm *v, unsigned mid, uint64_t addr, uint32_t l
 
 	assert_true(len <= sizeof(buf));
 	assert_int_equal(coreio_ctx_dma_read(v->ctx, mid, 0, addr, len, buf, 0, cpl_fn, &rec), 0);
-	assert_int_equal(vm_recv(v->c[1], f, sizeof(f), 2000), 64);
+	assert_int_equal(fakevm_recv(v->c[1], f, sizeof(f), 2000), 64);
 	assert_int_equal(f[8], COREIO_OP_LREAD);
 	assert_int_equal(f[0], mid);
 	assert_true(coreio__wire_get64(f + 16) == addr);
@@ -293,7 +278,7 @@ static void expect_memcpy(struct fvm *v, uint64_t addr, size_t len, const uint8_
 	assert_int_equal(rec.called, 1);
 	assert_int_equal(rec.err, 0);
 	assert_memory_equal(host, buf, len);
-	assert_int_equal(vm_recv(v->c[1], f, sizeof(f), 20), 0);
+	assert_int_equal(fakevm_recv(v->c[1], f, sizeof(f), 20), 0);
 	free(buf);
 }
 
@@ -543,7 +528,7 @@ static void hostile(enum bad how)
 		assert_int_equal(pump(&v), 0);
 	if (how == BAD_FD_ON_PING) {
 		/* The PING was echoed. */
-		assert_int_equal(vm_recv(s, f, sizeof(f), 1000), 64);
+		assert_int_equal(fakevm_recv(s, f, sizeof(f), 1000), 64);
 		assert_int_equal(f[8], COREIO_OP_PING);
 	}
 	/* Still connected; the old map was dropped with the new generation. */
@@ -671,7 +656,7 @@ static void test_map_replaced_under_copies(void **state)
 			send_map(v.c[1], &m);
 		}
 		assert_int_equal(coreio_ctx_mainloop(v.ctx, 1000), 0);
-		while ((n = vm_recv(v.c[1], f, sizeof(f), 0)) > 0) {
+		while ((n = fakevm_recv(v.c[1], f, sizeof(f), 0)) > 0) {
 			coreio__wire_put64(f, coreio__wire_get64(f) & ~(0xffull << 8));
 			send_with_fds(v.c[1], f, 64, NULL, 0);
 		}
