@@ -3,6 +3,7 @@
 Not a benchmark itself. Every wait has a timeout and every process started
 here is ended by the caller's `finally` (Line.stop(), run_guest()).
 """
+import argparse
 import json
 import os
 import re
@@ -202,3 +203,23 @@ def shm_cap_bit():
     except OSError:
         return None
     return int(m.group(1), 0) if m else None
+
+
+def guest_bench_parser(doc, n_default, n_what):
+    """The options every KVM guest benchmark has: --build, --n, --repeat."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--build", default="build", help="meson build directory (default: build)")
+    ap.add_argument("--n", type=int, default=n_default,
+                    help="%s per guest run (default %d)" % (n_what, n_default))
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs per path; the best is reported (default 3)")
+    return ap
+
+
+def kvm_guest_setup(bench):
+    """None (after printing the skipped line) where KVM is unusable; else a fresh UNIX socket path."""
+    why = kvm_unavailable()
+    if why:
+        emit({"bench": bench, "skipped": why})
+        return None
+    return os.path.join(tempfile.mkdtemp(prefix="coreio-bench-"), "vm.sock")

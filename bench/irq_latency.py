@@ -23,10 +23,8 @@ one message to the client and one back.
 Where KVM is unusable it prints {"bench": "irq_latency", "skipped": REASON}
 and exits 0.
 """
-import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
@@ -61,19 +59,12 @@ def guest_run(build, n, vmmio):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--build", default="build", help="meson build directory (default: build)")
-    ap.add_argument("--n", type=int, default=2000, help="interrupts per guest run (default 2000)")
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs per path; the best is reported (default 3)")
+    ap = bl.guest_bench_parser(__doc__, 2000, "interrupts")
     args = ap.parse_args()
 
-    why = bl.kvm_unavailable()
-    if why:
-        bl.emit({"bench": BENCH, "skipped": why})
+    sock = bl.kvm_guest_setup(BENCH)
+    if sock is None:
         return 0
-    tmp = tempfile.mkdtemp(prefix="coreio-bench-")
-    sock = os.path.join(tmp, "vm.sock")
     paths = [("coreio-tcp", "%#x,size=0x1000,irq=%d,port=0" % (RANGE, PIN)),
              ("coreio-unix", "%#x,size=0x1000,irq=%d,port=unix:%s" % (RANGE, PIN, sock))]
     res = {}
@@ -89,7 +80,7 @@ def main():
                      "runs": [r[0]["ns_per_op"] for r in runs]})
     finally:
         try:
-            os.rmdir(tmp)
+            os.rmdir(os.path.dirname(sock))
         except OSError:
             pass
     best = min(invmm, key=lambda r: r["ns_per_op"])

@@ -26,11 +26,9 @@ TCP and UNIX, busy-poll <= 2x in-VMM. Nothing is asserted on the figures;
 a wrong value read or a failed guest exits non-zero. Where KVM is unusable
 it prints {"bench": "mmio_latency", "skipped": REASON} and exits 0.
 """
-import argparse
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
@@ -57,11 +55,7 @@ def guest_ns(build, n, addr, expect, vmmio=None, client_args=()):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--build", default="build", help="meson build directory (default: build)")
-    ap.add_argument("--n", type=int, default=5000, help="reads per guest run (default 5000)")
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs per path; the best is reported (default 3)")
+    ap = bl.guest_bench_parser(__doc__, 5000, "reads")
     ap.add_argument("--client-busy-us", type=int, default=50,
                     help="the client's --busy-poll USEC in the busy-poll row (default 50)")
     ap.add_argument("--busy-opt", default=None,
@@ -69,12 +63,9 @@ def main():
                          "coreio-vm --help, else that row is skipped)")
     args = ap.parse_args()
 
-    why = bl.kvm_unavailable()
-    if why:
-        bl.emit({"bench": BENCH, "skipped": why})
+    sock = bl.kvm_guest_setup(BENCH)
+    if sock is None:
         return 0
-    tmp = tempfile.mkdtemp(prefix="coreio-bench-")
-    sock = os.path.join(tmp, "vm.sock")
     busy, busy_why = (args.busy_opt, None) if args.busy_opt else bl.busy_poll_option(args.build)
     paths = [
         ("in-vmm", None, TESTDEV, TESTDEV_ID),
@@ -100,7 +91,7 @@ def main():
             bl.emit(line)
     finally:
         try:
-            os.rmdir(tmp)
+            os.rmdir(os.path.dirname(sock))
         except OSError:
             pass
     if not busy:

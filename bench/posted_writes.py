@@ -20,10 +20,8 @@ is asserted on the figures; a wrong read-back or a failed guest exits
 non-zero. Where KVM is unusable it prints {"bench": "posted_writes",
 "skipped": REASON} and exits 0.
 """
-import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
@@ -55,19 +53,12 @@ def guest_run(build, n, addr, vmmio=None):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--build", default="build", help="meson build directory (default: build)")
-    ap.add_argument("--n", type=int, default=5000, help="writes per guest run (default 5000)")
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs per path; the best is reported (default 3)")
+    ap = bl.guest_bench_parser(__doc__, 5000, "writes")
     args = ap.parse_args()
 
-    why = bl.kvm_unavailable()
-    if why:
-        bl.emit({"bench": BENCH, "skipped": why})
+    sock = bl.kvm_guest_setup(BENCH)
+    if sock is None:
         return 0
-    tmp = tempfile.mkdtemp(prefix="coreio-bench-")
-    sock = os.path.join(tmp, "vm.sock")
     paths = [("in-vmm", None, SCRATCH)]
     for writes in ("posted", "acked"):
         paths.append(("coreio-tcp-" + writes,
@@ -86,7 +77,7 @@ def main():
                      "runs": [r["ns_per_op"] for r in runs]})
     finally:
         try:
-            os.rmdir(tmp)
+            os.rmdir(os.path.dirname(sock))
         except OSError:
             pass
     bl.emit({"bench": BENCH, "ratios": {
