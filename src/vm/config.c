@@ -352,6 +352,7 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 	unsigned pci_seen = 0;
 	int rc;
 	bool have_iommu = false, have_sid = false, have_shm = false, have_poll = false;
+	bool have_coalesce = false;
 	uint64_t n;
 
 	memset(r, 0, sizeof(*r));
@@ -412,6 +413,13 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 					    arg, val);
 			r->shm = strcmp(val, "on") == 0;
 			have_shm = true;
+		} else if (strcmp(tok, "coalesce") == 0 && !have_coalesce) {
+			if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
+				return fail(err, errlen,
+					    "--vmmio '%s': coalesce='%s' must be on or off", arg,
+					    val);
+			r->coalesce = strcmp(val, "on") == 0;
+			have_coalesce = true;
 		} else if (strcmp(tok, "poll") == 0 && !have_poll) {
 			if (strcmp(val, "block") == 0)
 				r->busy_us = 0;
@@ -437,6 +445,11 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 	}
 	if (have_sid && !have_iommu)
 		return fail(err, errlen, "--vmmio '%s': sid= needs iommu=", arg);
+	if (r->coalesce && r->acked)
+		return fail(err, errlen,
+			    "--vmmio '%s': coalesce=on batches posted writes; it cannot be used "
+			    "with writes=acked",
+			    arg);
 	if (!have_size)
 		return fail(err, errlen, "--vmmio '%s': size= is missing", arg);
 	if (!have_port)
@@ -574,6 +587,12 @@ static int validate_mpqemu(struct vm_config *cfg, bool qtest_given, char *err, s
 		if (r->iommu)
 			return fail(err, errlen,
 				    "--vmmio range %u: iommu= does not apply to --accel mpqemu", i);
+		if (r->coalesce)
+			return fail(
+			    err, errlen,
+			    "--vmmio range %u: coalesce=on needs --accel kvm (QEMU runs the "
+			    "vCPUs with mpqemu)",
+			    i);
 		/* The device's INTx: IRQ index 0 drives line i, which mpqemu.c watches. */
 		r->irqs[0] = (int)i;
 		r->nirq = 1;
@@ -612,6 +631,13 @@ static int validate_accel(struct vm_config *cfg, bool qtest_given, char *err, si
 				    "--vmmio range %u: START 'pci' needs --accel mpqemu", i);
 
 	if (!kvm) {
+		for (unsigned i = 0; i < cfg->nranges; i++)
+			if (cfg->ranges[i].coalesce)
+				return fail(
+				    err, errlen,
+				    "--vmmio range %u: coalesce=on needs --accel kvm (it batches "
+				    "the writes of vCPUs)",
+				    i);
 		if (cfg->kernel[0])
 			return fail(err, errlen, "--kernel needs --accel kvm (qtest has no CPU)");
 		if (cfg->smp)
@@ -1028,6 +1054,12 @@ void config_usage(FILE *f, const char *prog)
 	    "                      up to USEC microseconds (busy: 50) before it sleeps.\n"
 	    "                      Faster answers, one core busy while waiting; off by\n"
 	    "                      default (it costs a core on a 2-core machine).\n"
+	    "                      coalesce=on (kvm, writes=posted): KVM collects the\n"
+	    "                      range's writes in its coalesced-MMIO ring without an\n"
+	    "                      exit; they reach the client in order, in one send,\n"
+	    "                      before any later exit of any vCPU is handled and at\n"
+	    "                      least every millisecond. Reads still exit. The writes\n"
+	    "                      carry no privilege flag (docs/coreio-vm.md).\n"
 	    "  --iommu id=N,base=ADDR[,irq=LINE]\n"
 	    "                      An IOMMU (kvm, qtest) for DMA with mid N (1..7): a 4 KiB\n"
 	    "                      register block at ADDR, its fault interrupt on LINE\n"

@@ -44,6 +44,7 @@ struct range_config {
 	int iommu_sid;			   /* sid=S with iommu=N, or -1: any sid */
 	bool shm;			   /* shm=on: shared-memory DMA (unix ports only) */
 	unsigned busy_us;		   /* poll=busy[:USEC]: spin this long (kvm); 0: block */
+	bool coalesce;			   /* coalesce=on: KVM coalesced MMIO for writes (kvm) */
 };
 
 #define CONFIG_BUSY_US_DEFAULT 50 /* poll=busy without :USEC */

@@ -85,6 +85,8 @@ int kvm_vm_open(struct kvm_vm *k, char *err, size_t errlen)
 	k->run_size = (size_t)rc;
 	rc = xioctl(k->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
 	k->sync_regs = rc > 0 ? ((uint64_t)rc & KVM_SYNC_X86_SREGS) : 0;
+	rc = xioctl(k->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_COALESCED_MMIO);
+	k->coalesced_page = rc > 0 ? (unsigned)rc : 0;
 	rc = get_cpuid(k);
 	if (rc < 0) {
 		snprintf(err, errlen, "/dev/kvm: KVM_GET_SUPPORTED_CPUID failed: %s",
@@ -213,4 +215,17 @@ int kvm_irq_line(const struct kvm_vm *k, unsigned line, bool level)
 	struct kvm_irq_level l = {.irq = line, .level = level ? 1 : 0};
 
 	return xioctl(k->vm_fd, KVM_IRQ_LINE, (unsigned long)&l);
+}
+
+int kvm_coalesced_zone(const struct kvm_vm *k, uint64_t addr, uint64_t size)
+{
+	struct kvm_coalesced_mmio_zone z = {.addr = addr, .size = (uint32_t)size};
+	int rc;
+
+	if (!k->coalesced_page)
+		return -ENOTSUP;
+	if (size == 0 || size > UINT32_MAX)
+		return -EINVAL;
+	rc = xioctl(k->vm_fd, KVM_REGISTER_COALESCED_MMIO, (unsigned long)&z);
+	return rc < 0 ? rc : 0;
 }

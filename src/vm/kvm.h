@@ -15,6 +15,8 @@ struct kvm_vm {
 	size_t run_size;	  /* KVM_GET_VCPU_MMAP_SIZE */
 	uint64_t sync_regs;	  /* KVM_SYNC_X86_* bits KVM_CAP_SYNC_REGS offers, or 0 */
 	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID */
+	unsigned coalesced_page;  /* KVM_CAP_COALESCED_MMIO: the ring's page in a vCPU
+				     mapping, or 0 when KVM has no coalesced MMIO */
 };
 
 /* One vCPU's fd and its shared kvm_run page. */
@@ -60,6 +62,14 @@ uint64_t kvm_vcpu_tsc_khz(const struct kvm_vcpu_fd *v);
  * Returns 0 or a negative errno.
  */
 int kvm_irq_line(const struct kvm_vm *k, unsigned line, bool level);
+
+/*
+ * Have KVM collect guest writes to [addr, addr + size) in its coalesced-MMIO
+ * ring (page k->coalesced_page of every vCPU mapping) instead of exiting.
+ * Returns 0, -ENOTSUP when KVM lacks coalesced MMIO, -EINVAL for a size of 0
+ * or above 4 GiB, or the negative errno of KVM_REGISTER_COALESCED_MMIO.
+ */
+int kvm_coalesced_zone(const struct kvm_vm *k, uint64_t addr, uint64_t size);
 
 /*
  * Patch a CPUID table for the vCPU with APIC id: leaf 1 EBX[31:24] and

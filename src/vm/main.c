@@ -121,8 +121,10 @@ static int run_kvm(void)
 	hw_ctx.cfg = &cfg;
 	ok = kvm_accel_init(&kvm, &cfg, &mem, &io, &irqchip) == 0 &&
 	     hw_init_all(&hw, &hw_ctx) == 0 && vmmio_init(&vmmio, &cfg, &io, &mem, &irqchip) == 0;
-	if (ok)
+	if (ok) {
 		vmmio.iommu = hw_iommu_set(hw_state(&hw, &hw_iommu));
+		kvm_accel_set_batch(&kvm, vmmio_batch, &vmmio);
+	}
 	if (ok && kvm_accel_start(&kvm) == 0) {
 		if (event_run() < 0) {
 			fprintf(stderr, "coreio-vm: event loop failed: %s\n", strerror(errno));

@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #include "boot.h"
 #include "coreio.h"
@@ -129,6 +132,109 @@ static bool vcpu_cpl0(struct vcpu *v)
 	return s.cs.dpl == 0;
 }
 
+/* Completion of a drained write that went pending (a handler answered later). */
+static void drain_done(struct io_request *req, void *opaque)
+{
+	struct kvm_accel *a = opaque;
+
+	(void)req;
+	pthread_cond_broadcast(&a->ccond);
+}
+
+/* Whether KVM's coalesced-MMIO ring holds writes (any thread, no lock). */
+static bool coalesced_pending(const struct kvm_accel *a)
+{
+	return a->ring && __atomic_load_n(&a->ring->first, __ATOMIC_RELAXED) !=
+			      __atomic_load_n(&a->ring->last, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * Hand the writes KVM collected in its coalesced-MMIO ring to their
+ * handlers through emulate_io(), oldest first, each as a guest write
+ * without the privilege flag, and give their slots back to KVM (VM lock
+ * held). A batch is bracketed by a->batch so that vmmio sends it at once.
+ */
+static void coalesced_drain_locked(struct kvm_accel *a)
+{
+	struct kvm_coalesced_mmio_ring *ring = a->ring;
+	uint32_t first = __atomic_load_n(&ring->first, __ATOMIC_RELAXED);
+	uint32_t last = __atomic_load_n(&ring->last, __ATOMIC_ACQUIRE);
+	bool batch = false;
+
+	while (first != last) {
+		const struct kvm_coalesced_mmio *e;
+		struct io_request *req = &a->creq;
+		struct mmio_request *m = &req->reqs.mmio;
+		int rc;
+
+		if (first >= a->ring_max || last >= a->ring_max) {
+			fprintf(stderr,
+				"coreio-vm: coalesced-MMIO ring index out of range (%u, %u)\n",
+				first, last);
+			kvm_accel_request_exit(a, VCPU_EXIT_CRASH);
+			break;
+		}
+		e = &ring->coalesced_mmio[first];
+		if (!batch && a->batch) {
+			a->batch(a->batch_opaque, true);
+			batch = true;
+		}
+		if (e->len >= 1 && e->len <= sizeof(e->data) && !e->pio) {
+			memset(req, 0, sizeof(*req));
+			req->type = REQ_MMIO;
+			req->complete = drain_done;
+			req->complete_opaque = a;
+			m->direction = REQUEST_WRITE;
+			m->address = e->phys_addr;
+			m->size = e->len;
+			memcpy(m->data, e->data, e->len);
+			rc = emulate_io(a->io, req);
+			if (rc == IOREQ_PENDING && batch) {
+				/* Not expected (coalesce=on needs posted writes): send first. */
+				a->batch(a->batch_opaque, false);
+				batch = false;
+			}
+			while (rc == IOREQ_PENDING && req->state != REQ_STATE_COMPLETE) {
+				if (req->wait && req->wait(req) == 0)
+					break;
+				if (req->state != REQ_STATE_COMPLETE)
+					pthread_cond_wait(&a->ccond, &a->io->lock);
+			}
+			if (rc >= 0)
+				emulate_mmio_post(a->io, req);
+			a->coalesced++;
+		}
+		first = (first + 1) % a->ring_max;
+		__atomic_store_n(&ring->first, first, __ATOMIC_RELEASE);
+		if (first == last)
+			last = __atomic_load_n(&ring->last, __ATOMIC_ACQUIRE);
+	}
+	if (batch)
+		a->batch(a->batch_opaque, false);
+}
+
+/* Drain the ring if it holds writes (any thread, VM lock not held). */
+static void coalesced_drain(struct kvm_accel *a)
+{
+	if (!coalesced_pending(a))
+		return;
+	pthread_mutex_lock(&a->io->lock);
+	coalesced_drain_locked(a);
+	pthread_mutex_unlock(&a->io->lock);
+}
+
+/* The I/O thread's drain: a write never waits longer than COALESCE_FLUSH_US. */
+static void coalesce_timer_cb(int fd, uint32_t events, void *opaque)
+{
+	uint64_t ticks;
+
+	(void)events;
+	if (read(fd, &ticks, sizeof(ticks)) < 0) {
+		/* Spurious wake-up: drain anyway. */
+	}
+	coalesced_drain(opaque);
+}
+
 static void handle_mmio(struct vcpu *v)
 {
 	struct kvm_run *run = v->k.run;
@@ -234,10 +340,15 @@ static void *vcpu_thread(void *opaque)
 	if (a->kvm.sync_regs & KVM_SYNC_X86_SREGS)
 		v->k.run->kvm_valid_regs = KVM_SYNC_X86_SREGS;
 	while (!atomic_load(&a->stopping)) {
-		if (ioctl(v->k.fd, KVM_RUN, 0) < 0) {
-			if (errno == EINTR || errno == EAGAIN)
+		int rc = ioctl(v->k.fd, KVM_RUN, 0);
+		int err = errno;
+
+		/* Writes collected before this exit go first, whatever the exit is. */
+		coalesced_drain(a);
+		if (rc < 0) {
+			if (err == EINTR || err == EAGAIN)
 				continue; /* a kick: the loop condition decides */
-			vcpu_fail(v, "KVM_RUN failed: %s", strerror(errno));
+			vcpu_fail(v, "KVM_RUN failed: %s", strerror(err));
 			break;
 		}
 		if (!handle_exit(v))
@@ -258,6 +369,56 @@ static void hint(const char *msg)
 			"from a script instead\n");
 }
 
+/*
+ * Register the coalesce=on ranges with KVM and find its ring. Without
+ * coalesced MMIO in KVM the writes exit one by one, as without the option
+ * (a warning says so). Returns 0 or -1 after printing why.
+ */
+static int coalesce_setup(struct kvm_accel *a, const struct vm_config *cfg)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	bool any = false;
+
+	for (unsigned i = 0; i < cfg->nranges; i++) {
+		const struct range_config *r = &cfg->ranges[i];
+		int rc;
+
+		if (!r->coalesce)
+			continue;
+		rc = kvm_coalesced_zone(&a->kvm, r->start, r->size);
+		if (rc == -ENOTSUP) {
+			fprintf(stderr,
+				"coreio-vm: warning: --vmmio range %u: coalesce=on, but this KVM "
+				"has no coalesced MMIO; its writes exit one by one\n",
+				i);
+			continue;
+		}
+		if (rc < 0) {
+			fprintf(stderr,
+				"coreio-vm: --vmmio range %u: KVM_REGISTER_COALESCED_MMIO "
+				"0x%llx+0x%llx failed: %s\n",
+				i, (unsigned long long)r->start, (unsigned long long)r->size,
+				strerror(-rc));
+			return -1;
+		}
+		any = true;
+	}
+	if (!any)
+		return 0;
+	if (page <= 0 || (size_t)(a->kvm.coalesced_page + 1) * (size_t)page > a->kvm.run_size) {
+		fprintf(stderr,
+			"coreio-vm: KVM's coalesced-MMIO ring (page %u) lies outside "
+			"the vCPU mapping\n",
+			a->kvm.coalesced_page);
+		return -1;
+	}
+	a->ring = (struct kvm_coalesced_mmio_ring *)((uint8_t *)a->vcpus[0].k.run +
+						     (size_t)a->kvm.coalesced_page * (size_t)page);
+	a->ring_max =
+	    (uint32_t)(((size_t)page - sizeof(*a->ring)) / sizeof(a->ring->coalesced_mmio[0]));
+	return 0;
+}
+
 int kvm_accel_init(struct kvm_accel *a, const struct vm_config *cfg, struct mem *mem,
 		   struct ioreq_ctx *io, struct irq_chip *irq)
 {
@@ -266,6 +427,8 @@ int kvm_accel_init(struct kvm_accel *a, const struct vm_config *cfg, struct mem 
 
 	memset(a, 0, sizeof(*a));
 	a->kvm.sys_fd = a->kvm.vm_fd = -1;
+	a->coalesce_timer = -1;
+	pthread_cond_init(&a->ccond, NULL);
 	a->mem = mem;
 	a->io = io;
 	a->irq = irq;
@@ -301,6 +464,8 @@ int kvm_accel_init(struct kvm_accel *a, const struct vm_config *cfg, struct mem 
 		a->ncpus++;
 	}
 	a->tsc_khz = kvm_vcpu_tsc_khz(&a->vcpus[0].k);
+	if (coalesce_setup(a, cfg) < 0)
+		return -1;
 	if (boot_build(mem->base, mem->size, cfg, a->ncpus, a->tsc_khz) < 0) {
 		fprintf(stderr, "coreio-vm: cannot build the boot state (RAM too small?)\n");
 		return -1;
@@ -339,6 +504,22 @@ int kvm_accel_start(struct kvm_accel *a)
 		fprintf(stderr, "coreio-vm: sigaction: %s\n", strerror(errno));
 		return -1;
 	}
+	if (a->ring) {
+		struct itimerspec its = {.it_interval = {0, COALESCE_FLUSH_US * 1000},
+					 .it_value = {0, COALESCE_FLUSH_US * 1000}};
+		int rc = 0;
+
+		a->coalesce_timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+		if (a->coalesce_timer < 0 || timerfd_settime(a->coalesce_timer, 0, &its, NULL) < 0)
+			rc = -errno;
+		else
+			rc = event_add(a->coalesce_timer, EPOLLIN, coalesce_timer_cb, a);
+		if (rc < 0) {
+			fprintf(stderr, "coreio-vm: cannot start the coalesced-MMIO timer: %s\n",
+				strerror(-rc));
+			return -1;
+		}
+	}
 	for (unsigned i = 0; i < a->ncpus; i++) {
 		struct vcpu *v = &a->vcpus[i];
 		int rc = pthread_create(&v->thread, NULL, vcpu_thread, v);
@@ -361,9 +542,17 @@ void kvm_accel_request_exit(struct kvm_accel *a, int status)
 	event_stop();
 }
 
+void kvm_accel_set_batch(struct kvm_accel *a, void (*fn)(void *opaque, bool begin), void *opaque)
+{
+	a->batch = fn;
+	a->batch_opaque = opaque;
+}
+
 void kvm_accel_stop(struct kvm_accel *a)
 {
 	atomic_store(&a->stopping, true);
+	/* Writes the guest made before the end still reach their clients. */
+	coalesced_drain(a);
 	for (unsigned i = 0; i < a->ncpus; i++) {
 		struct vcpu *v = &a->vcpus[i];
 
@@ -384,6 +573,12 @@ void kvm_accel_exit(struct kvm_accel *a)
 			pthread_join(v->thread, NULL);
 		v->started = false;
 	}
+	if (a->coalesce_timer >= 0) {
+		event_del(a->coalesce_timer);
+		close(a->coalesce_timer);
+		a->coalesce_timer = -1;
+	}
+	a->ring = NULL;
 	if (a->irq)
 		irq_set_backend(a->irq, NULL, NULL);
 	for (unsigned i = 0; i < COREIO_BOOT_MAX_CPUS; i++) {
@@ -395,6 +590,7 @@ void kvm_accel_exit(struct kvm_accel *a)
 		}
 	}
 	a->ncpus = 0;
+	pthread_cond_destroy(&a->ccond);
 	kvm_vm_close(&a->kvm);
 }
 

@@ -41,7 +41,23 @@ struct kvm_accel {
 	uint64_t tsc_khz;
 	atomic_bool stopping; /* vCPU threads leave their loop */
 	atomic_int status;    /* exit status, -1 until someone sets it */
+
+	/*
+	 * coalesce=on ranges: KVM's coalesced-MMIO ring (in vCPU 0's mapping),
+	 * drained before any exit is handled, by coalesce_timer (I/O thread)
+	 * and at the end. NULL when no range asked or KVM lacks the feature.
+	 */
+	struct kvm_coalesced_mmio_ring *ring;
+	uint32_t ring_max;	     /* entries in the ring */
+	int coalesce_timer;	     /* timerfd, every COALESCE_FLUSH_US, or -1 */
+	struct io_request creq;	     /* the write being drained (VM lock) */
+	pthread_cond_t ccond;	     /* creq completed (not expected: posted) */
+	uint64_t coalesced;	     /* writes drained so far (VM lock) */
+	void (*batch)(void *, bool); /* kvm_accel_set_batch() */
+	void *batch_opaque;
 };
+
+#define COALESCE_FLUSH_US 1000 /* the longest a coalesced write waits for a drain */
 
 /*
  * Create the VM: open /dev/kvm, register RAM, create the irqchip and PIT,
@@ -73,6 +89,14 @@ void kvm_accel_request_exit(struct kvm_accel *a, int status);
  * completes: call vmmio_exit() next, then kvm_accel_exit().
  */
 void kvm_accel_stop(struct kvm_accel *a);
+
+/*
+ * Bracket each drain of the coalesced-MMIO ring: fn(opaque, true) before
+ * the first write of a batch is handed on, fn(opaque, false) after the
+ * last (VM lock held), so the handler can send the batch at once
+ * (vmmio_batch()). Call before kvm_accel_start().
+ */
+void kvm_accel_set_batch(struct kvm_accel *a, void (*fn)(void *opaque, bool begin), void *opaque);
 
 /* Join the vCPU threads and free the VM. */
 void kvm_accel_exit(struct kvm_accel *a);

@@ -362,7 +362,7 @@ static int conn_send(struct vmmio_conn *c, const uint8_t *buf, size_t len)
 	if (c->dead)
 		return -EPIPE;
 	trace_frame(c, "<-", buf);
-	if (c->out_len == c->out_off) {
+	if (c->out_len == c->out_off && !c->v->corked) {
 		n = send_some(c, buf, len);
 		if (n < 0)
 			return -EPIPE;
@@ -402,8 +402,23 @@ static int conn_queue(struct vmmio_conn *c, const uint8_t *buf, size_t rest)
 		c->out_since = now_ms();
 	memcpy(c->out + c->out_len, buf, rest);
 	c->out_len += rest;
-	event_mod(c->fd, conn_events(c));
+	if (!c->v->corked) /* vmmio_batch() flushes and re-arms at the end */
+		event_mod(c->fd, conn_events(c));
 	return 0;
+}
+
+void vmmio_batch(void *opaque, bool begin)
+{
+	struct vmmio *v = opaque;
+
+	v->corked = begin;
+	if (begin)
+		return;
+	for (struct vmmio_conn *c = v->conns, *next; c; c = next) {
+		next = c->next; /* a failed send closes c */
+		if (!c->dead && c->out_len > c->out_off)
+			conn_flush(c);
+	}
 }
 
 static uint32_t new_tag(struct vmmio_conn *c)

@@ -88,6 +88,7 @@ struct vmmio {
 	void *dma_opaque;
 	struct iommu_set *iommu;	 /* the IOMMUs DMA with mid > 0 goes through, or NULL */
 	int timer_fd;			 /* once a second: drop clients whose output is stuck */
+	bool corked;			 /* vmmio_batch(): frames are queued, not sent */
 	uint8_t tx[COREIO_WIRE_MAX_MSG]; /* DMA answers */
 
 	/* Shared-memory DMA: the map sent to connections with COREIO_CAP_SHM. */
@@ -105,6 +106,15 @@ struct vmmio {
  */
 int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *io, struct mem *mem,
 	       struct irq_chip *irq);
+
+/*
+ * Bracket a batch of requests (VM lock held; the kvm accelerator's drain of
+ * coalesced writes, kvm_accel_set_batch()): with begin true, frames for
+ * clients are queued instead of sent; with begin false, every connection's
+ * queue goes out, so a batch costs one send() per client, not one per write.
+ *   opaque  the struct vmmio.
+ */
+void vmmio_batch(void *opaque, bool begin);
 
 /* Close every connection and port and remove UNIX socket files. */
 void vmmio_exit(struct vmmio *v);

@@ -164,6 +164,29 @@ static void test_kvm(void **state)
 	expect_error(parse("--kernel", "g.elf", "--vmmio", "0xfee80000,size=4K,port=0", NULL),
 		     "LAPIC");
 	expect_error(parse("--kernel", "g.elf", "--vmmio", "0x100000,size=4K,port=0", NULL), "RAM");
+	/* coalesce=on: kvm ranges with posted writes only. */
+	assert_int_equal(parse("--kernel", "g.elf", "--vmmio",
+			       "0xd0000000,size=4K,port=0,coalesce=on", "--vmmio",
+			       "0xd0001000,size=4K,port=0", NULL),
+			 0);
+	assert_true(cfg.ranges[0].coalesce);
+	assert_false(cfg.ranges[1].coalesce);
+	assert_int_equal(
+	    parse("--kernel", "g.elf", "--vmmio", "0xd0000000,size=4K,port=0,coalesce=off", NULL),
+	    0);
+	assert_false(cfg.ranges[0].coalesce);
+	expect_error(
+	    parse("--kernel", "g.elf", "--vmmio", "0xd0000000,size=4K,port=0,coalesce=yes", NULL),
+	    "coalesce='yes'");
+	expect_error(parse("--kernel", "g.elf", "--vmmio",
+			   "0xd0000000,size=4K,port=0,coalesce=on,writes=acked", NULL),
+		     "writes=acked");
+	expect_error(parse("--kernel", "g.elf", "--vmmio",
+			   "0xd0000000,size=4K,port=0,coalesce=on,coalesce=off", NULL),
+		     "repeated key 'coalesce'");
+	expect_error(
+	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,coalesce=on", NULL),
+	    "coalesce=on needs --accel kvm");
 	/* qtest may still use the fixed-device addresses (it has no such devices). */
 	assert_int_equal(parse("--accel", "qtest", "--vmmio", "0xfe000000,size=4K,port=0", NULL),
 			 0);
