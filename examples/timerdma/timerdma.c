@@ -25,6 +25,8 @@ struct td_dev {
 	unsigned rid;
 	unsigned mid, sid; /* --mid/--sid: the IOMMU and region its DMA goes through (0: direct) */
 	bool verbose;
+	unsigned busy_us;     /* --busy-poll: look without sleeping this long after a wake-up */
+	long long spin_until; /* td_now_us() before which select() does not sleep */
 	uint32_t ctrl;
 	uint32_t period_us;
 	uint32_t status;
@@ -330,9 +332,13 @@ static int td_loop(struct td_dev *d)
 		nfds = coreio_preparefds(0, &rfds, &wfds);
 		if (nfds < 0)
 			return nfds;
+		if (now < d->spin_until)
+			wait_us = 0; /* busy-polling: the next request is expected soon */
 		tv.tv_sec = wait_us / 1000000;
 		tv.tv_usec = wait_us % 1000000;
 		rc = select(nfds, &rfds, &wfds, NULL, &tv);
+		if (rc > 0 && d->busy_us)
+			d->spin_until = td_now_us() + d->busy_us;
 		if (rc < 0) {
 			if (errno == EINTR)
 				continue;
@@ -410,6 +416,9 @@ int main(int argc, char **argv)
 		td_usage(stderr);
 		return 2;
 	}
+	/* This program runs its own select() loop (td_loop() spins); the
+	 * library's setting serves coreio_mainloop() and says so in one place. */
+	td.busy_us = (unsigned)busy;
 	rc = coreio_ctx_set_busy_poll(coreio_default_ctx(), (unsigned)busy);
 	if (rc == 0)
 		rc = coreio_connect(argv[optind]);

@@ -648,11 +648,16 @@ static bool tc_command(char *line)
 
 static void tc_usage(FILE *f)
 {
-	fprintf(f, "usage: coreio-testclient [--no-caps] [TARGET]\n"
-		   "  TARGET     host:port, [v6addr]:port, host or unix:/path; without it (or\n"
-		   "             with '-') the library reads COREIO_VM / COREHDL_VM\n"
-		   "  --no-caps  offer no capabilities: speak exactly the base format\n"
-		   "Reads commands on stdin, one a line; see the source for the list.\n");
+	fprintf(f,
+		"usage: coreio-testclient [--no-caps] [--busy-poll USEC] [TARGET]\n"
+		"  TARGET     host:port, [v6addr]:port, host or unix:/path; without it (or\n"
+		"             with '-') the library reads COREIO_VM / COREHDL_VM\n"
+		"  --no-caps  offer no capabilities: speak exactly the base format\n"
+		"  --busy-poll USEC\n"
+		"             after each wake-up, look at the sockets without sleeping for\n"
+		"             USEC microseconds (0..%u; default 0: off)\n"
+		"Reads commands on stdin, one a line; see the source for the list.\n",
+		COREIO_BUSY_POLL_MAX_US);
 }
 
 int main(int argc, char **argv)
@@ -661,11 +666,25 @@ int main(int argc, char **argv)
 	size_t have = 0;
 	const char *target = NULL;
 	bool no_caps = false, stdin_open = true;
+	unsigned long busy_us = 0;
+	long long spin_until = 0;
 	int rc;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--no-caps")) {
 			no_caps = true;
+		} else if (!strcmp(argv[i], "--busy-poll")) {
+			char *end = NULL;
+
+			errno = 0;
+			if (i + 1 < argc)
+				busy_us = strtoul(argv[++i], &end, 0);
+			if (!end || errno || *end || end == argv[i] ||
+			    busy_us > COREIO_BUSY_POLL_MAX_US) {
+				fprintf(stderr, "coreio-testclient: bad --busy-poll '%s' (0..%u)\n",
+					end ? argv[i] : "", COREIO_BUSY_POLL_MAX_US);
+				return 2;
+			}
 		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			tc_usage(stdout);
 			return 0;
@@ -713,13 +732,21 @@ int main(int argc, char **argv)
 				continue;
 			}
 		}
-		rc = select(nfds, &rfds, &wfds, NULL, NULL);
+		{
+			/* --busy-poll: a zero timeout until spin_until. */
+			struct timeval zero = {0, 0};
+
+			rc = select(nfds, &rfds, &wfds, NULL,
+				    busy_us && tc_now_ns() / 1000 < spin_until ? &zero : NULL);
+		}
 		if (rc < 0) {
 			if (errno == EINTR)
 				continue;
 			perror("select");
 			return 1;
 		}
+		if (rc > 0 && busy_us)
+			spin_until = tc_now_ns() / 1000 + (long long)busy_us;
 		if (tc_connected) {
 			rc = coreio_processfds(&rfds, &wfds);
 			if (rc) {
