@@ -12,10 +12,15 @@ posted write to reach the device). Paths, each the best of --repeat runs:
   coreio-unix-posted  the same over a UNIX socket
   coreio-tcp-acked    writes=acked: every write waits for the client's answer
   coreio-unix-acked   the baseline that shows what posting buys
+  coreio-tcp-coalesced   posted writes with coalesce=on: KVM collects them in
+  coreio-unix-coalesced  its coalesced-MMIO ring without an exit; coreio-vm
+                         drains the ring (one send per batch) before any exit
+                         and every millisecond
 
 One JSON line per path ({"bench": "posted_writes", "path": ..., "ns_per_op":
 ..., "writes_per_s": ..., "flush_ns": ..., "n": ..., "runs": [...]}), then
-one with the ratios (acked / posted per transport, posted / in-VMM). Nothing
+one with the ratios (acked / posted per transport, posted / in-VMM,
+coalesced / posted and coalesced / in-VMM). Nothing
 is asserted on the figures; a wrong read-back or a failed guest exits
 non-zero. Where KVM is unusable it prints {"bench": "posted_writes",
 "skipped": REASON} and exits 0.
@@ -65,6 +70,9 @@ def main():
                       "%#x,size=0x1000,port=0,writes=%s" % (RANGE, writes), RANGE))
         paths.append(("coreio-unix-" + writes,
                       "%#x,size=0x1000,port=unix:%s,writes=%s" % (RANGE, sock, writes), RANGE))
+    paths.append(("coreio-tcp-coalesced", "%#x,size=0x1000,port=0,coalesce=on" % RANGE, RANGE))
+    paths.append(("coreio-unix-coalesced",
+                  "%#x,size=0x1000,port=unix:%s,coalesce=on" % (RANGE, sock), RANGE))
     res = {}
     try:
         for name, vmmio, addr in paths:
@@ -84,7 +92,12 @@ def main():
         "tcp-acked/tcp-posted": bl.ratio(res["coreio-tcp-acked"], res["coreio-tcp-posted"], 2),
         "unix-acked/unix-posted": bl.ratio(res["coreio-unix-acked"], res["coreio-unix-posted"], 2),
         "tcp-posted/in-vmm": bl.ratio(res["coreio-tcp-posted"], res["in-vmm"], 2),
-        "unix-posted/in-vmm": bl.ratio(res["coreio-unix-posted"], res["in-vmm"], 2)}})
+        "unix-posted/in-vmm": bl.ratio(res["coreio-unix-posted"], res["in-vmm"], 2),
+        "tcp-coalesced/tcp-posted": bl.ratio(res["coreio-tcp-coalesced"],
+                                             res["coreio-tcp-posted"], 3),
+        "unix-coalesced/unix-posted": bl.ratio(res["coreio-unix-coalesced"],
+                                               res["coreio-unix-posted"], 3),
+        "unix-coalesced/in-vmm": bl.ratio(res["coreio-unix-coalesced"], res["in-vmm"], 3)}})
     return 0
 
 
