@@ -39,6 +39,8 @@ struct vmmio_conn {
 	 */
 	bool reader;
 	bool free_by_reader; /* closed while a reader was polling */
+	bool cork;	     /* frames of one receive run: answers queue, sent after */
+	uint32_t armed;	     /* the events epoll watches for fd (conn_arm()) */
 	/* Requests sent and waiting for their answer, linked by req->pend.next. */
 	struct io_request *pending;
 	struct irq_source src[CONFIG_MAX_PER_PORT][CONFIG_MAX_IRQS]; /* [rid][iid] */
@@ -255,6 +257,15 @@ static uint32_t conn_events(const struct vmmio_conn *c)
  * blocking. Returns the bytes sent (0: the socket is full), or -1 after
  * closing the connection on an error.
  */
+/* Tell epoll what conn_events() wants, unless it already watches exactly that. */
+static void conn_arm(struct vmmio_conn *c)
+{
+	uint32_t e = conn_events(c);
+
+	if (e != c->armed && event_mod(c->fd, e) == 0)
+		c->armed = e;
+}
+
 static ssize_t send_fd_some(struct vmmio_conn *c, const uint8_t *buf, size_t len, int fd)
 {
 	union {
@@ -344,7 +355,7 @@ static void conn_flush(struct vmmio_conn *c)
 			c->out_cap = 0;
 		}
 	}
-	event_mod(c->fd, conn_events(c));
+	conn_arm(c);
 }
 
 /*
@@ -362,7 +373,7 @@ static int conn_send(struct vmmio_conn *c, const uint8_t *buf, size_t len)
 	if (c->dead)
 		return -EPIPE;
 	trace_frame(c, "<-", buf);
-	if (c->out_len == c->out_off && !c->v->corked) {
+	if (c->out_len == c->out_off && !c->v->corked && !c->cork) {
 		n = send_some(c, buf, len);
 		if (n < 0)
 			return -EPIPE;
@@ -402,8 +413,11 @@ static int conn_queue(struct vmmio_conn *c, const uint8_t *buf, size_t rest)
 		c->out_since = now_ms();
 	memcpy(c->out + c->out_len, buf, rest);
 	c->out_len += rest;
-	if (!c->v->corked) /* vmmio_batch() flushes and re-arms at the end */
-		event_mod(c->fd, conn_events(c));
+	if (!c->v->corked && !c->cork)
+		conn_arm(c);
+	else if (c->out_len - c->out_off >= VMMIO_CORK_MAX)
+		conn_flush(c); /* corked: the batch is big enough to go */
+	/* else vmmio_batch() or conn_uncork() flushes and re-arms at the end */
 	return 0;
 }
 
@@ -804,12 +818,29 @@ static void conn_frame(struct vmmio_conn *c, const uint8_t *frame, size_t len)
 	}
 }
 
+/*
+ * Run the frames already received on c while the output queue allows (VM
+ * lock held). The answers they make (DMA, pongs) are corked and leave
+ * together, one send() per VMMIO_CORK_MAX bytes instead of one per frame.
+ */
+static void conn_run_rx(struct vmmio_conn *c)
+{
+	const uint8_t *frame;
+	size_t len;
+
+	c->cork = true;
+	while (!c->dead && c->out_len - c->out_off <= VMMIO_OUT_PAUSE &&
+	       coreio__wire_rx_next(&c->rx, &frame, &len))
+		conn_frame(c, frame, len);
+	c->cork = false;
+	if (!c->dead && c->out_len > c->out_off)
+		conn_flush(c);
+}
+
 static void conn_read(struct vmmio_conn *c, int fd)
 {
 	/* A bounded number of reads per wake-up keeps one client from starving others. */
 	for (int round = 0; round < 16; round++) {
-		const uint8_t *frame;
-		size_t len;
 		long n;
 
 		/*
@@ -817,13 +848,8 @@ static void conn_read(struct vmmio_conn *c, int fd)
 		 * queued they wait in rx (conn_events() paused EPOLLIN) and run
 		 * after conn_flush() (conn_event() calls us then).
 		 */
-		while (c->out_len - c->out_off <= VMMIO_OUT_PAUSE &&
-		       coreio__wire_rx_next(&c->rx, &frame, &len)) {
-			conn_frame(c, frame, len);
-			if (c->dead)
-				return;
-		}
-		if (c->out_len - c->out_off > VMMIO_OUT_PAUSE)
+		conn_run_rx(c);
+		if (c->dead || c->out_len - c->out_off > VMMIO_OUT_PAUSE)
 			return;
 		n = coreio__wire_rx_fill(&c->rx, fd);
 
@@ -845,17 +871,7 @@ static void conn_read(struct vmmio_conn *c, int fd)
 		}
 	}
 	/* 16 rounds done: the frames of the last one run now; more data waits for the loop. */
-	{
-		const uint8_t *frame;
-		size_t len;
-
-		while (c->out_len - c->out_off <= VMMIO_OUT_PAUSE &&
-		       coreio__wire_rx_next(&c->rx, &frame, &len)) {
-			conn_frame(c, frame, len);
-			if (c->dead)
-				return;
-		}
-	}
+	conn_run_rx(c);
 }
 
 static long long now_ns(void)
@@ -864,20 +880,6 @@ static long long now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long long)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/*
- * Run the frames already received on c, as conn_read() would, while the
- * output queue allows. VM lock held.
- */
-static void conn_run_rx(struct vmmio_conn *c)
-{
-	const uint8_t *frame;
-	size_t len;
-
-	while (!c->dead && c->out_len - c->out_off <= VMMIO_OUT_PAUSE &&
-	       coreio__wire_rx_next(&c->rx, &frame, &len))
-		conn_frame(c, frame, len);
 }
 
 /*
@@ -913,7 +915,7 @@ static int vmmio_wait(struct io_request *req)
 		return -EBUSY;
 	lock = &c->v->io->lock;
 	c->reader = true;
-	event_mod(c->fd, conn_events(c));
+	conn_arm(c);
 	if (rg->busy_us)
 		spin_until = now_ns() + (long long)rg->busy_us * 1000;
 	while (req->state != REQ_STATE_COMPLETE && !c->dead) {
@@ -967,7 +969,7 @@ static int vmmio_wait(struct io_request *req)
 		if (event_defer(conn_free, c) < 0)
 			conn_free(c);
 	} else if (!c->dead) {
-		event_mod(c->fd, conn_events(c));
+		conn_arm(c);
 	}
 	if (req->state == REQ_STATE_COMPLETE)
 		return 0;
@@ -1094,6 +1096,7 @@ static void port_accept_locked(int fd, struct vmmio_port *port)
 			free(c);
 			continue;
 		}
+		c->armed = EPOLLIN;
 		c->next = v->conns;
 		v->conns = c;
 		conn_log(c, "connected on %s", port->display);

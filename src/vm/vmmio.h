@@ -15,6 +15,7 @@
 #define VMMIO_SEND_TIMEOUT_MS 10000	 /* a client that does not read for this long is dropped */
 #define VMMIO_OUT_MAX	      (1u << 20) /* queued output above this drops the client */
 #define VMMIO_OUT_PAUSE	      (256u << 10) /* above this a client's requests are not read */
+#define VMMIO_CORK_MAX	      (64u << 10)  /* a corked batch of answers is sent from this size */
 
 struct vmmio;
 struct vmmio_conn;

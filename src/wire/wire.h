@@ -161,7 +161,7 @@ const char *coreio__wire_op_name(unsigned op);
  * the buffer never grows.
  */
 struct coreio_wire_rx {
-	uint8_t buf[2 * COREIO_WIRE_MAX_MSG];
+	uint8_t buf[8 * COREIO_WIRE_MAX_MSG];
 	size_t start; /* first unconsumed byte */
 	size_t end;   /* one past the last received byte */
 };
