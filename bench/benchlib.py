@@ -195,6 +195,14 @@ def busy_poll_option(build):
     return None, "coreio-vm --help offers no busy-poll setting for --vmmio"
 
 
+def parse_size(text):
+    """'4096', '0x1000', '4K', '64k', '1M', '16M' or '1G' as bytes; ValueError otherwise."""
+    m = re.fullmatch(r"\s*(0x[0-9a-fA-F]+|\d+)\s*([kKmMgG]?)\s*", text)
+    if not m:
+        raise ValueError("bad size %r (a number, optionally with K, M or G)" % text)
+    return int(m.group(1), 0) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+
+
 def shm_cap_bit():
     """The COREIO_CAP_SHM bit from include/coreio.h, or None."""
     try:

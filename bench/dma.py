@@ -118,13 +118,17 @@ def main():
     ap.add_argument("--build", default="build", help="meson build directory (default: build)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="rounds per measurement; the best is reported (default 3)")
-    ap.add_argument("--bytes", type=int, default=32 * MB,
+    ap.add_argument("--bytes", type=bl.parse_size, default=32 * MB,
                     help="bytes per measurement round for large messages and shm (default 32 "
                          "MiB; the 32-byte pieces move 1/16 of it; at least one transfer)")
     ap.add_argument("--sizes", default=",".join(str(s) for s in SIZES),
-                    help="transfer sizes in bytes, 64 .. 16 MiB (default 4K,64K,1M,16M)")
+                    help="transfer sizes in bytes (K, M suffixes allowed), 64 .. 16 MiB "
+                         "(default 4K,64K,1M,16M)")
     args = ap.parse_args()
-    sizes = [int(s, 0) for s in args.sizes.split(",")]
+    try:
+        sizes = [bl.parse_size(s) for s in args.sizes.split(",")]
+    except ValueError as e:
+        ap.error("--sizes: %s" % e)
     if any(s < 64 or s > 16 * MB for s in sizes):
         ap.error("--sizes: each size must be 64 .. 16 MiB")
 
