@@ -8,9 +8,11 @@ value checked (expect=). Paths, each the best of --repeat guest runs:
   in-vmm            the in-VMM test device at 0xfe000000 (one KVM exit)
   coreio-tcp        a vMMIO range served by coreio-timerdma over TCP loopback
   coreio-unix       the same over a UNIX socket
-  coreio-unix-busy  the same with the VM's busy-poll setting and the
-                    client's --busy-poll (--client-busy-us), where
-                    coreio-vm --help offers one (else a "skipped" line)
+  coreio-unix-busy  the same with the VM's busy-poll setting (poll=busy:
+                    --vm-busy-us) and the client's --busy-poll
+                    (--client-busy-us), where coreio-vm --help offers one
+                    (else a "skipped" line)
+  coreio-unix-busy-vm  only the VM spins; the client blocks
 
 and, in the same run, the raw 64-byte socket ping-pong between two
 processes (coreio-baselines pingpong tcp|unix, best of --repeat). Output,
@@ -56,8 +58,11 @@ def guest_ns(build, n, addr, expect, vmmio=None, client_args=()):
 
 def main():
     ap = bl.guest_bench_parser(__doc__, 5000, "reads")
-    ap.add_argument("--client-busy-us", type=int, default=50,
-                    help="the client's --busy-poll USEC in the busy-poll row (default 50)")
+    ap.add_argument("--client-busy-us", type=int, default=200,
+                    help="the client's --busy-poll USEC in the busy-poll row (default 200: "
+                         "longer than the guest's gap between two reads, one in-VMM exit)")
+    ap.add_argument("--vm-busy-us", type=int, default=200,
+                    help="the VM's spin in the busy-poll rows, poll=busy:USEC (default 200)")
     ap.add_argument("--busy-opt", default=None,
                     help="the --vmmio option that turns busy-polling on (default: found in "
                          "coreio-vm --help, else that row is skipped)")
@@ -67,14 +72,17 @@ def main():
     if sock is None:
         return 0
     busy, busy_why = (args.busy_opt, None) if args.busy_opt else bl.busy_poll_option(args.build)
+    if busy == "poll=busy":
+        busy = "poll=busy:%d" % args.vm_busy_us
     paths = [
         ("in-vmm", None, TESTDEV, TESTDEV_ID),
         ("coreio-tcp", "%#x,size=0x1000,port=0" % RANGE, RANGE, TD_ID_VALUE),
         ("coreio-unix", "%#x,size=0x1000,port=unix:%s" % (RANGE, sock), RANGE, TD_ID_VALUE),
     ]
     if busy:
-        paths.append(("coreio-unix-busy", "%#x,size=0x1000,port=unix:%s,%s" % (RANGE, sock, busy),
-                      RANGE, TD_ID_VALUE))
+        for name in ("coreio-unix-busy", "coreio-unix-busy-vm"):
+            paths.append((name, "%#x,size=0x1000,port=unix:%s,%s" % (RANGE, sock, busy),
+                          RANGE, TD_ID_VALUE))
     res = {}
     try:
         for name, vmmio, addr, expect in paths:
@@ -85,9 +93,9 @@ def main():
             res[name] = min(runs)
             line = {"bench": BENCH, "path": name, "ns_per_op": res[name], "n": args.n,
                     "runs": runs}
-            if name == "coreio-unix-busy":
+            if name.startswith("coreio-unix-busy"):
                 line["vmmio_option"] = busy
-                line["client_busy_us"] = args.client_busy_us
+                line["client_busy_us"] = args.client_busy_us if name == "coreio-unix-busy" else 0
             bl.emit(line)
     finally:
         try:
@@ -95,7 +103,8 @@ def main():
         except OSError:
             pass
     if not busy:
-        bl.emit({"bench": BENCH, "path": "coreio-unix-busy", "skipped": busy_why})
+        for name in ("coreio-unix-busy", "coreio-unix-busy-vm"):
+            bl.emit({"bench": BENCH, "path": name, "skipped": busy_why})
     for tr in ("tcp", "unix"):
         runs = [bl.baseline(args.build, "pingpong", tr, "--n", 5000)["ns_per_op"]
                 for _ in range(args.repeat)]
@@ -112,6 +121,9 @@ def main():
     targets = {"tcp/(in-vmm+pingpong-tcp)": 1.0, "unix/(in-vmm+pingpong-unix)": 1.0}
     if busy:
         ratios["unix-busy/in-vmm"] = bl.ratio(res["coreio-unix-busy"], base)
+        ratios["unix-busy-vm/in-vmm"] = bl.ratio(res["coreio-unix-busy-vm"], base)
+        ratios["unix-busy-vm/(in-vmm+pingpong-unix)"] = bl.ratio(
+            res["coreio-unix-busy-vm"], base + res["pingpong-unix"])
         targets["unix-busy/in-vmm"] = 2.0
     bl.emit({"bench": BENCH, "ratios": ratios,
              "targets": {k: "<= %s" % v for k, v in targets.items()},
