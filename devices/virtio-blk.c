@@ -13,7 +13,7 @@
 #define PROG	   "coreio-virtio-blk"
 #define BLK_QSIZE  256u
 #define BLK_SECTOR 512u
-#define BLK_CHUNK  65536u
+#define BLK_CHUNK  (1u << 20)
 #define BLK_ID_LEN 20u
 
 /* Feature bits (virtio 1.x, 5.2.3). */
@@ -21,6 +21,7 @@
 #define BLK_F_RO       5u
 #define BLK_F_BLK_SIZE 6u
 #define BLK_F_FLUSH    9u
+#define BLK_F_MQ       12u
 
 /* Request types and status values (virtio 1.x, 5.2.6). */
 #define BLK_T_IN     0u
@@ -32,10 +33,11 @@
 #define BLK_S_UNSUPP 2u
 
 /* struct virtio_blk_config offsets. */
-#define BLK_CFG_CAPACITY 0u
-#define BLK_CFG_SEG_MAX	 12u
-#define BLK_CFG_BLK_SIZE 20u
-#define BLK_CFG_LEN	 60u
+#define BLK_CFG_CAPACITY   0u
+#define BLK_CFG_SEG_MAX	   12u
+#define BLK_CFG_BLK_SIZE   20u
+#define BLK_CFG_NUM_QUEUES 34u
+#define BLK_CFG_LEN	   60u
 
 struct blk_dev {
 	int fd;
@@ -159,7 +161,8 @@ static void blk_kick(struct vio_dev *d, unsigned q)
 			else
 				written = 0;
 			if (d->verbose)
-				fprintf(stderr, PROG ": request head %u: status %u, %u bytes\n",
+				fprintf(stderr,
+					PROG ": queue %u request head %u: status %u, %u bytes\n", q,
 					b->chain.head, status, written);
 		}
 		if (vio_queue_push(d, q, &b->chain, written))
@@ -176,12 +179,14 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: " PROG " [--rid N] [--transport pci|mmio] [--verbose] [--readonly]\n"
-	    "       [--serial ID] --image FILE TARGET\n" VIO_CLI_USAGE
+	    "       [--serial ID] [--queues N] --image FILE TARGET\n" VIO_CLI_USAGE
 	    "  --image FILE         raw disk image (its size, rounded down to 512, is the disk)\n"
 	    "  --readonly           offer VIRTIO_BLK_F_RO; writes fail with IOERR\n"
 	    "  --serial ID          the GET_ID string (up to 20 bytes; default from the file "
 	    "name)\n"
-	    "A virtio block device (device id 2, one request queue): IN, OUT, FLUSH, GET_ID.\n");
+	    "  --queues N           request queues, 1..8 (default 1); N > 1 offers MQ with\n"
+	    "                       num_queues N (Linux: per vCPU, and virtio_blk.poll_queues=)\n"
+	    "A virtio block device (device id 2): IN, OUT, FLUSH, GET_ID on every queue.\n");
 }
 
 int main(int argc, char **argv)
@@ -190,12 +195,15 @@ int main(int argc, char **argv)
 					     {"image", required_argument, NULL, 'i'},
 					     {"readonly", no_argument, NULL, 'R'},
 					     {"serial", required_argument, NULL, 's'},
+					     {"queues", required_argument, NULL, 'q'},
 					     {NULL, 0, NULL, 0}};
 	struct vio_cli cli = {.transport = VIO_TRANSPORT_PCI};
 	static struct blk_dev blk;
 	static struct vio_dev dev;
 	const char *image = NULL, *serial = NULL;
+	unsigned long queues = 1;
 	uint64_t features;
+	char *end;
 	off_t size;
 	int c;
 
@@ -215,6 +223,16 @@ int main(int argc, char **argv)
 			break;
 		case 's':
 			serial = optarg;
+			break;
+		case 'q':
+			errno = 0;
+			queues = strtoul(optarg, &end, 10);
+			if (errno || *end || end == optarg || queues < 1 ||
+			    queues > VIO_MAX_QUEUES) {
+				fprintf(stderr, PROG ": bad --queues '%s' (1..%u)\n", optarg,
+					VIO_MAX_QUEUES);
+				return 2;
+			}
 			break;
 		case 'h':
 			usage(stdout);
@@ -251,14 +269,18 @@ int main(int argc, char **argv)
 	if (!blk.bounce)
 		return 1;
 	features = VIO_BIT(VIO_F_INDIRECT_DESC) | VIO_BIT(BLK_F_SEG_MAX) | VIO_BIT(BLK_F_BLK_SIZE) |
-		   VIO_BIT(BLK_F_FLUSH) | (blk.readonly ? VIO_BIT(BLK_F_RO) : 0);
-	if (vio_dev_init(&dev, VIO_ID_BLOCK, features, 1, BLK_QSIZE, &blk_ops, &blk))
+		   VIO_BIT(BLK_F_FLUSH) | (blk.readonly ? VIO_BIT(BLK_F_RO) : 0) |
+		   (queues > 1 ? VIO_BIT(BLK_F_MQ) : 0);
+	if (vio_dev_init(&dev, VIO_ID_BLOCK, features, (unsigned)queues, BLK_QSIZE, &blk_ops, &blk))
 		return 1;
 	dev.config_len = BLK_CFG_LEN;
 	vio_put_le(dev.config + BLK_CFG_CAPACITY, blk.sectors, 8);
 	vio_put_le(dev.config + BLK_CFG_SEG_MAX, BLK_QSIZE - 2, 4);
 	vio_put_le(dev.config + BLK_CFG_BLK_SIZE, BLK_SECTOR, 4);
-	fprintf(stderr, PROG ": %s: %llu sectors%s\n", image, (unsigned long long)blk.sectors,
+	/* Read by the driver only when MQ was negotiated; 1 otherwise is harmless. */
+	vio_put_le(dev.config + BLK_CFG_NUM_QUEUES, queues, 2);
+	fprintf(stderr, PROG ": %s: %llu sectors, %lu queue%s%s\n", image,
+		(unsigned long long)blk.sectors, queues, queues > 1 ? "s" : "",
 		blk.readonly ? ", read-only" : "");
 	vio_run(&dev, &cli, PROG);
 	vio_chain_free(&blk.chain);
