@@ -2,8 +2,9 @@
 # Builds the Linux test guest: OUTDIR/vmlinuz and OUTDIR/initramfs.cpio.gz from
 # Debian's linux-image-amd64 and busybox-static packages (downloaded into
 # OUTDIR/cache and unpacked there; nothing is installed), with the virtio and
-# ext4 modules and the scripts of tests/linux/. Rebuilds only when the package
-# versions, this script or tests/linux/ change.
+# ext4 modules, the scripts of tests/linux/ and its tools/*.c built static
+# into /bin. Rebuilds only when the package versions, this script or
+# tests/linux/ change.
 # Usage: scripts/build-guest-image.sh [--force] OUTDIR
 set -euo pipefail
 
@@ -20,7 +21,7 @@ if [ "${1:-}" = "--force" ]; then
 fi
 case "${1:-}" in
 -h | --help | "")
-	sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
 	[ -n "${1:-}" ] && exit 0
 	exit 2
 	;;
@@ -38,9 +39,12 @@ mkdir -p "$cache"
 modules=(virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
 	virtio_blk virtio-rng virtio_console crc32c_generic crc16 mbcache jbd2 ext4)
 
-# Host tools: apt-get/dpkg-deb (always on Debian), cpio, gzip, depmod (kmod).
+# Host tools: apt-get/dpkg-deb (always on Debian), cpio, gzip, depmod (kmod),
+# gcc with a static libc (libc6-dev) for the guest programs of tests/linux/tools/.
 need=()
 command -v cpio >/dev/null 2>&1 || need+=(cpio)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 command -v depmod >/dev/null 2>&1 || [ -x /usr/sbin/depmod ] || [ -x /sbin/depmod ] || need+=(kmod)
 if [ ${#need[@]} -gt 0 ]; then
 	say "installing host tools: ${need[*]}"
@@ -180,7 +184,16 @@ cp "$src/tests/linux/init" "$stage/init"
 chmod 755 "$stage/init"
 for f in "$src"/tests/linux/*; do
 	case "$(basename "$f")" in init | *.md) continue ;; esac
+	[ -f "$f" ] || continue
 	cp "$f" "$stage/tests/"
+done
+# The guest programs: one static binary per tests/linux/tools/NAME.c, as /bin/NAME.
+for f in "$src"/tests/linux/tools/*.c; do
+	[ -e "$f" ] || continue
+	b=$(basename "$f" .c)
+	rm -f "$stage/bin/$b"
+	gcc -static -O2 -Wall -Wextra -std=gnu11 -o "$stage/bin/$b" "$f" || die "cannot build $f"
+	strip "$stage/bin/$b" 2>/dev/null || true
 done
 echo "$kver" >"$stage/etc/kernel-version"
 # The kernel opens /dev/console for init before any file system is mounted.

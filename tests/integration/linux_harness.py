@@ -265,11 +265,17 @@ MODEL_PCI_ID = {"blk": "1042", "rng": "1044", "console": "1043"}
 
 
 class Device:
-    """One CoreIO virtio device of a machine: its model program and arguments."""
+    """One CoreIO virtio device of a machine: its model program and arguments.
 
-    def __init__(self, kind, image=None):
+    args are more model options (e.g. ["--queues", "2"]); port is the range's
+    port= value ("0": a free TCP port; "unix:PATH,shm=on" for shared memory).
+    """
+
+    def __init__(self, kind, image=None, args=(), port="0"):
         self.kind = kind
         self.image = image
+        self.args = list(args)
+        self.port = port
 
 
 class CoreioMachine(Console):
@@ -295,7 +301,8 @@ class CoreioMachine(Console):
                 "--accel", accel, "--smp", str(smp), "--mem", mem, "--timeout", str(timeout),
                 "--coreio-vm", os.path.join(build_dir, "src/vm/coreio-vm")]
         for g, d in enumerate(self.devices):
-            argv += ["--vmmio", "pci,size=16K,pci=%s,profile=virtio,port=0" % MODEL_PCI_ID[d.kind]]
+            argv += ["--vmmio", "pci,size=16K,pci=%s,profile=virtio,port=%s"
+                     % (MODEL_PCI_ID[d.kind], d.port)]
             argv += ["--run", "echo $$ > %s; exec %s 1>&2" % (
                 self.pid_file(g), " ".join(self.model_argv(g, "{G%d}" % g)))]
         env = dict(os.environ, COREIO_BUILD_DIR=build_dir)
@@ -310,7 +317,7 @@ class CoreioMachine(Console):
                 "--transport", "pci"]
         if d.image:
             argv += ["--image", d.image]
-        return argv + [target]
+        return argv + d.args + [target]
 
     def accel(self, timeout=30):
         """The accelerator coreio-qemu chose (kvm or tcg)."""
