@@ -1,11 +1,31 @@
 #!/usr/bin/env python3
 """virtio-blk throughput in a Linux guest: the CoreIO model (coreio-qemu) against QEMU's own virtio-blk-pci, in one run.
 
-Both boots use the same kernel, initramfs, disk image size, QEMU command line
+Every boot uses the same kernel, initramfs, disk image size, QEMU command line
 (taken from `coreio-qemu --dry-run`) and accelerator; only the disk differs.
-The guest (tests/linux/bench.sh) measures sequential write and read MB/s with
-dd and O_DIRECT, 4 KiB reads at queue depth 1, and 4 KiB reads at random
-offsets (one dd per read). Prints one JSON line per path and one of ratios.
+
+Interrupt-driven rows (tests/linux/bench.sh, one request queue, as before):
+sequential write and read MB/s with dd and O_DIRECT, 4 KiB reads at queue
+depth 1, and 4 KiB reads at random offsets (one dd per read). Under TCG the
+proxied device's interrupts never arrive and completions are found at the
+250 Hz tick (docs/qemu-proxy.md).
+
+Polled rows (tests/linux/bench-poll.sh, /bin/blkpoll): the guest boots with
+virtio_blk.poll_queues=1 and two possible CPUs, the disk has two queues
+(coreio-virtio-blk --queues 2; QEMU's virtio-blk-pci num-queues=2), and
+io_uring with IORING_SETUP_IOPOLL on O_DIRECT finds completions by polling
+the poll queue, so no interrupt and no tick is involved. Metrics, one
+request at a time: sequential write and read MB/s (512 KiB requests from
+ordinary pages, about 128 segments each), 4 KiB reads from offset 0, 4 KiB
+reads at random offsets, and the sequential read again in 1 MiB requests
+from a transparent huge page (one segment each: pseq_read_huge_mbs). Each
+request is timed with clock_gettime and every read checked against the
+pattern written first.
+
+Paths: coreio (the model over TCP loopback, as coreio-qemu's default),
+coreio-shm (the model on a UNIX socket with shared-memory DMA, port=unix:...,
+shm=on) and qemu-virtio-blk-pci. Prints one JSON line per path and mode, then
+one line of ratios per CoreIO path against QEMU.
 """
 
 import argparse
@@ -21,34 +41,41 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 import linux_harness as lh  # noqa: E402
 
 METRICS = ("seq_write_mbs", "seq_read_mbs", "read4k_qd1_iops", "randread4k_iops")
+PMETRICS = ("pseq_write_mbs", "pseq_read_mbs", "pread4k_qd1_iops", "prandread4k_iops",
+            "pseq_read_huge_mbs")
+
+# The polled set-up, the same for every path: virtio_blk makes min(num_queues,
+# possible CPUs) queues, and the guest has one vCPU.
+POLL_APPEND = "virtio_blk.poll_queues=1 possible_cpus=2"
+POLL_QUEUES = 2
 
 
 def emit(obj):
     print(json.dumps(obj), flush=True)
 
 
-def parse_bench(console):
+def parse_bench(console, metrics):
     out = {}
     for line in console.values("BENCH "):
         for kv in line.split():
             k, v = kv.split("=", 1)
-            if k in METRICS:
+            if k in metrics:
                 out[k] = float(v)
-    missing = [k for k in METRICS if k not in out]
+    missing = [k for k in metrics if k not in out]
     if missing:
         raise RuntimeError("the guest printed no %s\n%s" % (", ".join(missing), console.tail()))
     return out
 
 
-def run_guest(console, timeout):
-    verdict, checks = console.result("bench", timeout)
+def run_guest(console, test, metrics, timeout):
+    verdict, checks = console.result(test, timeout)
     if verdict != "PASS":
         raise RuntimeError("the guest benchmark failed:\n%s\n%s" % ("\n".join(checks), console.tail()))
     console.wait_exit(60)
-    return parse_bench(console)
+    return parse_bench(console, metrics)
 
 
-def baseline_argv(img, accel, append, disk, mem):
+def baseline_argv(img, accel, append, disk, mem, queues=1):
     """coreio-qemu's own QEMU command line, with QEMU's virtio-blk-pci instead of the proxies."""
     r = subprocess.run([lh.COREIO_QEMU, "--dry-run", "--accel", accel, "--mem", mem,
                         "--kernel", os.path.join(img, "vmlinuz"),
@@ -65,8 +92,8 @@ def baseline_argv(img, accel, append, disk, mem):
             continue
         argv.append(qemu[i])
         i += 1
-    return argv + ["-drive", "file=%s,if=none,id=d0,format=raw" % disk,
-                   "-device", "virtio-blk-pci,drive=d0"]
+    dev = "virtio-blk-pci,drive=d0" + (",num-queues=%d" % queues if queues > 1 else "")
+    return argv + ["-drive", "file=%s,if=none,id=d0,format=raw" % disk, "-device", dev]
 
 
 def main():
@@ -76,6 +103,11 @@ def main():
     ap.add_argument("--mib", type=int, default=64, help="MiB per sequential pass (default 64)")
     ap.add_argument("--n4k", type=int, default=1000, help="4 KiB reads at queue depth 1")
     ap.add_argument("--nrand", type=int, default=200, help="4 KiB reads at random offsets")
+    ap.add_argument("--pbs", type=int, default=512 << 10,
+                    help="bytes per polled sequential request (default 512 KiB)")
+    ap.add_argument("--no-irq", action="store_true", help="skip the interrupt-driven rows")
+    ap.add_argument("--no-polled", action="store_true", help="skip the polled rows")
+    ap.add_argument("--no-shm", action="store_true", help="skip the coreio-shm path")
     ap.add_argument("--timeout", type=float, default=400, help="seconds per boot")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
@@ -88,32 +120,53 @@ def main():
     if not ok:
         emit({"bench": "virtio_blk", "skipped": "cannot build the guest image: " + log[-500:]})
         return 0
-    append = "coreio.mib=%d coreio.n4k=%d coreio.nrand=%d" % (a.mib, a.n4k, a.nrand)
+    common = "coreio.mib=%d coreio.n4k=%d coreio.nrand=%d" % (a.mib, a.n4k, a.nrand)
     mem = "256M"
-    results = {}
+    modes = []
+    if not a.no_irq:
+        modes.append(("irq", "bench", common, 1, METRICS, ""))
+    if not a.no_polled:
+        modes.append(("polled", "bench-poll", "%s %s coreio.pbs=%d" % (common, POLL_APPEND, a.pbs),
+                      POLL_QUEUES, PMETRICS, "-polled"))
+    coreio_paths = ["coreio"] + ([] if a.no_shm else ["coreio-shm"])
+    results = {p: {} for p in coreio_paths + ["qemu"]}
+    accel = a.accel
     with tempfile.TemporaryDirectory(prefix="coreio-bench-") as work:
         disk = lh.make_disk(os.path.join(work, "disk.img"), a.mib + 16)
-        m = lh.CoreioMachine(build, img, work, test="bench", devices=[lh.Device("blk", disk)],
-                             extra_append=append, accel=a.accel, mem=mem,
-                             timeout=a.timeout)
-        try:
-            accel = m.accel()
-            results["coreio"] = run_guest(m, a.timeout)
-        finally:
-            m.stop()
-        emit(dict(bench="virtio_blk", path="coreio", accel=accel, mib=a.mib, **results["coreio"]))
+        for mode, test, append, queues, metrics, suffix in modes:
+            for path in coreio_paths:
+                port = "0"
+                if path == "coreio-shm":
+                    sock = os.path.join(work, "blk-%s.sock" % mode)
+                    port = "unix:%s,shm=on" % sock
+                args = ["--queues", str(queues)] if queues > 1 else []
+                m = lh.CoreioMachine(build, img, work, test=test,
+                                     devices=[lh.Device("blk", disk, args=args, port=port)],
+                                     extra_append=append, accel=a.accel, mem=mem,
+                                     timeout=a.timeout)
+                try:
+                    accel = m.accel()
+                    r = run_guest(m, test, metrics, a.timeout)
+                finally:
+                    m.stop()
+                results[path].update(r)
+                emit(dict(bench="virtio_blk", path=path + suffix, mode=mode, accel=accel,
+                          mib=a.mib, queues=queues, **r))
 
-        # The baseline: coreio-qemu's command line with TCG's kernel parameters as it added them.
-        full_append = " ".join(["loglevel=4", append, "coreio.test=bench"])
-        q = lh.Console("qemu", baseline_argv(img, accel, full_append, disk, mem))
-        try:
-            results["qemu"] = run_guest(q, a.timeout)
-        finally:
-            q.stop()
-        emit(dict(bench="virtio_blk", path="qemu-virtio-blk-pci", accel=accel, mib=a.mib,
-                  **results["qemu"]))
-    emit(dict(bench="virtio_blk", ratio="coreio/qemu", accel=accel,
-              **{k: round(results["coreio"][k] / results["qemu"][k], 3) for k in METRICS}))
+            # The baseline: coreio-qemu's command line with TCG's kernel parameters as it added them.
+            full_append = " ".join(["loglevel=4", append, "coreio.test=" + test])
+            q = lh.Console("qemu", baseline_argv(img, accel, full_append, disk, mem, queues))
+            try:
+                r = run_guest(q, test, metrics, a.timeout)
+            finally:
+                q.stop()
+            results["qemu"].update(r)
+            emit(dict(bench="virtio_blk", path="qemu-virtio-blk-pci" + suffix, mode=mode,
+                      accel=accel, mib=a.mib, queues=queues, **r))
+    for path in coreio_paths:
+        emit(dict(bench="virtio_blk", ratio="%s/qemu" % path, accel=accel,
+                  **{k: round(results[path][k] / results["qemu"][k], 3)
+                     for k in METRICS + PMETRICS if k in results[path] and results["qemu"][k]}))
     return 0
 
 
