@@ -13,9 +13,9 @@ import pytest
 from conftest import R0, TIMERDMA, VM_EXE, build_path, fnv64, guest_vm, seed_pattern
 from iommu_helpers import FADDR, FCTL, NOT_PRESENT, Iommu, PageTables
 from mpqemu_driver import start_vm as start_mpqemu
+from test_dma import parse_dma, peek_ram, poke_ram
 
 CAP_SHM = 4
-CHUNK = 4096
 IOMMU_BASE = 0xFD000000
 
 
@@ -26,25 +26,6 @@ def sock(env, name="s.sock"):
 def shm_vm(env, shm="on", extra=(), mem="64M"):
     return env.vm("%#x,size=0x10000,irq=5,port=%s,shm=%s" % (R0, sock(env), shm), mem=mem,
                   extra=extra)
-
-
-def parse_dma(answer):
-    kv = dict(x.split("=", 1) for x in answer.split())
-    return int(kv["fnv"], 16), bytes.fromhex(kv["data"]) if "data" in kv else None
-
-
-def poke_ram(vm, addr, data):
-    for off in range(0, len(data), CHUNK):
-        part = data[off:off + CHUNK]
-        vm.ok("write %#x %d 0x%s" % (addr + off, len(part), part.hex()))
-
-
-def peek_ram(vm, addr, n):
-    out = b""
-    for off in range(0, n, CHUNK):
-        m = min(CHUNK, n - off)
-        out += bytes.fromhex(vm.ok("read %#x %d" % (addr + off, m))[2:])
-    return out
 
 
 def refused(*args):
