@@ -202,7 +202,6 @@ static void coalesced_drain_locked(struct kvm_accel *a)
 			}
 			if (rc >= 0)
 				emulate_mmio_post(a->io, req);
-			a->coalesced++;
 		}
 		first = (first + 1) % a->ring_max;
 		__atomic_store_n(&ring->first, first, __ATOMIC_RELEASE);

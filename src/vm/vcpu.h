@@ -52,7 +52,6 @@ struct kvm_accel {
 	int coalesce_timer;	     /* timerfd, every COALESCE_FLUSH_US, or -1 */
 	struct io_request creq;	     /* the write being drained (VM lock) */
 	pthread_cond_t ccond;	     /* creq completed (not expected: posted) */
-	uint64_t coalesced;	     /* writes drained so far (VM lock) */
 	void (*batch)(void *, bool); /* kvm_accel_set_batch() */
 	void *batch_opaque;
 };

@@ -252,11 +252,6 @@ static uint32_t conn_events(const struct vmmio_conn *c)
 	return (queued > VMMIO_OUT_PAUSE || c->reader ? 0 : EPOLLIN) | (queued ? EPOLLOUT : 0);
 }
 
-/*
- * Send up to len bytes of buf in one sendmsg() with fd attached, never
- * blocking. Returns the bytes sent (0: the socket is full), or -1 after
- * closing the connection on an error.
- */
 /* Tell epoll what conn_events() wants, unless it already watches exactly that. */
 static void conn_arm(struct vmmio_conn *c)
 {
@@ -266,6 +261,11 @@ static void conn_arm(struct vmmio_conn *c)
 		c->armed = e;
 }
 
+/*
+ * Send up to len bytes of buf in one sendmsg() with fd attached, never
+ * blocking. Returns the bytes sent (0: the socket is full), or -1 after
+ * closing the connection on an error.
+ */
 static ssize_t send_fd_some(struct vmmio_conn *c, const uint8_t *buf, size_t len, int fd)
 {
 	union {
@@ -373,7 +373,7 @@ static int conn_send(struct vmmio_conn *c, const uint8_t *buf, size_t len)
 	if (c->dead)
 		return -EPIPE;
 	trace_frame(c, "<-", buf);
-	if (c->out_len == c->out_off && !c->v->corked && !c->cork) {
+	if (c->out_len == c->out_off && !c->cork) {
 		n = send_some(c, buf, len);
 		if (n < 0)
 			return -EPIPE;
@@ -413,25 +413,32 @@ static int conn_queue(struct vmmio_conn *c, const uint8_t *buf, size_t rest)
 		c->out_since = now_ms();
 	memcpy(c->out + c->out_len, buf, rest);
 	c->out_len += rest;
-	if (!c->v->corked && !c->cork)
+	if (!c->cork)
 		conn_arm(c);
 	else if (c->out_len - c->out_off >= VMMIO_CORK_MAX)
 		conn_flush(c); /* corked: the batch is big enough to go */
-	/* else vmmio_batch() or conn_uncork() flushes and re-arms at the end */
+	/* else conn_uncork() flushes and re-arms at the end */
 	return 0;
+}
+
+/* End a corked run: send what it queued (which also re-arms epoll). */
+static void conn_uncork(struct vmmio_conn *c)
+{
+	c->cork = false;
+	if (!c->dead && c->out_len > c->out_off)
+		conn_flush(c);
 }
 
 void vmmio_batch(void *opaque, bool begin)
 {
 	struct vmmio *v = opaque;
 
-	v->corked = begin;
-	if (begin)
-		return;
 	for (struct vmmio_conn *c = v->conns, *next; c; c = next) {
-		next = c->next; /* a failed send closes c */
-		if (!c->dead && c->out_len > c->out_off)
-			conn_flush(c);
+		next = c->next; /* a failed send closes and unlinks c */
+		if (begin)
+			c->cork = true;
+		else
+			conn_uncork(c);
 	}
 }
 
@@ -832,9 +839,7 @@ static void conn_run_rx(struct vmmio_conn *c)
 	while (!c->dead && c->out_len - c->out_off <= VMMIO_OUT_PAUSE &&
 	       coreio__wire_rx_next(&c->rx, &frame, &len))
 		conn_frame(c, frame, len);
-	c->cork = false;
-	if (!c->dead && c->out_len > c->out_off)
-		conn_flush(c);
+	conn_uncork(c);
 }
 
 static void conn_read(struct vmmio_conn *c, int fd)

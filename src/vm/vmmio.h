@@ -89,7 +89,6 @@ struct vmmio {
 	void *dma_opaque;
 	struct iommu_set *iommu;	 /* the IOMMUs DMA with mid > 0 goes through, or NULL */
 	int timer_fd;			 /* once a second: drop clients whose output is stuck */
-	bool corked;			 /* vmmio_batch(): frames are queued, not sent */
 	uint8_t tx[COREIO_WIRE_MAX_MSG]; /* DMA answers */
 
 	/* Shared-memory DMA: the map sent to connections with COREIO_CAP_SHM. */
