@@ -357,6 +357,8 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 
 	memset(r, 0, sizeof(*r));
 	r->iommu_sid = -1;
+	r->poll_adaptive = true;
+	r->busy_us = CONFIG_ADAPTIVE_US_DEFAULT;
 	if (strlen(arg) >= sizeof(buf))
 		return fail(err, errlen, "--vmmio argument too long");
 	strcpy(buf, arg);
@@ -421,18 +423,24 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 			r->coalesce = strcmp(val, "on") == 0;
 			have_coalesce = true;
 		} else if (strcmp(tok, "poll") == 0 && !have_poll) {
+			bool adaptive = strncmp(val, "adaptive", 8) == 0;
+			const char *us = val + (adaptive ? 8 : 4);
+
+			r->poll_adaptive = adaptive;
 			if (strcmp(val, "block") == 0)
 				r->busy_us = 0;
 			else if (strcmp(val, "busy") == 0)
 				r->busy_us = CONFIG_BUSY_US_DEFAULT;
-			else if (strncmp(val, "busy:", 5) == 0 &&
-				 config_parse_u64(val + 5, &n) == 0 && n >= 1 &&
+			else if (strcmp(val, "adaptive") == 0)
+				r->busy_us = CONFIG_ADAPTIVE_US_DEFAULT;
+			else if ((adaptive || strncmp(val, "busy", 4) == 0) && us[0] == ':' &&
+				 config_parse_u64(us + 1, &n) == 0 && n >= 1 &&
 				 n <= CONFIG_BUSY_US_MAX)
 				r->busy_us = (unsigned)n;
 			else
 				return fail(err, errlen,
-					    "--vmmio '%s': poll='%s' must be block, busy or "
-					    "busy:USEC (1..%d)",
+					    "--vmmio '%s': poll='%s' must be adaptive, "
+					    "adaptive:USEC, busy, busy:USEC (USEC 1..%d) or block",
 					    arg, val, CONFIG_BUSY_US_MAX);
 			have_poll = true;
 		} else if ((rc = parse_pci_key(tok, val, r, &pci_seen, arg, err, errlen)) != 0) {
@@ -1049,11 +1057,14 @@ void config_usage(FILE *f, const char *prog)
 	    "                      shm=on (port=unix:PATH only, not with iommu=) offers\n"
 	    "                      shared-memory DMA: guest RAM is passed to the port's\n"
 	    "                      clients as a file descriptor (docs/protocol.md).\n"
-	    "                      poll=block|busy|busy:USEC (kvm; default block): a vCPU\n"
-	    "                      waiting for this range's client spins on its socket for\n"
-	    "                      up to USEC microseconds (busy: 50) before it sleeps.\n"
-	    "                      Faster answers, one core busy while waiting; off by\n"
-	    "                      default (it costs a core on a 2-core machine).\n"
+	    "                      poll=adaptive[:USEC]|busy[:USEC]|block (kvm): how a vCPU\n"
+	    "                      waits for this range's client. adaptive (the default,\n"
+	    "                      USEC 200) spins on the socket before it sleeps, as long\n"
+	    "                      as recent answers took (at most USEC), and not at all\n"
+	    "                      while answers take longer than USEC, like KVM's halt\n"
+	    "                      polling; busy:USEC always spins USEC (busy: 50); block\n"
+	    "                      sleeps at once. The exit summary counts the answers\n"
+	    "                      that came while spinning (docs/coreio-vm.md).\n"
 	    "                      coalesce=on (kvm, writes=posted): KVM collects the\n"
 	    "                      range's writes in its coalesced-MMIO ring without an\n"
 	    "                      exit; they reach the client in order, in one send,\n"

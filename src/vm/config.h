@@ -43,12 +43,15 @@ struct range_config {
 	unsigned iommu;			   /* iommu=N: DMA only through IOMMU N (0: not bound) */
 	int iommu_sid;			   /* sid=S with iommu=N, or -1: any sid */
 	bool shm;			   /* shm=on: shared-memory DMA (unix ports only) */
-	unsigned busy_us;		   /* poll=busy[:USEC]: spin this long (kvm); 0: block */
-	bool coalesce;			   /* coalesce=on: KVM coalesced MMIO for writes (kvm) */
+	unsigned busy_us;   /* poll=busy:USEC: spin this long (kvm); poll=adaptive:USEC:
+			     * at most this long; poll=block: 0 */
+	bool poll_adaptive; /* poll=adaptive (the default): the spin adapts */
+	bool coalesce;	    /* coalesce=on: KVM coalesced MMIO for writes (kvm) */
 };
 
-#define CONFIG_BUSY_US_DEFAULT 50 /* poll=busy without :USEC */
-#define CONFIG_BUSY_US_MAX     10000
+#define CONFIG_BUSY_US_DEFAULT	   50 /* poll=busy without :USEC */
+#define CONFIG_BUSY_US_MAX	   10000
+#define CONFIG_ADAPTIVE_US_DEFAULT 200 /* poll=adaptive without :USEC, the default */
 
 #define CONFIG_MAX_IOMMUS 7 /* --iommu ids 1..7 (the wire's mid; 0 is direct DMA) */
 

@@ -896,8 +896,9 @@ static long long now_ns(void)
  * (coreio__wire_rx_fill()) and runs every frame through conn_frame(), as
  * the I/O thread would (other vCPUs' answers, IRQ updates, DMA), until its
  * own request is complete. Between receives it spins for up to the range's
- * busy_us (poll=busy), dropping the lock on each turn, then sleeps in
- * poll() with the lock released. It then runs the frames left in the rx
+ * busy_us (poll=busy) or its adaptive window (poll=adaptive, spin_ns,
+ * updated here by vmmio_poll_window()), dropping the lock on each turn,
+ * then sleeps in poll() with the lock released. It then runs the frames left in the rx
  * buffer, hands the role back and re-arms EPOLLIN. A connection closed
  * meanwhile (conn_close() shuts the socket down to wake the poll()) is
  * closed and freed here. Returns 0 when req is COMPLETE, -EBUSY when
@@ -908,9 +909,11 @@ static long long now_ns(void)
 static int vmmio_wait(struct io_request *req)
 {
 	struct vmmio_conn *c = req->pend.owner;
-	const struct vmmio_range *rg = req->pend.range;
+	struct vmmio_range *rg = req->pend.range;
 	pthread_mutex_t *lock;
-	long long spin_until = 0;
+	long long start, spin_until = 0;
+	unsigned spin_ns;
+	bool slept = false;
 	int rc = 0;
 
 	/* Only a request still waiting is on a live connection. */
@@ -921,8 +924,10 @@ static int vmmio_wait(struct io_request *req)
 	lock = &c->v->io->lock;
 	c->reader = true;
 	conn_arm(c);
-	if (rg->busy_us)
-		spin_until = now_ns() + (long long)rg->busy_us * 1000;
+	start = now_ns();
+	spin_ns = rg->adaptive ? rg->spin_ns : rg->busy_us * 1000u;
+	if (spin_ns)
+		spin_until = start + spin_ns;
 	while (req->state != REQ_STATE_COMPLETE && !c->dead) {
 		const uint8_t *frame;
 		size_t len;
@@ -959,6 +964,7 @@ static int vmmio_wait(struct io_request *req)
 		} else {
 			struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
 
+			slept = true;
 			/* The fd stays open while we read it: conn_close() leaves it to us. */
 			if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
 				spin_until = 0;
@@ -976,9 +982,15 @@ static int vmmio_wait(struct io_request *req)
 	} else if (!c->dead) {
 		conn_arm(c);
 	}
-	if (req->state == REQ_STATE_COMPLETE)
-		return 0;
-	return rc ? rc : -EAGAIN;
+	if (req->state != REQ_STATE_COMPLETE)
+		return rc ? rc : -EAGAIN;
+	rg->waits++;
+	if (!slept)
+		rg->spun++;
+	if (rg->adaptive)
+		rg->spin_ns =
+		    vmmio_poll_window(spin_ns, (uint64_t)(now_ns() - start), rg->busy_us * 1000u);
+	return 0;
 }
 
 /* A connection's socket is ready (I/O thread). */
@@ -1221,6 +1233,11 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 		rg->nirq = rc->nirq;
 		rg->acked = rc->acked;
 		rg->busy_us = rc->busy_us;
+		rg->adaptive = rc->poll_adaptive && rc->busy_us;
+		rg->spin_ns = 0;
+		if (rg->adaptive)
+			rg->spin_ns = rc->busy_us * 1000u < VMMIO_SPIN_MIN_NS ? rc->busy_us * 1000u
+									      : VMMIO_SPIN_MIN_NS;
 		rg->port = port;
 		port->shm = rc->shm; /* every range of a port agrees (config_parse()) */
 		v->any_shm |= rc->shm;
@@ -1277,6 +1294,26 @@ void vmmio_exit(struct vmmio *v)
 	if (!v->io)
 		return; /* never initialised */
 	pthread_mutex_lock(&v->io->lock);
+	for (unsigned i = 0; i < v->nranges; i++) {
+		const struct vmmio_range *rg = &v->ranges[i];
+		char poll[48];
+
+		if (!rg->waits)
+			continue;
+		if (rg->adaptive)
+			snprintf(poll, sizeof(poll), "adaptive:%u, last spin %u us", rg->busy_us,
+				 rg->spin_ns / 1000);
+		else if (rg->busy_us)
+			snprintf(poll, sizeof(poll), "busy:%u", rg->busy_us);
+		else
+			snprintf(poll, sizeof(poll), "block");
+		fprintf(
+		    stderr,
+		    "coreio-vm: range %u at %#llx: %llu vCPU waits for its client, %llu answered "
+		    "before the vCPU slept (poll=%s)\n",
+		    rg->g, (unsigned long long)rg->start, (unsigned long long)rg->waits,
+		    (unsigned long long)rg->spun, poll);
+	}
 	while (v->conns)
 		conn_close(v->conns, "closed at exit", true);
 	for (unsigned i = 0; i < v->nshm; i++)

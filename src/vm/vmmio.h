@@ -49,11 +49,33 @@ struct vmmio_range {
 	int irqs[CONFIG_MAX_IRQS];
 	unsigned nirq;
 	bool acked;	  /* writes=acked */
-	unsigned busy_us; /* poll=busy:USEC: a waiting vCPU spins this long first */
+	unsigned busy_us; /* poll=busy:USEC: a waiting vCPU spins this long first;
+			   * poll=adaptive:USEC: at most this long */
+	bool adaptive;	  /* poll=adaptive: the spin follows spin_ns */
+	unsigned spin_ns; /* adaptive: the spin of the next wait (vmmio_poll_window()) */
+	uint64_t waits;	  /* vCPU waits for this range's client (vmmio_wait()) */
+	uint64_t spun;	  /* ... of which the answer came while the vCPU spun */
 	struct vmmio_port *port;
 	unsigned rid;
 	struct vmmio_conn *owner; /* the claiming connection, or NULL */
 };
+
+#define VMMIO_SPIN_MIN_NS 10000 /* poll=adaptive: the smallest spin it grows to */
+
+/*
+ * The spin of a range's next vCPU wait under poll=adaptive, from the last
+ * one (the policy of KVM's halt polling):
+ *   window  the spin allowed to the wait that just ended, ns
+ *   waited  how long that wait took until the answer, ns
+ *   max     the range's bound (poll=adaptive:USEC), ns
+ * Returns window unchanged when the answer came while spinning; when it
+ * came later but within max, a spin that would have caught it (waited plus
+ * a quarter, at least VMMIO_SPIN_MIN_NS, at most max); when it took longer
+ * than max, half the window, or 0 below VMMIO_SPIN_MIN_NS (one slow answer
+ * does not stop the spinning, a run of them does within a few waits, so
+ * a slow client costs little spinning). No errors.
+ */
+unsigned vmmio_poll_window(unsigned window, uint64_t waited, unsigned max);
 
 /* Called whenever a range is claimed (qtest's vmmio_wait listens). */
 typedef void (*vmmio_claim_fn)(unsigned g, void *opaque);

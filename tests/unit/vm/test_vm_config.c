@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -128,6 +129,8 @@ static void test_errors(void **state)
 	expect_error(parse("--accel", "qtest", "--listen", "not an address!", NULL), "--listen");
 }
 
+static const char *const bad_polls[] = {"adaptive:0", "adaptivex", "busy:10001", "busyx:5", "spin"};
+
 static void test_kvm(void **state)
 {
 	(void)state;
@@ -187,6 +190,33 @@ static void test_kvm(void **state)
 	expect_error(
 	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,coalesce=on", NULL),
 	    "coalesce=on needs --accel kvm");
+	/* poll=: adaptive (200 us) by default; busy, block; bad values named. */
+	assert_int_equal(parse("--kernel", "g.elf", "--vmmio", "0xd0000000,size=4K,port=0",
+			       "--vmmio", "0xd0001000,size=4K,port=0,poll=block", "--vmmio",
+			       "0xd0002000,size=4K,port=0,poll=busy", "--vmmio",
+			       "0xd0003000,size=4K,port=0,poll=busy:300", "--vmmio",
+			       "0xd0004000,size=4K,port=0,poll=adaptive:50", "--vmmio",
+			       "0xd0005000,size=4K,port=0,poll=adaptive", NULL),
+			 0);
+	assert_true(cfg.ranges[0].poll_adaptive);
+	assert_int_equal(cfg.ranges[0].busy_us, CONFIG_ADAPTIVE_US_DEFAULT);
+	assert_false(cfg.ranges[1].poll_adaptive);
+	assert_int_equal(cfg.ranges[1].busy_us, 0);
+	assert_false(cfg.ranges[2].poll_adaptive);
+	assert_int_equal(cfg.ranges[2].busy_us, CONFIG_BUSY_US_DEFAULT);
+	assert_false(cfg.ranges[3].poll_adaptive);
+	assert_int_equal(cfg.ranges[3].busy_us, 300);
+	assert_true(cfg.ranges[4].poll_adaptive);
+	assert_int_equal(cfg.ranges[4].busy_us, 50);
+	assert_true(cfg.ranges[5].poll_adaptive);
+	assert_int_equal(cfg.ranges[5].busy_us, CONFIG_ADAPTIVE_US_DEFAULT);
+	for (size_t i = 0; i < sizeof(bad_polls) / sizeof(bad_polls[0]); i++) {
+		char arg[96], want[48];
+
+		snprintf(arg, sizeof(arg), "0xd0000000,size=4K,port=0,poll=%s", bad_polls[i]);
+		snprintf(want, sizeof(want), "poll='%s'", bad_polls[i]);
+		expect_error(parse("--kernel", "g.elf", "--vmmio", arg, NULL), want);
+	}
 	/* qtest may still use the fixed-device addresses (it has no such devices). */
 	assert_int_equal(parse("--accel", "qtest", "--vmmio", "0xfe000000,size=4K,port=0", NULL),
 			 0);
