@@ -117,8 +117,11 @@ def wait_listening(errfile, proc, count, timeout=10):
     raise SystemExit("bench: coreio-vm did not start listening\n%s" % errfile.read()[-2000:])
 
 
-def run_guest(build, guest, append, vmmio=(), start_clients=None, timeout=180, extra=()):
+def run_guest(build, guest, append, vmmio=(), start_clients=None, timeout=180, extra=(),
+              vm_stderr=None):
     """Run a test guest under coreio-vm --accel kvm and return its COM1 lines.
+
+    vm_stderr: a list that gets coreio-vm's standard error as one string.
 
     vmmio: --vmmio values; start_clients(targets) starts the clients once every
     port listens (targets: the 'listening on' values in order) and returns the
@@ -149,11 +152,21 @@ def run_guest(build, guest, append, vmmio=(), start_clients=None, timeout=180, e
                                  % (guest, timeout, out[-2000:]))
         finally:
             stop_all(clients + [vm])
+        err.seek(0)
+        errtext = err.read()
         if vm.returncode != 0:
-            err.seek(0)
             raise SystemExit("bench: guest %s failed (status %s)\n%s\n%s"
-                             % (guest, vm.returncode, out[-2000:], err.read()[-2000:]))
+                             % (guest, vm.returncode, out[-2000:], errtext[-2000:]))
+        if vm_stderr is not None:
+            vm_stderr.append(errtext)
         return out.splitlines()
+
+
+def wait_stats(errtext):
+    """(waits, answered before sleeping) from coreio-vm's exit summary of its vCPU waits."""
+    m = re.search(r"(\d+) vCPU waits for its client, (\d+) answered before the vCPU slept",
+                  errtext)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 def bench_line(lines, what):

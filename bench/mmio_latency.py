@@ -6,13 +6,18 @@ N 32-bit reads of one address from a CPL 3 loop, timed with the TSC, every
 value checked (expect=). Paths, each the best of --repeat guest runs:
 
   in-vmm            the in-VMM test device at 0xfe000000 (one KVM exit)
-  coreio-tcp        a vMMIO range served by coreio-timerdma over TCP loopback
+  coreio-tcp        a vMMIO range served by coreio-timerdma over TCP loopback,
+                    coreio-vm's default wait (poll=adaptive: the vCPU spins
+                    as long as recent answers took, at most 200 us)
   coreio-unix       the same over a UNIX socket
-  coreio-unix-busy  the same with the VM's busy-poll setting (poll=busy:
-                    --vm-busy-us) and the client's --busy-poll
-                    (--client-busy-us), where coreio-vm --help offers one
-                    (else a "skipped" line)
-  coreio-unix-busy-vm  only the VM spins; the client blocks
+  coreio-tcp-block, coreio-unix-block
+                    the same with poll=block: the vCPU sleeps at once
+  coreio-unix-busy  the VM always spins (poll=busy:--vm-busy-us) and so does
+                    the client (--busy-poll --client-busy-us)
+  coreio-unix-busy-vm  only the VM spins (poll=busy); the client blocks
+
+Each coreio line also gives coreio-vm's count of the vCPU's waits and of
+those answered before the vCPU slept (its exit summary).
 
 and, in the same run, the raw 64-byte socket ping-pong between two
 processes (coreio-baselines pingpong tcp|unix, best of --repeat). Output,
@@ -24,7 +29,8 @@ one JSON line each:
    "targets": {...}, "met": {...}}
 
 The issue's targets: CoreIO <= in-VMM + raw ping-pong (ratio <= 1.0) for
-TCP and UNIX, busy-poll <= 2x in-VMM. Nothing is asserted on the figures;
+TCP and UNIX (the default rows; the -block rows are printed next to them),
+busy-poll <= 2x in-VMM. Nothing is asserted on the figures;
 a wrong value read or a failed guest exits non-zero. Where KVM is unusable
 it prints {"bench": "mmio_latency", "skipped": REASON} and exits 0.
 """
@@ -42,8 +48,11 @@ RANGE = 0xD0000000
 TD_ID_VALUE = 0x434F5254  # coreio-timerdma's ID register at offset 0
 
 
-def guest_ns(build, n, addr, expect, vmmio=None, client_args=()):
-    """ns per read of one bench_mmio run (vmmio: the range, served by coreio-timerdma)."""
+def guest_ns(build, n, addr, expect, vmmio=None, client_args=(), stats=None):
+    """ns per read of one bench_mmio run (vmmio: the range, served by coreio-timerdma).
+
+    stats: a list that gets coreio-vm's (waits, answered before sleeping).
+    """
     client = bl.exe(build, "examples/coreio-timerdma")
 
     def start(targets):
@@ -51,8 +60,12 @@ def guest_ns(build, n, addr, expect, vmmio=None, client_args=()):
                                  stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)]
 
+    err = []
     out = bl.run_guest(build, "bench_mmio", "addr=%#x n=%d expect=%#x" % (addr, n, expect),
-                       vmmio=[vmmio] if vmmio else [], start_clients=start if vmmio else None)
+                       vmmio=[vmmio] if vmmio else [], start_clients=start if vmmio else None,
+                       vm_stderr=err)
+    if stats is not None:
+        stats.append(bl.wait_stats(err[0]))
     return bl.bench_line(out, "mmio_read")["ns_per_op"]
 
 
@@ -63,48 +76,45 @@ def main():
                          "longer than the guest's gap between two reads, one in-VMM exit)")
     ap.add_argument("--vm-busy-us", type=int, default=200,
                     help="the VM's spin in the busy-poll rows, poll=busy:USEC (default 200)")
-    ap.add_argument("--busy-opt", default=None,
-                    help="the --vmmio option that turns busy-polling on (default: found in "
-                         "coreio-vm --help, else that row is skipped)")
     args = ap.parse_args()
 
     sock = bl.kvm_guest_setup(BENCH)
     if sock is None:
         return 0
-    busy, busy_why = (args.busy_opt, None) if args.busy_opt else bl.busy_poll_option(args.build)
-    if busy == "poll=busy":
-        busy = "poll=busy:%d" % args.vm_busy_us
+    busy = "poll=busy:%d" % args.vm_busy_us
+    tcp = "%#x,size=0x1000,port=0" % RANGE
+    unix = "%#x,size=0x1000,port=unix:%s" % (RANGE, sock)
+    # (name, --vmmio or None, client options)
     paths = [
-        ("in-vmm", None, TESTDEV, TESTDEV_ID),
-        ("coreio-tcp", "%#x,size=0x1000,port=0" % RANGE, RANGE, TD_ID_VALUE),
-        ("coreio-unix", "%#x,size=0x1000,port=unix:%s" % (RANGE, sock), RANGE, TD_ID_VALUE),
+        ("in-vmm", None, []),
+        ("coreio-tcp", tcp, []),
+        ("coreio-unix", unix, []),
+        ("coreio-tcp-block", tcp + ",poll=block", []),
+        ("coreio-unix-block", unix + ",poll=block", []),
+        ("coreio-unix-busy", unix + "," + busy, ["--busy-poll", str(args.client_busy_us)]),
+        ("coreio-unix-busy-vm", unix + "," + busy, []),
     ]
-    if busy:
-        for name in ("coreio-unix-busy", "coreio-unix-busy-vm"):
-            paths.append((name, "%#x,size=0x1000,port=unix:%s,%s" % (RANGE, sock, busy),
-                          RANGE, TD_ID_VALUE))
     res = {}
     try:
-        for name, vmmio, addr, expect in paths:
-            cargs = (["--busy-poll", str(args.client_busy_us)]
-                     if name == "coreio-unix-busy" else [])
-            runs = [guest_ns(args.build, args.n, addr, expect, vmmio, cargs)
+        for name, vmmio, cargs in paths:
+            addr, expect = (RANGE, TD_ID_VALUE) if vmmio else (TESTDEV, TESTDEV_ID)
+            stats = []
+            runs = [guest_ns(args.build, args.n, addr, expect, vmmio, cargs, stats)
                     for _ in range(args.repeat)]
             res[name] = min(runs)
             line = {"bench": BENCH, "path": name, "ns_per_op": res[name], "n": args.n,
                     "runs": runs}
-            if name.startswith("coreio-unix-busy"):
-                line["vmmio_option"] = busy
-                line["client_busy_us"] = args.client_busy_us if name == "coreio-unix-busy" else 0
+            if vmmio:
+                line["vmmio"] = vmmio.split(",", 2)[2]
+                line["client_busy_us"] = int(cargs[1]) if cargs else 0
+                line["waits"] = [w for w, _ in stats]
+                line["answered_spinning"] = [s for _, s in stats]
             bl.emit(line)
     finally:
         try:
             os.rmdir(os.path.dirname(sock))
         except OSError:
             pass
-    if not busy:
-        for name in ("coreio-unix-busy", "coreio-unix-busy-vm"):
-            bl.emit({"bench": BENCH, "path": name, "skipped": busy_why})
     for tr in ("tcp", "unix"):
         runs = [bl.baseline(args.build, "pingpong", tr, "--n", 5000)["ns_per_op"]
                 for _ in range(args.repeat)]
@@ -117,14 +127,16 @@ def main():
         "unix/in-vmm": bl.ratio(res["coreio-unix"], base, 2),
         "tcp/(in-vmm+pingpong-tcp)": bl.ratio(res["coreio-tcp"], base + res["pingpong-tcp"]),
         "unix/(in-vmm+pingpong-unix)": bl.ratio(res["coreio-unix"], base + res["pingpong-unix"]),
+        "tcp-block/(in-vmm+pingpong-tcp)": bl.ratio(res["coreio-tcp-block"],
+                                                    base + res["pingpong-tcp"]),
+        "unix-block/(in-vmm+pingpong-unix)": bl.ratio(res["coreio-unix-block"],
+                                                      base + res["pingpong-unix"]),
+        "unix-busy/in-vmm": bl.ratio(res["coreio-unix-busy"], base),
+        "unix-busy-vm/(in-vmm+pingpong-unix)": bl.ratio(res["coreio-unix-busy-vm"],
+                                                        base + res["pingpong-unix"]),
     }
-    targets = {"tcp/(in-vmm+pingpong-tcp)": 1.0, "unix/(in-vmm+pingpong-unix)": 1.0}
-    if busy:
-        ratios["unix-busy/in-vmm"] = bl.ratio(res["coreio-unix-busy"], base)
-        ratios["unix-busy-vm/in-vmm"] = bl.ratio(res["coreio-unix-busy-vm"], base)
-        ratios["unix-busy-vm/(in-vmm+pingpong-unix)"] = bl.ratio(
-            res["coreio-unix-busy-vm"], base + res["pingpong-unix"])
-        targets["unix-busy/in-vmm"] = 2.0
+    targets = {"tcp/(in-vmm+pingpong-tcp)": 1.0, "unix/(in-vmm+pingpong-unix)": 1.0,
+               "unix-busy/in-vmm": 2.0}
     bl.emit({"bench": BENCH, "ratios": ratios,
              "targets": {k: "<= %s" % v for k, v in targets.items()},
              "met": {k: ratios[k] <= v for k, v in targets.items()}})
