@@ -1,5 +1,6 @@
 """The pieces the benchmarks stand on: testclient dma_bench / irq_on_write and the bench guests."""
 
+import json
 import os
 import re
 import subprocess
@@ -177,3 +178,24 @@ def test_bench_mmio_expect(env):
     vm = guest_vm(env, "bench_mmio", append="n=100 expect=0x1")
     rc, out = vm.finish(60)
     assert rc == 1 and out[-1] == "FAILURE: 100 of 100 reads did not return 0x1", out
+
+
+BASELINES = "bench/coreio-baselines"
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_baselines_pieces(transport):
+    """The reference-style 32-byte pieces baseline moves whole transfers and says how much."""
+    p = subprocess.run([build_path(BASELINES), "pieces", transport, "--size", "5000",
+                        "--total", "20000"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["what"] == "pieces" and r["transport"] == transport
+    assert r["size"] == 5000 and r["bytes"] == 20000 and r["mb_per_s"] > 0
+
+
+@pytest.mark.parametrize("argv", [["pieces", "udp"], ["pieces", "tcp", "--size", "0"],
+                                  ["pieces", "tcp", "--size", "8", "--total", "4"], ["bogus"]])
+def test_baselines_bad_arguments(argv):
+    p = subprocess.run([build_path(BASELINES)] + argv, capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and "coreio-baselines" in p.stderr, p.stderr
