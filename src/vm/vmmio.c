@@ -1234,10 +1234,7 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 		rg->acked = rc->acked;
 		rg->busy_us = rc->busy_us;
 		rg->adaptive = rc->poll_adaptive && rc->busy_us;
-		rg->spin_ns = 0;
-		if (rg->adaptive)
-			rg->spin_ns = rc->busy_us * 1000u < VMMIO_SPIN_MIN_NS ? rc->busy_us * 1000u
-									      : VMMIO_SPIN_MIN_NS;
+		rg->spin_ns = rg->adaptive ? rc->busy_us * 1000u : 0;
 		rg->port = port;
 		port->shm = rc->shm; /* every range of a port agrees (config_parse()) */
 		v->any_shm |= rc->shm;

@@ -60,7 +60,7 @@ struct vmmio_range {
 	struct vmmio_conn *owner; /* the claiming connection, or NULL */
 };
 
-#define VMMIO_SPIN_MIN_NS 10000 /* poll=adaptive: the smallest spin it grows to */
+#define VMMIO_SPIN_MIN_NS 10000 /* poll=adaptive: a spin halved below this stops */
 
 /*
  * The spin of a range's next vCPU wait under poll=adaptive, from the last
@@ -68,12 +68,12 @@ struct vmmio_range {
  *   window  the spin allowed to the wait that just ended, ns
  *   waited  how long that wait took until the answer, ns
  *   max     the range's bound (poll=adaptive:USEC), ns
- * Returns window unchanged when the answer came while spinning; when it
- * came later but within max, a spin that would have caught it (waited plus
- * a quarter, at least VMMIO_SPIN_MIN_NS, at most max); when it took longer
- * than max, half the window, or 0 below VMMIO_SPIN_MIN_NS (one slow answer
- * does not stop the spinning, a run of them does within a few waits, so
- * a slow client costs little spinning). No errors.
+ * Returns window unchanged when the answer came while spinning; max when
+ * it came later but within max (a spin ends when the answer comes, so the
+ * full bound costs nothing more while answers keep within it); when it
+ * took longer than max, half the window, or 0 below VMMIO_SPIN_MIN_NS (one
+ * slow answer does not stop the spinning, a run of them does within a few
+ * waits, so a client slower than max costs little spinning). No errors.
  */
 unsigned vmmio_poll_window(unsigned window, uint64_t waited, unsigned max);
 
