@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +82,21 @@ static int make_pair(const char *family, int sv[2])
 	return 0;
 }
 
+/* --cpus A,B: the measuring process runs on CPU A, its peer on CPU B (-1: anywhere). */
+static int cpu_self = -1, cpu_peer = -1;
+
+static void pin(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) < 0)
+		perror("coreio-baselines: sched_setaffinity");
+}
+
 static int pingpong(const char *family, long iters)
 {
 	uint8_t msg[64] = {0};
@@ -94,6 +110,7 @@ static int pingpong(const char *family, long iters)
 	}
 	pid = fork();
 	if (pid == 0) {
+		pin(cpu_peer);
 		close(sv[0]);
 		for (long i = 0; i < iters + 100; i++)
 			if (full_io(sv[1], msg, sizeof(msg), 0) < 0 ||
@@ -101,6 +118,7 @@ static int pingpong(const char *family, long iters)
 				_exit(1);
 		_exit(0);
 	}
+	pin(cpu_self);
 	close(sv[1]);
 	for (int i = 0; i < 100; i++) /* warm-up */
 		if (full_io(sv[0], msg, sizeof(msg), 1) < 0 ||
@@ -115,8 +133,8 @@ static int pingpong(const char *family, long iters)
 	close(sv[0]);
 	waitpid(pid, &status, 0);
 	printf("{\"bench\": \"baseline\", \"what\": \"pingpong\", \"transport\": \"%s\", "
-	       "\"ns_per_op\": %.0f, \"n\": %ld}\n",
-	       family, dt * 1e9 / (double)iters, iters);
+	       "\"ns_per_op\": %.0f, \"n\": %ld, \"cpus\": [%d, %d]}\n",
+	       family, dt * 1e9 / (double)iters, iters, cpu_self, cpu_peer);
 	return 0;
 }
 
@@ -240,7 +258,7 @@ static int copy(size_t size, size_t total)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: coreio-baselines pingpong tcp|unix [--n N]\n"
+	fprintf(f, "usage: coreio-baselines pingpong tcp|unix [--n N] [--cpus A,B]\n"
 		   "       coreio-baselines stream tcp|unix [--size BYTES] [--total BYTES]\n"
 		   "       coreio-baselines memcpy [--size BYTES] [--total BYTES]\n"
 		   "       coreio-baselines pieces tcp|unix [--size BYTES] [--total BYTES]\n"
@@ -251,16 +269,16 @@ static void usage(FILE *f)
 		   "  pieces    SIZE-byte DMA as the reference protocol runs it: 32-byte\n"
 		   "            pieces, one 64-byte message and system call each way per\n"
 		   "            piece, at most 1024 in flight (MB/s of payload)\n"
+		   "--cpus A,B pins the measuring process to CPU A and its peer to CPU B.\n"
 		   "Defaults: --n 20000, --size 1048576, --total 268435456.\n");
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {{"n", required_argument, NULL, 'n'},
-					     {"size", required_argument, NULL, 's'},
-					     {"total", required_argument, NULL, 't'},
-					     {"help", no_argument, NULL, 'h'},
-					     {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {
+	    {"n", required_argument, NULL, 'n'},     {"size", required_argument, NULL, 's'},
+	    {"total", required_argument, NULL, 't'}, {"cpus", required_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},	     {NULL, 0, NULL, 0}};
 	long n = 20000;
 	size_t size = 1u << 20, total = 256u << 20;
 	int c;
@@ -275,6 +293,14 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			total = strtoull(optarg, NULL, 0);
+			break;
+		case 'c':
+			if (sscanf(optarg, "%d,%d", &cpu_self, &cpu_peer) != 2 || cpu_self < 0 ||
+			    cpu_peer < 0 || cpu_self >= CPU_SETSIZE || cpu_peer >= CPU_SETSIZE) {
+				fprintf(stderr, "coreio-baselines: bad --cpus '%s' (A,B)\n",
+					optarg);
+				return 2;
+			}
 			break;
 		case 'h':
 			usage(stdout);

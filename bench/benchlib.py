@@ -117,11 +117,19 @@ def wait_listening(errfile, proc, count, timeout=10):
     raise SystemExit("bench: coreio-vm did not start listening\n%s" % errfile.read()[-2000:])
 
 
+def pinned(cpu):
+    """A Popen preexec_fn that pins the child to CPU cpu (None: no pinning)."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
 def run_guest(build, guest, append, vmmio=(), start_clients=None, timeout=180, extra=(),
-              vm_stderr=None):
+              vm_stderr=None, cpu=None):
     """Run a test guest under coreio-vm --accel kvm and return its COM1 lines.
 
     vm_stderr: a list that gets coreio-vm's standard error as one string.
+    cpu: pin coreio-vm (all its threads) to this CPU.
 
     vmmio: --vmmio values; start_clients(targets) starts the clients once every
     port listens (targets: the 'listening on' values in order) and returns the
@@ -138,7 +146,7 @@ def run_guest(build, guest, append, vmmio=(), start_clients=None, timeout=180, e
     nports = len([p for p in ports if p != "0"]) + sum(1 for v in vmmio if "port=0" in v)
     with tempfile.TemporaryFile(mode="w+") as err:
         vm = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, preexec_fn=pinned(cpu))
         clients = []
         try:
             if start_clients:

@@ -194,7 +194,20 @@ def test_baselines_pieces(transport):
     assert r["size"] == 5000 and r["bytes"] == 20000 and r["mb_per_s"] > 0
 
 
+def test_baselines_pingpong_pinned():
+    """--cpus pins both ends; the line says where they ran."""
+    cpu = min(os.sched_getaffinity(0))
+    p = subprocess.run([build_path(BASELINES), "pingpong", "unix", "--n", "200", "--cpus",
+                        "%d,%d" % (cpu, cpu)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["what"] == "pingpong" and r["n"] == 200 and r["cpus"] == [cpu, cpu]
+    assert r["ns_per_op"] > 0
+
+
 @pytest.mark.parametrize("argv", [["pieces", "udp"], ["pieces", "tcp", "--size", "0"],
+                                  ["pingpong", "tcp", "--cpus", "1"],
+                                  ["pingpong", "tcp", "--cpus", "-1,0"],
                                   ["pieces", "tcp", "--size", "8", "--total", "4"], ["bogus"]])
 def test_baselines_bad_arguments(argv):
     p = subprocess.run([build_path(BASELINES)] + argv, capture_output=True, text=True, timeout=10)
