@@ -14,6 +14,7 @@
 #define BLK_QSIZE  256u
 #define BLK_SECTOR 512u
 #define BLK_CHUNK  (1u << 20)
+#define BLK_HDR	   16u /* struct virtio_blk_outhdr */
 #define BLK_ID_LEN 20u
 
 /* Feature bits (virtio 1.x, 5.2.3). */
@@ -44,7 +45,7 @@ struct blk_dev {
 	bool readonly;
 	uint64_t sectors;
 	char id[BLK_ID_LEN];
-	uint8_t *bounce;
+	uint8_t *bounce; /* BLK_HDR + BLK_CHUNK bytes: the header, then data */
 	struct vio_chain chain;
 };
 
@@ -54,6 +55,11 @@ static bool blk_in_range(const struct blk_dev *b, uint64_t sector, uint64_t len)
 	return sector <= b->sectors && len / BLK_SECTOR <= b->sectors - sector;
 }
 
+/*
+ * Data to the guest: posted writes (copied), so the next request does not
+ * wait for them. One that fails in guest memory turns the request into
+ * IOERR before it reaches the used ring (vio_chain_on_error in blk_kick).
+ */
 static uint8_t blk_read(struct blk_dev *b, struct vio_dev *d, uint64_t sector, uint64_t len)
 {
 	uint64_t done = 0;
@@ -66,25 +72,28 @@ static uint8_t blk_read(struct blk_dev *b, struct vio_dev *d, uint64_t sector, u
 			continue;
 		if (got <= 0)
 			return BLK_S_IOERR;
-		if (vio_chain_write(d, &b->chain, done, b->bounce, (size_t)got))
+		if (vio_chain_post(d, &b->chain, done, b->bounce, (size_t)got))
 			return BLK_S_IOERR;
 		done += (uint64_t)got;
 	}
 	return BLK_S_OK;
 }
 
-static uint8_t blk_write(struct blk_dev *b, struct vio_dev *d, uint64_t sector, uint64_t len)
+/* Data from the guest; the first have bytes are already at bounce + BLK_HDR. */
+static uint8_t blk_write(struct blk_dev *b, struct vio_dev *d, uint64_t sector, uint64_t len,
+			 size_t have)
 {
+	uint8_t *data = b->bounce + BLK_HDR;
 	uint64_t done = 0;
 
 	while (done < len) {
 		size_t n = len - done < BLK_CHUNK ? (size_t)(len - done) : BLK_CHUNK;
 		size_t put = 0;
 
-		if (vio_chain_read(d, &b->chain, 16 + done, b->bounce, n))
+		if ((done > 0 || have < n) && vio_chain_read(d, &b->chain, BLK_HDR + done, data, n))
 			return BLK_S_IOERR;
 		while (put < n) {
-			ssize_t w = pwrite(b->fd, b->bounce + put, n - put,
+			ssize_t w = pwrite(b->fd, data + put, n - put,
 					   (off_t)(sector * BLK_SECTOR + done + put));
 
 			if (w < 0 && errno == EINTR)
@@ -101,18 +110,30 @@ static uint8_t blk_write(struct blk_dev *b, struct vio_dev *d, uint64_t sector, 
 /* Serve one request; returns the bytes written into the chain before the status byte. */
 static uint32_t blk_request(struct blk_dev *b, struct vio_dev *d, uint8_t *status)
 {
-	const struct vio_chain *c = &b->chain;
+	struct vio_chain *c = &b->chain;
 	uint64_t data_in = c->wr_len - 1; /* writable bytes before the status byte */
 	uint64_t data_out, sector;
-	uint8_t hdr[16];
+	const uint8_t *hdr = b->bounce;
+	size_t first;
 	uint32_t type;
 
 	*status = BLK_S_IOERR;
-	if (c->rd_len < sizeof(hdr) || vio_chain_read(d, c, 0, hdr, sizeof(hdr)))
+	if (c->rd_len < BLK_HDR)
 		return 0;
+	/*
+	 * The header and (for OUT) the first MiB of data in one read: one DMA
+	 * when the driver put them next to each other. Should the data part be
+	 * unreadable, the header alone decides (an IN request ignores it).
+	 */
+	first = c->rd_len < BLK_HDR + BLK_CHUNK ? (size_t)c->rd_len : BLK_HDR + BLK_CHUNK;
+	if (vio_chain_read(d, c, 0, b->bounce, first)) {
+		if (first == BLK_HDR || vio_chain_read(d, c, 0, b->bounce, BLK_HDR))
+			return 0;
+		first = BLK_HDR;
+	}
 	type = (uint32_t)vio_get_le(hdr, 4);
 	sector = vio_get_le(hdr + 8, 8);
-	data_out = c->rd_len - sizeof(hdr);
+	data_out = c->rd_len - BLK_HDR;
 	switch (type) {
 	case BLK_T_IN:
 		if (data_in % BLK_SECTOR || !blk_in_range(b, sector, data_in))
@@ -122,7 +143,7 @@ static uint32_t blk_request(struct blk_dev *b, struct vio_dev *d, uint8_t *statu
 	case BLK_T_OUT:
 		if (b->readonly || data_out % BLK_SECTOR || !blk_in_range(b, sector, data_out))
 			return 0;
-		*status = blk_write(b, d, sector, data_out);
+		*status = blk_write(b, d, sector, data_out, first - BLK_HDR);
 		return 0;
 	case BLK_T_FLUSH:
 		*status = b->readonly || fsync(b->fd) == 0 ? BLK_S_OK : BLK_S_IOERR;
@@ -130,7 +151,7 @@ static uint32_t blk_request(struct blk_dev *b, struct vio_dev *d, uint8_t *statu
 	case BLK_T_GET_ID: {
 		size_t n = data_in < BLK_ID_LEN ? (size_t)data_in : BLK_ID_LEN;
 
-		if (vio_chain_write(d, c, 0, b->id, n))
+		if (vio_chain_post(d, c, 0, b->id, n))
 			return 0;
 		*status = BLK_S_OK;
 		return (uint32_t)n;
@@ -156,7 +177,9 @@ static void blk_kick(struct vio_dev *d, unsigned q)
 				fprintf(stderr, PROG ": request without a status byte\n");
 		} else {
 			written = blk_request(b, d, &status);
-			if (vio_chain_write(d, &b->chain, b->chain.wr_len - 1, &status, 1) == 0)
+			/* Should a posted data write fail: IOERR, the status byte only. */
+			vio_chain_on_error(&b->chain, 1, BLK_S_IOERR);
+			if (vio_chain_post(d, &b->chain, b->chain.wr_len - 1, &status, 1) == 0)
 				written++;
 			else
 				written = 0;
@@ -265,7 +288,7 @@ int main(int argc, char **argv)
 	}
 	/* Zero-padded; an id of exactly 20 bytes has no terminator (virtio 1.x, 5.2.6). */
 	memcpy(blk.id, serial, strnlen(serial, BLK_ID_LEN));
-	blk.bounce = malloc(BLK_CHUNK);
+	blk.bounce = malloc(BLK_HDR + BLK_CHUNK);
 	if (!blk.bounce)
 		return 1;
 	features = VIO_BIT(VIO_F_INDIRECT_DESC) | VIO_BIT(BLK_F_SEG_MAX) | VIO_BIT(BLK_F_BLK_SIZE) |

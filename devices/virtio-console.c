@@ -31,7 +31,11 @@ struct con_dev {
 	struct vio_chain chain;
 };
 
-/* Hand buffered input to the driver's receive buffers, as many as there are. */
+/*
+ * Hand buffered input to the driver's receive buffers, as many as there
+ * are. The input is written blocking so that bytes a buffer outside guest
+ * RAM did not take stay buffered; the used ring is posted.
+ */
 static void con_rx(struct con_dev *k, struct vio_dev *d)
 {
 	while (k->in_len && vio_dev_running(d)) {

@@ -73,6 +73,34 @@ static void vm_reset_cb(void *opaque)
 	vio_dev_reset(d);
 }
 
+static volatile sig_atomic_t stop_signal; /* with COREIO_VIRTIO_STATS: SIGTERM or SIGINT seen */
+
+static void on_stop(int sig)
+{
+	stop_signal = sig;
+}
+
+/* True when the environment asks for the DMA counters at exit (COREIO_VIRTIO_STATS=1). */
+static bool want_stats(void)
+{
+	const char *v = getenv("COREIO_VIRTIO_STATS");
+
+	return v && *v && strcmp(v, "0") != 0;
+}
+
+/* One line of DMA counters: blocking reads and writes are the round trips the device waited for. */
+static void print_stats(const struct vio_dev *d, const char *prog)
+{
+	unsigned long long n = d->stat_chains;
+
+	fprintf(
+	    stderr,
+	    "%s: DMA: %llu chains, %llu blocking reads, %llu blocking writes, %llu posted writes "
+	    "(%llu failed); per chain %.2f blocking round trips\n",
+	    prog, n, d->stat_dma_reads, d->stat_dma_writes, d->stat_dma_posted, d->stat_post_errors,
+	    n ? (double)(d->stat_dma_reads + d->stat_dma_writes) / (double)n : 0.0);
+}
+
 static int loop(struct vio_dev *d)
 {
 	for (;;) {
@@ -80,6 +108,8 @@ static int loop(struct vio_dev *d)
 		struct timeval tv;
 		int nfds, rc;
 
+		if (stop_signal)
+			return -EINTR;
 		vio_dev_poll(d);
 		FD_ZERO(&rfds);
 		FD_ZERO(&wfds);
@@ -147,13 +177,28 @@ int vio_run(struct vio_dev *d, const struct vio_cli *cli, const char *prog)
 	}
 	fprintf(stderr, "%s: serving rid %u on %s (virtio-%s, device id %u)\n", prog, cli->rid,
 		cli->target, cli->transport == VIO_TRANSPORT_PCI ? "pci" : "mmio", d->device_id);
+	if (want_stats()) {
+		/* So that the counters are printed when a supervisor ends the model, too. */
+		struct sigaction sa;
+
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_stop;
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGTERM, &sa, NULL);
+		sigaction(SIGINT, &sa, NULL);
+	}
 	rc = loop(d);
 	if (rc == -ECONNRESET)
 		fprintf(stderr, "%s: the VM closed the connection; exiting\n", prog);
+	else if (rc == -EINTR && stop_signal)
+		fprintf(stderr, "%s: stopped by signal %d; exiting\n", prog, (int)stop_signal);
 	else
 		fprintf(stderr, "%s: %s\n", prog, strerror(-rc));
+	/* Writes still posted complete here (with -ECONNRESET). */
 	coreio_ctx_free(ctx);
 	d->ctx = NULL;
 	d->host = NULL;
+	if (d->verbose || want_stats())
+		print_stats(d, prog);
 	return rc < 0 ? rc : -ECONNRESET;
 }

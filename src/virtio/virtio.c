@@ -36,6 +36,27 @@ static int ctx_dma_write(void *opaque, uint64_t gpa, const void *buf, size_t len
 	return coreio_ctx_dma_write(d->ctx, 0, 0, gpa, len, (void *)(uintptr_t)buf, 0, NULL, NULL);
 }
 
+/*
+ * A posted write: the library keeps pointing at buf until done runs (from
+ * coreio_ctx_processfds() or the disconnect), and sends the pieces of all
+ * DMA, blocking or not, in order on its one DMA connection, which the VM
+ * applies in order. With shared memory the library copies at once (or
+ * falls back to the socket for a range outside its map), so its writes
+ * would not stay in issue order: blocking writes are as cheap there.
+ */
+static int ctx_dma_write_post(void *opaque, uint64_t gpa, const void *buf, size_t len,
+			      void (*done)(void *arg, int err), void *arg)
+{
+	struct vio_dev *d = opaque;
+	int caps = coreio_ctx_caps(d->ctx);
+
+	if (caps < 0)
+		return caps;
+	if (caps & COREIO_CAP_SHM_BIT)
+		return -EOPNOTSUPP;
+	return coreio_ctx_dma_write(d->ctx, 0, 0, gpa, len, (void *)(uintptr_t)buf, 0, done, arg);
+}
+
 static int ctx_irq_set(void *opaque, unsigned level)
 {
 	struct vio_dev *d = opaque;
@@ -47,6 +68,7 @@ static const struct vio_host_ops ctx_host_ops = {
     .dma_read = ctx_dma_read,
     .dma_write = ctx_dma_write,
     .irq_set = ctx_irq_set,
+    .dma_write_post = ctx_dma_write_post,
 };
 
 static bool is_pow2(unsigned v)
@@ -80,12 +102,14 @@ void vio_dev_set_ctx(struct vio_dev *d, coreio_ctx_t *ctx, unsigned rid)
 	d->rid = rid;
 	d->host = &ctx_host_ops;
 	d->host_opaque = d;
+	d->post_mode = 0;
 }
 
 void vio_dev_set_host(struct vio_dev *d, const struct vio_host_ops *host, void *opaque)
 {
 	d->host = host;
 	d->host_opaque = opaque;
+	d->post_mode = 0;
 }
 
 static void irq_sync(struct vio_dev *d)
@@ -108,6 +132,10 @@ void vio_dev_reset(struct vio_dev *d)
 	d->queue_sel = 0;
 	d->kick_pending = 0;
 	d->kick_all = false;
+	/* Writes still in flight complete later; what waits on them is forgotten. */
+	d->post_gen++;
+	d->post_stalled = 0;
+	d->dc_q = 0;
 	for (unsigned i = 0; i < d->num_queues; i++) {
 		struct vio_queue *vq = &d->q[i];
 		uint16_t max = vq->size_max;
@@ -177,7 +205,10 @@ bool vio_dev_poll(struct vio_dev *d)
 		if (!vio_dev_running(d))
 			break;
 		d->q[q].budget = 0;
+		d->q[q].idx_read = false;
+		d->kicking = q + 1;
 		d->ops->queue_kick(d, q);
+		d->kicking = 0;
 		any = true;
 	}
 	return any;
@@ -192,6 +223,11 @@ static void set_status(struct vio_dev *d, uint8_t v)
 	if (v == 0) {
 		if (d->verbose)
 			fprintf(stderr, "virtio: reset by the driver\n");
+		/*
+		 * The driver waits for status 0 before it reuses the rings' memory:
+		 * the writes posted so far must be in guest memory by then.
+		 */
+		vio_posted_barrier(d);
 		vio_dev_reset(d);
 		return;
 	}
@@ -261,6 +297,10 @@ static void queue_enable(struct vio_dev *d, struct vio_queue *vq)
 	vq->avail_idx = 0;
 	vq->used_idx = 0;
 	vq->budget = 0;
+	vq->ring_n = 0;
+	vq->idx_read = false;
+	if (d->dc_q == (unsigned)(vq - d->q) + 1)
+		d->dc_q = 0;
 	vq->enabled = true;
 	if (d->verbose)
 		fprintf(stderr,
@@ -275,10 +315,14 @@ static void queue_ready(struct vio_dev *d, uint64_t v)
 
 	if (!vq)
 		return;
-	if (v & 1)
+	if (v & 1) {
 		queue_enable(d, vq);
-	else
+	} else {
 		vq->enabled = false;
+		vq->ring_n = 0;
+		if (d->dc_q == (unsigned)(vq - d->q) + 1)
+			d->dc_q = 0;
+	}
 }
 
 static void queue_set_size(struct vio_dev *d, uint64_t v)

@@ -99,6 +99,11 @@
 #define VIO_CONFIG_MAX	   256u
 #define VIO_INDIRECT_MAX   1024u	  /* descriptors in one indirect table */
 #define VIO_CHAIN_MAX_LEN  (256ull << 20) /* bytes in one descriptor chain */
+#define VIO_DESC_CACHE	   256u	 /* descriptors read at once (the whole table up to this) */
+#define VIO_RING_CACHE	   256u	 /* available ring entries read at once */
+#define VIO_MERGE_GAP	   4096u /* bytes between descriptor table and avail ring read along */
+#define VIO_POST_MAX	   (16u << 20) /* bytes of posted writes in flight per device */
+#define VIO_SCRATCH_LEN	   (VIO_DESC_CACHE * 16u + VIO_MERGE_GAP + 4u + 2u * VIO_RING_CACHE)
 
 enum vio_transport {
 	VIO_TRANSPORT_PCI,
@@ -109,8 +114,9 @@ struct vio_dev;
 
 /*
  * How the library reaches guest memory and the interrupt line. The default
- * (vio_dev_init with a context) uses blocking coreio_ctx_dma_read/write with
- * mid 0 and coreio_ctx_irq_update(rid, iid 0); unit tests put fakes here.
+ * (vio_dev_set_ctx) uses coreio_ctx_dma_read/write with mid 0 (blocking, and
+ * non-blocking for dma_write_post) and coreio_ctx_irq_update(rid, iid 0);
+ * unit tests put fakes here.
  */
 struct vio_host_ops {
 	/* Copy len bytes from guest-physical gpa; 0 or a negative errno. */
@@ -119,6 +125,19 @@ struct vio_host_ops {
 	int (*dma_write)(void *opaque, uint64_t gpa, const void *buf, size_t len);
 	/* Set the level of the device's interrupt line; 0 or a negative errno. */
 	int (*irq_set)(void *opaque, unsigned level);
+	/*
+	 * Optional: start a write of len bytes of buf to gpa without waiting.
+	 * buf stays untouched until done(arg, err) runs; done runs exactly
+	 * once, after the bytes are in guest memory (err 0) or the write
+	 * failed, and only from the host's event processing: never from inside
+	 * this call, dma_read or dma_write. Posted writes, blocking reads and
+	 * blocking writes reach guest memory in the order they were issued.
+	 * Returns 0 (done will run), -EOPNOTSUPP when writes cannot be posted
+	 * on this connection (the library then writes with dma_write), or
+	 * another negative errno (done will not run).
+	 */
+	int (*dma_write_post)(void *opaque, uint64_t gpa, const void *buf, size_t len,
+			      void (*done)(void *arg, int err), void *arg);
 };
 
 /* What a device model implements. Every callback runs on the main loop's thread. */
@@ -148,6 +167,10 @@ struct vio_queue {
 	uint16_t avail_idx;  /* last avail->idx read from the guest */
 	uint16_t used_idx;   /* next used ring entry to fill */
 	uint32_t budget;     /* chains taken since the last kick; at size the queue yields */
+	bool idx_read;	     /* avail->idx was read during the current kick */
+	uint16_t ring_pos;   /* ring[k] is the avail entry at position ring_pos + k ... */
+	uint16_t ring_n;     /* ... for k < ring_n */
+	uint16_t ring[VIO_RING_CACHE];
 };
 
 /* One guest buffer of a descriptor chain. */
@@ -155,6 +178,9 @@ struct vio_buf {
 	uint64_t addr;
 	uint32_t len;
 };
+
+struct vio_req;
+struct vio_post;
 
 /*
  * A descriptor chain taken from the available ring: n_rd device-readable
@@ -166,6 +192,11 @@ struct vio_chain {
 	uint64_t rd_len, wr_len; /* total bytes of each kind */
 	struct vio_buf *buf;
 	unsigned cap; /* allocated entries of buf */
+	/* Set by vio_queue_pop(), vio_chain_post() and vio_chain_on_error(). */
+	struct vio_req *req;   /* writes posted to this chain, NULL: none */
+	int post_err;	       /* a write of vio_chain_post() failed at once */
+	uint32_t fail_written; /* used length if a posted write failed */
+	int fail_tail;	       /* ... and the byte then put last, -1: none */
 };
 
 struct vio_dev {
@@ -198,6 +229,29 @@ struct vio_dev {
 	coreio_ctx_t *ctx;
 	unsigned rid;
 	unsigned long long stat_broken; /* rings found broken */
+
+	/* Ring reads (virtqueue.c): one queue's descriptor table, or a window of it. */
+	unsigned kicking;  /* queue + 1 that vio_dev_poll() is kicking, 0 outside */
+	unsigned dc_q;	   /* queue + 1 whose descriptors desc_cache holds, 0 none */
+	uint16_t dc_first; /* desc_cache holds descriptors dc_first .. dc_first + dc_n - 1 */
+	uint16_t dc_n;
+	uint8_t desc_cache[VIO_DESC_CACHE * 16u];
+	uint8_t scratch[VIO_SCRATCH_LEN];
+
+	/* Posted writes (virtqueue.c), oldest first, until their completion. */
+	struct vio_post *post_head, *post_tail;
+	size_t post_bytes;	/* their data bytes */
+	uint64_t post_last_gpa; /* where the newest one writes */
+	unsigned post_gen;	/* bumped by every reset: older completions are stale */
+	int post_mode;		/* 0 not known yet, 1 posting works, -1 host cannot post */
+	uint32_t post_stalled;	/* bit q: pop yielded for memory; kicked when it drains */
+
+	/* Counters, for --verbose and COREIO_VIRTIO_STATS (run.c) and the tests. */
+	unsigned long long stat_dma_reads;   /* blocking reads (each a round trip) */
+	unsigned long long stat_dma_writes;  /* blocking writes (each a round trip) */
+	unsigned long long stat_dma_posted;  /* posted writes (nobody waits) */
+	unsigned long long stat_post_errors; /* posted writes that failed */
+	unsigned long long stat_chains;	     /* chains put in a used ring */
 };
 
 /*
@@ -217,8 +271,10 @@ int vio_dev_init(struct vio_dev *d, uint32_t device_id, uint64_t features, unsig
 		 unsigned qsize_max, const struct vio_dev_ops *ops, void *priv);
 
 /*
- * Route d's DMA and interrupt through a CoreIO context: blocking DMA with
- * mid 0, sid 0, and the IRQ line iid 0 of range rid. No return value.
+ * Route d's DMA and interrupt through a CoreIO context: DMA with mid 0,
+ * sid 0 (reads blocking; writes posted, except on a shared-memory
+ * connection where every DMA is a memcpy anyway), and the IRQ line iid 0
+ * of range rid. No return value.
  */
 void vio_dev_set_ctx(struct vio_dev *d, coreio_ctx_t *ctx, unsigned rid);
 
@@ -288,7 +344,16 @@ int vio_transport_write(struct vio_dev *d, uint64_t off, size_t len, const void 
  * nesting), readable buffers before writable ones, no address range wrapping,
  * at most VIO_CHAIN_MAX_LEN bytes in all.
  * At most size chains are handed out per kick: then the call returns 0 and
- * re-arms the kick, so the main loop serves the VM before going on.
+ * re-arms the kick, so the main loop serves the VM before going on; it
+ * does the same while over VIO_POST_MAX / 2 bytes of posted writes are in
+ * flight (kicked again when they drain).
+ * Guest memory is read in batches: avail->idx once when the entries taken
+ * so far are used up (at most once per kick inside vio_dev_poll(): a
+ * driver notifies after adding buffers, and the next kick sees them), the
+ * new ring entries in one DMA, the descriptor table in one DMA (one DMA
+ * with the entries when the avail ring follows the table, as Linux lays
+ * it out), each indirect table in one DMA.
+ * A chain popped before without vio_queue_push() is abandoned.
  * Returns 1 with a chain, 0 when the ring is empty (or the queue is not
  * usable, or yields), -EPROTO when the ring is broken (the device is then marked
  * NEEDS_RESET), or the DMA error (-EFAULT when the guest gave addresses
@@ -299,10 +364,17 @@ int vio_queue_pop(struct vio_dev *d, unsigned q, struct vio_chain *c);
 /*
  * Return chain c of queue q to the driver through the used ring with
  * written bytes written, bump used->idx and raise the queue interrupt.
- * Returns 0 or a negative errno (the DMA error; the device is then marked
- * NEEDS_RESET).
+ * The used element and used->idx are posted writes when the host can post
+ * them. If writes were posted to c (vio_chain_post()) and are still in
+ * flight, all of this happens later, from their completion; if one of them
+ * failed, the chain is returned as vio_chain_on_error() said instead. The
+ * interrupt is raised only once every write issued before it is in guest
+ * memory. A posted used-ring write that fails marks the device NEEDS_RESET.
+ * Returns 0, -EINVAL for a queue that is not enabled, or a negative errno
+ * (a failed blocking DMA: the device is then marked NEEDS_RESET; or the
+ * error that kept a write from being issued, -ECONNRESET, ...).
  */
-int vio_queue_push(struct vio_dev *d, unsigned q, const struct vio_chain *c, uint32_t written);
+int vio_queue_push(struct vio_dev *d, unsigned q, struct vio_chain *c, uint32_t written);
 
 /*
  * Copy len bytes starting at byte off of the chain's readable buffers into
@@ -320,7 +392,34 @@ int vio_chain_read(struct vio_dev *d, const struct vio_chain *c, uint64_t off, v
 int vio_chain_write(struct vio_dev *d, const struct vio_chain *c, uint64_t off, const void *in,
 		    size_t len);
 
-/* Free a chain's buffer array (the chain may be used again). */
+/*
+ * Copy len bytes from in to byte off of the chain's writable buffers,
+ * without waiting: the bytes are copied, so in may be reused at once
+ * (posted writes, or blocking writes where the host cannot post). A write
+ * that fails in guest memory (a buffer outside RAM) is not reported here:
+ * the chain is then returned as vio_chain_on_error() says.
+ * Returns 0, -EINVAL when [off, off + len) is beyond the writable bytes,
+ * or the error that kept a write from being issued (-ECONNRESET, ...).
+ */
+int vio_chain_post(struct vio_dev *d, struct vio_chain *c, uint64_t off, const void *in,
+		   size_t len);
+
+/*
+ * Say how vio_queue_push() returns chain c if a write posted to it failed:
+ * with used length written and, when tail is 0..255, that byte first put
+ * in the chain's last writable byte (a status byte). The default after
+ * vio_queue_pop() is length 0 and no tail. No return value.
+ */
+void vio_chain_on_error(struct vio_chain *c, uint32_t written, int tail);
+
+/*
+ * Wait until every write posted so far is in guest memory (one blocking
+ * read behind them). Used before a driver reset completes. Returns 0 or
+ * the read's error (the writes are in order either way).
+ */
+int vio_posted_barrier(struct vio_dev *d);
+
+/* Free a chain's buffer array (the chain may be used again); abandons posted writes' chain. */
 void vio_chain_free(struct vio_chain *c);
 
 /* Store a little-endian value of n bytes (1, 2, 4, 8) at p. */

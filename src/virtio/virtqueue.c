@@ -1,5 +1,5 @@
-/* Split virtqueues: taking descriptor chains from the available ring, returning them through the
- * used ring. */
+/* Split virtqueues: taking descriptor chains from the available ring in batched reads, returning
+ * them through the used ring with posted writes. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,12 +7,45 @@
 
 #include "virtio.h"
 
-#define DESC_SIZE 16u
+#define DESC_SIZE   16u
+#define DESC_WINDOW 32u /* descriptors read at once from a table larger than VIO_DESC_CACHE */
+
+/*
+ * A chain with writes posted to it (vio_chain_post()). It goes to the used
+ * ring when it was pushed and every one of those writes has completed.
+ */
+struct vio_req {
+	unsigned q, gen;  /* gen: d->post_gen when the first write was posted */
+	unsigned pending; /* posted writes not yet complete */
+	int err;	  /* the first of them that failed */
+	bool pushed;	  /* vio_queue_push() was called */
+	bool dropped;	  /* the chain was abandoned: free it when pending is 0 */
+	bool tail_sent;	  /* the failure byte was posted */
+	uint16_t head;	  /* the rest is copied from the chain at push time */
+	uint32_t written, fail_written;
+	int fail_tail;
+	bool has_tail;
+	uint64_t tail_gpa; /* the chain's last writable byte */
+};
+
+/* One posted write and the copy of its bytes, on d's list until it completes. */
+struct vio_post {
+	struct vio_post *next;
+	struct vio_dev *d;
+	struct vio_req *req; /* the chain it writes to; NULL: queue q's used ring */
+	unsigned q, gen;
+	bool done;
+	uint8_t irq_bits; /* raise these once this write and all older ones are done */
+	unsigned irq_gen;
+	size_t len;
+	uint8_t data[];
+};
 
 static int dma_rd(struct vio_dev *d, uint64_t gpa, void *buf, size_t len)
 {
 	if (!d->host || !d->host->dma_read)
 		return -ENODEV;
+	d->stat_dma_reads++;
 	return d->host->dma_read(d->host_opaque, gpa, buf, len);
 }
 
@@ -20,6 +53,7 @@ static int dma_wr(struct vio_dev *d, uint64_t gpa, const void *buf, size_t len)
 {
 	if (!d->host || !d->host->dma_write)
 		return -ENODEV;
+	d->stat_dma_writes++;
 	return d->host->dma_write(d->host_opaque, gpa, buf, len);
 }
 
@@ -43,6 +77,218 @@ static int ring_dma_error(struct vio_dev *d, unsigned q, int rc)
 	return rc;
 }
 
+/* True when the error means the guest's address was bad (not a dead connection). */
+static bool guest_fault(int rc)
+{
+	return rc == -EFAULT || rc == -EINVAL;
+}
+
+/* --- Posted writes. --- */
+
+/* Forget a chain that will never be pushed; its writes still complete. */
+static void req_drop(struct vio_req *r)
+{
+	r->dropped = true;
+	if (r->pending == 0)
+		free(r);
+}
+
+/*
+ * Raise isr_bits once every write issued so far is in guest memory: at once
+ * when none is in flight, else when the newest one and all older ones have
+ * completed. The interrupt goes to the VM on another connection than DMA,
+ * so it must not be sent before the writes it announces are done.
+ */
+static void interrupt_after_writes(struct vio_dev *d, uint8_t isr_bits)
+{
+	if (!d->post_tail) {
+		vio_dev_interrupt(d, isr_bits);
+		return;
+	}
+	d->post_tail->irq_bits |= isr_bits;
+	d->post_tail->irq_gen = d->post_gen;
+}
+
+/* Free the completed writes at the head of the list, raising what waited for them. */
+static void post_retire(struct vio_dev *d)
+{
+	while (d->post_head && d->post_head->done) {
+		struct vio_post *p = d->post_head;
+
+		d->post_head = p->next;
+		if (!d->post_head)
+			d->post_tail = NULL;
+		d->post_bytes -= p->len;
+		if (p->irq_bits && p->irq_gen == d->post_gen)
+			vio_dev_interrupt(d, p->irq_bits);
+		free(p);
+	}
+	if (d->post_stalled && d->post_bytes <= VIO_POST_MAX / 4) {
+		d->kick_pending |= d->post_stalled;
+		d->post_stalled = 0;
+	}
+}
+
+static void post_done(void *arg, int err);
+
+/*
+ * Post a write of len bytes of buf to gpa (for chain r, or the used ring
+ * of queue q when r is NULL). Returns 1 when posted, 0 when it was not (no
+ * posting on this host, the memory limit, no memory: write it blocking),
+ * or the negative errno that kept it from being issued.
+ */
+static int post_write(struct vio_dev *d, unsigned q, struct vio_req *r, uint64_t gpa,
+		      const void *buf, size_t len)
+{
+	struct vio_post *p;
+	int rc;
+
+	if (!d->host || !d->host->dma_write_post || d->post_mode < 0 || len == 0 ||
+	    len > VIO_POST_MAX - d->post_bytes)
+		return 0;
+	p = malloc(sizeof(*p) + len);
+	if (!p)
+		return 0;
+	memset(p, 0, sizeof(*p));
+	p->d = d;
+	p->req = r;
+	p->q = q;
+	p->gen = d->post_gen;
+	p->len = len;
+	memcpy(p->data, buf, len);
+	rc = d->host->dma_write_post(d->host_opaque, gpa, p->data, len, post_done, p);
+	if (rc) {
+		free(p);
+		if (rc == -EOPNOTSUPP) {
+			d->post_mode = -1;
+			return 0;
+		}
+		return rc == -ENOMEM ? 0 : rc;
+	}
+	d->post_mode = 1;
+	if (d->post_tail)
+		d->post_tail->next = p;
+	else
+		d->post_head = p;
+	d->post_tail = p;
+	d->post_bytes += len;
+	d->post_last_gpa = gpa;
+	d->stat_dma_posted++;
+	if (r)
+		r->pending++;
+	return 1;
+}
+
+/* Write to queue q's used ring: posted if possible, else blocking. 0 or a negative errno. */
+static int ring_write(struct vio_dev *d, unsigned q, uint64_t gpa, const void *buf, size_t len)
+{
+	int rc = post_write(d, q, NULL, gpa, buf, len);
+
+	if (rc > 0)
+		return 0;
+	if (rc < 0)
+		return rc;
+	rc = dma_wr(d, gpa, buf, len);
+	return rc ? ring_dma_error(d, q, rc) : 0;
+}
+
+/* Put head with written bytes in queue q's used ring, bump used->idx, interrupt after. */
+static int used_publish(struct vio_dev *d, unsigned q, uint16_t head, uint32_t written)
+{
+	struct vio_queue *vq = &d->q[q];
+	uint8_t e[8];
+	int rc;
+
+	if (!vq->enabled)
+		return -EINVAL;
+	vio_put_le(e, head, 4);
+	vio_put_le(e + 4, written, 4);
+	/* One connection applies DMA in order: the element lands before the index. */
+	rc = ring_write(d, q, vq->used + 4 + 8ull * (vq->used_idx & (vq->size - 1)), e, 8);
+	if (rc)
+		return rc;
+	vq->used_idx++;
+	vio_put_le(e, vq->used_idx, 2);
+	rc = ring_write(d, q, vq->used + 2, e, 2);
+	if (rc)
+		return rc;
+	d->stat_chains++;
+	interrupt_after_writes(d, VIO_ISR_QUEUE);
+	return 0;
+}
+
+/* A pushed chain whose posted writes are all complete: to the used ring (frees r). */
+static int req_publish(struct vio_dev *d, struct vio_req *r)
+{
+	int rc;
+
+	if (r->gen != d->post_gen) {
+		/* The device was reset since: the driver forgot the chain. */
+		free(r);
+		return 0;
+	}
+	if (r->err && r->has_tail && r->fail_tail >= 0 && !r->tail_sent) {
+		uint8_t t = (uint8_t)r->fail_tail;
+
+		/* The failure byte must be in memory before the element: wait for it too. */
+		r->tail_sent = true;
+		rc = post_write(d, r->q, r, r->tail_gpa, &t, 1);
+		if (rc > 0)
+			return 0;
+		if (rc == 0)
+			dma_wr(d, r->tail_gpa, &t, 1); /* its failure changes nothing more */
+	}
+	rc = used_publish(d, r->q, r->head, r->err ? r->fail_written : r->written);
+	free(r);
+	return rc;
+}
+
+/* The completion of a posted write: runs from the host's event processing. */
+static void post_done(void *arg, int err)
+{
+	struct vio_post *p = arg;
+	struct vio_dev *d = p->d;
+	struct vio_req *r = p->req;
+
+	p->done = true;
+	p->req = NULL;
+	if (err) {
+		d->stat_post_errors++;
+		if (d->verbose)
+			fprintf(stderr, "virtio: posted write of %zu bytes failed: %s\n", p->len,
+				strerror(-err));
+		if (r) {
+			/* A buffer of the chain: that request fails, the ring is fine. */
+			if (!r->err)
+				r->err = err;
+		} else if (p->gen == d->post_gen && guest_fault(err)) {
+			ring_dma_error(d, p->q, err);
+		}
+	}
+	if (r) {
+		r->pending--;
+		if (r->pending == 0) {
+			if (r->dropped)
+				free(r);
+			else if (r->pushed)
+				req_publish(d, r);
+		}
+	}
+	post_retire(d);
+}
+
+int vio_posted_barrier(struct vio_dev *d)
+{
+	uint8_t b;
+
+	if (!d->post_head)
+		return 0;
+	/* A read answered after every earlier write on the connection. */
+	return dma_rd(d, d->post_last_gpa, &b, 1);
+}
+
+/* --- Descriptors and the available ring. --- */
+
 struct desc {
 	uint64_t addr;
 	uint32_t len;
@@ -56,6 +302,95 @@ static void desc_decode(const uint8_t *p, struct desc *out)
 	out->len = (uint32_t)vio_get_le(p + 8, 4);
 	out->flags = (uint16_t)vio_get_le(p + 12, 2);
 	out->next = (uint16_t)vio_get_le(p + 14, 2);
+}
+
+/*
+ * Descriptor i (below the queue size) of queue q's table. The table (or, if
+ * larger than VIO_DESC_CACHE, a window from i) is read in one DMA and kept
+ * until avail->idx moves: descriptors of chains the driver published before
+ * the index we last read do not change until we return those chains.
+ */
+static int desc_get(struct vio_dev *d, unsigned q, uint16_t i, struct desc *out)
+{
+	struct vio_queue *vq = &d->q[q];
+
+	if (d->dc_q != q + 1 || i < d->dc_first || i - d->dc_first >= d->dc_n) {
+		unsigned first = vq->size <= VIO_DESC_CACHE ? 0 : i;
+		unsigned n = vq->size <= VIO_DESC_CACHE ? vq->size : DESC_WINDOW;
+		int rc;
+
+		if (n > vq->size - first)
+			n = vq->size - first;
+		d->dc_q = 0;
+		rc = dma_rd(d, vq->desc + (uint64_t)first * DESC_SIZE, d->desc_cache,
+			    (size_t)n * DESC_SIZE);
+		if (rc)
+			return ring_dma_error(d, q, rc);
+		d->dc_q = q + 1;
+		d->dc_first = (uint16_t)first;
+		d->dc_n = (uint16_t)n;
+	}
+	desc_decode(d->desc_cache + (size_t)(i - d->dc_first) * DESC_SIZE, out);
+	return 0;
+}
+
+/*
+ * Read the available ring entries from position last_avail on (all the
+ * driver published, at most VIO_RING_CACHE). When the avail ring follows
+ * the descriptor table closely (Linux allocates them together) and the
+ * table is not cached, one DMA reads both.
+ */
+static int ring_fill(struct vio_dev *d, unsigned q)
+{
+	struct vio_queue *vq = &d->q[q];
+	unsigned mask = vq->size - 1u;
+	unsigned n = (uint16_t)(vq->avail_idx - vq->last_avail);
+	unsigned first = vq->last_avail & mask;
+	uint64_t tab = (uint64_t)vq->size * DESC_SIZE;
+	const uint8_t *ring = NULL; /* the whole ring's entries, by slot */
+	int rc;
+
+	if (n > VIO_RING_CACHE)
+		n = VIO_RING_CACHE;
+	vq->ring_n = 0;
+	if (d->dc_q != q + 1 && vq->size <= VIO_DESC_CACHE && vq->avail >= vq->desc + tab &&
+	    vq->avail - (vq->desc + tab) <= VIO_MERGE_GAP) {
+		size_t off = (size_t)(vq->avail - vq->desc) + 4;
+
+		/* If this fails, the span between them may not be DMA-able: read each alone. */
+		if (dma_rd(d, vq->desc, d->scratch, off + 2u * vq->size) == 0) {
+			memcpy(d->desc_cache, d->scratch, (size_t)tab);
+			d->dc_q = q + 1;
+			d->dc_first = 0;
+			d->dc_n = vq->size;
+			ring = d->scratch + off;
+		}
+	}
+	if (!ring && first + n > vq->size && vq->size <= VIO_RING_CACHE) {
+		/* Wrapping around a small ring: all of it in one DMA. */
+		rc = dma_rd(d, vq->avail + 4, d->scratch, 2u * vq->size);
+		if (rc)
+			return ring_dma_error(d, q, rc);
+		ring = d->scratch;
+	}
+	if (ring) {
+		for (unsigned k = 0; k < n; k++)
+			vq->ring[k] = (uint16_t)vio_get_le(ring + 2u * ((first + k) & mask), 2);
+	} else {
+		/* In order from slot first: one DMA, or two when wrapping a large ring. */
+		unsigned n1 = first + n <= vq->size ? n : vq->size - first;
+
+		rc = dma_rd(d, vq->avail + 4 + 2ull * first, d->scratch, 2u * n1);
+		if (!rc && n1 < n)
+			rc = dma_rd(d, vq->avail + 4, d->scratch + 2u * n1, 2u * (n - n1));
+		if (rc)
+			return ring_dma_error(d, q, rc);
+		for (unsigned k = 0; k < n; k++)
+			vq->ring[k] = (uint16_t)vio_get_le(d->scratch + 2u * k, 2);
+	}
+	vq->ring_pos = vq->last_avail;
+	vq->ring_n = (uint16_t)n;
+	return 0;
 }
 
 /* Append one buffer to the chain; -EPROTO when the order or the size breaks the rules. */
@@ -139,11 +474,17 @@ static int walk_indirect(struct vio_dev *d, unsigned q, struct vio_chain *c, uin
 int vio_queue_pop(struct vio_dev *d, unsigned q, struct vio_chain *c)
 {
 	struct vio_queue *vq;
-	uint8_t b[DESC_SIZE];
 	uint16_t head, i;
 	unsigned count = 0;
 	int rc;
 
+	if (c->req) {
+		req_drop(c->req);
+		c->req = NULL;
+	}
+	c->post_err = 0;
+	c->fail_written = 0;
+	c->fail_tail = -1;
 	if (q >= d->num_queues || !d->q[q].enabled || !vio_dev_running(d))
 		return 0;
 	vq = &d->q[q];
@@ -154,23 +495,38 @@ int vio_queue_pop(struct vio_dev *d, unsigned q, struct vio_chain *c)
 		d->kick_pending |= 1u << q;
 		return 0;
 	}
+	if (d->post_bytes > VIO_POST_MAX / 2) {
+		/* Too much posted data in flight: kicked again when it drains. */
+		d->post_stalled |= 1u << q;
+		return 0;
+	}
 	if (vq->last_avail == vq->avail_idx) {
+		uint8_t b[2];
 		uint16_t idx;
 
+		/* Inside a kick, one look suffices: later buffers come with a notify. */
+		if (d->kicking == q + 1 && vq->idx_read)
+			return 0;
 		rc = dma_rd(d, vq->avail + 2, b, 2);
 		if (rc)
 			return ring_dma_error(d, q, rc);
+		if (d->kicking == q + 1)
+			vq->idx_read = true;
 		idx = (uint16_t)vio_get_le(b, 2);
 		if ((uint16_t)(idx - vq->last_avail) > vq->size)
 			return broken(d, q, "available index moved by more than the queue size");
+		if (idx != vq->avail_idx && d->dc_q == q + 1)
+			d->dc_q = 0; /* new chains: their descriptors may be newer than the cache */
 		vq->avail_idx = idx;
 		if (idx == vq->last_avail)
 			return 0;
 	}
-	rc = dma_rd(d, vq->avail + 4 + 2ull * (vq->last_avail & (vq->size - 1)), b, 2);
-	if (rc)
-		return ring_dma_error(d, q, rc);
-	head = (uint16_t)vio_get_le(b, 2);
+	if ((uint16_t)(vq->last_avail - vq->ring_pos) >= vq->ring_n) {
+		rc = ring_fill(d, q);
+		if (rc)
+			return rc;
+	}
+	head = vq->ring[(uint16_t)(vq->last_avail - vq->ring_pos)];
 	if (head >= vq->size)
 		return broken(d, q, "descriptor index out of range");
 	i = head;
@@ -179,10 +535,9 @@ int vio_queue_pop(struct vio_dev *d, unsigned q, struct vio_chain *c)
 
 		if (++count > vq->size)
 			return broken(d, q, "chain longer than the queue (loop)");
-		rc = dma_rd(d, vq->desc + (uint64_t)i * DESC_SIZE, b, DESC_SIZE);
+		rc = desc_get(d, q, i, &ds);
 		if (rc)
-			return ring_dma_error(d, q, rc);
-		desc_decode(b, &ds);
+			return rc;
 		if (ds.flags & VIO_DESC_F_INDIRECT) {
 			if (!(d->driver_features & VIO_BIT(VIO_F_INDIRECT_DESC)))
 				return broken(d, q, "indirect descriptor not negotiated");
@@ -214,52 +569,68 @@ int vio_queue_pop(struct vio_dev *d, unsigned q, struct vio_chain *c)
 	return 1;
 }
 
-int vio_queue_push(struct vio_dev *d, unsigned q, const struct vio_chain *c, uint32_t written)
-{
-	struct vio_queue *vq;
-	uint8_t e[8];
-	int rc;
+/* --- Copying to and from a chain's buffers. --- */
 
-	if (q >= d->num_queues || !d->q[q].enabled)
-		return -EINVAL;
-	vq = &d->q[q];
-	vio_put_le(e, c->head, 4);
-	vio_put_le(e + 4, written, 4);
-	rc = dma_wr(d, vq->used + 4 + 8ull * (vq->used_idx & (vq->size - 1)), e, 8);
-	if (rc)
-		return ring_dma_error(d, q, rc);
-	vq->used_idx++;
-	vio_put_le(e, vq->used_idx, 2);
-	rc = dma_wr(d, vq->used + 2, e, 2);
-	if (rc)
-		return ring_dma_error(d, q, rc);
-	vio_dev_interrupt(d, VIO_ISR_QUEUE);
-	return 0;
+/* Walks [off, off + len) of the buffers [k, end) of a chain, in guest-contiguous runs. */
+struct seg_iter {
+	const struct vio_chain *c;
+	unsigned k, end;
+	uint64_t off;
+	size_t left;
+};
+
+/* The next run: adjacent buffers (one ending where the next starts) make one. */
+static bool seg_next(struct seg_iter *it, uint64_t *gpa, size_t *n)
+{
+	while (it->left && it->k < it->end) {
+		const struct vio_buf *b = &it->c->buf[it->k];
+		uint64_t a;
+		size_t piece;
+
+		if (it->off >= b->len) {
+			it->off -= b->len;
+			it->k++;
+			continue;
+		}
+		a = b->addr + it->off;
+		piece = b->len - it->off < it->left ? (size_t)(b->len - it->off) : it->left;
+		it->left -= piece;
+		it->off = 0;
+		it->k++;
+		while (it->left && it->k < it->end) {
+			const struct vio_buf *nb = &it->c->buf[it->k];
+			size_t more;
+
+			if (nb->len && (UINT64_MAX - a < piece || nb->addr != a + piece))
+				break;
+			more = nb->len < it->left ? nb->len : it->left;
+			piece += more;
+			it->left -= more;
+			it->k++;
+		}
+		*gpa = a;
+		*n = piece;
+		return true;
+	}
+	return false;
 }
 
-/* Copy between host memory and the buffers [first, first + n) of c, starting at byte off. */
+/* Blocking copy between host memory and the buffers [first, first + n) of c. */
 static int chain_copy(struct vio_dev *d, const struct vio_chain *c, unsigned first, unsigned n,
 		      uint64_t total, uint64_t off, uint8_t *p, size_t len, bool to_guest)
 {
+	struct seg_iter it = {c, first, first + n, off, len};
+	uint64_t gpa;
+	size_t piece;
+
 	if (len > total || off > total - len)
 		return -EINVAL;
-	for (unsigned k = first; k < first + n && len; k++) {
-		const struct vio_buf *b = &c->buf[k];
-		size_t piece;
-		int rc;
+	while (seg_next(&it, &gpa, &piece)) {
+		int rc = to_guest ? dma_wr(d, gpa, p, piece) : dma_rd(d, gpa, p, piece);
 
-		if (off >= b->len) {
-			off -= b->len;
-			continue;
-		}
-		piece = b->len - off < len ? (size_t)(b->len - off) : len;
-		rc = to_guest ? dma_wr(d, b->addr + off, p, piece)
-			      : dma_rd(d, b->addr + off, p, piece);
 		if (rc)
 			return rc;
 		p += piece;
-		len -= piece;
-		off = 0;
 	}
 	return 0;
 }
@@ -277,8 +648,96 @@ int vio_chain_write(struct vio_dev *d, const struct vio_chain *c, uint64_t off, 
 			  true);
 }
 
+int vio_chain_post(struct vio_dev *d, struct vio_chain *c, uint64_t off, const void *in, size_t len)
+{
+	struct seg_iter it = {c, c->n_rd, c->n_rd + c->n_wr, off, len};
+	const uint8_t *p = in;
+	uint64_t gpa;
+	size_t piece;
+
+	if (len > c->wr_len || off > c->wr_len - len)
+		return -EINVAL;
+	while (seg_next(&it, &gpa, &piece)) {
+		int rc = 0;
+
+		if (!c->req && d->host && d->host->dma_write_post && d->post_mode >= 0) {
+			c->req = calloc(1, sizeof(*c->req));
+			if (c->req)
+				c->req->gen = d->post_gen;
+		}
+		if (c->req)
+			rc = post_write(d, 0, c->req, gpa, p, piece);
+		if (rc < 0)
+			return rc;
+		if (rc == 0) {
+			rc = dma_wr(d, gpa, p, piece);
+			if (rc && !guest_fault(rc))
+				return rc;
+			if (rc && !c->post_err)
+				c->post_err = rc;
+		}
+		p += piece;
+	}
+	return 0;
+}
+
+void vio_chain_on_error(struct vio_chain *c, uint32_t written, int tail)
+{
+	c->fail_written = written;
+	c->fail_tail = tail >= 0 && tail <= 255 ? tail : -1;
+}
+
+/* The guest-physical address of the chain's last writable byte; false when it has none. */
+static bool last_writable(const struct vio_chain *c, uint64_t *gpa)
+{
+	for (unsigned k = c->n_rd + c->n_wr; k > c->n_rd; k--) {
+		const struct vio_buf *b = &c->buf[k - 1];
+
+		if (b->len) {
+			*gpa = b->addr + b->len - 1;
+			return true;
+		}
+	}
+	return false;
+}
+
+int vio_queue_push(struct vio_dev *d, unsigned q, struct vio_chain *c, uint32_t written)
+{
+	struct vio_req *r = c->req;
+
+	if (q >= d->num_queues || !d->q[q].enabled)
+		return -EINVAL;
+	c->req = NULL;
+	if (!r) {
+		uint64_t gpa;
+
+		if (c->post_err && c->fail_tail >= 0 && last_writable(c, &gpa)) {
+			uint8_t t = (uint8_t)c->fail_tail;
+
+			dma_wr(d, gpa, &t, 1); /* its failure changes nothing more */
+		}
+		return used_publish(d, q, c->head, c->post_err ? c->fail_written : written);
+	}
+	r->q = q;
+	r->head = c->head;
+	r->written = written;
+	r->fail_written = c->fail_written;
+	r->fail_tail = c->fail_tail;
+	r->has_tail = last_writable(c, &r->tail_gpa);
+	if (c->post_err && !r->err)
+		r->err = c->post_err;
+	r->pushed = true;
+	if (r->pending)
+		return 0; /* the last completion publishes it */
+	return req_publish(d, r);
+}
+
 void vio_chain_free(struct vio_chain *c)
 {
+	if (c->req) {
+		req_drop(c->req);
+		c->req = NULL;
+	}
 	free(c->buf);
 	c->buf = NULL;
 	c->cap = 0;

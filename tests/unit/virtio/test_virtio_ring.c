@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "vio_test_desc.h"
 #include "virtio.h"
 
 #define MEM_SIZE (1u << 20)
@@ -80,10 +81,7 @@ static const struct vio_dev_ops ops = {.queue_kick = kick_cb};
 /* Register access helpers through the transport. */
 static void wr32(struct fake *f, uint64_t off, uint32_t v)
 {
-	uint8_t b[4];
-
-	vio_put_le(b, v, 4);
-	assert_int_equal(vio_transport_write(&f->dev, off, 4, b), 0);
+	assert_int_equal(vio_test_w32(&f->dev, off, v), 0);
 }
 
 static void wr(struct fake *f, uint64_t off, unsigned n, uint64_t v)
@@ -105,12 +103,7 @@ static uint64_t rd(struct fake *f, uint64_t off, unsigned n)
 static void set_desc(struct fake *f, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
 		     uint16_t next)
 {
-	uint8_t *p = f->mem + DESC + 16 * i;
-
-	vio_put_le(p, addr, 8);
-	vio_put_le(p + 8, len, 4);
-	vio_put_le(p + 12, flags, 2);
-	vio_put_le(p + 14, next, 2);
+	vio_test_desc(f->mem + DESC + 16 * i, addr, len, flags, next);
 }
 
 /* Publish head in the next avail slot and advance avail->idx by count. */
@@ -133,12 +126,7 @@ static struct fake *bring_up(uint64_t drv_features)
 	    vio_dev_init(&f->dev, VIO_ID_RNG, VIO_BIT(VIO_F_INDIRECT_DESC), 2, 16, &ops, f), 0);
 	f->dev.transport = VIO_TRANSPORT_MMIO;
 	vio_dev_set_host(&f->dev, &fake_host, f);
-	wr32(f, VIO_MMIO_STATUS, VIO_S_ACKNOWLEDGE | VIO_S_DRIVER);
-	wr32(f, VIO_MMIO_DRIVER_FEAT_SEL, 0);
-	wr32(f, VIO_MMIO_DRIVER_FEATURES, (uint32_t)feats);
-	wr32(f, VIO_MMIO_DRIVER_FEAT_SEL, 1);
-	wr32(f, VIO_MMIO_DRIVER_FEATURES, (uint32_t)(feats >> 32));
-	wr32(f, VIO_MMIO_STATUS, VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK);
+	assert_int_equal(vio_test_negotiate(&f->dev, feats), 0);
 	assert_int_equal(rd(f, VIO_MMIO_STATUS, 4),
 			 VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK);
 	wr32(f, VIO_MMIO_QUEUE_SEL, 0);
@@ -386,12 +374,7 @@ static void test_data_outside_memory(void **state)
 static void put_indirect(struct fake *f, uint64_t tab, unsigned i, uint64_t addr, uint32_t len,
 			 uint16_t flags, uint16_t next)
 {
-	uint8_t *p = f->mem + tab + 16 * i;
-
-	vio_put_le(p, addr, 8);
-	vio_put_le(p + 8, len, 4);
-	vio_put_le(p + 12, flags, 2);
-	vio_put_le(p + 14, next, 2);
+	vio_test_desc(f->mem + tab + 16 * i, addr, len, flags, next);
 }
 
 static void test_indirect(void **state)

@@ -1,0 +1,588 @@
+/* cmocka tests of the virtio library's DMA pattern: blocking round trips per request, posted
+ * writes, their order, their errors, against a fake host that posts like libcoreio. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "vio_test_desc.h"
+#include "virtio.h"
+
+#define MEM_SIZE  (4u << 20)
+#define QSIZE	  16u
+#define DESC	  0x10000u
+#define LNX_AVAIL (DESC + 16u * QSIZE) /* Linux: the avail ring right after the table */
+#define LNX_USED  (DESC + 0x1000u)
+#define FAR_AVAIL 0x20000u /* a driver that puts the rings apart */
+#define FAR_USED  0x30000u
+#define HDR	  0x40000u
+#define DATA	  0x50000u
+#define STATUS	  0x60000u
+#define TABLES	  0x70000u
+#define BIG	  0x100000u /* a 1 MiB buffer */
+#define DLEN	  4096u
+#define MAX_POSTS 4096u
+#define S_IOERR	  1u
+
+/* One posted write, as the VM would see it: applied in order, answered later. */
+struct pw {
+	uint64_t gpa;
+	size_t len;
+	const uint8_t *buf;
+	void (*done)(void *, int);
+	void *arg;
+	int err;
+};
+
+struct fake {
+	uint8_t *mem;
+	struct pw pw[MAX_POSTS];
+	unsigned npw;	   /* posted so far */
+	unsigned applied;  /* pw[0 .. applied) are in memory (or failed) */
+	unsigned answered; /* pw[0 .. answered) had their completion run */
+	unsigned reads, writes, posts;
+	bool no_post;		 /* the host cannot post (shared memory) */
+	uint64_t log[MAX_POSTS]; /* gpa of each write in the order it reached memory */
+	unsigned nlog;
+	unsigned level, raises;
+	unsigned used_at_raise; /* used->idx in guest memory when the line last went up */
+	uint64_t used;		/* the used ring's address */
+	struct vio_dev dev;
+	struct vio_chain chain;
+};
+
+static bool in_mem(uint64_t gpa, size_t len)
+{
+	return gpa <= MEM_SIZE && len <= MEM_SIZE - gpa;
+}
+
+static void mem_write(struct fake *f, uint64_t gpa, const void *buf, size_t len, int *err)
+{
+	*err = in_mem(gpa, len) ? 0 : -EFAULT;
+	if (!*err)
+		memcpy(f->mem + gpa, buf, len);
+	f->log[f->nlog++] = gpa;
+}
+
+/* The VM applies every earlier posted write before it serves a later DMA. */
+static void apply_posted(struct fake *f)
+{
+	for (; f->applied < f->npw; f->applied++) {
+		struct pw *w = &f->pw[f->applied];
+
+		mem_write(f, w->gpa, w->buf, w->len, &w->err);
+	}
+}
+
+static int fake_read(void *opaque, uint64_t gpa, void *buf, size_t len)
+{
+	struct fake *f = opaque;
+
+	f->reads++;
+	apply_posted(f);
+	if (!in_mem(gpa, len))
+		return -EFAULT;
+	memcpy(buf, f->mem + gpa, len);
+	return 0;
+}
+
+static int fake_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
+{
+	struct fake *f = opaque;
+	int err;
+
+	f->writes++;
+	apply_posted(f);
+	mem_write(f, gpa, buf, len, &err);
+	return err;
+}
+
+static int fake_post(void *opaque, uint64_t gpa, const void *buf, size_t len,
+		     void (*done)(void *, int), void *arg)
+{
+	struct fake *f = opaque;
+
+	if (f->no_post)
+		return -EOPNOTSUPP;
+	assert_true(f->npw < MAX_POSTS);
+	f->posts++;
+	f->pw[f->npw++] = (struct pw){gpa, len, buf, done, arg, 0};
+	return 0;
+}
+
+static int fake_irq(void *opaque, unsigned level)
+{
+	struct fake *f = opaque;
+
+	if (level && !f->level) {
+		f->raises++;
+		if (in_mem(f->used + 2, 2))
+			f->used_at_raise = (unsigned)vio_get_le(f->mem + f->used + 2, 2);
+	}
+	f->level = level;
+	return 0;
+}
+
+static const struct vio_host_ops fake_host = {
+    .dma_read = fake_read,
+    .dma_write = fake_write,
+    .irq_set = fake_irq,
+    .dma_write_post = fake_post,
+};
+
+/*
+ * The host's event processing (libcoreio's processfds): everything posted
+ * reaches memory, then the completions run, in order. Completions may post
+ * more; those wait for the next call. Returns the completions run.
+ */
+static unsigned fake_process(struct fake *f)
+{
+	unsigned upto = f->npw, n = 0;
+
+	apply_posted(f);
+	while (f->answered < upto) {
+		struct pw *w = &f->pw[f->answered++];
+
+		w->done(w->arg, w->err);
+		n++;
+	}
+	return n;
+}
+
+/* Run completions until nothing is in flight. */
+static void drain(struct fake *f)
+{
+	while (fake_process(f))
+		;
+}
+
+/* A block-device-like request handler: header in, data and a status byte out, all posted. */
+static void blk_like(struct vio_dev *d, unsigned q)
+{
+	struct fake *f = d->priv;
+	static uint8_t data[BIG];
+
+	while (vio_queue_pop(d, q, &f->chain) > 0) {
+		uint8_t hdr[16], st = 0;
+		uint32_t written = 0;
+
+		vio_chain_on_error(&f->chain, 1, S_IOERR);
+		if (vio_chain_read(d, &f->chain, 0, hdr, sizeof(hdr)) == 0) {
+			size_t n = (size_t)f->chain.wr_len - 1;
+
+			memset(data, hdr[8], n);
+			assert_int_equal(vio_chain_post(d, &f->chain, 0, data, n), 0);
+			written = (uint32_t)n;
+		} else {
+			st = S_IOERR;
+		}
+		assert_int_equal(vio_chain_post(d, &f->chain, f->chain.wr_len - 1, &st, 1), 0);
+		assert_int_equal(vio_queue_push(d, q, &f->chain, written + 1), 0);
+	}
+}
+
+static const struct vio_dev_ops ops = {.queue_kick = blk_like};
+
+static void wr32(struct fake *f, uint64_t off, uint32_t v)
+{
+	assert_int_equal(vio_test_w32(&f->dev, off, v), 0);
+}
+
+static uint32_t rd32(struct fake *f, uint64_t off)
+{
+	uint8_t b[4];
+
+	assert_int_equal(vio_transport_read(&f->dev, off, 4, b), 0);
+	return (uint32_t)vio_get_le(b, 4);
+}
+
+/* An MMIO device with one queue of QSIZE at desc DESC, avail and used as given. */
+static struct fake *bring_up(uint64_t avail, uint64_t used)
+{
+	struct fake *f = calloc(1, sizeof(*f));
+	uint64_t feats = VIO_BIT(VIO_F_VERSION_1) | VIO_BIT(VIO_F_INDIRECT_DESC);
+
+	assert_non_null(f);
+	f->mem = calloc(1, MEM_SIZE);
+	assert_non_null(f->mem);
+	f->used = used;
+	assert_int_equal(
+	    vio_dev_init(&f->dev, VIO_ID_BLOCK, VIO_BIT(VIO_F_INDIRECT_DESC), 1, 256, &ops, f), 0);
+	f->dev.transport = VIO_TRANSPORT_MMIO;
+	vio_dev_set_host(&f->dev, &fake_host, f);
+	assert_int_equal(vio_test_negotiate(&f->dev, feats), 0);
+	wr32(f, VIO_MMIO_QUEUE_SEL, 0);
+	wr32(f, VIO_MMIO_QUEUE_NUM, QSIZE);
+	wr32(f, VIO_MMIO_QUEUE_DESC_LO, DESC);
+	wr32(f, VIO_MMIO_QUEUE_DRIVER_LO, (uint32_t)avail);
+	wr32(f, VIO_MMIO_QUEUE_DEVICE_LO, (uint32_t)used);
+	wr32(f, VIO_MMIO_QUEUE_READY, 1);
+	wr32(f, VIO_MMIO_STATUS,
+	     VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK | VIO_S_DRIVER_OK);
+	assert_true(vio_dev_running(&f->dev));
+	vio_dev_poll(&f->dev); /* the DRIVER_OK kick: an empty ring */
+	f->reads = f->writes = f->posts = 0;
+	return f;
+}
+
+static void tear_down(struct fake *f)
+{
+	drain(f);
+	vio_chain_free(&f->chain);
+	free(f->mem);
+	free(f);
+}
+
+static void put_desc(struct fake *f, uint64_t tab, unsigned i, uint64_t addr, uint32_t len,
+		     uint16_t flags, uint16_t next)
+{
+	vio_test_desc(f->mem + tab + 16 * i, addr, len, flags, next);
+}
+
+/*
+ * Request r: a header (sector byte r), DLEN data bytes, a status byte, as
+ * three descriptors 3r, 3r+1, 3r+2 of the table at tab (or an indirect
+ * table at TABLES + 64r when indirect). Returns the head for the ring.
+ */
+static uint16_t make_request(struct fake *f, unsigned r, bool indirect, uint64_t data)
+{
+	uint64_t tab = indirect ? TABLES + 64u * r : DESC;
+	unsigned i = indirect ? 0 : 3 * r;
+
+	memset(f->mem + HDR + 16 * r, 0, 16);
+	f->mem[HDR + 16 * r + 8] = (uint8_t)(0x40 + r);
+	f->mem[STATUS + r] = 0xee;
+	put_desc(f, tab, i, HDR + 16 * r, 16, VIO_DESC_F_NEXT, (uint16_t)(i + 1));
+	put_desc(f, tab, i + 1, data, DLEN, VIO_DESC_F_WRITE | VIO_DESC_F_NEXT, (uint16_t)(i + 2));
+	put_desc(f, tab, i + 2, STATUS + r, 1, VIO_DESC_F_WRITE, 0);
+	if (!indirect)
+		return (uint16_t)i;
+	put_desc(f, DESC, r, tab, 48, VIO_DESC_F_INDIRECT, 0);
+	return (uint16_t)r;
+}
+
+/* Publish heads in the avail ring at avail and advance its idx. */
+static void publish(struct fake *f, uint64_t avail, const uint16_t *heads, unsigned n)
+{
+	uint16_t idx = (uint16_t)vio_get_le(f->mem + avail + 2, 2);
+
+	for (unsigned k = 0; k < n; k++)
+		vio_put_le(f->mem + avail + 4 + 2 * ((idx + k) % QSIZE), heads[k], 2);
+	vio_put_le(f->mem + avail + 2, (uint16_t)(idx + n), 2);
+}
+
+/* The driver's doorbell, then the main loop's poll. */
+static void notify(struct fake *f)
+{
+	wr32(f, VIO_MMIO_QUEUE_NOTIFY, 0);
+	assert_true(vio_dev_poll(&f->dev));
+}
+
+static unsigned used_idx(struct fake *f)
+{
+	return (unsigned)vio_get_le(f->mem + f->used + 2, 2);
+}
+
+static void used_elem(struct fake *f, unsigned slot, uint32_t *id, uint32_t *len)
+{
+	*id = (uint32_t)vio_get_le(f->mem + f->used + 4 + 8 * (slot % QSIZE), 4);
+	*len = (uint32_t)vio_get_le(f->mem + f->used + 8 + 8 * (slot % QSIZE), 4);
+}
+
+/* Where gpa sits in the order writes reached memory; fails if it never did. */
+static unsigned log_pos(struct fake *f, uint64_t gpa)
+{
+	for (unsigned i = 0; i < f->nlog; i++)
+		if (f->log[i] == gpa)
+			return i;
+	fail_msg("no write reached 0x%llx", (unsigned long long)gpa);
+	return 0;
+}
+
+/* Request 0 finished: data, status OK, used element and index, the interrupt after them. */
+static void check_done(struct fake *f, uint16_t head, uint64_t data)
+{
+	uint32_t id, len;
+
+	assert_int_equal(used_idx(f), 1);
+	used_elem(f, 0, &id, &len);
+	assert_int_equal(id, head);
+	assert_int_equal(len, DLEN + 1);
+	assert_int_equal(f->mem[STATUS], 0);
+	for (unsigned i = 0; i < DLEN; i++)
+		assert_int_equal(f->mem[data + i], 0x40);
+	assert_int_equal(f->level, 1);
+	assert_int_equal(f->used_at_raise, 1);
+	assert_int_equal(rd32(f, VIO_MMIO_INTERRUPT_STATUS), VIO_ISR_QUEUE);
+	/* Data and status reach memory before the element, the element before the index. */
+	assert_true(log_pos(f, data) < log_pos(f, f->used + 4));
+	assert_true(log_pos(f, STATUS) < log_pos(f, f->used + 4));
+	assert_true(log_pos(f, f->used + 4) < log_pos(f, f->used + 2));
+	assert_false(f->dev.status & VIO_S_NEEDS_RESET);
+}
+
+/* A 3-descriptor request with Linux's ring layout: 3 blocking reads, no blocking write. */
+static void test_blk_request_linux_layout(void **state)
+{
+	struct fake *f = bring_up(LNX_AVAIL, LNX_USED);
+	uint16_t head = make_request(f, 0, false, DATA);
+
+	(void)state;
+	publish(f, LNX_AVAIL, &head, 1);
+	notify(f);
+	/* avail->idx; the table and the ring in one DMA; the header. */
+	assert_int_equal(f->reads, 3);
+	assert_int_equal(f->writes, 0);
+	assert_int_equal(f->posts, 2); /* data, status */
+	/* Nothing reaches the used ring before the data writes completed. */
+	assert_int_equal(used_idx(f), 0);
+	assert_int_equal(f->level, 0);
+	assert_int_equal(fake_process(f), 2);
+	assert_int_equal(f->posts, 4); /* used element, used->idx */
+	assert_int_equal(f->level, 0); /* their completion is not in yet */
+	assert_int_equal(fake_process(f), 2);
+	check_done(f, head, DATA);
+	assert_int_equal(f->reads, 3);
+	assert_int_equal(f->writes, 0);
+	assert_int_equal(f->dev.stat_chains, 1);
+	/* A kick with nothing new costs one read. */
+	notify(f);
+	assert_int_equal(f->reads, 4);
+	tear_down(f);
+}
+
+/* The same through an indirect table: one more read. */
+static void test_blk_request_indirect(void **state)
+{
+	struct fake *f = bring_up(LNX_AVAIL, LNX_USED);
+	uint16_t head = make_request(f, 0, true, DATA);
+
+	(void)state;
+	publish(f, LNX_AVAIL, &head, 1);
+	notify(f);
+	assert_int_equal(f->reads, 4);
+	assert_int_equal(f->writes, 0);
+	drain(f);
+	check_done(f, head, DATA);
+	assert_int_equal(f->writes, 0);
+	tear_down(f);
+}
+
+/* Rings apart: the ring entries and the table are two reads. */
+static void test_blk_request_far_rings(void **state)
+{
+	struct fake *f = bring_up(FAR_AVAIL, FAR_USED);
+	uint16_t head = make_request(f, 0, false, DATA);
+
+	(void)state;
+	publish(f, FAR_AVAIL, &head, 1);
+	notify(f);
+	assert_int_equal(f->reads, 4);
+	assert_int_equal(f->writes, 0);
+	drain(f);
+	check_done(f, head, DATA);
+	tear_down(f);
+}
+
+/* Five requests in one kick: one index read, one table read, a header each. */
+static void test_batch(void **state)
+{
+	struct fake *f = bring_up(LNX_AVAIL, LNX_USED);
+	uint16_t heads[5];
+
+	(void)state;
+	for (unsigned r = 0; r < 5; r++)
+		heads[r] = make_request(f, r, false, DATA + DLEN * r);
+	publish(f, LNX_AVAIL, heads, 5);
+	notify(f);
+	assert_int_equal(f->reads, 2 + 5);
+	assert_int_equal(f->writes, 0);
+	drain(f);
+	assert_int_equal(used_idx(f), 5);
+	for (unsigned r = 0; r < 5; r++) {
+		uint32_t id, len;
+
+		used_elem(f, r, &id, &len);
+		assert_int_equal(id, heads[r]);
+		assert_int_equal(len, DLEN + 1);
+		assert_int_equal(f->mem[DATA + DLEN * r], 0x40 + r);
+	}
+	assert_int_equal(f->used_at_raise, 5);
+	assert_int_equal(f->raises, 1);
+	tear_down(f);
+}
+
+/* Ring positions across the 16-bit wrap and across the end of the ring. */
+static void test_wrap(void **state)
+{
+	struct fake *f = bring_up(FAR_AVAIL, FAR_USED);
+	struct vio_queue *vq = &f->dev.q[0];
+	uint16_t heads[4];
+
+	(void)state;
+	vq->last_avail = vq->avail_idx = vq->used_idx = 65534;
+	vio_put_le(f->mem + FAR_AVAIL + 2, 65534, 2);
+	vio_put_le(f->mem + FAR_USED + 2, 65534, 2);
+	for (unsigned r = 0; r < 4; r++)
+		heads[r] = make_request(f, r, false, DATA + DLEN * r);
+	publish(f, FAR_AVAIL, heads, 4);
+	notify(f);
+	/* idx, the whole (small) ring at once, the table, 4 headers. */
+	assert_int_equal(f->reads, 3 + 4);
+	drain(f);
+	assert_int_equal(used_idx(f), 2);
+	for (unsigned r = 0; r < 4; r++) {
+		uint32_t id, len;
+
+		used_elem(f, 65534u + r, &id, &len);
+		assert_int_equal(id, heads[r]);
+		assert_int_equal(f->mem[DATA + DLEN * r], 0x40 + r);
+	}
+	assert_false(f->dev.status & VIO_S_NEEDS_RESET);
+	tear_down(f);
+}
+
+/* A data buffer outside guest memory: the request says IOERR, the device is fine. */
+static void test_data_fault_is_ioerr(void **state)
+{
+	struct fake *f = bring_up(LNX_AVAIL, LNX_USED);
+	uint16_t head = make_request(f, 0, false, MEM_SIZE + 0x1000);
+	uint32_t id, len;
+
+	(void)state;
+	publish(f, LNX_AVAIL, &head, 1);
+	notify(f);
+	assert_int_equal(f->writes, 0);
+	drain(f);
+	assert_int_equal(used_idx(f), 1);
+	used_elem(f, 0, &id, &len);
+	assert_int_equal(id, head);
+	assert_int_equal(len, 1);
+	assert_int_equal(f->mem[STATUS], S_IOERR);
+	assert_true(log_pos(f, STATUS) < log_pos(f, LNX_USED + 4));
+	assert_false(f->dev.status & VIO_S_NEEDS_RESET);
+	assert_int_equal(f->dev.stat_post_errors, 1);
+	assert_int_equal(f->writes, 0);
+	tear_down(f);
+}
+
+/* A used ring outside guest memory: the posted write's failure breaks the device. */
+static void test_used_ring_fault_breaks(void **state)
+{
+	struct fake *f = bring_up(LNX_AVAIL, MEM_SIZE + 0x1000);
+	uint16_t head = make_request(f, 0, false, DATA);
+
+	(void)state;
+	publish(f, LNX_AVAIL, &head, 1);
+	notify(f);
+	assert_false(f->dev.status & VIO_S_NEEDS_RESET);
+	drain(f);
+	assert_true(f->dev.status & VIO_S_NEEDS_RESET);
+	assert_true(rd32(f, VIO_MMIO_INTERRUPT_STATUS) & VIO_ISR_CONFIG);
+	assert_int_equal(f->level, 1);
+	tear_down(f);
+}
+
+/* A driver reset waits for the writes in flight; what waited on them is forgotten. */
+static void test_reset_with_writes_in_flight(void **state)
+{
+	struct fake *f = bring_up(LNX_AVAIL, LNX_USED);
+	uint16_t head = make_request(f, 0, false, DATA);
+
+	(void)state;
+	publish(f, LNX_AVAIL, &head, 1);
+	notify(f);
+	assert_int_equal(f->applied, 0);
+	wr32(f, VIO_MMIO_STATUS, 0);
+	/* One blocking read behind the writes: they are in memory before status reads 0. */
+	assert_int_equal(f->applied, 2);
+	assert_int_equal(f->reads, 4);
+	assert_int_equal(rd32(f, VIO_MMIO_STATUS), 0);
+	drain(f);
+	assert_int_equal(used_idx(f), 0);
+	assert_int_equal(f->level, 0);
+	assert_int_equal(f->raises, 0);
+	/* No writes in flight: a reset costs nothing. */
+	wr32(f, VIO_MMIO_STATUS, 0);
+	assert_int_equal(f->reads, 4);
+	tear_down(f);
+}
+
+/* A host that cannot post (shared memory): every write blocking, in order, as before. */
+static void test_no_post_host(void **state)
+{
+	struct fake *f = bring_up(LNX_AVAIL, LNX_USED);
+	uint16_t head = make_request(f, 0, false, DATA);
+
+	(void)state;
+	f->no_post = true;
+	publish(f, LNX_AVAIL, &head, 1);
+	notify(f);
+	assert_int_equal(f->reads, 3);
+	assert_int_equal(f->posts, 0);
+	assert_int_equal(f->writes, 4); /* data, status, element, index */
+	check_done(f, head, DATA);
+	/* A data fault is still IOERR. */
+	head = make_request(f, 1, false, MEM_SIZE + 0x1000);
+	publish(f, LNX_AVAIL, &head, 1);
+	notify(f);
+	assert_int_equal(used_idx(f), 2);
+	assert_int_equal(f->mem[STATUS + 1], S_IOERR);
+	tear_down(f);
+}
+
+/* Posted data is bounded: past VIO_POST_MAX writes block, past half of it pop yields. */
+static void test_post_memory_bound(void **state)
+{
+	struct fake *f = bring_up(LNX_AVAIL, LNX_USED);
+	uint16_t heads[2];
+	static uint8_t chunk[BIG];
+	unsigned n = VIO_POST_MAX / BIG;
+
+	(void)state;
+	put_desc(f, DESC, 0, BIG, BIG, VIO_DESC_F_WRITE, 0);
+	heads[0] = 0;
+	heads[1] = make_request(f, 1, false, DATA);
+	publish(f, LNX_AVAIL, heads, 2);
+	assert_int_equal(vio_queue_pop(&f->dev, 0, &f->chain), 1);
+	for (unsigned i = 0; i <= n; i++)
+		assert_int_equal(vio_chain_post(&f->dev, &f->chain, 0, chunk, BIG), 0);
+	assert_int_equal(f->posts, n);
+	assert_int_equal(f->writes, 1);
+	assert_int_equal(vio_queue_push(&f->dev, 0, &f->chain, BIG), 0);
+	f->dev.kick_pending = 0;
+	assert_int_equal(vio_queue_pop(&f->dev, 0, &f->chain), 0);
+	assert_int_equal(f->dev.post_stalled, 1);
+	drain(f);
+	assert_int_equal(f->dev.post_stalled, 0);
+	assert_int_equal(f->dev.kick_pending, 1);
+	assert_int_equal(f->dev.post_bytes, 0);
+	assert_true(vio_dev_poll(&f->dev));
+	drain(f);
+	assert_int_equal(used_idx(f), 2);
+	tear_down(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_blk_request_linux_layout),
+	    cmocka_unit_test(test_blk_request_indirect),
+	    cmocka_unit_test(test_blk_request_far_rings),
+	    cmocka_unit_test(test_batch),
+	    cmocka_unit_test(test_wrap),
+	    cmocka_unit_test(test_data_fault_is_ioerr),
+	    cmocka_unit_test(test_used_ring_fault_breaks),
+	    cmocka_unit_test(test_reset_with_writes_in_flight),
+	    cmocka_unit_test(test_no_post_host),
+	    cmocka_unit_test(test_post_memory_bound),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
