@@ -118,10 +118,15 @@ def debugfs_cat(image, name):
     return r.stdout
 
 
-def test_blk_files_survive_reboot(guest_image, models, machines, tmp_path):
-    """mke2fs + files + sync + poweroff; a second boot verifies them; the host checks the image."""
+@pytest.mark.parametrize("transport", ["tcp", "shm"])
+def test_blk_files_survive_reboot(guest_image, models, machines, tmp_path, transport):
+    """mke2fs + files + sync + poweroff; a second boot verifies them; the host checks the image.
+
+    shm: the model on a UNIX socket with shared-memory DMA, as scripts/demo.sh runs it.
+    """
     disk = lh.make_disk(str(tmp_path / "disk.img"), 64)
-    m = machines(img=guest_image, test="blk-write", devices=[lh.Device("blk", disk)])
+    port = "unix:%s,shm=on" % (tmp_path / "blk.sock") if transport == "shm" else "0"
+    m = machines(img=guest_image, test="blk-write", devices=[lh.Device("blk", disk, port=port)])
     run_guest(m, "blk-write")
     written = sums(m)
     for name, size in FILES.items():
@@ -137,7 +142,8 @@ def test_blk_files_survive_reboot(guest_image, models, machines, tmp_path):
         for name, h in written.items():
             assert hashlib.sha256(debugfs_cat(disk, name)).hexdigest() == h, name
 
-    m2 = machines(img=guest_image, test="blk-verify", devices=[lh.Device("blk", disk)])
+    m2 = machines(img=guest_image, test="blk-verify",
+                  devices=[lh.Device("blk", disk, port=port)])
     run_guest(m2, "blk-verify")
     assert sums(m2) == written
 
