@@ -202,20 +202,6 @@ def vm_help(build):
                           stderr=subprocess.STDOUT, text=True, timeout=30).stdout
 
 
-def busy_poll_option(build):
-    """(vmmio option, None) for coreio-vm's busy-poll setting, or (None, why not).
-
-    Looks for a `KEY=VALUE` option of --vmmio whose key mentions poll in
-    coreio-vm --help (for example `poll=busy` or `busypoll=on`).
-    """
-    h = vm_help(build)
-    for m in re.finditer(r"\b([a-z_-]*poll[a-z_-]*)=([a-z0-9|]+)", h):
-        for val in m.group(2).split("|"):
-            if val not in ("off", "0", "no", "none", "block", "blocking"):
-                return "%s=%s" % (m.group(1), val), None
-    return None, "coreio-vm --help offers no busy-poll setting for --vmmio"
-
-
 def parse_size(text):
     """'4096', '0x1000', '4K', '64k', '1M', '16M' or '1G' as bytes; ValueError otherwise."""
     m = re.fullmatch(r"\s*(0x[0-9a-fA-F]+|\d+)\s*([kKmMgG]?)\s*", text)
