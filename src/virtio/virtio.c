@@ -279,6 +279,15 @@ static struct vio_queue *sel_queue(struct vio_dev *d)
 	return &d->q[d->queue_sel];
 }
 
+/* Drop what vio_queue_pop() read ahead for vq: its ring entries and cached descriptors. */
+static void queue_forget_reads(struct vio_dev *d, struct vio_queue *vq)
+{
+	vq->ring_n = 0;
+	vq->idx_read = false;
+	if (d->dc_q == (unsigned)(vq - d->q) + 1)
+		d->dc_q = 0;
+}
+
 /* Enable the selected queue after checking its size and ring addresses. */
 static void queue_enable(struct vio_dev *d, struct vio_queue *vq)
 {
@@ -297,10 +306,7 @@ static void queue_enable(struct vio_dev *d, struct vio_queue *vq)
 	vq->avail_idx = 0;
 	vq->used_idx = 0;
 	vq->budget = 0;
-	vq->ring_n = 0;
-	vq->idx_read = false;
-	if (d->dc_q == (unsigned)(vq - d->q) + 1)
-		d->dc_q = 0;
+	queue_forget_reads(d, vq);
 	vq->enabled = true;
 	if (d->verbose)
 		fprintf(stderr,
@@ -319,9 +325,7 @@ static void queue_ready(struct vio_dev *d, uint64_t v)
 		queue_enable(d, vq);
 	} else {
 		vq->enabled = false;
-		vq->ring_n = 0;
-		if (d->dc_q == (unsigned)(vq - d->q) + 1)
-			d->dc_q = 0;
+		queue_forget_reads(d, vq);
 	}
 }
 
