@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -436,4 +437,172 @@ int coreio__wire_send_all(int fd, const void *buf, size_t len, int timeout_ms)
 		return n < 0 ? -errno : -EPIPE;
 	}
 	return 0;
+}
+
+/* Typed payloads: the only code that knows where each field of a payload sits. */
+
+size_t coreio__wire_peek_len(const uint8_t *buf, size_t have)
+{
+	if (have < 8)
+		return 0;
+	return coreio__wire_frame_len(coreio__wire_get64(buf));
+}
+
+size_t coreio__wire_echo(uint8_t *unit, const uint8_t *frame)
+{
+	memmove(unit, frame, COREIO_WIRE_UNIT);
+	coreio__wire_put64(unit, coreio__wire_get64(unit) & ~COREIO_WIRE_W0_EXTRA);
+	return COREIO_WIRE_UNIT;
+}
+
+size_t coreio__wire_answer_init(uint8_t *unit, const uint8_t *req)
+{
+	uint64_t w0 = coreio__wire_get64(req), w1 = coreio__wire_get64(req + 8);
+	uint64_t w2 = coreio__wire_get64(req + 16);
+
+	memset(unit, 0, COREIO_WIRE_UNIT);
+	coreio__wire_put64(unit, w0 & ~(COREIO_WIRE_W0_EXTRA | COREIO_WIRE_W0_ERROR));
+	coreio__wire_put64(unit + 8, w1);
+	coreio__wire_put64(unit + 16, w2);
+	return COREIO_WIRE_UNIT;
+}
+
+void coreio__wire_set_error(uint8_t *unit, bool error)
+{
+	uint64_t w0 = coreio__wire_get64(unit);
+
+	coreio__wire_put64(unit, error ? w0 | COREIO_WIRE_W0_ERROR : w0 & ~COREIO_WIRE_W0_ERROR);
+}
+
+size_t coreio__wire_hello_encode(uint8_t *unit, const struct coreio_wire_hello *hl)
+{
+	struct coreio_wire_hdr h = {
+	    .origin = true, .op = COREIO_OP_PING, .addr = COREIO_WIRE_MAGIC};
+
+	coreio__wire_encode(unit, &h);
+	coreio__wire_put64(unit + 24, hl->kind);
+	coreio__wire_put64(unit + 32, hl->caps);
+	coreio__wire_put64(unit + 40, hl->version);
+	return COREIO_WIRE_UNIT;
+}
+
+int coreio__wire_hello_decode(const struct coreio_wire_msg *m, struct coreio_wire_hello *out)
+{
+	if (m->h.op != COREIO_OP_PING || m->h.addr != COREIO_WIRE_MAGIC)
+		return -ENOENT;
+	out->kind = coreio__wire_get64(m->frame + 24);
+	out->caps = coreio__wire_get64(m->frame + 32);
+	out->version = coreio__wire_get64(m->frame + 40);
+	return 0;
+}
+
+void coreio__wire_hello_answer(uint8_t *unit, uint64_t caps)
+{
+	coreio__wire_put64(unit, coreio__wire_get64(unit) & ~COREIO_WIRE_W0_EXTRA);
+	coreio__wire_put64(unit + 24, COREIO_HELLO_ANSWER);
+	coreio__wire_put64(unit + 32, caps);
+	coreio__wire_put64(unit + 40, COREIO_WIRE_VERSION);
+}
+
+size_t coreio__wire_shm_map_encode(uint8_t *unit, const struct coreio_wire_shm_map *s)
+{
+	struct coreio_wire_hdr h = {
+	    .op = COREIO_OP_SHM_MAP, .tag = (uint32_t)s->gen, .addr = s->gpa};
+
+	coreio__wire_encode(unit, &h);
+	coreio__wire_put64(unit + 24, s->size);
+	coreio__wire_put64(unit + 32, s->offset);
+	coreio__wire_put64(unit + 40, s->index);
+	coreio__wire_put64(unit + 48, s->gen);
+	coreio__wire_put64(unit + 56, s->count);
+	return COREIO_WIRE_UNIT;
+}
+
+int coreio__wire_shm_map_decode(const struct coreio_wire_msg *m, struct coreio_wire_shm_map *out)
+{
+	const uint8_t *f = m->frame;
+
+	if (m->h.op != COREIO_OP_SHM_MAP || m->frame_len < COREIO_WIRE_UNIT)
+		return -EPROTO;
+	out->gpa = m->h.addr;
+	out->size = coreio__wire_get64(f + 24);
+	out->offset = coreio__wire_get64(f + 32);
+	out->index = coreio__wire_get64(f + 40);
+	out->gen = coreio__wire_get64(f + 48);
+	out->count = coreio__wire_get64(f + 56);
+	if (out->count > COREIO_WIRE_SHM_MAX_REGIONS)
+		return -EPROTO;
+	if (out->count == 0)
+		return 0;
+	if (out->index >= out->count || out->size == 0)
+		return -EPROTO;
+	if (out->gpa > UINT64_MAX - out->size || out->offset > UINT64_MAX - out->size)
+		return -EPROTO;
+	return 0;
+}
+
+size_t coreio__wire_irq_encode(uint8_t *unit, unsigned rid, unsigned iid, bool level)
+{
+	struct coreio_wire_hdr h = {
+	    .iface = (uint8_t)rid, .origin = true, .op = COREIO_OP_IRQ_UPDATE, .addr = iid};
+
+	coreio__wire_encode(unit, &h);
+	coreio__wire_put64(unit + COREIO_WIRE_DATA_OFF, level ? 1 : 0);
+	return COREIO_WIRE_UNIT;
+}
+
+int coreio__wire_irq_decode(const struct coreio_wire_msg *m, uint64_t *iid, bool *level)
+{
+	if (m->h.op != COREIO_OP_IRQ_UPDATE)
+		return -EPROTO;
+	*iid = m->h.addr;
+	*level = coreio__wire_get64(m->frame + COREIO_WIRE_DATA_OFF) != 0;
+	return 0;
+}
+
+size_t coreio__wire_claim_encode(uint8_t *unit, unsigned rid, uint32_t tag)
+{
+	struct coreio_wire_hdr h = {
+	    .iface = (uint8_t)rid, .origin = true, .tag = tag, .op = COREIO_OP_RGN_CLAIM};
+
+	return coreio__wire_encode(unit, &h);
+}
+
+size_t coreio__wire_claim_ack_encode(uint8_t *unit, unsigned rid, uint32_t tag, int err)
+{
+	struct coreio_wire_hdr h = {.iface = (uint8_t)rid,
+				    .origin = true,
+				    .error = err < 0,
+				    .tag = tag,
+				    .op = COREIO_OP_RGN_CLAIM};
+
+	coreio__wire_encode(unit, &h);
+	coreio__wire_put64(unit + COREIO_WIRE_DATA_OFF, err < 0 ? (uint64_t) - (int64_t)err : 0);
+	return COREIO_WIRE_UNIT;
+}
+
+int coreio__wire_claim_ack_result(const struct coreio_wire_msg *m)
+{
+	uint64_t e = coreio__wire_get64(m->frame + COREIO_WIRE_DATA_OFF);
+
+	if (!m->h.error)
+		return 0;
+	if (e == 0 || e > 4095)
+		return -EBUSY;
+	return -(int)e;
+}
+
+int coreio__wire_format(char *buf, size_t len, const uint8_t *f)
+{
+	uint64_t w0 = coreio__wire_get64(f), w1 = coreio__wire_get64(f + 8);
+
+	return snprintf(buf, len,
+			"%s iface %u tag %u%s%s E %u size %u flags %u mask 0x%x addr 0x%llx "
+			"w3 0x%016llx",
+			coreio__wire_op_name(w1 & 0xff), (unsigned)(w0 & 0xff),
+			(unsigned)(w0 >> 32), (w0 >> 31) & 1 ? " client-origin" : "",
+			(w0 >> 30) & 1 ? " ERROR" : "", (unsigned)((w0 >> 8) & 0xff),
+			(unsigned)((w1 >> 16) & 0x3f), (unsigned)((w1 >> 28) & 0xf),
+			(unsigned)(w1 >> 32), (unsigned long long)coreio__wire_get64(f + 16),
+			(unsigned long long)coreio__wire_get64(f + 24));
 }

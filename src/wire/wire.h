@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "coreio.h"
+
 /*
  * Every message is one or more 64-byte units of eight little-endian 64-bit
  * words. docs/protocol.md describes the format in full; this header is the
@@ -50,10 +52,7 @@ enum coreio_wire_op {
 	COREIO_OP_RESET = 0xFF,
 };
 
-/* Access flags carried in w[1] bits 28..31 (same values as COREIO_FLAGS_*). */
-#define COREIO_WIRE_FLAG_IFETCH 2u
-#define COREIO_WIRE_FLAG_PRIV	4u
-#define COREIO_WIRE_FLAG_SECURE 8u
+/* Access flags carried in w[1] bits 28..31 are COREIO_FLAGS_* of coreio.h. */
 
 /*
  * Capability negotiation (extension). A new client sends a PING whose w[2]
@@ -64,13 +63,15 @@ enum coreio_wire_op {
  * capabilities both sides have; from then on both use them on that
  * connection only.
  */
-#define COREIO_WIRE_MAGIC    0x3178456f4965726fULL /* "oreIoEx1", little-endian */
-#define COREIO_WIRE_VERSION  1u
-#define COREIO_HELLO_OFFER   0u
-#define COREIO_HELLO_ANSWER  1u
-#define COREIO_CAP_LARGE_DMA (1u << 0) /* LREAD/LWRITE, pieces up to COREIO_WIRE_LARGE_PIECE */
-#define COREIO_CAP_CLAIM_ACK (1u << 1) /* the VM answers RGN_CLAIM, error bit when refused */
-#define COREIO_CAP_SHM	     (1u << 2) /* guest memory as fds (SHM_MAP), DMA by memcpy; UNIX only */
+#define COREIO_WIRE_MAGIC   0x3178456f4965726fULL /* "oreIoEx1", little-endian */
+#define COREIO_WIRE_VERSION 1u
+#define COREIO_HELLO_OFFER  0u
+#define COREIO_HELLO_ANSWER 1u
+/* The capability bits are the public COREIO_CAP_*_BIT values of coreio.h;
+ * these are the wire code's short names for them. */
+#define COREIO_CAP_LARGE_DMA COREIO_CAP_LARGE_DMA_BIT /* LREAD/LWRITE, pieces up to 16 KiB */
+#define COREIO_CAP_CLAIM_ACK COREIO_CAP_CLAIM_ACK_BIT /* the VM answers RGN_CLAIM */
+#define COREIO_CAP_SHM	     COREIO_CAP_SHM_BIT	      /* guest memory as fds (SHM_MAP); UNIX only */
 #define COREIO_CAP_ALL	     (COREIO_CAP_LARGE_DMA | COREIO_CAP_CLAIM_ACK | COREIO_CAP_SHM)
 
 /*
@@ -154,6 +155,117 @@ uint8_t coreio__wire_extra_for(size_t data_bytes);
 
 /* Human-readable opcode name, for traces and errors ("?" when unknown). */
 const char *coreio__wire_op_name(unsigned op);
+
+/* Bits of w[0], for the few encoders below that patch a copied header. */
+#define COREIO_WIRE_W0_EXTRA  (0xffull << 8)
+#define COREIO_WIRE_W0_ERROR  (1ull << 30)
+#define COREIO_WIRE_W0_ORIGIN (1ull << 31)
+
+/*
+ * Length of the frame that starts at buf when at least its first word is
+ * there (have >= 8 bytes), else 0.
+ */
+size_t coreio__wire_peek_len(const uint8_t *buf, size_t have);
+
+/*
+ * "Returned to initiator": the first unit of frame with E cleared, into
+ * unit (64 bytes). Returns 64.
+ */
+size_t coreio__wire_echo(uint8_t *unit, const uint8_t *frame);
+
+/*
+ * The answer to an MMIO request (VM to client, origin 0), first unit only:
+ * w[0]..w[2] copied from req with E and the error bit cleared, data zeroed.
+ * The responder fills the data from unit + COREIO_WIRE_DATA_OFF and marks a
+ * failure with coreio__wire_set_error(). Returns 64.
+ */
+size_t coreio__wire_answer_init(uint8_t *unit, const uint8_t *req);
+
+/* Set (or clear) the error bit of the frame at unit. */
+void coreio__wire_set_error(uint8_t *unit, bool error);
+
+/*
+ * The hello (PING with w[2] = COREIO_WIRE_MAGIC): w[3] kind
+ * (COREIO_HELLO_OFFER or COREIO_HELLO_ANSWER), w[4] capability bits,
+ * w[5] protocol version.
+ */
+struct coreio_wire_hello {
+	uint64_t kind;
+	uint64_t caps;
+	uint64_t version;
+};
+
+/* Encode a hello into unit (64 bytes): origin 1, tag 0. Returns 64. */
+size_t coreio__wire_hello_encode(uint8_t *unit, const struct coreio_wire_hello *hl);
+
+/*
+ * Read the hello fields of a decoded PING. Returns 0, or -ENOENT when m is
+ * not a PING carrying COREIO_WIRE_MAGIC (a plain ping, not a hello).
+ */
+int coreio__wire_hello_decode(const struct coreio_wire_msg *m, struct coreio_wire_hello *out);
+
+/*
+ * Turn the hello offer in unit (a copy of the client's first unit) into
+ * the VM's answer: E cleared, kind ANSWER, caps as given, our version.
+ */
+void coreio__wire_hello_answer(uint8_t *unit, uint64_t caps);
+
+/* SHM_MAP fields (see above): one region of a memory map. */
+struct coreio_wire_shm_map {
+	uint64_t gpa;	 /* w[2] */
+	uint64_t size;	 /* w[3] */
+	uint64_t offset; /* w[4]: of gpa in the fd */
+	uint64_t index;	 /* w[5] */
+	uint64_t gen;	 /* w[6] */
+	uint64_t count;	 /* w[7] */
+};
+
+/* Encode one SHM_MAP frame (origin 0, tag = low 32 bits of gen). Returns 64. */
+size_t coreio__wire_shm_map_encode(uint8_t *unit, const struct coreio_wire_shm_map *s);
+
+/*
+ * Read the fields of a decoded SHM_MAP frame. Returns 0, or -EPROTO when m
+ * is no SHM_MAP or its fields cannot describe a map: count above
+ * COREIO_WIRE_SHM_MAX_REGIONS, index not below count (for count > 0),
+ * gpa + size or offset + size past 2^64, or a region of size 0 in a
+ * non-empty map. Whether the map as a whole is consistent (generations,
+ * order, overlaps) is the receiver's business.
+ */
+int coreio__wire_shm_map_decode(const struct coreio_wire_msg *m, struct coreio_wire_shm_map *out);
+
+/* Encode an IRQ_UPDATE (client to VM): range rid, line iid, level. Returns 64. */
+size_t coreio__wire_irq_encode(uint8_t *unit, unsigned rid, unsigned iid, bool level);
+
+/*
+ * Read a decoded IRQ_UPDATE: the line index (w[2], unchecked: the VM
+ * compares it with the range's lines) and the level (w[3] != 0). Returns 0,
+ * or -EPROTO when m is no IRQ_UPDATE.
+ */
+int coreio__wire_irq_decode(const struct coreio_wire_msg *m, uint64_t *iid, bool *level);
+
+/* Encode an RGN_CLAIM (client to VM) of range rid with tag. Returns 64. */
+size_t coreio__wire_claim_encode(uint8_t *unit, unsigned rid, uint32_t tag);
+
+/*
+ * Encode the VM's answer to a claim (CLAIM_ACK extension): the claim's rid
+ * and tag, origin 1, and for a refusal (err < 0) the error bit with -err in
+ * w[3]. Returns 64.
+ */
+size_t coreio__wire_claim_ack_encode(uint8_t *unit, unsigned rid, uint32_t tag, int err);
+
+/*
+ * The result a decoded claim answer carries: 0 when granted, else the
+ * negative errno of w[3] (-EBUSY when w[3] holds no errno in 1..4095).
+ */
+int coreio__wire_claim_ack_result(const struct coreio_wire_msg *m);
+
+/*
+ * One line describing the frame (at least its first unit) for traces and
+ * errors: "READ iface 0 tag 7 client-origin ERROR E 0 size 4 flags 4 mask
+ * 0xf addr 0x... w3 0x...", without a newline. Reads only the first 64
+ * bytes. Returns what snprintf() returns.
+ */
+int coreio__wire_format(char *buf, size_t len, const uint8_t *frame);
 
 /*
  * Stream reassembly shared by both halves: bytes go in from a socket,

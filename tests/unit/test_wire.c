@@ -280,6 +280,147 @@ static void test_op_names(void **state)
 	assert_string_equal(coreio__wire_op_name(0x99), "?");
 }
 
+/* Decode a unit sent by the client (at_vm) or by the VM, asserting success. */
+static struct coreio_wire_msg dec(const uint8_t *u, enum coreio_wire_side side)
+{
+	struct coreio_wire_msg m;
+
+	assert_int_equal(coreio__wire_decode(u, 64, side, &m), 0);
+	return m;
+}
+
+static void test_hello_payload(void **state)
+{
+	struct coreio_wire_hello in = {COREIO_HELLO_OFFER, 0x5, COREIO_WIRE_VERSION}, out;
+	struct coreio_wire_msg m;
+	uint8_t u[64];
+
+	(void)state;
+	assert_int_equal(coreio__wire_hello_encode(u, &in), 64);
+	m = dec(u, COREIO_WIRE_AT_VM);
+	assert_true(m.h.origin);
+	assert_int_equal(coreio__wire_hello_decode(&m, &out), 0);
+	assert_true(out.kind == COREIO_HELLO_OFFER && out.caps == 5 && out.version == 1);
+	/* The VM's answer: E cleared, kind ANSWER, the caps it grants. */
+	u[1] = 2; /* E = 2 in the copy */
+	coreio__wire_hello_answer(u, 0x1);
+	assert_int_equal(u[1], 0);
+	m = dec(u, COREIO_WIRE_AT_CLIENT);
+	assert_int_equal(coreio__wire_hello_decode(&m, &out), 0);
+	assert_true(out.kind == COREIO_HELLO_ANSWER && out.caps == 1);
+	/* A plain ping is no hello. */
+	make(u, COREIO_OP_PING, 0, true, 0);
+	m = dec(u, COREIO_WIRE_AT_VM);
+	assert_int_equal(coreio__wire_hello_decode(&m, &out), -ENOENT);
+}
+
+static void test_shm_map_payload(void **state)
+{
+	struct coreio_wire_shm_map in = {0x100000, 0x200000, 0x1000, 1, 7, 2}, out;
+	struct coreio_wire_msg m;
+	uint8_t u[64];
+
+	(void)state;
+	coreio__wire_shm_map_encode(u, &in);
+	m = dec(u, COREIO_WIRE_AT_CLIENT);
+	assert_int_equal(m.h.tag, 7);
+	assert_int_equal(coreio__wire_shm_map_decode(&m, &out), 0);
+	assert_memory_equal(&in, &out, sizeof(in));
+	/* Fields no map can have. */
+	in.index = 2;
+	coreio__wire_shm_map_encode(u, &in);
+	m = dec(u, COREIO_WIRE_AT_CLIENT);
+	assert_int_equal(coreio__wire_shm_map_decode(&m, &out), -EPROTO);
+	in.index = 0;
+	in.count = COREIO_WIRE_SHM_MAX_REGIONS + 1;
+	coreio__wire_shm_map_encode(u, &in);
+	m = dec(u, COREIO_WIRE_AT_CLIENT);
+	assert_int_equal(coreio__wire_shm_map_decode(&m, &out), -EPROTO);
+	in.count = 1;
+	in.gpa = UINT64_MAX - 0xfff;
+	coreio__wire_shm_map_encode(u, &in);
+	m = dec(u, COREIO_WIRE_AT_CLIENT);
+	assert_int_equal(coreio__wire_shm_map_decode(&m, &out), -EPROTO);
+	in.gpa = 0;
+	in.offset = UINT64_MAX;
+	coreio__wire_shm_map_encode(u, &in);
+	m = dec(u, COREIO_WIRE_AT_CLIENT);
+	assert_int_equal(coreio__wire_shm_map_decode(&m, &out), -EPROTO);
+	/* An empty map is one frame with count 0. */
+	memset(&in, 0, sizeof(in));
+	coreio__wire_shm_map_encode(u, &in);
+	m = dec(u, COREIO_WIRE_AT_CLIENT);
+	assert_int_equal(coreio__wire_shm_map_decode(&m, &out), 0);
+	assert_true(out.count == 0);
+}
+
+static void test_irq_and_claim_payloads(void **state)
+{
+	struct coreio_wire_msg m;
+	uint64_t iid;
+	bool level;
+	uint8_t u[64];
+
+	(void)state;
+	coreio__wire_irq_encode(u, 3, 5, true);
+	m = dec(u, COREIO_WIRE_AT_VM);
+	assert_int_equal(m.h.iface, 3);
+	assert_int_equal(coreio__wire_irq_decode(&m, &iid, &level), 0);
+	assert_true(iid == 5 && level);
+	coreio__wire_irq_encode(u, 3, 5, false);
+	m = dec(u, COREIO_WIRE_AT_VM);
+	assert_int_equal(coreio__wire_irq_decode(&m, &iid, &level), 0);
+	assert_false(level);
+
+	coreio__wire_claim_encode(u, 2, 99);
+	m = dec(u, COREIO_WIRE_AT_VM);
+	assert_int_equal(m.h.op, COREIO_OP_RGN_CLAIM);
+	assert_true(m.h.iface == 2 && m.h.tag == 99 && m.h.origin);
+	assert_int_equal(coreio__wire_irq_decode(&m, &iid, &level), -EPROTO);
+
+	coreio__wire_claim_ack_encode(u, 2, 99, 0);
+	m = dec(u, COREIO_WIRE_AT_CLIENT);
+	assert_int_equal(coreio__wire_claim_ack_result(&m), 0);
+	coreio__wire_claim_ack_encode(u, 2, 99, -ENOENT);
+	m = dec(u, COREIO_WIRE_AT_CLIENT);
+	assert_true(m.h.error);
+	assert_int_equal(coreio__wire_claim_ack_result(&m), -ENOENT);
+	/* An error bit with no errno in range reads as -EBUSY. */
+	coreio__wire_put64(u + 24, 70000);
+	m = dec(u, COREIO_WIRE_AT_CLIENT);
+	assert_int_equal(coreio__wire_claim_ack_result(&m), -EBUSY);
+}
+
+static void test_echo_answer_and_format(void **state)
+{
+	uint8_t req[128], u[64];
+	char line[256];
+
+	(void)state;
+	make(req, COREIO_OP_READ, 4, false, 1);
+	memset(req + 24, 0x5a, 40);
+	coreio__wire_set_error(req, true);
+	assert_int_equal(coreio__wire_peek_len(req, 7), 0);
+	assert_int_equal(coreio__wire_peek_len(req, 8), 128);
+	/* Echo: the first unit, E cleared, the rest unchanged. */
+	coreio__wire_echo(u, req);
+	assert_int_equal(coreio__wire_peek_len(u, 64), 64);
+	assert_memory_equal(u + 1 + 1, req + 2, 62);
+	/* Answer: header kept, E and error cleared, data zeroed. */
+	coreio__wire_answer_init(u, req);
+	assert_int_equal(coreio__wire_get64(u) >> 30 & 1, 0);
+	assert_int_equal(coreio__wire_peek_len(u, 64), 64);
+	assert_true(coreio__wire_get64(u + 16) == 0xd0000010);
+	for (int i = 24; i < 64; i++)
+		assert_int_equal(u[i], 0);
+	coreio__wire_set_error(u, true);
+	assert_int_equal(coreio__wire_get64(u) >> 30 & 1, 1);
+	coreio__wire_format(line, sizeof(line), u);
+	assert_non_null(strstr(line, "READ iface 3 tag 3735928559"));
+	assert_non_null(strstr(line, "ERROR"));
+	assert_non_null(strstr(line, "addr 0xd0000010"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -295,6 +436,10 @@ int main(void)
 	    cmocka_unit_test(test_rx_reassembly),
 	    cmocka_unit_test(test_rx_many_max_frames),
 	    cmocka_unit_test(test_op_names),
+	    cmocka_unit_test(test_hello_payload),
+	    cmocka_unit_test(test_shm_map_payload),
+	    cmocka_unit_test(test_irq_and_claim_payloads),
+	    cmocka_unit_test(test_echo_answer_and_format),
 	};
 
 	return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
