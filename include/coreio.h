@@ -215,6 +215,44 @@ COREIO_EXPORT int coreio_ctx_set_offer(coreio_ctx_t *ctx, unsigned caps);
  */
 COREIO_EXPORT int coreio_ctx_set_busy_poll(coreio_ctx_t *ctx, unsigned usec);
 
+/*
+ * A pollable file descriptor for any event loop (poll, epoll, libuv,
+ * asyncio, ...), with no FD_SETSIZE limit: it is readable whenever
+ * coreio_ctx_process() has something to do. It stays the same from
+ * connect to disconnect; do not read it or close it.
+ *   ctx  a connected context
+ * Returns the fd, or -EINVAL (NULL ctx), -ENOTCONN.
+ */
+COREIO_EXPORT int coreio_ctx_get_fd(coreio_ctx_t *ctx);
+
+/*
+ * Do, without blocking, whatever the context has to do: read its sockets,
+ * serve the VM's requests in order, run completions. Call it when the fd
+ * of coreio_ctx_get_fd() is readable (calling it at other times is
+ * harmless).
+ * Returns 0, or a negative errno as coreio_ctx_processfds().
+ */
+COREIO_EXPORT int coreio_ctx_process(coreio_ctx_t *ctx);
+
+/* Log levels, as syslog's. */
+#define COREIO_LOG_ERR	   3
+#define COREIO_LOG_WARNING 4
+#define COREIO_LOG_INFO	   6
+#define COREIO_LOG_DEBUG   7
+
+/*
+ * Where the library's messages go (it never writes to stderr itself): fn
+ * is called with opaque, a COREIO_LOG_* level and one line of text
+ * without a newline, from whichever thread noticed the event, with no
+ * library lock held. NULL (the default) drops them.
+ * Returns 0, or -EINVAL for a NULL ctx.
+ */
+COREIO_EXPORT int coreio_ctx_set_log(coreio_ctx_t *ctx,
+				     void (*fn)(void *opaque, int level, const char *msg),
+				     void *opaque);
+COREIO_EXPORT int coreio_set_log(void (*fn)(void *opaque, int level, const char *msg),
+				 void *opaque);
+
 #ifdef __cplusplus
 }
 #endif

@@ -354,6 +354,13 @@ static int td_loop(struct td_dev *d)
 	}
 }
 
+/* The library's messages (coreio_set_log()) go to stderr, one line each. */
+static void td_log(void *opaque, int level, const char *msg)
+{
+	(void)opaque, (void)level;
+	fprintf(stderr, "%s\n", msg);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -420,6 +427,7 @@ int main(int argc, char **argv)
 	 * library's setting serves coreio_mainloop() and says so in one place. */
 	td.busy_us = (unsigned)busy;
 	rc = coreio_ctx_set_busy_poll(coreio_default_ctx(), (unsigned)busy);
+	coreio_set_log(td_log, NULL);
 	if (rc == 0)
 		rc = coreio_connect(argv[optind]);
 	if (rc) {

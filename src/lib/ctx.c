@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -16,81 +17,6 @@
 
 #include "internal.h"
 #include "target.h"
-
-long long coreio__now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void coreio__wake(struct coreio_ctx *ctx)
-{
-	uint64_t one = 1;
-
-	if (ctx->wake_fd >= 0 && write(ctx->wake_fd, &one, sizeof(one)) < 0) {
-		/* EAGAIN: the counter is already non-zero, the loop will wake. */
-	}
-}
-
-bool coreio__reader_try_locked(struct coreio_ctx *ctx, int i)
-{
-	struct coreio__conn *c = &ctx->conn[i];
-
-	if (c->reader_depth == 0) {
-		c->reader = pthread_self();
-		c->reader_depth = 1;
-		return true;
-	}
-	if (pthread_equal(c->reader, pthread_self())) {
-		c->reader_depth++;
-		return true;
-	}
-	return false;
-}
-
-void coreio__reader_release_locked(struct coreio_ctx *ctx, int i)
-{
-	struct coreio__conn *c = &ctx->conn[i];
-
-	if (c->reader_depth <= 0)
-		return;
-	if (--c->reader_depth > 0)
-		return;
-	pthread_cond_broadcast(&ctx->cond);
-	/* A select() loop left this fd out while we read it: make it look again. */
-	if (!(ctx->proc_depth > 0 && pthread_equal(ctx->proc_owner, pthread_self())))
-		coreio__wake(ctx);
-}
-
-bool coreio__reader_mine_locked(struct coreio_ctx *ctx, int i)
-{
-	const struct coreio__conn *c = &ctx->conn[i];
-
-	return c->reader_depth > 0 && pthread_equal(c->reader, pthread_self());
-}
-
-void coreio__fail_locked(struct coreio_ctx *ctx, int err)
-{
-	if (!ctx->connected || ctx->broken)
-		return;
-	ctx->broken = err < 0 ? err : -ECONNRESET;
-	for (int i = 0; i < COREIO__NCONN; i++)
-		if (ctx->conn[i].fd >= 0)
-			shutdown(ctx->conn[i].fd, SHUT_RDWR);
-	coreio__dma_fail_all_locked(ctx, -ECONNRESET);
-	ctx->dma_tx_pending = false;
-	pthread_cond_broadcast(&ctx->cond);
-	coreio__wake(ctx);
-}
-
-void coreio__fail(struct coreio_ctx *ctx, int err)
-{
-	pthread_mutex_lock(&ctx->lock);
-	coreio__fail_locked(ctx, err);
-	pthread_mutex_unlock(&ctx->lock);
-}
 
 /* Initialise a zeroed context. Returns 0 or a negative errno. */
 static int ctx_init(struct coreio_ctx *ctx)
@@ -117,8 +43,9 @@ static int ctx_init(struct coreio_ctx *ctx)
 		coreio__wire_fdq_init(&ctx->conn[i].fdq);
 	}
 	ctx->wake_fd = -1;
+	ctx->epfd = -1;
 	ctx->offer = COREIO_CAP_ALL;
-	coreio__dma_init_locked(ctx);
+	coreio__xfer_init_locked(ctx);
 	return 0;
 }
 
@@ -173,6 +100,7 @@ void coreio_ctx_free(coreio_ctx_t *ctx)
 		return;
 	for (int i = 0; i < COREIO__NCONN; i++)
 		pthread_mutex_destroy(&ctx->conn[i].tx_lock);
+	free(ctx->reqq.unit);
 	pthread_cond_destroy(&ctx->cond);
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);
@@ -199,21 +127,27 @@ void coreio_ctx_disconnect(coreio_ctx_t *ctx)
 		coreio__wire_rx_init(&c->rx);
 		coreio__wire_fdq_clear(&c->fdq);
 		coreio__wire_fdq_init(&c->fdq);
+		c->parked = false;
 	}
 	coreio__shm_drop_locked(ctx);
+	coreio__reqq_clear_locked(ctx);
 	if (ctx->wake_fd >= 0)
 		close(ctx->wake_fd);
 	ctx->wake_fd = -1;
+	if (ctx->epfd >= 0)
+		close(ctx->epfd);
+	ctx->epfd = -1;
 	ctx->connected = false;
 	ctx->broken = 0;
-	ctx->reset_pending = false;
 	memset(ctx->reg, 0, sizeof(ctx->reg));
 	memset(ctx->claim, 0, sizeof(ctx->claim));
 	memset(ctx->irq, 0, sizeof(ctx->irq));
 	pthread_cond_broadcast(&ctx->cond);
 	pthread_mutex_unlock(&ctx->lock);
-	/* Pending non-blocking DMA completes now, with -ECONNRESET. */
-	coreio__run_deferred(ctx);
+	/* Pending non-blocking DMA completes now, with -ECONNRESET (or from
+	 * the thread already serving, when that is another one or an outer
+	 * call of this thread's). */
+	coreio__serve(ctx);
 }
 
 /* Open one stream socket to sa and make it non-blocking. Returns the fd or -errno. */
@@ -297,18 +231,15 @@ static int open_pair(const struct coreio__target *t, int fds[2])
 /* Send the hello PING on connection i. */
 static int send_hello(struct coreio_ctx *ctx, int i)
 {
-	struct coreio_wire_hdr h = {
-	    .origin = true,
-	    .op = COREIO_OP_PING,
-	    .addr = COREIO_WIRE_MAGIC,
+	struct coreio_wire_hello hl = {
+	    .kind = COREIO_HELLO_OFFER,
+	    .caps = coreio__offered(ctx),
+	    .version = COREIO_WIRE_VERSION,
 	};
 	uint8_t f[COREIO_WIRE_UNIT];
 	int rc;
 
-	coreio__wire_encode(f, &h);
-	coreio__wire_put64(f + 24, COREIO_HELLO_OFFER);
-	coreio__wire_put64(f + 32, coreio__offered(ctx));
-	coreio__wire_put64(f + 40, COREIO_WIRE_VERSION);
+	coreio__wire_hello_encode(f, &hl);
 	pthread_mutex_lock(&ctx->conn[i].tx_lock);
 	rc = coreio__wire_send_all(ctx->conn[i].fd, f, sizeof(f), COREIO__HELLO_TIMEOUT_MS);
 	pthread_mutex_unlock(&ctx->conn[i].tx_lock);
@@ -354,12 +285,16 @@ static int hello(struct coreio_ctx *ctx)
 		for (int k = 0; rc > 0 && k < n; k++) {
 			if (!p[k].revents)
 				continue;
+			bool mine;
+
 			pthread_mutex_lock(&ctx->lock);
-			coreio__reader_try_locked(ctx, idx[k]);
+			mine = coreio__rx_take_locked(ctx, idx[k]);
 			pthread_mutex_unlock(&ctx->lock);
-			coreio__conn_service(ctx, idx[k]);
+			if (!mine)
+				continue; /* nobody else runs before connect returns */
+			coreio__rx_pull(ctx, idx[k]);
 			pthread_mutex_lock(&ctx->lock);
-			coreio__reader_release_locked(ctx, idx[k]);
+			coreio__rx_give_locked(ctx, idx[k]);
 			pthread_mutex_unlock(&ctx->lock);
 		}
 		pthread_mutex_lock(&ctx->lock);
@@ -376,10 +311,42 @@ static int hello(struct coreio_ctx *ctx)
 
 static void busy_poll_from_env(coreio_ctx_t *ctx);
 
+/*
+ * The event loop's fds: an eventfd other threads write to wake the loop,
+ * and an epoll set of both sockets (data.u32 = connection index) and the
+ * eventfd (data.u32 = COREIO__NCONN), the fd of coreio_ctx_get_fd().
+ * Returns 0 or a negative errno (nothing left open).
+ */
+static int open_loop_fds(const int fds[COREIO__NCONN], int *wfd, int *epfd)
+{
+	int rc;
+
+	*wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (*wfd < 0)
+		return -errno;
+	*epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (*epfd < 0) {
+		rc = -errno;
+		close(*wfd);
+		return rc;
+	}
+	for (int i = 0; i <= COREIO__NCONN; i++) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+
+		if (epoll_ctl(*epfd, EPOLL_CTL_ADD, i < COREIO__NCONN ? fds[i] : *wfd, &ev) < 0) {
+			rc = -errno;
+			close(*epfd);
+			close(*wfd);
+			return rc;
+		}
+	}
+	return 0;
+}
+
 int coreio_ctx_connect(coreio_ctx_t *ctx, const char *target)
 {
 	struct coreio__target t;
-	int fds[2], wfd, rc;
+	int fds[2], wfd = -1, epfd = -1, rc;
 
 	if (!ctx)
 		return -EINVAL;
@@ -399,9 +366,8 @@ int coreio_ctx_connect(coreio_ctx_t *ctx, const char *target)
 	rc = open_pair(&t, fds);
 	if (rc < 0)
 		return rc;
-	wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (wfd < 0) {
-		rc = -errno;
+	rc = open_loop_fds(fds, &wfd, &epfd);
+	if (rc < 0) {
 		close(fds[0]);
 		close(fds[1]);
 		return rc;
@@ -414,19 +380,22 @@ int coreio_ctx_connect(coreio_ctx_t *ctx, const char *target)
 		ctx->conn[i].hello_wait = false;
 		coreio__wire_rx_init(&ctx->conn[i].rx);
 		coreio__wire_fdq_init(&ctx->conn[i].fdq);
+		ctx->conn[i].rx_busy = false;
+		ctx->conn[i].parked = false;
 	}
 	ctx->unix_target = t.kind == COREIO__TARGET_UNIX;
 	ctx->shm_warned = false;
 	ctx->wake_fd = wfd;
+	ctx->epfd = epfd;
 	ctx->tx_off = ctx->tx_len = 0;
 	ctx->dma_tx_pending = false;
 	ctx->connected = true;
 	ctx->broken = 0;
-	ctx->reset_pending = false;
 	memset(ctx->reg, 0, sizeof(ctx->reg));
 	memset(ctx->claim, 0, sizeof(ctx->claim));
 	memset(ctx->irq, 0, sizeof(ctx->irq));
-	coreio__dma_init_locked(ctx);
+	coreio__reqq_clear_locked(ctx);
+	coreio__xfer_init_locked(ctx);
 	pthread_mutex_unlock(&ctx->lock);
 
 	if (ctx->offer) {
@@ -442,8 +411,8 @@ int coreio_ctx_connect(coreio_ctx_t *ctx, const char *target)
 int coreio_ctx_register(coreio_ctx_t *ctx, unsigned rid, const coreio_func_t *func, void *funcp)
 {
 	struct coreio__conn *c0;
-	struct coreio_wire_hdr h = {.origin = true, .op = COREIO_OP_RGN_CLAIM};
 	uint8_t f[COREIO_WIRE_UNIT];
+	uint32_t tag;
 	bool ack;
 	int rc;
 
@@ -463,17 +432,16 @@ int coreio_ctx_register(coreio_ctx_t *ctx, unsigned rid, const coreio_func_t *fu
 	ctx->reg[rid].used = true;
 	ctx->reg[rid].f = *func;
 	ctx->reg[rid].priv = funcp;
-	h.iface = (uint8_t)rid;
-	h.tag = ++ctx->next_tag;
+	tag = ++ctx->next_tag;
 	ack = (c0->caps & COREIO_CAP_CLAIM_ACK) != 0;
 	if (ack) {
 		ctx->claim[rid].state = COREIO__CLAIM_WAITING;
-		ctx->claim[rid].tag = h.tag;
+		ctx->claim[rid].tag = tag;
 		ctx->claim[rid].result = 0;
 	}
 	pthread_mutex_unlock(&ctx->lock);
 
-	coreio__wire_encode(f, &h);
+	coreio__wire_claim_encode(f, rid, tag);
 	pthread_mutex_lock(&c0->tx_lock);
 	rc = coreio__wire_send_all(c0->fd, f, sizeof(f), COREIO__SEND_TIMEOUT_MS);
 	pthread_mutex_unlock(&c0->tx_lock);
@@ -498,14 +466,16 @@ int coreio_ctx_register(coreio_ctx_t *ctx, unsigned rid, const coreio_func_t *fu
 			}
 			if (left > 100)
 				left = 100;
-			if (coreio__reader_try_locked(ctx, COREIO__CONN_CTRL)) {
+			/* The answer comes on the control connection; requests of
+			 * the VM read on the way are queued, not served here. */
+			if (coreio__rx_take_locked(ctx, COREIO__CONN_CTRL)) {
 				struct pollfd p = {.fd = c0->fd, .events = POLLIN};
 
 				pthread_mutex_unlock(&ctx->lock);
 				if (poll(&p, 1, (int)left) > 0)
-					coreio__conn_service(ctx, COREIO__CONN_CTRL);
+					coreio__rx_pull(ctx, COREIO__CONN_CTRL);
 				pthread_mutex_lock(&ctx->lock);
-				coreio__reader_release_locked(ctx, COREIO__CONN_CTRL);
+				coreio__rx_give_locked(ctx, COREIO__CONN_CTRL);
 			} else {
 				struct timespec ts;
 
@@ -529,7 +499,6 @@ int coreio_ctx_register(coreio_ctx_t *ctx, unsigned rid, const coreio_func_t *fu
 int coreio_ctx_irq_update(coreio_ctx_t *ctx, unsigned rid, unsigned iid, unsigned state)
 {
 	struct coreio__conn *c0;
-	struct coreio_wire_hdr h = {.origin = true, .op = COREIO_OP_IRQ_UPDATE};
 	uint8_t f[COREIO_WIRE_UNIT];
 	uint8_t level = state ? 1 : 0;
 	int rc = 0;
@@ -555,10 +524,7 @@ int coreio_ctx_irq_update(coreio_ctx_t *ctx, unsigned rid, unsigned iid, unsigne
 	ctx->irq[rid][iid] = level;
 	pthread_mutex_unlock(&ctx->lock);
 
-	h.iface = (uint8_t)rid;
-	h.addr = iid;
-	coreio__wire_encode(f, &h);
-	coreio__wire_put64(f + 24, level);
+	coreio__wire_irq_encode(f, rid, iid, level != 0);
 	rc = coreio__wire_send_all(c0->fd, f, sizeof(f), COREIO__SEND_TIMEOUT_MS);
 	pthread_mutex_unlock(&c0->tx_lock);
 	if (rc < 0) {

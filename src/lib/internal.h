@@ -3,6 +3,7 @@
 #define COREIO_LIB_INTERNAL_H
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,17 +12,23 @@
 #include "wire.h"
 
 /*
- * Locking (the full story is in the comment at the top of dma.c):
- *   ctx->lock          protects every field of the context except the rx
- *                      buffers, the tx batch and the fds' use for I/O.
- *   conn[i].tx_lock    serialises sends on connection i (and guards the DMA
- *                      tx batch for i == 1). Lock order: tx_lock, then
- *                      ctx->lock; never take tx_lock while holding ctx->lock.
- *   reader role        conn[i].reader_depth / reader: the one thread that may
- *                      read connection i and use conn[i].rx. Taken and
- *                      released under ctx->lock, held without it, recursive
- *                      for its owner (nested callbacks).
- * No lock is held while a user callback runs.
+ * The request path in one paragraph (docs/libcoreio.md has the long form):
+ * each connection has one receive owner at a time (conn.rx_busy, taken and
+ * dropped under ctx->lock, never nested). The owner reads the socket and
+ * routes every complete frame at once: answers to our own requests (hello,
+ * claim, DMA pieces) update the context; requests of the VM (MMIO, its
+ * pings, RESET) are appended to the context's request queue in arrival
+ * order. Callbacks run only in coreio__serve(), by one thread at a time
+ * (ctx->serving): it takes the queue's head, runs the callback with no lock
+ * held, sends the answer, and only then takes the next. A blocking DMA
+ * waits by owning the DMA connection's receive side alone, so while a
+ * callback waits for DMA nothing else is dispatched.
+ *
+ * Locks: ctx->lock guards every field of the context except the rx
+ * buffers (the receive owner's) and the DMA send batch (conn[1].tx_lock).
+ * conn[i].tx_lock serialises sends on connection i; take it before
+ * ctx->lock, never after. No lock is held while a user callback runs or
+ * while a thread sleeps in poll()/recv().
  */
 
 #define COREIO__CONN_CTRL 0 /* claims, MMIO, IRQ */
@@ -42,10 +49,10 @@ struct coreio__conn {
 	unsigned caps;		 /* negotiated COREIO_CAP_* bits */
 	bool hello_wait;	 /* hello sent, answer not yet seen */
 	pthread_mutex_t tx_lock; /* serialises sends */
-	pthread_t reader;	 /* owner of the reader role when reader_depth > 0 */
-	int reader_depth;	 /* 0: nobody reads this connection */
+	bool rx_busy;		 /* a thread owns rx (under ctx->lock) */
+	bool parked;		 /* fd taken out of ctx->epfd while another thread reads it */
 	struct coreio_wire_rx rx;
-	struct coreio_wire_fdq fdq; /* fds that came with rx's bytes (reader's, like rx) */
+	struct coreio_wire_fdq fdq; /* fds that came with rx's bytes (the rx owner's) */
 };
 
 /* One region of guest memory the VM shared (SHM_MAP), mapped into this process. */
@@ -112,17 +119,27 @@ struct coreio__xfer {
 	struct coreio__xfer *dnext;	    /* done list (non-blocking only) */
 };
 
+/* The VM's requests on the control connection, in arrival order (64-byte units). */
+struct coreio__reqq {
+	uint8_t (*unit)[COREIO_WIRE_UNIT];
+	size_t cap, head, n; /* ring of cap units */
+};
+
 struct coreio_ctx {
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* broadcast when a transfer, claim or reader role changes */
+	pthread_cond_t cond; /* broadcast when a transfer, claim or receive owner changes */
 	bool connected;	     /* connect succeeded and no disconnect yet */
 	int broken;	     /* 0, or the negative errno that killed the connection */
 	unsigned offer;	     /* capabilities offered on the next connect */
 	bool unix_target;    /* connected to a unix: target (SHM is offered only there) */
-	int wake_fd;	     /* eventfd that wakes the select() loop, -1 when closed */
-	unsigned busy_us; /* coreio_ctx_set_busy_poll(): mainloop spins this long (atomic access) */
-	bool busy_set;	  /* set by the API: COREIO_BUSY_POLL_US is not read */
+	int wake_fd;	     /* eventfd that wakes an event loop, -1 when closed */
+	int epfd;	     /* coreio_ctx_get_fd(): both sockets and wake_fd, -1 when closed */
+	unsigned busy_us;    /* coreio_ctx_set_busy_poll(): mainloop spins this long (atomic) */
+	bool busy_set;	     /* set by the API: COREIO_BUSY_POLL_US is not read */
 	struct coreio__conn conn[COREIO__NCONN];
+
+	void (*log_fn)(void *opaque, int level, const char *msg);
+	void *log_opaque;
 
 	struct coreio__reg reg[COREIO_WIRE_MAX_RID];
 	struct coreio__claim claim[COREIO_WIRE_MAX_RID];
@@ -131,10 +148,10 @@ struct coreio_ctx {
 
 	void (*reset_cb)(void *);
 	void *reset_opaque;
-	bool reset_pending;
 
-	pthread_t proc_owner; /* thread inside processfds when proc_depth > 0 */
-	int proc_depth;
+	/* The VM's requests not yet served, and the one thread serving them. */
+	struct coreio__reqq reqq;
+	bool serving;
 
 	/* DMA state, under lock. */
 	struct coreio__piece piece[COREIO__DMA_SLOTS];
@@ -155,7 +172,7 @@ struct coreio_ctx {
 
 	/* Shared-memory DMA (shm.c). shm is the map mid 0 DMA copies through,
 	 * under lock. The map being received (shm_build, shm_gen, shm_count,
-	 * shm_bad) belongs to the reader of the DMA connection. */
+	 * shm_bad) belongs to the receive owner of the DMA connection. */
 	struct coreio__shm_map *shm;
 	struct coreio__shm_map *shm_build;
 	uint64_t shm_gen;
@@ -164,13 +181,74 @@ struct coreio_ctx {
 	bool shm_warned; /* the fallback to the socket was logged */
 };
 
-/* ctx.c */
+/* base.c */
+
+/*
+ * Hand one message to ctx's log callback (coreio_ctx_set_log()); nothing
+ * happens without one. No lock held.
+ */
+void coreio__log(struct coreio_ctx *ctx, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Milliseconds of CLOCK_MONOTONIC. */
+long long coreio__now_ms(void);
+
+/* Microseconds of CLOCK_MONOTONIC. */
+long long coreio__now_us(void);
+
+/*
+ * Make an event loop sleeping on ctx wake up (any thread, lock held or
+ * not): it writes ctx->wake_fd, except from inside ctx's own processing,
+ * which looks at all its work again before it sleeps.
+ */
+void coreio__wake(struct coreio_ctx *ctx);
+
+/* Mark the calling thread as inside ctx's processing; returns what to restore. */
+const struct coreio_ctx *coreio__enter_process(const struct coreio_ctx *ctx);
+
+/* Undo coreio__enter_process() with the value it returned. */
+void coreio__leave_process(const struct coreio_ctx *outer);
+
+/* xfer.c: DMA pieces in flight; knows nothing of receiving. */
 
 /* The capabilities a hello offers (lock held or connect's thread): SHM only on unix: targets. */
 static inline unsigned coreio__offered(const struct coreio_ctx *ctx)
 {
 	return ctx->unix_target ? ctx->offer : ctx->offer & ~COREIO_CAP_SHM;
 }
+
+/* Reset the DMA slot table of a context (lock held, nothing in flight). */
+void coreio__xfer_init_locked(struct coreio_ctx *ctx);
+
+/*
+ * Queue transfer x (lock held): it joins the active list and, with bytes
+ * to move, the issue queue; an empty transfer completes at once.
+ */
+void coreio__xfer_start_locked(struct coreio_ctx *ctx, struct coreio__xfer *x);
+
+/*
+ * Complete every transfer with err (lock held): free all slots, empty the
+ * issue queue, wake blocking waiters, move non-blocking ones to the done
+ * list.
+ */
+void coreio__xfer_fail_all_locked(struct coreio_ctx *ctx, int err);
+
+/*
+ * Handle a DMA answer (origin 1 READ/WRITEA/LREAD/LWRITE) that arrived on
+ * the DMA connection. Unknown tags are ignored. No lock held.
+ */
+void coreio__xfer_answer(struct coreio_ctx *ctx, const struct coreio_wire_msg *m);
+
+/*
+ * Send what is left of the DMA batch, then as many queued pieces as slots
+ * and limits allow, never blocking: when the socket is full the rest stays
+ * in the batch (ctx->dma_tx_pending) until the socket takes it. No lock
+ * held. Returns 0, or -ECONNRESET when the socket failed (the caller
+ * fails the context).
+ */
+int coreio__xfer_pump(struct coreio_ctx *ctx);
+
+/* io.c: sockets, receive owners, frame routing, the request queue and serving. */
 
 /*
  * Mark the connection dead (lock held): remember err, shut both sockets
@@ -182,66 +260,46 @@ void coreio__fail_locked(struct coreio_ctx *ctx, int err);
 /* As coreio__fail_locked(), taking ctx->lock itself. */
 void coreio__fail(struct coreio_ctx *ctx, int err);
 
-/* Make the select() loop wake up (any thread, any lock state). */
-void coreio__wake(struct coreio_ctx *ctx);
-
-/* Milliseconds of CLOCK_MONOTONIC. */
-long long coreio__now_ms(void);
+/*
+ * Take the receive side of connection i for the calling thread (lock
+ * held). Returns false when another thread has it; then the connection
+ * is parked (left out of event loops) until that thread gives it back.
+ */
+bool coreio__rx_take_locked(struct coreio_ctx *ctx, int i);
 
 /*
- * Try to take the reader role of connection i for the calling thread
- * (lock held). Returns true when taken (or already held: it nests).
+ * Give back the receive side of connection i (lock held): waiters on
+ * ctx->cond and event loops that left it out look again.
  */
-bool coreio__reader_try_locked(struct coreio_ctx *ctx, int i);
-
-/* Give back one level of the reader role of connection i (lock held). */
-void coreio__reader_release_locked(struct coreio_ctx *ctx, int i);
-
-/* True when the calling thread holds the reader role of connection i (lock held). */
-bool coreio__reader_mine_locked(struct coreio_ctx *ctx, int i);
-
-/* io.c */
+void coreio__rx_give_locked(struct coreio_ctx *ctx, int i);
 
 /*
- * Read what connection i has without blocking and process every complete
- * frame. The caller holds the reader role of i and not ctx->lock.
- * Returns 0, or a negative errno when the connection failed (already
- * recorded with coreio__fail()).
+ * Read what connection i has without blocking and route every complete
+ * frame (see the paragraph at the top). The caller owns i's receive side
+ * and holds no lock. Returns 0, or a negative errno when the connection
+ * failed (already recorded with coreio__fail()).
  */
-int coreio__conn_service(struct coreio_ctx *ctx, int i);
+int coreio__rx_pull(struct coreio_ctx *ctx, int i);
 
 /*
- * Run the reset callback if a RESET arrived and the completions of
- * finished non-blocking DMA transfers. Caller holds no lock.
+ * Send one 64-byte unit on connection i, waiting for socket space if need
+ * be. Returns 0, or -ECONNRESET (the context is failed).
  */
-void coreio__run_deferred(struct coreio_ctx *ctx);
-
-/* dma.c */
+int coreio__send_unit(struct coreio_ctx *ctx, int i, const uint8_t *unit);
 
 /*
- * Handle a DMA answer (origin 1 READ/WRITEA/LREAD/LWRITE) that arrived on
- * the DMA connection. Unknown tags are ignored. Caller holds no lock; the
- * function sends more pieces when slots were freed.
+ * Serve the context's queue: the VM's requests in order (MMIO callbacks
+ * and their answers, pings, the reset callback), then the completions of
+ * finished non-blocking DMA. One thread at a time: returns at once when
+ * another thread (or an outer call of this one) is serving. No lock held.
  */
-void coreio__dma_answer(struct coreio_ctx *ctx, const struct coreio_wire_msg *m);
+void coreio__serve(struct coreio_ctx *ctx);
 
-/*
- * Complete every transfer with err (lock held): free all slots, empty the
- * issue queue, wake blocking waiters, move non-blocking ones to the done
- * list.
- */
-void coreio__dma_fail_all_locked(struct coreio_ctx *ctx, int err);
+/* True when coreio__serve() has work (lock held). */
+bool coreio__serve_pending_locked(const struct coreio_ctx *ctx);
 
-/*
- * Send what is left of the DMA batch, then as many queued pieces as slots
- * and limits allow, never blocking: when the socket is full the rest stays
- * in the batch (ctx->dma_tx_pending) for the next call, so a thread never
- * sits in send() while the VM waits for it to read. No lock held.
- */
-void coreio__dma_pump(struct coreio_ctx *ctx);
-
-/* Reset the DMA slot table of a context (lock held, nothing in flight). */
-void coreio__dma_init_locked(struct coreio_ctx *ctx);
+/* Drop every queued request of the VM (lock held): at connect and disconnect. */
+void coreio__reqq_clear_locked(struct coreio_ctx *ctx);
 
 /* shm.c */
 
@@ -249,8 +307,8 @@ void coreio__dma_init_locked(struct coreio_ctx *ctx);
  * Handle an SHM_MAP frame that arrived on connection i with the fds bound
  * to it (nfds of them, at most one kept in fds[0]). Every fd is closed or
  * kept in a mapping; a bad map never fails the connection: shared memory
- * is dropped (logged once) and DMA goes through the socket. Caller holds
- * the reader role of i and no lock.
+ * is dropped (logged once) and DMA goes through the socket. Caller owns
+ * the receive side of i and holds no lock.
  */
 void coreio__shm_frame(struct coreio_ctx *ctx, int i, const struct coreio_wire_msg *m,
 		       const int *fds, unsigned nfds);
@@ -269,7 +327,7 @@ int coreio__shm_copy(struct coreio_ctx *ctx, bool write, uint64_t addr, size_t l
  */
 void coreio__shm_drop_locked(struct coreio_ctx *ctx);
 
-/* Log once per connection, on stderr, why DMA goes through the socket. No lock held. */
+/* Log once per connection why DMA goes through the socket. No lock held. */
 void coreio__shm_warn(struct coreio_ctx *ctx, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

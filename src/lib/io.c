@@ -1,26 +1,92 @@
-/* libcoreio: frame dispatch, the MMIO service, preparefds/processfds and the main loop. */
+/* libcoreio: the sockets' receive side, frame routing, the VM's request queue and serving it. */
+
+/*
+ * Receiving: a connection's receive side (rx buffer, fd queue, the right to
+ * call recv()) belongs to one thread at a time: conn.rx_busy, taken and
+ * given back under ctx->lock, never nested. Its owner routes every
+ * complete frame it reads before it gives the side back:
+ *   - answers to our requests (hello, claim, DMA pieces) and SHM_MAP update
+ *     the context at once;
+ *   - on the control connection, the VM's own messages (MMIO requests,
+ *     pings, RESET) are appended, in arrival order, to ctx->reqq;
+ *   - on the DMA connection, the VM's messages need no callback: pings and
+ *     misdirected requests are echoed at once, RESET is ignored (the
+ *     control connection's copy stands for the VM).
+ *
+ * Serving: coreio__serve() takes the queue's head, runs the callback with
+ * no lock held, sends the answer, and only then takes the next; one
+ * thread serves at a time (ctx->serving), and a serve called while one
+ * runs (from a callback, or from another thread) returns at once. A
+ * callback that does blocking DMA waits on the DMA connection alone
+ * (dma.c), so the requests behind it stay queued until it has returned.
+ */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
-#include <time.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-#define W0_EXTRA_MASK (0xffull << 8)
-#define W0_ERROR_BIT  (1ull << 30)
+/* The control connection is not read while this many requests wait. */
+#define REQQ_PAUSE 4096u
 
-/* True when rx holds at least one complete frame. */
-static bool rx_has_frame(const struct coreio_wire_rx *rx)
+void coreio__fail_locked(struct coreio_ctx *ctx, int err)
 {
-	size_t have = rx->end - rx->start;
-
-	return have >= 8 && have >= coreio__wire_frame_len(coreio__wire_get64(rx->buf + rx->start));
+	if (!ctx->connected || ctx->broken)
+		return;
+	ctx->broken = err < 0 ? err : -ECONNRESET;
+	for (int i = 0; i < COREIO__NCONN; i++)
+		if (ctx->conn[i].fd >= 0)
+			shutdown(ctx->conn[i].fd, SHUT_RDWR);
+	coreio__xfer_fail_all_locked(ctx, -ECONNRESET);
+	ctx->dma_tx_pending = false;
+	pthread_cond_broadcast(&ctx->cond);
+	coreio__wake(ctx);
 }
 
-/* Send one 64-byte unit on connection i. Returns 0 or -ECONNRESET. */
-static int send_unit(struct coreio_ctx *ctx, int i, const uint8_t *unit)
+void coreio__fail(struct coreio_ctx *ctx, int err)
+{
+	pthread_mutex_lock(&ctx->lock);
+	coreio__fail_locked(ctx, err);
+	pthread_mutex_unlock(&ctx->lock);
+}
+
+bool coreio__rx_take_locked(struct coreio_ctx *ctx, int i)
+{
+	struct coreio__conn *c = &ctx->conn[i];
+
+	if (!c->rx_busy) {
+		c->rx_busy = true;
+		return true;
+	}
+	/* An event loop must not see this fd ready again and again while the
+	 * owner reads it: leave it out until the owner gives it back. */
+	if (!c->parked && ctx->epfd >= 0 && c->fd >= 0)
+		epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	c->parked = true;
+	return false;
+}
+
+void coreio__rx_give_locked(struct coreio_ctx *ctx, int i)
+{
+	struct coreio__conn *c = &ctx->conn[i];
+
+	c->rx_busy = false;
+	pthread_cond_broadcast(&ctx->cond);
+	if (!c->parked)
+		return;
+	c->parked = false;
+	if (ctx->epfd >= 0 && c->fd >= 0) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+
+		epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, c->fd, &ev);
+	}
+	coreio__wake(ctx);
+}
+
+int coreio__send_unit(struct coreio_ctx *ctx, int i, const uint8_t *unit)
 {
 	struct coreio__conn *c = &ctx->conn[i];
 	int rc;
@@ -40,9 +106,215 @@ static int echo(struct coreio_ctx *ctx, int i, const uint8_t *frame)
 {
 	uint8_t u[COREIO_WIRE_UNIT];
 
-	memcpy(u, frame, sizeof(u));
-	coreio__wire_put64(u, coreio__wire_get64(u) & ~W0_EXTRA_MASK);
-	return send_unit(ctx, i, u);
+	coreio__wire_echo(u, frame);
+	return coreio__send_unit(ctx, i, u);
+}
+
+/* The request queue: a ring of 64-byte units that grows when full. */
+
+void coreio__reqq_clear_locked(struct coreio_ctx *ctx)
+{
+	ctx->reqq.head = 0;
+	ctx->reqq.n = 0;
+}
+
+static int reqq_push_locked(struct coreio_ctx *ctx, const uint8_t *frame)
+{
+	struct coreio__reqq *q = &ctx->reqq;
+	uint8_t *u;
+
+	if (q->n == q->cap) {
+		size_t cap = q->cap ? q->cap * 2 : 64;
+		uint8_t(*grown)[COREIO_WIRE_UNIT] = malloc(cap * COREIO_WIRE_UNIT);
+
+		if (!grown)
+			return -ENOMEM;
+		for (size_t k = 0; k < q->n; k++)
+			memcpy(grown[k], q->unit[(q->head + k) % q->cap], COREIO_WIRE_UNIT);
+		free(q->unit);
+		q->unit = grown;
+		q->cap = cap;
+		q->head = 0;
+	}
+	u = q->unit[(q->head + q->n) % q->cap];
+	/* Only the first unit is kept: every request fits in it (the decoder
+	 * checked), and what the VM gets back carries E = 0. */
+	coreio__wire_echo(u, frame);
+	q->n++;
+	return 0;
+}
+
+static bool reqq_pop_locked(struct coreio_ctx *ctx, uint8_t *out)
+{
+	struct coreio__reqq *q = &ctx->reqq;
+
+	if (q->n == 0)
+		return false;
+	memcpy(out, q->unit[q->head], COREIO_WIRE_UNIT);
+	q->head = (q->head + 1) % q->cap;
+	q->n--;
+	return true;
+}
+
+/* A PING with origin 1: the answer to our hello, or a stray one (ignored). */
+static void hello_answer(struct coreio_ctx *ctx, int i, const struct coreio_wire_msg *m)
+{
+	struct coreio__conn *c = &ctx->conn[i];
+	struct coreio_wire_hello hl;
+
+	if (coreio__wire_hello_decode(m, &hl) < 0)
+		return;
+	pthread_mutex_lock(&ctx->lock);
+	if (c->hello_wait) {
+		c->caps =
+		    hl.kind == COREIO_HELLO_ANSWER ? (unsigned)(hl.caps & coreio__offered(ctx)) : 0;
+		c->hello_wait = false;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+}
+
+/* The VM's answer to a claim (CLAIM_ACK). */
+static void claim_answer(struct coreio_ctx *ctx, const struct coreio_wire_msg *m)
+{
+	struct coreio__claim *cl;
+
+	if (m->h.iface >= COREIO_WIRE_MAX_RID)
+		return;
+	pthread_mutex_lock(&ctx->lock);
+	cl = &ctx->claim[m->h.iface];
+	if (cl->state == COREIO__CLAIM_WAITING && cl->tag == m->h.tag) {
+		cl->result = coreio__wire_claim_ack_result(m);
+		cl->state = COREIO__CLAIM_ANSWERED;
+		pthread_cond_broadcast(&ctx->cond);
+	}
+	pthread_mutex_unlock(&ctx->lock);
+}
+
+/* True for the VM-initiated opcodes the request queue carries. */
+static bool is_vm_request(unsigned op)
+{
+	switch (op) {
+	case COREIO_OP_PING:
+	case COREIO_OP_READ:
+	case COREIO_OP_WRITE:
+	case COREIO_OP_READP:
+	case COREIO_OP_WRITEP:
+	case COREIO_OP_WRITEA:
+	case COREIO_OP_WRITEAP:
+	case COREIO_OP_RESET:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * Act on one frame from connection i (see the top of the file); fds
+ * (nfds of them, at most one in fds[0]) came bound to it and are closed
+ * unless an SHM_MAP keeps them. Returns 0 or a negative errno.
+ */
+static int route(struct coreio_ctx *ctx, int i, const uint8_t *frame, size_t len, const int *fds,
+		 unsigned nfds)
+{
+	struct coreio_wire_msg m;
+	int rc;
+
+	if (coreio__wire_decode(frame, len, COREIO_WIRE_AT_CLIENT, &m) < 0) {
+		if (nfds)
+			close(fds[0]);
+		return -EPROTO;
+	}
+	if (m.h.op == COREIO_OP_SHM_MAP) {
+		coreio__shm_frame(ctx, i, &m, fds, nfds);
+		return 0;
+	}
+	if (nfds) {
+		/* Only SHM_MAP carries a fd. */
+		close(fds[0]);
+		coreio__shm_warn(ctx, "the VM sent a fd with a %s frame",
+				 coreio__wire_op_name(m.h.op));
+	}
+	if (!m.h.origin || m.h.op == COREIO_OP_RESET) {
+		if (!is_vm_request(m.h.op))
+			return 0;
+		if (i == COREIO__CONN_CTRL) {
+			pthread_mutex_lock(&ctx->lock);
+			rc = reqq_push_locked(ctx, frame);
+			/* Read outside the loop (a claim's wait): the loop serves it. */
+			if (rc == 0 && !ctx->serving)
+				coreio__wake(ctx);
+			pthread_mutex_unlock(&ctx->lock);
+			return rc;
+		}
+		/* The DMA connection serves no range: answer what needs an
+		 * answer as the reference does, with no callback. */
+		if (m.h.op == COREIO_OP_RESET || m.h.op == COREIO_OP_WRITE ||
+		    m.h.op == COREIO_OP_WRITEP)
+			return 0;
+		if (m.h.op != COREIO_OP_PING && m.h.iface >= COREIO_WIRE_MAX_RID)
+			return 0;
+		return echo(ctx, i, frame);
+	}
+	switch (m.h.op) {
+	case COREIO_OP_PING:
+		hello_answer(ctx, i, &m);
+		break;
+	case COREIO_OP_RGN_CLAIM:
+		if (i == COREIO__CONN_CTRL)
+			claim_answer(ctx, &m);
+		break;
+	case COREIO_OP_READ:
+	case COREIO_OP_WRITEA:
+	case COREIO_OP_LREAD:
+	case COREIO_OP_LWRITE:
+		if (i == COREIO__CONN_DMA)
+			coreio__xfer_answer(ctx, &m);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+int coreio__rx_pull(struct coreio_ctx *ctx, int i)
+{
+	struct coreio__conn *c = &ctx->conn[i];
+	struct coreio_wire_rx *rx = &c->rx;
+	const uint8_t *frame;
+	bool pause;
+	size_t len;
+	int rc = 0;
+
+	pthread_mutex_lock(&ctx->lock);
+	if (!ctx->connected || ctx->broken)
+		rc = ctx->connected ? ctx->broken : -ENOTCONN;
+	pause = i == COREIO__CONN_CTRL && ctx->reqq.n >= REQQ_PAUSE;
+	pthread_mutex_unlock(&ctx->lock);
+	if (rc < 0)
+		return rc;
+
+	if (!pause && rx->end - rx->start < sizeof(rx->buf)) {
+		long n = coreio__wire_rx_fill_fds(rx, c->fd, &c->fdq);
+
+		if (n == 0 || (n < 0 && n != -EAGAIN)) {
+			coreio__fail(ctx, -ECONNRESET);
+			return -ECONNRESET;
+		}
+	}
+	while (coreio__wire_rx_next(rx, &frame, &len)) {
+		int fds[1];
+		unsigned nfds = 0;
+
+		if (c->fdq.n)
+			nfds = coreio__wire_fdq_take(
+			    &c->fdq, coreio__wire_rx_frame_pos(rx, &c->fdq, frame), len, fds, 1);
+		rc = route(ctx, i, frame, len, fds, nfds);
+		if (rc < 0) {
+			coreio__fail(ctx, rc == -EPROTO ? -EPROTO : -ECONNRESET);
+			return rc;
+		}
+	}
+	return 0;
 }
 
 /* Byte-enable mask covering the first n bytes. */
@@ -79,33 +351,30 @@ static int do_write(const struct coreio__reg *r, uint64_t addr, unsigned size, u
 	return 0;
 }
 
-/* Serve one MMIO request (origin 0) that arrived on connection i. */
-static int serve_mmio(struct coreio_ctx *ctx, int i, const struct coreio_wire_msg *m)
+/* Serve one MMIO request (a unit of the queue) with the callbacks of its range. */
+static int serve_mmio(struct coreio_ctx *ctx, uint8_t *req, const struct coreio_wire_msg *m)
 {
 	const struct coreio_wire_hdr *h = &m->h;
-	uint8_t req[COREIO_WIRE_UNIT], ans[COREIO_WIRE_UNIT];
+	uint8_t ans[COREIO_WIRE_UNIT];
 	size_t off1 = COREIO_WIRE_DATA_OFF, off2 = 0;
 	struct coreio__reg r;
 	unsigned len = m->len;
 	int rc = 0;
 
+	if (h->iface >= COREIO_WIRE_MAX_RID)
+		return 0; /* dropped, as the reference does */
 	pthread_mutex_lock(&ctx->lock);
 	r = ctx->reg[h->iface];
 	pthread_mutex_unlock(&ctx->lock);
-	if (i != COREIO__CONN_CTRL || !r.used)
-		return echo(ctx, i, m->frame);
+	if (!r.used)
+		return echo(ctx, COREIO__CONN_CTRL, req);
 
-	/* Every request fits in the first unit (decode checked single <= 32,
-	 * pair <= 16); the request is copied so that callbacks which serve the
-	 * connection again (blocking DMA) may move the rx buffer. */
+	/* Every request fits in its unit (decode checked single <= 32, pair <= 16). */
 	if (m->data2)
 		off2 = coreio__wire_pair_off(len);
-	if (off1 + len > sizeof(req) || off2 + len > sizeof(req))
+	if (off1 + len > COREIO_WIRE_UNIT || off2 + len > COREIO_WIRE_UNIT)
 		return -EPROTO;
-	memcpy(req, m->frame, sizeof(req));
-	memcpy(ans, req, COREIO_WIRE_DATA_OFF);
-	memset(ans + COREIO_WIRE_DATA_OFF, 0, sizeof(ans) - COREIO_WIRE_DATA_OFF);
-	coreio__wire_put64(ans, coreio__wire_get64(ans) & ~(W0_EXTRA_MASK | W0_ERROR_BIT));
+	coreio__wire_answer_init(ans, req);
 
 	switch (h->op) {
 	case COREIO_OP_READ:
@@ -139,369 +408,86 @@ static int serve_mmio(struct coreio_ctx *ctx, int i, const struct coreio_wire_ms
 	}
 	if (h->op == COREIO_OP_WRITE || h->op == COREIO_OP_WRITEP)
 		return 0; /* posted: no answer */
-	if (rc)
-		coreio__wire_put64(ans, coreio__wire_get64(ans) | W0_ERROR_BIT);
-	return send_unit(ctx, i, ans);
+	coreio__wire_set_error(ans, rc != 0);
+	return coreio__send_unit(ctx, COREIO__CONN_CTRL, ans);
 }
 
-/* A PING with origin 1: the answer to our hello, or a stray one (ignored). */
-static void hello_answer(struct coreio_ctx *ctx, int i, const struct coreio_wire_msg *m)
+/* The VM was reset: forget IRQ levels (lines are low now), then tell the model. */
+static void serve_reset(struct coreio_ctx *ctx)
 {
-	struct coreio__conn *c = &ctx->conn[i];
-	uint64_t kind, caps;
+	void (*cb)(void *);
+	void *opaque;
 
-	if (m->h.addr != COREIO_WIRE_MAGIC)
-		return;
-	kind = coreio__wire_get64(m->frame + 24);
-	caps = coreio__wire_get64(m->frame + 32);
-	pthread_mutex_lock(&ctx->lock);
-	if (c->hello_wait) {
-		c->caps = kind == COREIO_HELLO_ANSWER ? (unsigned)(caps & coreio__offered(ctx)) : 0;
-		c->hello_wait = false;
-	}
-	pthread_mutex_unlock(&ctx->lock);
-}
-
-/* The VM's answer to a claim (CLAIM_ACK). */
-static void claim_answer(struct coreio_ctx *ctx, const struct coreio_wire_msg *m)
-{
-	struct coreio__claim *cl;
-	uint64_t e;
-
-	if (m->h.iface >= COREIO_WIRE_MAX_RID)
-		return;
-	e = coreio__wire_get64(m->frame + 24);
-	pthread_mutex_lock(&ctx->lock);
-	cl = &ctx->claim[m->h.iface];
-	if (cl->state == COREIO__CLAIM_WAITING && cl->tag == m->h.tag) {
-		if (!m->h.error)
-			cl->result = 0;
-		else if (e == 0 || e > 4095)
-			cl->result = -EBUSY;
-		else
-			cl->result = -(int)e;
-		cl->state = COREIO__CLAIM_ANSWERED;
-		pthread_cond_broadcast(&ctx->cond);
-	}
-	pthread_mutex_unlock(&ctx->lock);
-}
-
-/* The VM was reset: forget IRQ levels, run the reset callback later. */
-static void got_reset(struct coreio_ctx *ctx, int i)
-{
-	/* Every connection receives RESET; the control one carries IRQs and
-	 * claims, so it alone stands for the VM. */
-	if (i != COREIO__CONN_CTRL)
-		return;
 	pthread_mutex_lock(&ctx->lock);
 	memset(ctx->irq, 0, sizeof(ctx->irq));
-	ctx->reset_pending = true;
-	if (!(ctx->proc_depth > 0 && pthread_equal(ctx->proc_owner, pthread_self())))
-		coreio__wake(ctx);
-	pthread_mutex_unlock(&ctx->lock);
-}
-
-/*
- * Decode and act on one frame from connection i; fds (nfds of them, at
- * most one in fds[0]) came bound to it and are closed unless an SHM_MAP
- * keeps them. Returns 0 or a negative errno.
- */
-static int dispatch(struct coreio_ctx *ctx, int i, const uint8_t *frame, size_t len, const int *fds,
-		    unsigned nfds)
-{
-	struct coreio_wire_msg m;
-
-	if (coreio__wire_decode(frame, len, COREIO_WIRE_AT_CLIENT, &m) < 0) {
-		if (nfds)
-			close(fds[0]);
-		return -EPROTO;
-	}
-	if (m.h.op == COREIO_OP_SHM_MAP) {
-		coreio__shm_frame(ctx, i, &m, fds, nfds);
-		return 0;
-	}
-	if (nfds) {
-		/* Only SHM_MAP carries a fd. */
-		close(fds[0]);
-		coreio__shm_warn(ctx, "the VM sent a fd with a %s frame",
-				 coreio__wire_op_name(m.h.op));
-	}
-	if (m.h.op == COREIO_OP_RESET) {
-		got_reset(ctx, i);
-		return 0;
-	}
-	if (!m.h.origin) {
-		switch (m.h.op) {
-		case COREIO_OP_PING:
-			return echo(ctx, i, frame);
-		case COREIO_OP_READ:
-		case COREIO_OP_WRITE:
-		case COREIO_OP_READP:
-		case COREIO_OP_WRITEP:
-		case COREIO_OP_WRITEA:
-		case COREIO_OP_WRITEAP:
-			if (m.h.iface >= COREIO_WIRE_MAX_RID)
-				return 0; /* dropped, as the reference does */
-			return serve_mmio(ctx, i, &m);
-		default:
-			return 0;
-		}
-	}
-	switch (m.h.op) {
-	case COREIO_OP_PING:
-		hello_answer(ctx, i, &m);
-		break;
-	case COREIO_OP_RGN_CLAIM:
-		if (i == COREIO__CONN_CTRL)
-			claim_answer(ctx, &m);
-		break;
-	case COREIO_OP_READ:
-	case COREIO_OP_WRITEA:
-	case COREIO_OP_LREAD:
-	case COREIO_OP_LWRITE:
-		if (i == COREIO__CONN_DMA)
-			coreio__dma_answer(ctx, &m);
-		break;
-	default:
-		break;
-	}
-	return 0;
-}
-
-int coreio__conn_service(struct coreio_ctx *ctx, int i)
-{
-	struct coreio__conn *c = &ctx->conn[i];
-	struct coreio_wire_rx *rx = &c->rx;
-	const uint8_t *frame;
-	size_t len;
-	int rc = 0;
-
-	pthread_mutex_lock(&ctx->lock);
-	if (!ctx->connected || ctx->broken)
-		rc = ctx->connected ? ctx->broken : -ENOTCONN;
-	pthread_mutex_unlock(&ctx->lock);
-	if (rc < 0)
-		return rc;
-
-	if (rx->end - rx->start < sizeof(rx->buf)) {
-		long n = coreio__wire_rx_fill_fds(rx, c->fd, &c->fdq);
-
-		if (n == 0 || (n < 0 && n != -EAGAIN)) {
-			coreio__fail(ctx, -ECONNRESET);
-			return -ECONNRESET;
-		}
-	}
-	while (coreio__wire_rx_next(rx, &frame, &len)) {
-		int fds[1];
-		unsigned nfds = 0;
-
-		if (c->fdq.n)
-			nfds = coreio__wire_fdq_take(
-			    &c->fdq, coreio__wire_rx_frame_pos(rx, &c->fdq, frame), len, fds, 1);
-		rc = dispatch(ctx, i, frame, len, fds, nfds);
-		if (rc < 0) {
-			coreio__fail(ctx, rc == -EPROTO ? -EPROTO : -ECONNRESET);
-			return rc;
-		}
-		pthread_mutex_lock(&ctx->lock);
-		rc = ctx->broken;
-		pthread_mutex_unlock(&ctx->lock);
-		if (rc < 0)
-			return rc;
-	}
-	if (i == COREIO__CONN_DMA)
-		coreio__dma_pump(ctx);
-	return 0;
-}
-
-void coreio__run_deferred(struct coreio_ctx *ctx)
-{
-	void (*cb)(void *) = NULL;
-	void *opaque = NULL;
-	struct coreio__xfer *x;
-
-	pthread_mutex_lock(&ctx->lock);
-	if (ctx->reset_pending) {
-		cb = ctx->reset_cb;
-		opaque = ctx->reset_opaque;
-		ctx->reset_pending = false;
-	}
-	x = ctx->d_head;
-	ctx->d_head = ctx->d_tail = NULL;
+	cb = ctx->reset_cb;
+	opaque = ctx->reset_opaque;
 	pthread_mutex_unlock(&ctx->lock);
 	if (cb)
 		cb(opaque);
-	while (x) {
-		struct coreio__xfer *next = x->dnext;
+}
 
-		x->cpl(x->cplp, x->err);
-		free(x);
-		x = next;
+/* Serve one unit of the request queue. Returns 0 or a negative errno. */
+static int serve_one(struct coreio_ctx *ctx, uint8_t *unit)
+{
+	struct coreio_wire_msg m;
+
+	if (coreio__wire_decode(unit, COREIO_WIRE_UNIT, COREIO_WIRE_AT_CLIENT, &m) < 0)
+		return -EPROTO;
+	switch (m.h.op) {
+	case COREIO_OP_PING:
+		return coreio__send_unit(ctx, COREIO__CONN_CTRL, unit);
+	case COREIO_OP_RESET:
+		serve_reset(ctx);
+		return 0;
+	default:
+		return serve_mmio(ctx, unit, &m);
 	}
 }
 
-int coreio_ctx_preparefds(coreio_ctx_t *ctx, int nfds, fd_set *readfds, fd_set *writefds)
+bool coreio__serve_pending_locked(const struct coreio_ctx *ctx)
 {
-	bool wake = false;
-
-	if (!ctx || !readfds || nfds < 0)
-		return -EINVAL;
-	pthread_mutex_lock(&ctx->lock);
-	if (!ctx->connected) {
-		pthread_mutex_unlock(&ctx->lock);
-		return -ENOTCONN;
-	}
-	for (int i = 0; i < COREIO__NCONN; i++) {
-		struct coreio__conn *c = &ctx->conn[i];
-
-		/* A connection another thread is reading is left out; that
-		 * thread wakes us through wake_fd when it is done. */
-		if (c->reader_depth > 0 || c->fd < 0)
-			continue;
-		FD_SET(c->fd, readfds);
-		if (c->fd >= nfds)
-			nfds = c->fd + 1;
-		/* DMA pieces wait for socket space: ask to be told. Without
-		 * writefds, the answers to the pieces already sent wake us. */
-		if (i == COREIO__CONN_DMA && ctx->dma_tx_pending && writefds)
-			FD_SET(c->fd, writefds);
-		if (rx_has_frame(&c->rx))
-			wake = true;
-	}
-	if (ctx->wake_fd >= 0) {
-		FD_SET(ctx->wake_fd, readfds);
-		if (ctx->wake_fd >= nfds)
-			nfds = ctx->wake_fd + 1;
-	}
-	if (ctx->d_head || ctx->reset_pending || ctx->broken)
-		wake = true;
-	if (wake)
-		coreio__wake(ctx);
-	pthread_mutex_unlock(&ctx->lock);
-	return nfds;
+	return !ctx->serving && (ctx->reqq.n > 0 || ctx->d_head);
 }
 
-int coreio_ctx_processfds(coreio_ctx_t *ctx, fd_set *readfds, fd_set *writefds)
+void coreio__serve(struct coreio_ctx *ctx)
 {
-	pthread_t self = pthread_self();
-	int rc = 0, wfd;
-	bool teardown = false, pump;
-
-	if (!ctx)
-		return -EINVAL;
-	pthread_mutex_lock(&ctx->lock);
-	if (!ctx->connected) {
-		pthread_mutex_unlock(&ctx->lock);
-		return -ENOTCONN;
-	}
-	if (ctx->proc_depth++ == 0)
-		ctx->proc_owner = self;
-	wfd = ctx->wake_fd;
-	pthread_mutex_unlock(&ctx->lock);
-
-	if (wfd >= 0 && (!readfds || FD_ISSET(wfd, readfds))) {
-		uint64_t v;
-
-		if (read(wfd, &v, sizeof(v)) < 0) {
-			/* EAGAIN: nothing to drain. */
-		}
-	}
-	for (int i = 0; i < COREIO__NCONN && rc == 0; i++) {
-		struct coreio__conn *c = &ctx->conn[i];
-		bool mine;
-
-		pthread_mutex_lock(&ctx->lock);
-		mine = !ctx->broken && coreio__reader_try_locked(ctx, i);
-		pthread_mutex_unlock(&ctx->lock);
-		if (!mine)
-			continue;
-		if (c->fd >= 0 && (!readfds || FD_ISSET(c->fd, readfds) || rx_has_frame(&c->rx)))
-			rc = coreio__conn_service(ctx, i);
-		pthread_mutex_lock(&ctx->lock);
-		pump = i == COREIO__CONN_DMA && ctx->dma_tx_pending && !ctx->broken;
-		pthread_mutex_unlock(&ctx->lock);
-		if (pump)
-			coreio__dma_pump(ctx);
-		pthread_mutex_lock(&ctx->lock);
-		coreio__reader_release_locked(ctx, i);
-		pthread_mutex_unlock(&ctx->lock);
-	}
-	coreio__run_deferred(ctx);
+	uint8_t unit[COREIO_WIRE_UNIT];
 
 	pthread_mutex_lock(&ctx->lock);
-	ctx->proc_depth--;
-	if (ctx->connected && ctx->broken) {
-		rc = ctx->broken;
-		/* Close the dead connection unless another thread still uses it. */
-		teardown = ctx->proc_depth == 0 && ctx->conn[0].reader_depth == 0 &&
-			   ctx->conn[1].reader_depth == 0;
+	if (ctx->serving) {
+		pthread_mutex_unlock(&ctx->lock);
+		return;
 	}
-	pthread_mutex_unlock(&ctx->lock);
-	if (teardown)
-		coreio_ctx_disconnect(ctx);
-	return rc < 0 ? rc : 0;
-}
-
-/* Microseconds of CLOCK_MONOTONIC. */
-static long long now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-int coreio_ctx_mainloop(coreio_ctx_t *ctx, long long usec)
-{
-	long long deadline = usec >= 0 ? now_us() + usec : 0;
-	long long spin_until = 0; /* busy-poll: no sleeping before this */
-
-	if (!ctx)
-		return -EINVAL;
+	ctx->serving = true;
 	for (;;) {
-		struct timeval tv, *tvp = NULL;
-		fd_set rfds, wfds;
-		int nfds, n, rc;
+		struct coreio__xfer *x;
 
-		FD_ZERO(&rfds);
-		FD_ZERO(&wfds);
-		nfds = coreio_ctx_preparefds(ctx, 0, &rfds, &wfds);
-		if (nfds < 0)
-			return nfds;
-		if (usec >= 0) {
-			long long left = deadline - now_us();
+		if (!ctx->broken && reqq_pop_locked(ctx, unit)) {
+			int rc;
 
-			if (left < 0)
-				left = 0;
-			tv.tv_sec = (time_t)(left / 1000000);
-			tv.tv_usec = (suseconds_t)(left % 1000000);
-			tvp = &tv;
+			pthread_mutex_unlock(&ctx->lock);
+			rc = serve_one(ctx, unit);
+			if (rc < 0)
+				coreio__fail(ctx, rc == -EPROTO ? -EPROTO : -ECONNRESET);
+			pthread_mutex_lock(&ctx->lock);
+			continue;
 		}
-		if (spin_until && now_us() < spin_until) {
-			/* Busy-poll: look without sleeping. */
-			tv.tv_sec = 0;
-			tv.tv_usec = 0;
-			tvp = &tv;
-		}
-		n = select(nfds, &rfds, &wfds, NULL, tvp);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0) {
-			FD_ZERO(&rfds);
-			FD_ZERO(&wfds);
-		}
-		rc = coreio_ctx_processfds(ctx, &rfds, &wfds);
-		if (rc < 0)
-			return rc;
-		if (n > 0) {
-			unsigned busy = __atomic_load_n(&ctx->busy_us, __ATOMIC_RELAXED);
+		x = ctx->d_head;
+		if (!x)
+			break;
+		/* Completions of non-blocking DMA, in the order they finished. */
+		ctx->d_head = ctx->d_tail = NULL;
+		pthread_mutex_unlock(&ctx->lock);
+		while (x) {
+			struct coreio__xfer *next = x->dnext;
 
-			spin_until = busy ? now_us() + busy : 0;
+			x->cpl(x->cplp, x->err);
+			free(x);
+			x = next;
 		}
-		if (usec >= 0 && now_us() >= deadline)
-			return 0;
+		pthread_mutex_lock(&ctx->lock);
 	}
+	ctx->serving = false;
+	pthread_mutex_unlock(&ctx->lock);
 }

@@ -21,7 +21,7 @@
  * takes a reference under the lock and copies without it, so replacing
  * the map never blocks and never unmaps memory a copy is using: the last
  * reference unmaps. The map being received belongs to the DMA connection's
- * reader.
+ * receive owner.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,7 +50,8 @@ void coreio__shm_warn(struct coreio_ctx *ctx, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "libcoreio: shared-memory DMA off: %s; DMA goes through the socket\n", why);
+	coreio__log(ctx, COREIO_LOG_WARNING,
+		    "libcoreio: shared-memory DMA off: %s; DMA goes through the socket", why);
 }
 
 static void map_free(struct coreio__shm_map *m)
@@ -148,14 +149,25 @@ static int map_region(struct coreio_ctx *ctx, int fd, uint64_t gpa, uint64_t siz
 	return 0;
 }
 
+/* Forget the map in use and the one being received (the receive owner, no lock held). */
+static void drop_maps(struct coreio_ctx *ctx)
+{
+	map_free(ctx->shm_build);
+	ctx->shm_build = NULL;
+	pthread_mutex_lock(&ctx->lock);
+	map_put_locked(ctx->shm);
+	ctx->shm = NULL;
+	pthread_mutex_unlock(&ctx->lock);
+}
+
 void coreio__shm_frame(struct coreio_ctx *ctx, int i, const struct coreio_wire_msg *m,
 		       const int *fds, unsigned nfds)
 {
-	const uint8_t *f = m->frame;
-	uint64_t gpa = m->h.addr, size = coreio__wire_get64(f + 24);
-	uint64_t off = coreio__wire_get64(f + 32), idx = coreio__wire_get64(f + 40);
-	uint64_t gen = coreio__wire_get64(f + 48), count = coreio__wire_get64(f + 56);
+	struct coreio_wire_shm_map sm;
 	int fd = nfds >= 1 ? fds[0] : -1;
+	bool bad = coreio__wire_shm_map_decode(m, &sm) < 0;
+	uint64_t gpa = sm.gpa, size = sm.size, off = sm.offset, idx = sm.index;
+	uint64_t gen = sm.gen, count = sm.count;
 	struct coreio__shm_map *old = NULL;
 	char why[200];
 	bool wanted;
@@ -171,14 +183,15 @@ void coreio__shm_frame(struct coreio_ctx *ctx, int i, const struct coreio_wire_m
 			close(fd);
 		return;
 	}
+	if (bad) {
+		/* Fields no map can have: whatever map there was is stale too. */
+		drop_maps(ctx);
+		build_fail(ctx, fd, "a malformed SHM_MAP frame");
+		return;
+	}
 	if (idx == 0) {
 		/* A new generation replaces the map at once: the old one is stale. */
-		map_free(ctx->shm_build);
-		ctx->shm_build = NULL;
-		pthread_mutex_lock(&ctx->lock);
-		map_put_locked(ctx->shm);
-		ctx->shm = NULL;
-		pthread_mutex_unlock(&ctx->lock);
+		drop_maps(ctx);
 		ctx->shm_gen = gen;
 		ctx->shm_count = count;
 		ctx->shm_bad = false;

@@ -144,6 +144,13 @@ static int loop(struct vio_dev *d)
 	}
 }
 
+/* The library's messages (coreio_ctx_set_log()) go to stderr, one line each. */
+static void run_log(void *opaque, int level, const char *msg)
+{
+	(void)opaque, (void)level;
+	fprintf(stderr, "%s\n", msg);
+}
+
 int vio_run(struct vio_dev *d, const struct vio_cli *cli, const char *prog)
 {
 	coreio_func_t funcs;
@@ -158,6 +165,7 @@ int vio_run(struct vio_dev *d, const struct vio_cli *cli, const char *prog)
 		fprintf(stderr, "%s: %s\n", prog, strerror(-rc));
 		return rc;
 	}
+	coreio_ctx_set_log(ctx, run_log, NULL);
 	rc = coreio_ctx_connect(ctx, cli->target);
 	if (rc) {
 		fprintf(stderr, "%s: connect %s: %s\n", prog, cli->target, strerror(-rc));

@@ -660,6 +660,13 @@ static void tc_usage(FILE *f)
 		COREIO_BUSY_POLL_MAX_US);
 }
 
+/* The library's messages (coreio_set_log()) go to stderr, one line each. */
+static void tc_liblog(void *opaque, int level, const char *msg)
+{
+	(void)opaque, (void)level;
+	fprintf(stderr, "%s\n", msg);
+}
+
 int main(int argc, char **argv)
 {
 	static char line[TC_LINE_MAX];
@@ -706,6 +713,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	coreio_set_log(tc_liblog, NULL);
 	rc = coreio_connect(target);
 	if (rc) {
 		tc_answer(rc, "connect %s: %s", target ? target : "(env)", strerror(-rc));

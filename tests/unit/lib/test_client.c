@@ -783,7 +783,8 @@ static void test_dma_blocking_large_16m(void **state)
 	blocking_roundtrip(COREIO_CAP_ALL, 16u << 20, MEM_BASE + 3);
 }
 
-/* Blocking DMA from inside an MMIO callback, while the VM sends another request. */
+/* Blocking DMA from inside an MMIO callback, while the VM sends another request: the
+ * request waits until the callback has returned (the ordering contract). */
 struct nested_model {
 	coreio_ctx_t *ctx;
 	int depth, max_depth, calls;
@@ -832,16 +833,20 @@ static void *nested_vm_thread(void *p)
 	if (fakevm_recv(n->v->c[1], piece, sizeof(piece), 3000) != 64)
 		return NULL;
 	n->ok++;
-	/* Request B while A's DMA waits: it must be served now. */
+	/* Request B while A's DMA waits: it must wait for A's callback. */
 	mk(f, 0, 0, false, 101, COREIO_OP_READ, 4, 0, 0xB000);
 	vm_send(n->v->c[0], f, 64);
-	if (fakevm_recv(n->v->c[0], f, sizeof(f), 3000) != 64 ||
-	    coreio__wire_get64(f) >> 32 != 101 || f[24] != 0xB)
+	if (fakevm_recv(n->v->c[0], f, sizeof(f), 300) != 0)
 		return NULL;
 	n->ok++;
 	dma_vm_answer(&d, piece);
+	/* A's answer first, then B's. */
 	if (fakevm_recv(n->v->c[0], f, sizeof(f), 3000) != 64 ||
 	    coreio__wire_get64(f) >> 32 != 100 || f[24] != 0xA)
+		return NULL;
+	n->ok++;
+	if (fakevm_recv(n->v->c[0], f, sizeof(f), 3000) != 64 ||
+	    coreio__wire_get64(f) >> 32 != 101 || f[24] != 0xB)
 		return NULL;
 	n->ok++;
 	return NULL;
@@ -865,12 +870,12 @@ static void test_dma_blocking_in_callback(void **state)
 	assert_int_equal(coreio_ctx_register(v.ctx, 0, &fn, &nm), 0);
 	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	pthread_create(&th, NULL, nested_vm_thread, &n);
-	for (int i = 0; i < 100 && n.ok < 3; i++)
+	for (int i = 0; i < 100 && n.ok < 4; i++)
 		assert_int_equal(coreio_ctx_mainloop(v.ctx, 20000), 0);
 	pthread_join(th, NULL);
-	assert_int_equal(n.ok, 3);
+	assert_int_equal(n.ok, 4);
 	assert_int_equal(nm.calls, 2);
-	assert_int_equal(nm.max_depth, 2); /* B ran nested inside A's DMA wait */
+	assert_int_equal(nm.max_depth, 1); /* B waited for A's callback to return */
 	assert_int_equal(nm.dma_rc, 0);
 	assert_int_equal(nm.dma_buf[7], 0xc7);
 	fvm_close(&v);
