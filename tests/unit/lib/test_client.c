@@ -1033,6 +1033,48 @@ static void test_hello_silent_vm(void **state)
 	fvm_close(&v);
 }
 
+/* coreio_ctx_get_fd(): readable exactly while coreio_ctx_process() has work. */
+static void test_pollable_fd(void **state)
+{
+	struct fvm v;
+	struct model m = {0};
+	coreio_ctx_t *ctx;
+	struct pollfd p = {.events = POLLIN};
+	uint8_t f[64];
+
+	(void)state;
+	assert_int_equal(coreio_ctx_get_fd(NULL), -EINVAL);
+	assert_int_equal(coreio_ctx_process(NULL), -EINVAL);
+	assert_int_equal(coreio_ctx_new(&ctx), 0);
+	assert_int_equal(coreio_ctx_get_fd(ctx), -ENOTCONN);
+	assert_int_equal(coreio_ctx_process(ctx), -ENOTCONN);
+	coreio_ctx_free(ctx);
+
+	fvm_connect(&v, 0, HELLO_NONE, 0);
+	do_register(&v, 2, &m);
+	p.fd = coreio_ctx_get_fd(v.ctx);
+	assert_true(p.fd >= 0);
+	assert_int_equal(coreio_ctx_process(v.ctx), 0);
+	assert_int_equal(poll(&p, 1, 0), 0);
+	for (uint32_t tag = 90; tag < 93; tag++) {
+		mk(f, 2, 0, false, tag, COREIO_OP_READ, 4, 0, 0xd0000010);
+		vm_send(v.c[0], f, 64);
+		assert_int_equal(poll(&p, 1, 2000), 1);
+		assert_int_equal(coreio_ctx_process(v.ctx), 0);
+		assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
+		assert_int_equal(coreio__wire_get64(f) >> 32, tag);
+		/* Served: idle again. */
+		assert_int_equal(poll(&p, 1, 0), 0);
+	}
+	assert_int_equal(m.nread, 3);
+	/* The VM going away makes it readable, and process() says so. */
+	close(v.c[0]);
+	v.c[0] = -1;
+	assert_int_equal(poll(&p, 1, 2000), 1);
+	assert_int_equal(coreio_ctx_process(v.ctx), -ECONNRESET);
+	fvm_close(&v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1041,6 +1083,7 @@ int main(void)
 	    cmocka_unit_test(test_tcp_and_default_ctx),
 	    cmocka_unit_test(test_hello_silent_vm),
 	    cmocka_unit_test(test_mmio_read),
+	    cmocka_unit_test(test_pollable_fd),
 	    cmocka_unit_test(test_mmio_write_masks),
 	    cmocka_unit_test(test_unregistered_and_ping),
 	    cmocka_unit_test(test_register_errors),

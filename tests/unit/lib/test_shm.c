@@ -448,8 +448,24 @@ enum bad {
 	BAD_COUNT,
 };
 
+/* What the library logged (coreio_ctx_set_log()). */
+struct logged {
+	int n, level;
+	char last[512];
+};
+
+static void capture_log(void *opaque, int level, const char *msg)
+{
+	struct logged *l = opaque;
+
+	l->n++;
+	l->level = level;
+	snprintf(l->last, sizeof(l->last), "%s", msg);
+}
+
 static void hostile(enum bad how)
 {
+	struct logged lg = {0};
 	int good = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
 	int unsealed = memfd(RAM_OFF + RAM_SIZE, 0);
 	int nowrite = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE);
@@ -461,6 +477,7 @@ static void hostile(enum bad how)
 
 	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
 	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
+	assert_int_equal(coreio_ctx_set_log(v.ctx, capture_log, &lg), 0);
 	expect_memcpy(&v, RAM_GPA + 1, 10, mem + 1);
 	s = v.c[1];
 	two[0] = two[1] = good;
@@ -531,8 +548,12 @@ static void hostile(enum bad how)
 		assert_int_equal(fakevm_recv(s, f, sizeof(f), 1000), 64);
 		assert_int_equal(f[8], COREIO_OP_PING);
 	}
-	/* Still connected; the old map was dropped with the new generation. */
+	/* Still connected; the old map was dropped with the new generation,
+	 * and the log callback (not stderr) was told why, once. */
 	expect_socket(&v, 0, RAM_GPA + 16, 16);
+	assert_int_equal(lg.n, 1);
+	assert_int_equal(lg.level, COREIO_LOG_WARNING);
+	assert_non_null(strstr(lg.last, "shared-memory DMA off"));
 	/* A good generation afterwards works again. */
 	m.gen = 4;
 	send_map(s, &m);
