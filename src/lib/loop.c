@@ -49,25 +49,27 @@ static int process(struct coreio_ctx *ctx, unsigned ready, bool writable)
 		}
 	}
 	for (int i = 0; i < COREIO__NCONN && rc == 0; i++) {
-		bool mine, pump;
+		bool mine = false, pump;
 
-		pthread_mutex_lock(&ctx->lock);
-		mine = !ctx->broken && coreio__rx_take_locked(ctx, i);
-		pthread_mutex_unlock(&ctx->lock);
-		if (!mine)
-			continue;
-		if (ready & (1u << i))
+		if (ready & (1u << i)) {
+			pthread_mutex_lock(&ctx->lock);
+			mine = !ctx->broken && coreio__rx_take_locked(ctx, i);
+			pthread_mutex_unlock(&ctx->lock);
+		}
+		if (mine) {
 			rc = coreio__rx_pull(ctx, i);
-		pthread_mutex_lock(&ctx->lock);
-		pump = i == COREIO__CONN_DMA && !ctx->broken &&
-		       (ctx->dma_tx_pending || (ready & (1u << i)) || writable);
-		pthread_mutex_unlock(&ctx->lock);
+			pthread_mutex_lock(&ctx->lock);
+			coreio__rx_give_locked(ctx, i);
+			pthread_mutex_unlock(&ctx->lock);
+		}
+		if (i != COREIO__CONN_DMA)
+			continue;
 		/* Answers freed slots, or the socket has room: more pieces go. */
+		pthread_mutex_lock(&ctx->lock);
+		pump = !ctx->broken && (ctx->dma_tx_pending || mine || writable);
+		pthread_mutex_unlock(&ctx->lock);
 		if (pump && coreio__xfer_pump(ctx) < 0)
 			coreio__fail(ctx, -ECONNRESET);
-		pthread_mutex_lock(&ctx->lock);
-		coreio__rx_give_locked(ctx, i);
-		pthread_mutex_unlock(&ctx->lock);
 	}
 	coreio__serve(ctx);
 	coreio__leave_process(outer);
