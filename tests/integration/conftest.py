@@ -1,5 +1,6 @@
 """Fixtures of the integration suite: coreio-vm under the qtest accelerator, test clients and examples."""
 
+import json
 import os
 import queue
 import re
@@ -16,6 +17,47 @@ BUILD_DIR = os.environ.get("COREIO_BUILD_DIR")
 def pytest_configure(config):
     if not BUILD_DIR:
         raise pytest.UsageError("set COREIO_BUILD_DIR to the meson build directory")
+    config.addinivalue_line(
+        "markers", "concurrency: exercises threads (KVM vCPUs beside the I/O thread, DMA and "
+        "IRQs from other threads, blocking DMA, shared memory); scripts/test.sh runs these "
+        "under ThreadSanitizer (pytest -m concurrency)")
+
+
+# Files marked concurrency as a whole here, for files that do not carry the marker themselves.
+CONCURRENCY_FILES = {"test_order.py", "test_torture.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark concurrency: the tests of CONCURRENCY_FILES, and every test that boots a KVM
+    guest through guest_vm() (vCPU threads beside coreio-vm's I/O thread)."""
+    for item in items:
+        fn = getattr(item, "function", None)
+        if (os.path.basename(str(item.fspath)) in CONCURRENCY_FILES
+                or (fn is not None and "guest_vm" in fn.__code__.co_names)):
+            item.add_marker(pytest.mark.concurrency)
+
+
+def build_sanitize():
+    """The build's b_sanitize option ("none", "address,undefined", "thread", ...)."""
+    try:
+        with open(os.path.join(BUILD_DIR or "", "meson-info", "intro-buildoptions.json")) as f:
+            opts = json.load(f)
+    except (OSError, ValueError):
+        return "none"
+    return next((str(o["value"]) for o in opts if o["name"] == "b_sanitize"), "none")
+
+
+# ThreadSanitizer slows the programs 5-15 times: the waits of the helpers below (upper bounds
+# for something to happen) are multiplied by TIMEOUT_SCALE, 4 in a TSan build, else 1;
+# COREIO_TIMEOUT_SCALE overrides it. Tests with their own deadlines can use scaled().
+SANITIZE = build_sanitize()
+TIMEOUT_SCALE = float(os.environ.get("COREIO_TIMEOUT_SCALE")
+                      or (4 if "thread" in SANITIZE else 1))
+
+
+def scaled(timeout):
+    """A timeout (seconds) stretched for slow sanitizer builds."""
+    return timeout * TIMEOUT_SCALE
 
 
 def build_path(rel):
@@ -48,8 +90,10 @@ def seed_pattern(seed, n):
     return (period * (n // 256 + 1))[:n]
 
 
-# Reports of AddressSanitizer / UndefinedBehaviorSanitizer builds fail the test.
-SANITIZER = re.compile(r"ERROR: (Address|Leak|Thread)Sanitizer|runtime error: ")
+# Reports of AddressSanitizer / UndefinedBehaviorSanitizer / ThreadSanitizer builds fail the
+# test. TSan reports data races and lock-order inversions as "WARNING: ThreadSanitizer: ...";
+# any other "ThreadSanitizer:" line (a FATAL error, "reported N warnings") counts too.
+SANITIZER = re.compile(r"ERROR: (Address|Leak|Thread)Sanitizer|ThreadSanitizer:|runtime error: ")
 
 
 class Proc:
@@ -92,6 +136,7 @@ class Proc:
     def wait_stderr(self, regex, timeout=10, count=1):
         """Wait until count stderr lines match regex; return the matches."""
         rx = re.compile(regex)
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -107,6 +152,7 @@ class Proc:
     def wait_stdout(self, regex, timeout=10, start=0):
         """Wait for a stdout line (index >= start) matching regex; return (index, match)."""
         rx = re.compile(regex)
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -134,6 +180,7 @@ class Proc:
                                  % (self.name, line, e, self.p.poll(), self.stderr_tail()))
 
     def answer(self, timeout=10, what="answer"):
+        timeout = scaled(timeout)
         try:
             return self.answers.get(timeout=timeout)
         except queue.Empty:
@@ -144,6 +191,7 @@ class Proc:
         return self.p.poll() is None
 
     def wait_exit(self, timeout=10):
+        timeout = scaled(timeout)
         try:
             return self.p.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -209,6 +257,7 @@ class VM(Proc):
 
     def wait_irq(self, timeout=5):
         """Next interrupt notification as (action, line), e.g. ('raise', 5)."""
+        timeout = scaled(timeout)
         try:
             line = self.irqs.get(timeout=timeout)
         except queue.Empty:
@@ -280,6 +329,7 @@ class Client(Proc):
     def wait_event(self, regex, timeout=10):
         """Wait for an event line matching regex (events seen earlier count too); return match."""
         rx = re.compile(regex)
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -451,6 +501,7 @@ class GuestVM(Proc):
 
     def finish(self, timeout=60):
         """Wait for the VM to exit; return (status, COM1 lines). Fails on a timeout."""
+        timeout = scaled(timeout)
         try:
             rc = self.p.wait(timeout)
         except subprocess.TimeoutExpired:

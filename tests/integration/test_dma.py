@@ -6,6 +6,9 @@ import pytest
 
 from conftest import R0, TESTCLIENT, TESTCLIENT_STATIC, fnv64, seed_pattern
 
+# Blocking and non-blocking DMA, DMA inside a callback: also run under TSan.
+pytestmark = pytest.mark.concurrency
+
 CHUNK = 4096
 
 

@@ -8,6 +8,9 @@ import pytest
 
 from conftest import RESPONDER, TIMERDMA, guest_vm
 
+# vCPU threads beside coreio-vm's I/O thread (SMP, IRQs, DMA, stalls): also run under TSan.
+pytestmark = pytest.mark.concurrency
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
 from kvmcheck import kvm_unavailable  # noqa: E402
 

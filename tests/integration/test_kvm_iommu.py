@@ -7,6 +7,9 @@ import pytest
 
 from conftest import TIMERDMA, guest_vm
 
+# A vCPU thread programs the IOMMU while the I/O thread translates DMA: also run under TSan.
+pytestmark = pytest.mark.concurrency
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
 from kvmcheck import kvm_unavailable  # noqa: E402
 

@@ -15,6 +15,9 @@ from iommu_helpers import FADDR, FCTL, NOT_PRESENT, Iommu, PageTables
 from mpqemu_driver import start_vm as start_mpqemu
 from test_dma import parse_dma, peek_ram, poke_ram
 
+# Shared-memory DMA (maps reference-counted across threads): also run under TSan.
+pytestmark = pytest.mark.concurrency
+
 CAP_SHM = 4
 IOMMU_BASE = 0xFD000000
 
@@ -211,16 +214,25 @@ def test_vm_keeps_no_fds_of_gone_clients(env):
     """Many SHM clients coming and going leave coreio-vm's fd table as it was."""
     vm = shm_vm(env)
     fds = "/proc/%d/fd" % vm.p.pid
+
+    def gone(n):
+        """Wait until the VM has closed both connections of the n-th client (1, 2, ...)."""
+        # Each connection logs "disconnected" just before closing its fds, and the
+        # two need not go in one batch: wait for both lines, then a qtest round trip
+        # (the single I/O thread has finished their close() before it answers).
+        vm.wait_stderr(r"client (%d|%d) .*: disconnected" % (2 * n - 1, 2 * n), count=2)
+        vm.ok("stats")
+
     c = env.client(vm.target(0))
     c.ok("dma_read 0 0 0x1000 16")
     c.stop()
-    vm.wait_stderr(r"client 2 .*: disconnected")
+    gone(1)
     base = len(os.listdir(fds))
     for i in range(20):
         c = env.client(vm.target(0))
         c.ok("dma_write 0 0 0x2000 4096 1")
         c.stop()
-        vm.wait_stderr(r"client %d .*: disconnected" % (4 + 2 * i))
+        gone(2 + i)
     assert len(os.listdir(fds)) == base
     assert vm.stats()["shm_maps"] == 2 + 40
 
