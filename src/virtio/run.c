@@ -69,7 +69,7 @@ static void vm_reset_cb(void *opaque)
 	struct vio_dev *d = opaque;
 
 	if (d->verbose)
-		fprintf(stderr, "virtio: VM reset\n");
+		vio_log(d, COREIO_LOG_DEBUG, "virtio: VM reset");
 	vio_dev_reset(d);
 }
 
@@ -144,7 +144,8 @@ static int loop(struct vio_dev *d)
 	}
 }
 
-/* The library's messages (coreio_ctx_set_log()) go to stderr, one line each. */
+/* The messages of libcoreio (coreio_ctx_set_log()) and of the virtio library
+ * (vio_dev_set_log()) go to stderr, one line each. */
 static void run_log(void *opaque, int level, const char *msg)
 {
 	(void)opaque, (void)level;
@@ -160,6 +161,7 @@ int vio_run(struct vio_dev *d, const struct vio_cli *cli, const char *prog)
 	signal(SIGPIPE, SIG_IGN);
 	d->transport = cli->transport;
 	d->verbose = cli->verbose;
+	vio_dev_set_log(d, run_log, NULL);
 	rc = coreio_ctx_new(&ctx);
 	if (rc) {
 		fprintf(stderr, "%s: %s\n", prog, strerror(-rc));

@@ -1,6 +1,7 @@
 /* The virtio device core: features, the status state machine, queues, interrupts and both
  * transports. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -112,6 +113,26 @@ void vio_dev_set_host(struct vio_dev *d, const struct vio_host_ops *host, void *
 	d->post_mode = 0;
 }
 
+void vio_dev_set_log(struct vio_dev *d, void (*fn)(void *opaque, int level, const char *msg),
+		     void *opaque)
+{
+	d->log = fn;
+	d->log_opaque = opaque;
+}
+
+void vio_log(struct vio_dev *d, int level, const char *fmt, ...)
+{
+	char msg[VIO_LOG_MAX];
+	va_list ap;
+
+	if (!d->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	d->log(d->log_opaque, level, msg);
+}
+
 static void irq_sync(struct vio_dev *d)
 {
 	int rc;
@@ -120,7 +141,7 @@ static void irq_sync(struct vio_dev *d)
 		return;
 	rc = d->host->irq_set(d->host_opaque, d->isr != 0);
 	if (rc && d->verbose)
-		fprintf(stderr, "virtio: irq update: %s\n", strerror(-rc));
+		vio_log(d, COREIO_LOG_WARNING, "virtio: irq update: %s", strerror(-rc));
 }
 
 void vio_dev_reset(struct vio_dev *d)
@@ -162,7 +183,7 @@ void vio_dev_needs_reset(struct vio_dev *d, const char *why)
 {
 	d->stat_broken++;
 	if (d->verbose || !(d->status & VIO_S_NEEDS_RESET))
-		fprintf(stderr, "virtio: device needs reset: %s\n", why);
+		vio_log(d, COREIO_LOG_WARNING, "virtio: device needs reset: %s", why);
 	if (d->status & VIO_S_NEEDS_RESET)
 		return;
 	d->status |= VIO_S_NEEDS_RESET;
@@ -222,7 +243,7 @@ static void set_status(struct vio_dev *d, uint8_t v)
 
 	if (v == 0) {
 		if (d->verbose)
-			fprintf(stderr, "virtio: reset by the driver\n");
+			vio_log(d, COREIO_LOG_DEBUG, "virtio: reset by the driver");
 		/*
 		 * The driver waits for status 0 before it reuses the rings' memory:
 		 * the writes posted so far must be in guest memory by then.
@@ -239,7 +260,7 @@ static void set_status(struct vio_dev *d, uint8_t v)
 		if (!ok) {
 			nv &= (uint8_t)~VIO_S_FEATURES_OK;
 			if (d->verbose)
-				fprintf(stderr, "virtio: refused driver features %#llx\n",
+				vio_log(d, COREIO_LOG_INFO, "virtio: refused driver features %#llx",
 					(unsigned long long)d->driver_features);
 		}
 	}
@@ -249,7 +270,7 @@ static void set_status(struct vio_dev *d, uint8_t v)
 	if ((nv & VIO_S_DRIVER_OK) && !(old & VIO_S_DRIVER_OK))
 		d->kick_all = true;
 	if (d->verbose)
-		fprintf(stderr, "virtio: status %#x -> %#x\n", old, nv);
+		vio_log(d, COREIO_LOG_DEBUG, "virtio: status %#x -> %#x", old, nv);
 }
 
 static void set_driver_features(struct vio_dev *d, uint32_t v)
@@ -309,8 +330,8 @@ static void queue_enable(struct vio_dev *d, struct vio_queue *vq)
 	queue_forget_reads(d, vq);
 	vq->enabled = true;
 	if (d->verbose)
-		fprintf(stderr,
-			"virtio: queue %u enabled: size %u desc %#llx driver %#llx device %#llx\n",
+		vio_log(d, COREIO_LOG_DEBUG,
+			"virtio: queue %u enabled: size %u desc %#llx driver %#llx device %#llx",
 			d->queue_sel, vq->size, (unsigned long long)vq->desc,
 			(unsigned long long)vq->avail, (unsigned long long)vq->used);
 }
@@ -357,7 +378,7 @@ static void notify(struct vio_dev *d, uint64_t q)
 	if (q < d->num_queues) {
 		d->kick_pending |= 1u << q;
 		if (d->verbose)
-			fprintf(stderr, "virtio: notify queue %u\n", (unsigned)q);
+			vio_log(d, COREIO_LOG_DEBUG, "virtio: notify queue %u", (unsigned)q);
 	}
 }
 

@@ -104,6 +104,7 @@
 #define VIO_MERGE_GAP	   4096u /* bytes between descriptor table and avail ring read along */
 #define VIO_POST_MAX	   (16u << 20) /* bytes of posted writes in flight per device */
 #define VIO_SCRATCH_LEN	   (VIO_DESC_CACHE * 16u + VIO_MERGE_GAP + 4u + 2u * VIO_RING_CACHE)
+#define VIO_LOG_MAX	   256u /* bytes of one log message, with its terminating NUL */
 
 enum vio_transport {
 	VIO_TRANSPORT_PCI,
@@ -221,7 +222,11 @@ struct vio_dev {
 	uint16_t queue_sel;
 	uint32_t kick_pending; /* bit q: queue q was notified */
 	bool kick_all;	       /* DRIVER_OK was set: look at every queue */
-	bool verbose;
+	bool verbose;	       /* also log the debug traces (status, notify, resets, ...) */
+
+	/* Where the library's messages go (vio_dev_set_log()); NULL: nowhere. */
+	void (*log)(void *opaque, int level, const char *msg);
+	void *log_opaque;
 
 	/* Host side. */
 	const struct vio_host_ops *host;
@@ -282,6 +287,26 @@ void vio_dev_set_ctx(struct vio_dev *d, coreio_ctx_t *ctx, unsigned rid);
 void vio_dev_set_host(struct vio_dev *d, const struct vio_host_ops *host, void *opaque);
 
 /*
+ * Send d's messages to fn (the library itself never prints).
+ *   fn      called with opaque, a COREIO_LOG_* level of coreio.h and one
+ *           line of text without a newline; NULL drops the messages
+ *   opaque  passed to fn
+ * Call it after vio_dev_init() (which clears it). Which messages come
+ * depends on d->verbose: without it only warnings (the first "device needs
+ * reset" of a run of them); with it also the debug traces. No return value.
+ */
+void vio_dev_set_log(struct vio_dev *d, void (*fn)(void *opaque, int level, const char *msg),
+		     void *opaque);
+
+/*
+ * Format a message printf-style and hand it to d's log callback at level
+ * (COREIO_LOG_*); nothing when no callback is set. Messages longer than
+ * VIO_LOG_MAX - 1 bytes are cut. For the library's own use (and run.c).
+ */
+void vio_log(struct vio_dev *d, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
  * Reset the device as status 0 does: status, features, ISR (line lowered),
  * every queue, then the model's reset callback. No return value.
  */
@@ -289,7 +314,9 @@ void vio_dev_reset(struct vio_dev *d);
 
 /*
  * Mark the device broken (DEVICE_NEEDS_RESET) and, if DRIVER_OK was set,
- * send a configuration change interrupt. why is logged when verbose.
+ * send a configuration change interrupt. why is logged (COREIO_LOG_WARNING,
+ * "virtio: device needs reset: why") when the device was not yet marked,
+ * or always when verbose.
  */
 void vio_dev_needs_reset(struct vio_dev *d, const char *why);
 

@@ -255,7 +255,8 @@ static void post_done(void *arg, int err)
 	if (err) {
 		d->stat_post_errors++;
 		if (d->verbose)
-			fprintf(stderr, "virtio: posted write of %zu bytes failed: %s\n", p->len,
+			vio_log(d, COREIO_LOG_WARNING,
+				"virtio: posted write of %zu bytes failed: %s", p->len,
 				strerror(-err));
 		if (r) {
 			/* A buffer of the chain: that request fails, the ring is fine. */

@@ -40,4 +40,20 @@ static inline int vio_test_negotiate(struct vio_dev *d, uint64_t feats)
 				 VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK);
 }
 
+/*
+ * Set up virtio-mmio queue q with size and rings at desc, avail, used (below 4 GiB) and enable
+ * it; 0 or the first error.
+ */
+static inline int vio_test_mmio_queue(struct vio_dev *d, unsigned q, unsigned size, uint32_t desc,
+				      uint32_t avail, uint32_t used)
+{
+	int rc = vio_test_w32(d, VIO_MMIO_QUEUE_SEL, q);
+
+	rc = rc ? rc : vio_test_w32(d, VIO_MMIO_QUEUE_NUM, size);
+	rc = rc ? rc : vio_test_w32(d, VIO_MMIO_QUEUE_DESC_LO, desc);
+	rc = rc ? rc : vio_test_w32(d, VIO_MMIO_QUEUE_DRIVER_LO, avail);
+	rc = rc ? rc : vio_test_w32(d, VIO_MMIO_QUEUE_DEVICE_LO, used);
+	return rc ? rc : vio_test_w32(d, VIO_MMIO_QUEUE_READY, 1);
+}
+
 #endif
