@@ -64,12 +64,14 @@ struct io_request {
 	ioreq_done_fn complete;
 	void *complete_opaque;
 	/*
-	 * Set by a handler that returned IOREQ_PENDING when the waiting thread
-	 * may serve the request itself (vmmio: read the answer from the
-	 * client's socket on the vCPU thread, vmmio_wait()); NULL otherwise.
-	 * Called with the VM lock held (it may release and retake it); returns
-	 * 0 when the request is COMPLETE, or a negative errno when the caller
-	 * must wait for the completion callback instead.
+	 * Set by a handler that returned IOREQ_PENDING (vmmio: vmmio_wait()).
+	 * The front end must call it at once, with the VM lock held (it
+	 * releases and retakes it): it sends the request and, where it can,
+	 * receives the answer on the calling thread. Returns 0 when the
+	 * request is COMPLETE, or a negative errno when the caller must wait
+	 * for the completion callback instead (and call it again after a
+	 * wake-up that did not complete the request). NULL: nothing to do but
+	 * wait for the callback.
 	 */
 	int (*wait)(struct io_request *req);
 	/* The handler's bookkeeping while PROCESSING (no allocation per request). */
@@ -113,11 +115,11 @@ struct ioreq_handler {
 /*
  * The VM lock (lock) guards everything a request touches once it leaves RAM:
  * the handler tables, the state of every handler (vmmio connections, in-VMM
- * devices), the IRQ chip and the counters. A vCPU thread holds it around
- * emulate_io() and emulate_mmio_post(); the I/O thread holds it in every
- * vmmio and device callback. It is never held while blocking: a vCPU that
- * waits for a client sleeps on its condition variable, which releases it.
- * The qtest accelerator runs alone on the I/O thread and does not take it.
+ * devices), the IRQ chip and the counters. A front end (a vCPU thread, or
+ * qtest and mpqemu on the I/O thread) holds it around emulate_io() and
+ * emulate_mmio_post(); the I/O thread holds it in every vmmio and device
+ * callback. It is never held while blocking or across a system call on a
+ * client socket: a request's wait drops it (vmmio_wait()).
  */
 struct ioreq_ctx {
 	pthread_mutex_t lock;

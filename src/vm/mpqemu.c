@@ -269,7 +269,7 @@ static void finish(struct mpqemu_dev *d)
 	}
 }
 
-/* Completion of a request that went to a client (I/O thread; the VM lock may be held). */
+/* Completion of a request that went to a client (I/O thread; the VM lock is held). */
 static void req_done(struct io_request *req, void *opaque)
 {
 	(void)req;
@@ -312,7 +312,15 @@ static void start_access(struct mpqemu_dev *d, enum mpqemu_wait w, bool write, u
 		finish(d);
 		return;
 	}
+	/* As a vCPU: the VM lock (the vmmio service's) around the access and
+	 * the handler's wait, which sends the request (vmmio_submit()); the
+	 * answer completes it later through req_done(), a posted write in the
+	 * wait already. */
+	pthread_mutex_lock(&d->mq->v->io->lock);
 	rc = emulate_io(&d->bar_io, req);
+	if (rc == IOREQ_PENDING && req->state != REQ_STATE_COMPLETE && req->wait)
+		req->wait(req);
+	pthread_mutex_unlock(&d->mq->v->io->lock);
 	if (rc == IOREQ_PENDING)
 		return;
 	if (rc < 0) {

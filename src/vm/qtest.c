@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -187,7 +188,33 @@ static void resume(void *opaque)
 	pump(q);
 }
 
-/* Completion callback of a pending request (runs from the I/O loop). */
+/*
+ * Run q->req through the ioreq layer as a vCPU does: with the VM lock held,
+ * and when the handler returns IOREQ_PENDING, through its wait (vmmio:
+ * sends the request and spins for the answer by the range's poll= policy,
+ * vmmio_submit()), which may run the completion callback before it
+ * returns; otherwise the callback runs later from the loop. Sets
+ * q->waiting for a pending request. Returns what emulate_io() returned.
+ */
+static int qtest_emulate(struct qtest *q)
+{
+	int rc;
+
+	pthread_mutex_lock(&q->io->lock);
+	rc = emulate_io(q->io, &q->req);
+	if (rc == IOREQ_PENDING) {
+		q->waiting = true;
+		if (q->req.state != REQ_STATE_COMPLETE && q->req.wait) {
+			q->in_wait = true;
+			q->req.wait(&q->req);
+			q->in_wait = false;
+		}
+	}
+	pthread_mutex_unlock(&q->io->lock);
+	return rc;
+}
+
+/* Completion callback of a pending request (VM lock held: from the wait, or from the loop). */
 static void request_done(struct io_request *req, void *opaque)
 {
 	struct qtest *q = opaque;
@@ -195,7 +222,10 @@ static void request_done(struct io_request *req, void *opaque)
 	(void)req;
 	finish_request(q);
 	q->waiting = false;
-	event_defer(resume, q); /* the next command runs outside the client's callback */
+	/* The next command runs outside the client's callback: pump() goes on
+	 * when the wait returns, or from the loop (also when the script left). */
+	if (!q->in_wait || q->in_fd < 0)
+		event_defer(resume, q);
 }
 
 static void start_mmio(struct qtest *q, enum qtest_kind kind, uint32_t dir, uint64_t addr,
@@ -221,11 +251,9 @@ static void start_mmio(struct qtest *q, enum qtest_kind kind, uint32_t dir, uint
 	if (data2)
 		memcpy(m->data2, data2, size);
 	q->kind = kind;
-	rc = emulate_io(q->io, &q->req);
-	if (rc == IOREQ_PENDING) {
-		q->waiting = true;
-		return;
-	}
+	rc = qtest_emulate(q);
+	if (rc == IOREQ_PENDING)
+		return; /* request_done() answers */
 	if (rc == -EIO) {
 		answer(q, "FAIL bus-error straddle");
 		return;
@@ -560,6 +588,101 @@ static void cmd_stats(struct qtest *q, char **t)
 	       (unsigned long long)s->malformed, (unsigned long long)s->shm_maps);
 }
 
+/*
+ * bench_read ADDR SIZE COUNT: COUNT reads of SIZE (1, 2, 4 or 8) bytes at
+ * ADDR, timed here, so a benchmark measures the access and not the
+ * script's pipe. Each read starts from the event loop once the one before
+ * completed (event_defer()), as the next readN command would after an
+ * answer, whether the read stayed in the VM (RAM) or went to a client.
+ * Answer: "OK ns=TOTAL count=COUNT value=0x..." (the last value read), or
+ * FAIL as readN fails (straddle, bad access, bus error) after K of them.
+ * One run at a time: the script is not read meanwhile.
+ */
+static struct {
+	uint64_t addr, left, count;
+	unsigned size;
+	long long t0;
+} bench;
+
+static long long bench_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void bench_end(struct qtest *q, const char *fail)
+{
+	const struct mmio_request *m = &q->req.reqs.mmio;
+	uint64_t v = 0;
+
+	if (fail) {
+		answer(q, "FAIL %s after %llu of %llu reads", fail,
+		       (unsigned long long)(bench.count - bench.left),
+		       (unsigned long long)bench.count);
+	} else {
+		for (unsigned i = m->size; i-- > 0;)
+			v = (v << 8) | m->data[i];
+		answer(q, "OK ns=%lld count=%llu value=0x%016llx", bench_now() - bench.t0,
+		       (unsigned long long)bench.count, (unsigned long long)v);
+	}
+	q->waiting = false;
+	event_defer(resume, q);
+}
+
+static void bench_step(void *opaque);
+
+static void bench_done(struct io_request *req, void *opaque)
+{
+	struct qtest *q = opaque;
+
+	(void)req;
+	if (emulate_mmio_post(q->io, &q->req) < 0)
+		return bench_end(q, "bus-error");
+	if (--bench.left == 0)
+		return bench_end(q, NULL);
+	event_defer(bench_step, q);
+}
+
+static void bench_step(void *opaque)
+{
+	struct qtest *q = opaque;
+	int rc;
+
+	memset(&q->req, 0, sizeof(q->req));
+	q->req.type = REQ_MMIO;
+	q->req.complete = bench_done;
+	q->req.complete_opaque = q;
+	q->req.reqs.mmio.direction = REQUEST_READ;
+	q->req.reqs.mmio.address = bench.addr;
+	q->req.reqs.mmio.size = bench.size;
+	q->req.reqs.mmio.flags = q->flags;
+	rc = qtest_emulate(q);
+	if (rc == IOREQ_PENDING)
+		return;
+	if (rc < 0)
+		return bench_end(q, rc == -EIO ? "bus-error straddle" : "bad access");
+	bench_done(&q->req, q);
+}
+
+static void cmd_bench_read(struct qtest *q, char **t)
+{
+	uint64_t size;
+
+	if (!num(t[1], &bench.addr))
+		return bad(q, t[1]);
+	if (!num(t[2], &size) || (size != 1 && size != 2 && size != 4 && size != 8))
+		return bad(q, t[2]);
+	if (!num(t[3], &bench.count) || bench.count == 0 || bench.count > 1000000000ull)
+		return bad(q, t[3]);
+	bench.size = (unsigned)size;
+	bench.left = bench.count;
+	q->waiting = true;
+	bench.t0 = bench_now();
+	event_defer(bench_step, q);
+}
+
 struct qtest_cmd {
 	const char *name;
 	unsigned nargs;
@@ -589,6 +712,7 @@ static const struct qtest_cmd cmds[] = {
     {"flags", 1, cmd_flags, 0},
     {"reset", 0, cmd_reset, 0},
     {"stats", 0, cmd_stats, 0},
+    {"bench_read", 3, cmd_bench_read, 0},
 };
 
 static void exec_line(struct qtest *q, char *line)

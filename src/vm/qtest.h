@@ -31,6 +31,7 @@ struct qtest {
 	bool in_watched;   /* in_fd is in the event loop (not for regular files) */
 	bool eof;	   /* the script closed its side */
 	bool waiting;	   /* a command waits for a client or for vmmio_wait */
+	bool in_wait;	   /* inside qtest_emulate()'s req.wait: pump() goes on after it */
 	bool intercept;	   /* irq_intercept_in was given */
 	uint32_t flags;	   /* access flags of the following accesses */
 	char *in;	   /* received bytes */

@@ -86,10 +86,11 @@ static void vcpu_emulate(struct vcpu *v)
 	unhandled = a->io->stats.unhandled_reads + a->io->stats.unhandled_writes;
 	rc = emulate_io(a->io, req);
 	/*
-	 * Serve the request on this thread where its handler allows (vmmio:
-	 * read the client's answer from its socket here, vmmio_wait()), else
-	 * sleep until the completion callback, then try again: the thread that
-	 * was reading the connection may have handed it back.
+	 * The handler's wait (vmmio: send the request, then receive the
+	 * client's answer on this thread, vmmio_wait()); when it cannot finish
+	 * (another thread receives on that connection), sleep until the
+	 * completion callback; after a wake-up that did not complete the
+	 * request, wait again.
 	 */
 	while (rc == IOREQ_PENDING && req->state != REQ_STATE_COMPLETE) {
 		if (req->wait && req->wait(req) == 0)
@@ -152,9 +153,11 @@ static bool coalesced_pending(const struct kvm_accel *a)
  * Hand the writes KVM collected in its coalesced-MMIO ring to their
  * handlers through emulate_io(), oldest first, each as a guest write
  * without the privilege flag, and give their slots back to KVM (VM lock
- * held). A batch is bracketed by a->batch so that vmmio sends it at once.
+ * held). A batch is begun with a->batch(opaque, true) so that vmmio queues
+ * it; returns true when one was begun: the caller ends it with
+ * a->batch(opaque, false) after dropping the VM lock, which sends it.
  */
-static void coalesced_drain_locked(struct kvm_accel *a)
+static bool coalesced_drain_locked(struct kvm_accel *a)
 {
 	struct kvm_coalesced_mmio_ring *ring = a->ring;
 	uint32_t first = __atomic_load_n(&ring->first, __ATOMIC_RELAXED);
@@ -189,11 +192,9 @@ static void coalesced_drain_locked(struct kvm_accel *a)
 			m->size = e->len;
 			memcpy(m->data, e->data, e->len);
 			rc = emulate_io(a->io, req);
-			if (rc == IOREQ_PENDING && batch) {
-				/* Not expected (coalesce=on needs posted writes): send first. */
-				a->batch(a->batch_opaque, false);
-				batch = false;
-			}
+			/* A posted write completes in its wait (vmmio_wait(): queued,
+			 * not sent, inside the batch); any other request's wait sends
+			 * everything queued before it waits. */
 			while (rc == IOREQ_PENDING && req->state != REQ_STATE_COMPLETE) {
 				if (req->wait && req->wait(req) == 0)
 					break;
@@ -208,18 +209,21 @@ static void coalesced_drain_locked(struct kvm_accel *a)
 		if (first == last)
 			last = __atomic_load_n(&ring->last, __ATOMIC_ACQUIRE);
 	}
-	if (batch)
-		a->batch(a->batch_opaque, false);
+	return batch;
 }
 
 /* Drain the ring if it holds writes (any thread, VM lock not held). */
 static void coalesced_drain(struct kvm_accel *a)
 {
+	bool batch;
+
 	if (!coalesced_pending(a))
 		return;
 	pthread_mutex_lock(&a->io->lock);
-	coalesced_drain_locked(a);
+	batch = coalesced_drain_locked(a);
 	pthread_mutex_unlock(&a->io->lock);
+	if (batch)
+		a->batch(a->batch_opaque, false); /* sends the batch, without the VM lock */
 }
 
 /* The I/O thread's drain: a write never waits longer than COALESCE_FLUSH_US. */

@@ -91,9 +91,10 @@ void kvm_accel_stop(struct kvm_accel *a);
 
 /*
  * Bracket each drain of the coalesced-MMIO ring: fn(opaque, true) before
- * the first write of a batch is handed on, fn(opaque, false) after the
- * last (VM lock held), so the handler can send the batch at once
- * (vmmio_batch()). Call before kvm_accel_start().
+ * the first write of a batch is handed on (VM lock held), fn(opaque, false)
+ * after the last, once the VM lock is dropped, so the handler can send the
+ * batch at once and without the lock (vmmio_batch()). Call before
+ * kvm_accel_start().
  */
 void kvm_accel_set_batch(struct kvm_accel *a, void (*fn)(void *opaque, bool begin), void *opaque);
 

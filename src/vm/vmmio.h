@@ -2,6 +2,15 @@
 #ifndef COREIO_VM_VMMIO_H
 #define COREIO_VM_VMMIO_H
 
+/*
+ * The service is split by concern (vmmio_internal.h has the locks and
+ * threads): vmmio.c this API; vmmio_req.c the ioreq adapter (vmmio_submit()
+ * and the wait); vmmio_conn.c the connection object; vmmio_proto.c the
+ * protocol handlers; vmmio_port.c the listeners; vmmio_shm.c the shared
+ * memory map; vmmio_poll.c the adaptive spin.
+ */
+
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -53,8 +62,15 @@ struct vmmio_range {
 			   * poll=adaptive:USEC: at most this long */
 	bool adaptive;	  /* poll=adaptive: the spin follows spin_ns */
 	unsigned spin_ns; /* adaptive: the spin of the next wait (vmmio_poll_window()) */
-	uint64_t waits;	  /* vCPU waits for this range's client (vmmio_wait()) */
-	uint64_t spun;	  /* ... of which the answer came while the vCPU spun */
+	uint64_t waits;	  /* waits for this range's client (vCPUs, qtest) */
+	uint64_t spun;	  /* ... of which the answer came while the waiter spun */
+	/* The I/O thread's wait that stopped spinning before its answer came
+	 * (qtest): the answer adapts spin_ns (req_answer()). VM lock. */
+	struct {
+		struct io_request *req; /* NULL: none */
+		long long start;	/* ns */
+		unsigned window;	/* the spin it had, ns */
+	} late;
 	struct vmmio_port *port;
 	unsigned rid;
 	struct vmmio_conn *owner; /* the claiming connection, or NULL */
@@ -101,7 +117,7 @@ struct vmmio {
 	unsigned nports;
 	struct vmmio_range ranges[CONFIG_MAX_RANGES];
 	unsigned nranges;
-	struct vmmio_conn *conns;
+	struct vmmio_conn *conns; /* VM lock (vmmio_internal.h) */
 	unsigned next_conn_id;
 	vmmio_claim_fn on_claim;
 	void *claim_opaque;
@@ -111,7 +127,8 @@ struct vmmio {
 	void *dma_opaque;
 	struct iommu_set *iommu;	 /* the IOMMUs DMA with mid > 0 goes through, or NULL */
 	int timer_fd;			 /* once a second: drop clients whose output is stuck */
-	uint8_t tx[COREIO_WIRE_MAX_MSG]; /* DMA answers */
+	pthread_t io_thread;		 /* the thread that ran vmmio_init() and runs the loop */
+	uint8_t tx[COREIO_WIRE_MAX_MSG]; /* DMA answers (VM lock) */
 
 	/* Shared-memory DMA: the map sent to connections with COREIO_CAP_SHM. */
 	bool any_shm;				    /* some port has shm=on */
@@ -130,10 +147,15 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 	       struct irq_chip *irq);
 
 /*
- * Bracket a batch of requests (VM lock held; the kvm accelerator's drain of
- * coalesced writes, kvm_accel_set_batch()): with begin true, frames for
- * clients are queued instead of sent; with begin false, every connection's
- * queue goes out, so a batch costs one send() per client, not one per write.
+ * Bracket a batch of posted writes (the kvm accelerator's drain of
+ * coalesced writes, kvm_accel_set_batch()), so that a batch costs one
+ * send() per client, not one per write:
+ *   begin true   with the VM lock held: until the end, the wait of a
+ *                posted write made by this thread completes it without
+ *                sending (any other request's wait still sends everything
+ *                queued on its connection);
+ *   begin false  on the same thread, with the VM lock NOT held (the
+ *                caller dropped it): send what every connection queued.
  *   opaque  the struct vmmio.
  */
 void vmmio_batch(void *opaque, bool begin);
@@ -142,16 +164,19 @@ void vmmio_batch(void *opaque, bool begin);
 void vmmio_exit(struct vmmio *v);
 
 /*
- * The MMIO handler of a range (opaque = struct vmmio_range *): with no
- * client, reads give 0xAA bytes and writes are dropped (returns 0);
- * otherwise the request is sent to the claiming connection. Returns 0 for a
- * posted write (done) or IOREQ_PENDING when the answer will complete req
- * through ioreq_complete().
- * Threads: called through emulate_io() by a vCPU thread holding the VM lock
- * (io->lock), or by qtest on the I/O thread. It never blocks: a frame the
- * socket does not take at once is queued for the I/O thread.
- * Every vmmio callback of the I/O thread (accept, socket events, the stuck
- * timer), vmmio_reset() and vmmio_exit() take the VM lock themselves.
+ * The MMIO handler of a range (opaque = struct vmmio_range *), called
+ * through emulate_io() with the VM lock (io->lock) held, by any front end:
+ * a vCPU thread, qtest or mpqemu on the I/O thread. With no client, reads
+ * give 0xAA bytes and writes are dropped (returns 0). Otherwise it encodes
+ * the request and queues it on the claiming connection, in the order of
+ * the calls (no system call: the VM lock is held), sets req->wait and
+ * returns IOREQ_PENDING, also for a posted write. The caller must then call
+ * req->wait(req), still holding the VM lock (ioreq.h): the wait drops the
+ * lock, sends the frame and, for a posted write, completes req at once;
+ * otherwise it waits by the range's poll= policy and completes req from the
+ * answer. A vCPU thread may sleep there; on the I/O thread it only spins
+ * and returns -EAGAIN when the spin is over, and the answer completes req
+ * later (ioreq_complete() from the event loop).
  */
 int vmmio_submit(struct io_request *req, void *opaque);
 

@@ -606,3 +606,40 @@ int coreio__wire_format(char *buf, size_t len, const uint8_t *f)
 			(unsigned)(w1 >> 32), (unsigned long long)coreio__wire_get64(f + 16),
 			(unsigned long long)coreio__wire_get64(f + 24));
 }
+
+size_t coreio__wire_mmio_encode(uint8_t *unit, const struct coreio_wire_hdr *h, const void *data,
+				const void *data2)
+{
+	bool pair =
+	    h->op == COREIO_OP_READP || h->op == COREIO_OP_WRITEP || h->op == COREIO_OP_WRITEAP;
+	unsigned max = pair ? COREIO_WIRE_MAX_PAIR : COREIO_WIRE_MAX_SINGLE;
+
+	if (h->size < 1 || h->size > max || h->extra != 0)
+		return 0;
+	coreio__wire_encode(unit, h);
+	if (data)
+		memcpy(unit + COREIO_WIRE_DATA_OFF, data, h->size);
+	if (pair && data2)
+		memcpy(unit + coreio__wire_pair_off(h->size), data2, h->size);
+	return COREIO_WIRE_UNIT;
+}
+
+int coreio__wire_answer_read(const struct coreio_wire_msg *m, unsigned size, bool pair, void *data,
+			     void *data2)
+{
+	if (size < 1 || size > (pair ? COREIO_WIRE_MAX_PAIR : COREIO_WIRE_MAX_SINGLE) ||
+	    m->frame_len < COREIO_WIRE_UNIT)
+		return -EINVAL;
+	memcpy(data, m->frame + COREIO_WIRE_DATA_OFF, size);
+	if (pair)
+		memcpy(data2, m->frame + coreio__wire_pair_off(size), size);
+	return 0;
+}
+
+bool coreio__wire_rx_ready(const struct coreio_wire_rx *rx)
+{
+	size_t have = rx->end - rx->start;
+	size_t flen = coreio__wire_peek_len(rx->buf + rx->start, have);
+
+	return flen && have >= flen;
+}

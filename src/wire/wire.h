@@ -268,6 +268,31 @@ int coreio__wire_claim_ack_result(const struct coreio_wire_msg *m);
 int coreio__wire_format(char *buf, size_t len, const uint8_t *frame);
 
 /*
+ * An MMIO request (VM to client) in one unit: the header h (origin 0, E 0;
+ * h->op READ, WRITE, READP, WRITEP, WRITEA or WRITEAP) and, for a write,
+ * its data: h->size bytes of data at w[3] and, for a pair (WRITEP,
+ * WRITEAP), h->size bytes of data2 at coreio__wire_pair_off(h->size).
+ * data and data2 may be NULL (a read; the unit is zeroed after the header).
+ * Returns 64, or 0 (nothing written) when h->size is 0 or does not fit one
+ * unit (above COREIO_WIRE_MAX_SINGLE, above COREIO_WIRE_MAX_PAIR for a
+ * pair) or h->extra is not 0.
+ */
+size_t coreio__wire_mmio_encode(uint8_t *unit, const struct coreio_wire_hdr *h, const void *data,
+				const void *data2);
+
+/*
+ * The read data of a decoded answer to an MMIO read, laid out as the
+ * request had it: size bytes into data from w[3] and, for a pair, size
+ * bytes into data2 from coreio__wire_pair_off(size). The request's size
+ * decides, not the answer's size field (a client may echo anything there);
+ * the answer's first unit always holds that much. Returns 0, or -EINVAL
+ * (nothing copied) when size is 0 or above COREIO_WIRE_MAX_SINGLE
+ * (COREIO_WIRE_MAX_PAIR for a pair) or the frame is shorter than a unit.
+ */
+int coreio__wire_answer_read(const struct coreio_wire_msg *m, unsigned size, bool pair, void *data,
+			     void *data2);
+
+/*
  * Stream reassembly shared by both halves: bytes go in from a socket,
  * whole frames come out. A frame is at most COREIO_WIRE_MAX_MSG bytes, so
  * the buffer never grows.
@@ -295,6 +320,9 @@ long coreio__wire_rx_fill(struct coreio_wire_rx *rx, int fd);
  * Returns 1 when a frame was taken, 0 when more bytes are needed.
  */
 int coreio__wire_rx_next(struct coreio_wire_rx *rx, const uint8_t **frame, size_t *len);
+
+/* True if rx holds a complete frame (coreio__wire_rx_next() would take one). */
+bool coreio__wire_rx_ready(const struct coreio_wire_rx *rx);
 
 /* True if rx holds any bytes of a frame not yet complete. */
 bool coreio__wire_rx_partial(const struct coreio_wire_rx *rx);

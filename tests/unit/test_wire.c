@@ -421,6 +421,98 @@ static void test_echo_answer_and_format(void **state)
 	assert_non_null(strstr(line, "addr 0xd0000010"));
 }
 
+/* An MMIO request as the VM encodes it, and the read data of its answer. */
+static void test_mmio_request_and_answer_data(void **state)
+{
+	struct coreio_wire_hdr h = {.iface = 2, .tag = 9, .op = COREIO_OP_WRITEP, .size = 8};
+	uint8_t u[64], d1[16], d2[16], r1[16], r2[16];
+	struct coreio_wire_msg m;
+
+	(void)state;
+	for (int i = 0; i < 16; i++) {
+		d1[i] = (uint8_t)(0x10 + i);
+		d2[i] = (uint8_t)(0x80 + i);
+	}
+	h.mask = 0xff;
+	h.addr = 0xd0000040;
+	assert_int_equal(coreio__wire_mmio_encode(u, &h, d1, d2), 64);
+	assert_int_equal(coreio__wire_decode(u, 64, COREIO_WIRE_AT_CLIENT, &m), 0);
+	assert_true(m.h.op == COREIO_OP_WRITEP && m.h.tag == 9 && m.h.iface == 2 && !m.h.origin);
+	assert_memory_equal(m.data, d1, 8);
+	assert_memory_equal(m.data2, d2, 8);
+	/* A read carries no data: the unit after the header is zero. */
+	h.op = COREIO_OP_READ;
+	h.size = 32;
+	h.mask = 0;
+	assert_int_equal(coreio__wire_mmio_encode(u, &h, NULL, NULL), 64);
+	for (int i = 24; i < 64; i++)
+		assert_int_equal(u[i], 0);
+	/* Sizes that do not fit one unit, and multi-unit headers, are refused. */
+	h.size = 33;
+	assert_int_equal(coreio__wire_mmio_encode(u, &h, d1, NULL), 0);
+	h.op = COREIO_OP_READP;
+	h.size = 17;
+	assert_int_equal(coreio__wire_mmio_encode(u, &h, NULL, NULL), 0);
+	h.size = 0;
+	assert_int_equal(coreio__wire_mmio_encode(u, &h, NULL, NULL), 0);
+	h.size = 4;
+	h.extra = 1;
+	assert_int_equal(coreio__wire_mmio_encode(u, &h, NULL, NULL), 0);
+
+	/* The answer to a READP of 4-byte elements, as a client writes it. */
+	h.extra = 0;
+	h.size = 4;
+	assert_int_equal(coreio__wire_mmio_encode(u, &h, NULL, NULL), 64);
+	coreio__wire_answer_init(u, u);
+	memcpy(u + 24, d1, 4);
+	memcpy(u + coreio__wire_pair_off(4), d2, 4);
+	assert_int_equal(coreio__wire_decode(u, 64, COREIO_WIRE_AT_VM, &m), 0);
+	memset(r1, 0, sizeof(r1));
+	memset(r2, 0, sizeof(r2));
+	assert_int_equal(coreio__wire_answer_read(&m, 4, true, r1, r2), 0);
+	assert_memory_equal(r1, d1, 4);
+	assert_memory_equal(r2, d2, 4);
+	assert_int_equal(r1[4], 0);
+	/* The request's size decides, whatever the answer's size field says. */
+	u[10] = 1; /* w[1] bits 16..21: size 1 */
+	assert_int_equal(coreio__wire_decode(u, 64, COREIO_WIRE_AT_VM, &m), 0);
+	assert_int_equal(coreio__wire_answer_read(&m, 4, true, r1, r2), 0);
+	assert_memory_equal(r2, d2, 4);
+	assert_int_equal(coreio__wire_answer_read(&m, 16, false, r1, NULL), 0);
+	assert_memory_equal(r1, u + 24, 16);
+	/* Sizes no request has. */
+	assert_int_equal(coreio__wire_answer_read(&m, 0, false, r1, NULL), -EINVAL);
+	assert_int_equal(coreio__wire_answer_read(&m, 33, false, r1, NULL), -EINVAL);
+	assert_int_equal(coreio__wire_answer_read(&m, 17, true, r1, r2), -EINVAL);
+}
+
+/* coreio__wire_rx_ready() says what coreio__wire_rx_next() would do. */
+static void test_rx_ready(void **state)
+{
+	static struct coreio_wire_rx rx;
+	const uint8_t *f;
+	size_t len;
+	uint8_t u[128];
+
+	(void)state;
+	coreio__wire_rx_init(&rx);
+	assert_false(coreio__wire_rx_ready(&rx));
+	make(u, COREIO_OP_READ, 4, false, 1); /* two units */
+	memcpy(rx.buf, u, 7);
+	rx.end = 7; /* not even the first word */
+	assert_false(coreio__wire_rx_ready(&rx));
+	memcpy(rx.buf, u, 100);
+	rx.end = 100; /* part of the second unit */
+	assert_false(coreio__wire_rx_ready(&rx));
+	assert_int_equal(coreio__wire_rx_next(&rx, &f, &len), 0);
+	memcpy(rx.buf, u, 128);
+	rx.end = 128;
+	assert_true(coreio__wire_rx_ready(&rx));
+	assert_int_equal(coreio__wire_rx_next(&rx, &f, &len), 1);
+	assert_int_equal(len, 128);
+	assert_false(coreio__wire_rx_ready(&rx));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -440,6 +532,8 @@ int main(void)
 	    cmocka_unit_test(test_shm_map_payload),
 	    cmocka_unit_test(test_irq_and_claim_payloads),
 	    cmocka_unit_test(test_echo_answer_and_format),
+	    cmocka_unit_test(test_mmio_request_and_answer_data),
+	    cmocka_unit_test(test_rx_ready),
 	};
 
 	return cmocka_run_group_tests_name("wire", tests, NULL, NULL);

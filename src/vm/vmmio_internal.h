@@ -1,0 +1,336 @@
+/* coreio-vm: what the files of the CoreIO service (vmmio_*.c) share; front ends use vmmio.h. */
+#ifndef COREIO_VM_VMMIO_INTERNAL_H
+#define COREIO_VM_VMMIO_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <time.h>
+
+#include "vmmio.h"
+
+/*
+ * Threads, locks and who owns what (docs/architecture.md, "The VM half's
+ * request path", has the same table):
+ *
+ *   VM lock (v->io->lock)  handler tables, range ownership (rg->owner),
+ *                          v->conns, and per connection: pending requests
+ *                          and tags, IRQ sources, capabilities; the
+ *                          counters, the shared-memory map, v->tx.
+ *   c->tx_lock             the output queue (out, att, sent, out_since),
+ *                          what epoll watches (watched, rx_muted) and
+ *                          every send() on the socket.
+ *   c->rx_lock             the receive buffer, every recv() on the socket,
+ *                          and so the order in which frames run. Taken
+ *                          with trylock; the "receive role".
+ *   atomics                c->refs, c->dead, c->rx_more.
+ *
+ * Lock order: rx_lock, then the VM lock, then tx_lock, then the event
+ * loop's internal mutex. No thread makes a send() or recv() system call on
+ * a client socket with the VM lock held: a frame produced under the VM
+ * lock is queued (conn_queue()) and sent by the same thread once it has
+ * dropped the VM lock (conn_flush()); only if the socket is full does it
+ * stay queued for the I/O thread (EPOLLOUT).
+ *
+ * Receiving: whoever holds c->rx_lock reads the socket and runs every
+ * complete frame (conn_rx_drain()); an answer completes its request there,
+ * whichever thread that is. A thread with input to run (conn_rx_kick())
+ * that finds the lock taken sets c->rx_more and leaves; the holder runs
+ * conn_rx_drain() again before it lets go (conn_rx_release()), so nothing
+ * received waits while its receiver sleeps. The I/O thread watches every
+ * connection edge-triggered (EPOLLIN | EPOLLET) and kicks the receiver
+ * (conn_rx_kick()) on each arrival; only while a vCPU waits with the
+ * receive role is EPOLLIN off (conn_rx_mute()): each arrival would wake the
+ * I/O thread for nothing, and costs the spinning vCPU its CPU when they
+ * share one (measured: +12 us per read, bench/mmio_latency.py).
+ *
+ * Lifetime: a connection lives until it is closed (conn_close()) and no
+ * thread holds a reference (c->refs); then conn_free() runs on the I/O
+ * thread, deferred (event_defer()), so after any event callback already
+ * running for it, and only then is its fd closed, so no thread ever uses a
+ * reused fd number. v->conns holds one reference; a thread that uses a
+ * connection with the VM lock released takes its own (conn_get()). The I/O
+ * thread's event callbacks need none.
+ *
+ * The ordering contract is kept where the comments say "Order:" (grep for
+ * it): per connection, requests go out in the order the VM made them;
+ * every complete frame received runs before its receiver sleeps; a frame
+ * to send leaves before the producing call returns (or waits, queued, for
+ * EPOLLOUT); corked batches are sent before sleeping.
+ */
+
+#define VMMIO_RX_ROUNDS	  16	/* receives per I/O-thread wake-up: no client starves others */
+#define VMMIO_CONNSET_MAX 32	/* connections in a struct vmmio_connset */
+#define VMMIO_POLL_MS	  1000	/* a sleeping vCPU looks again this often, whatever happens */
+#define VMMIO_OTHERS_NS	  10000 /* the I/O thread's spin serves other clients from here on */
+#define VMMIO_WATCH	  (EPOLLIN | EPOLLET) /* what the I/O thread watches, but see rx_muted */
+
+/* One client connection (docs/architecture.md: the connection object). */
+struct vmmio_conn {
+	struct vmmio *v;
+	struct vmmio_port *port;
+	int fd; /* open until conn_free() */
+	unsigned id;
+	char peer[160];
+	atomic_uint refs;    /* v->conns' own, plus one per thread using it unlocked */
+	atomic_bool dead;    /* closed: set once, with the VM lock held */
+	atomic_bool rx_more; /* input may wait that the rx_lock holder has not run yet */
+
+	/* VM lock. */
+	struct vmmio_conn *next; /* v->conns */
+	uint32_t caps;		 /* negotiated COREIO_CAP_* */
+	uint32_t next_tag;
+	/* Requests sent and waiting for their answer, linked by req->pend.next. */
+	struct io_request *pending;
+	struct irq_source src[CONFIG_MAX_PER_PORT][CONFIG_MAX_IRQS]; /* [rid][iid] */
+
+	/* tx_lock: output not sent yet, oldest first. */
+	pthread_mutex_t tx_lock;
+	uint8_t *out;
+	size_t out_off, out_len, out_cap; /* unsent bytes are out[out_off .. out_len) */
+	long long out_since;		  /* ms: queue became non-empty, or last progress */
+	uint32_t watched;		  /* the events epoll watches for fd (conn_watch()) */
+	/* A vCPU waits with the receive role (tx_lock and rx_lock to change it):
+	 * EPOLLIN is off, so that answers it receives itself do not wake the
+	 * I/O thread too (conn_rx_mute()). */
+	bool rx_muted;
+	uint64_t sent; /* bytes sent on the socket so far */
+	/* SHM_MAP frames queued with their fds: each fd goes with a sendmsg()
+	 * of its frame alone, at stream offset pos (docs/protocol.md). */
+	struct {
+		uint64_t pos;
+		int fd; /* our duplicate */
+	} att[2 * VMMIO_SHM_MAX];
+	unsigned natt;
+
+	/* rx_lock. */
+	pthread_mutex_t rx_lock;
+	struct coreio_wire_rx rx;
+};
+
+/* What conn_rx_drain() stopped at. */
+enum conn_drain {
+	DRAIN_EMPTY,  /* every complete frame ran; the socket had nothing more */
+	DRAIN_PAUSED, /* output above VMMIO_OUT_PAUSE: frames wait until conn_flush() */
+	DRAIN_LIMIT,  /* max_fills receives done; more may be waiting */
+	DRAIN_CLOSED, /* the connection is closed */
+};
+
+/*
+ * Connections gathered with the VM lock held, each with a reference, to
+ * use once the lock is dropped: to send what was queued on them, or to
+ * receive on them.
+ */
+struct vmmio_connset {
+	unsigned n;
+	struct vmmio_conn *c[VMMIO_CONNSET_MAX];
+};
+
+static inline long long vmmio_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline bool conn_dead(const struct vmmio_conn *c)
+{
+	return atomic_load(&c->dead);
+}
+
+/* ---- vmmio_conn.c: the connection object -------------------------------- */
+
+/*
+ * Make a connection of the accepted socket fd on port, watch it
+ * (VMMIO_WATCH) and put it on v->conns. VM lock held.
+ * Returns it, or NULL (fd closed) when out of memory or the loop refused.
+ */
+struct vmmio_conn *conn_new(struct vmmio_port *port, int fd, const char *peer);
+
+/* Take a reference (any thread, c not freed yet: VM lock held, or a reference held). */
+void conn_get(struct vmmio_conn *c);
+
+/*
+ * Drop a reference (any thread, any lock); the last one of a closed
+ * connection queues conn_free() on the I/O thread.
+ */
+void conn_put(struct vmmio_conn *c);
+
+/* Log "coreio-vm: client N (PEER): ..." on stderr. */
+void conn_log(const struct vmmio_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/*
+ * Close c (VM lock held): log why, stop watching it and shut the socket
+ * down (a vCPU polling it wakes), release its claims, drop its IRQ sources
+ * to 0, unlink it and complete every request waiting on it as unclaimed.
+ * The memory and the fd go when the last reference does. Idempotent.
+ */
+void conn_close(struct vmmio_conn *c, const char *why);
+
+/* conn_close() for a thread that does not hold the VM lock (takes it). */
+void conn_fail(struct vmmio_conn *c, const char *why);
+
+/*
+ * Append a frame to c's output queue (VM lock held; no system call). Its
+ * sender is whoever flushes c next: the producer, right after it drops the
+ * VM lock. Returns 0, -EPIPE when c is closed, or -ENOBUFS/-ENOMEM after
+ * closing c (the queue would pass VMMIO_OUT_MAX, or no memory).
+ */
+int conn_queue(struct vmmio_conn *c, const uint8_t *frame, size_t len);
+
+/*
+ * conn_queue() for a frame of one unit that carries fd (SCM_RIGHTS): a
+ * duplicate of fd is queued with it and goes in a sendmsg() of that frame
+ * alone. VM lock held. Returns as conn_queue(), or -EMFILE etc. after
+ * closing c when fd cannot be duplicated or too many fds wait.
+ */
+int conn_queue_fd(struct vmmio_conn *c, const uint8_t *frame, int fd);
+
+/*
+ * Send what c's queue holds, as far as the socket takes it without
+ * blocking (VM lock not held; takes tx_lock). What is left is sent by the
+ * I/O thread on EPOLLOUT (armed here, only while output waits). A send
+ * error closes c. When this brings a paused receiver (output above
+ * VMMIO_OUT_PAUSE) back under the mark, it kicks the receiver.
+ */
+void conn_flush(struct vmmio_conn *c);
+
+/* Bytes in c's output queue (takes tx_lock). */
+size_t conn_queued(struct vmmio_conn *c);
+
+/* True when c's output has not moved for VMMIO_SEND_TIMEOUT_MS at time now_ms. */
+bool conn_stuck(struct vmmio_conn *c, long long now_ms);
+
+/* Try to take c's receive role (rx_lock). Returns true when taken. */
+bool conn_rx_acquire(struct vmmio_conn *c);
+
+/*
+ * With the receive role, for a vCPU that will wait on c: stop the I/O
+ * thread from watching c's input (EPOLLIN off; one epoll_ctl()), since the
+ * holder receives everything itself. conn_rx_release() turns it back on.
+ */
+void conn_rx_mute(struct vmmio_conn *c);
+
+/*
+ * Give the receive role back: EPOLLIN back on if it was muted (arrivals
+ * from then on wake the I/O thread); if another thread found the role
+ * taken meanwhile (c->rx_more), receive again first (conn_rx_kick()). VM
+ * lock not held.
+ */
+void conn_rx_release(struct vmmio_conn *c);
+
+/*
+ * With the receive role (rx_lock held, VM lock not): run every complete
+ * frame received (proto_run_frames(), sending what they produce after each
+ * batch), then receive and run again until the socket is empty (EAGAIN),
+ * at most max_fills receives (0: no limit). Clears c->rx_more first. EOF,
+ * a receive error or a malformed frame closes c. Returns what it stopped
+ * at.
+ */
+enum conn_drain conn_rx_drain(struct vmmio_conn *c, unsigned max_fills);
+
+/*
+ * Someone must receive on c (input arrived, output drained): record it
+ * (c->rx_more) and, unless another thread holds the receive role (which
+ * then drains again before it lets go), drain now. On the I/O thread at
+ * most VMMIO_RX_ROUNDS receives, the rest from a deferred call. VM lock
+ * not held.
+ */
+void conn_rx_kick(struct vmmio_conn *c);
+
+/*
+ * True between this thread's vmmio_batch(v, true) and vmmio_batch(v,
+ * false): the wait of its posted writes completes them without sending,
+ * the batch's end sends them all.
+ */
+extern _Thread_local bool vmmio_batching;
+
+/* True on the I/O thread (the thread that ran vmmio_init()). */
+bool vmmio_on_io_thread(const struct vmmio *v);
+
+/* Add c to s (VM lock held). Returns false (nothing taken) when s is full. */
+bool connset_add(struct vmmio_connset *s, struct vmmio_conn *c);
+
+/*
+ * Add c to s to be flushed (VM lock held); when s is full, c's output is
+ * left to the I/O thread (EPOLLOUT, which fires at once on a socket with
+ * room).
+ */
+void connset_add_flush(struct vmmio_connset *s, struct vmmio_conn *c);
+
+/* Flush every connection of s and drop its reference (VM lock not held). */
+void connset_flush(struct vmmio_connset *s);
+
+/* Receive on every connection of s (conn_rx_kick()), drop its reference (VM lock not held). */
+void connset_receive(struct vmmio_connset *s);
+
+/* ---- vmmio_proto.c: the protocol handlers ------------------------------ */
+
+/*
+ * Run the complete frames waiting in c's receive buffer, oldest first,
+ * taking the VM lock for them (rx_lock held by the caller): PING and
+ * hello, RGN_CLAIM, IRQ_UPDATE, DMA, and answers (req_answer()). What they
+ * produce is queued. Stops when the frames run out, c closes, or the output
+ * queue grew by VMMIO_CORK_MAX or passed VMMIO_OUT_PAUSE. Returns true when
+ * it stopped for output (flush, then call again), false otherwise.
+ */
+bool proto_run_frames(struct vmmio_conn *c);
+
+/* Log a frame on stderr with --trace: "client N DIR OP iface ... w3 ...". */
+void proto_trace(const struct vmmio_conn *c, const char *dir, const uint8_t *frame);
+
+/*
+ * Count a malformed frame and close c with "malformed frame: REASON;
+ * closing" (VM lock held).
+ */
+void proto_malformed(struct vmmio_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- vmmio_req.c: the ioreq adapter -------------------------------------- */
+
+/*
+ * An answer (origin 0) to one of our MMIO requests, from c (VM lock held):
+ * match it by tag (unknown tags are ignored, a wrong op or rid is
+ * malformed), copy the read data (the request's size) or the error, and
+ * complete the request (ioreq_complete()).
+ */
+void req_answer(struct vmmio_conn *c, const struct coreio_wire_msg *m);
+
+/*
+ * Give up what c has in flight for range rg (NULL: every range): its IRQ
+ * sources drop to 0 and its waiting requests complete as if the range were
+ * unclaimed. VM lock held. For a closed connection and for a reset.
+ */
+void req_abandon(struct vmmio_conn *c, const struct vmmio_range *rg);
+
+/* A fresh tag for a frame on c: none of c's pending requests uses it (VM lock held). */
+uint32_t req_new_tag(struct vmmio_conn *c);
+
+/* ---- vmmio_shm.c: the shared memory map ---------------------------------- */
+
+/*
+ * Queue the current shared memory map for c, which negotiated
+ * COREIO_CAP_SHM: one SHM_MAP frame with its fd per region, or one frame
+ * without fd for an empty map (VM lock held). Returns 0 or a negative
+ * errno (c is closed).
+ */
+int shm_queue_map(struct vmmio_conn *c);
+
+/* ---- vmmio_port.c: listeners ---------------------------------------------- */
+
+/*
+ * Open port's listening socket (TCP on listen_addr, or its UNIX path),
+ * fill port->display and watch it for connections. Returns 0 or a
+ * negative errno after printing why.
+ */
+int port_open(struct vmmio_port *port, const char *listen_addr);
+
+/* Stop listening on port and remove its UNIX socket file. */
+void port_close(struct vmmio_port *port);
+
+#endif

@@ -1,0 +1,254 @@
+/* coreio-vm: the protocol handlers of the CoreIO service: hello, claims, IRQs, DMA, dispatch. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "vmmio_internal.h"
+
+void proto_trace(const struct vmmio_conn *c, const char *dir, const uint8_t *frame)
+{
+	char line[256];
+
+	if (!c->v->trace)
+		return;
+	coreio__wire_format(line, sizeof(line), frame);
+	fprintf(stderr, "coreio-vm: trace: client %u %s %s\n", c->id, dir, line);
+	fflush(stderr);
+}
+
+void proto_malformed(struct vmmio_conn *c, const char *fmt, ...)
+{
+	char reason[320], why[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	c->v->io->stats.malformed++;
+	snprintf(why, sizeof(why), "malformed frame: %s; closing", reason);
+	conn_close(c, why);
+}
+
+/* PING: a hello is answered with the common capabilities, any other client PING echoed. */
+static void handle_ping(struct vmmio_conn *c, const struct coreio_wire_msg *m)
+{
+	struct coreio_wire_hello hl;
+	uint8_t out[COREIO_WIRE_UNIT];
+
+	if (!m->h.origin)
+		return; /* an echo of something we sent: never bounce it back */
+	coreio__wire_echo(out, m->frame);
+	if (coreio__wire_hello_decode(m, &hl) == 0 && hl.kind == COREIO_HELLO_OFFER) {
+		c->caps = (uint32_t)(hl.caps & COREIO_CAP_ALL);
+		/* SHM: opted in, UNIX, and never around an IOMMU (config_parse() agrees). */
+		if (!c->port->shm || !c->port->is_unix || c->port->cfg->iommu)
+			c->caps &= ~COREIO_CAP_SHM;
+		coreio__wire_hello_answer(out, c->caps);
+		conn_log(c, "hello: capabilities 0x%x", c->caps);
+		/* The memory map goes first, so it is complete when the client
+		 * reads the answer. */
+		if ((c->caps & COREIO_CAP_SHM) && shm_queue_map(c) < 0)
+			return;
+	}
+	conn_queue(c, out, sizeof(out));
+}
+
+static void handle_claim(struct vmmio_conn *c, const struct coreio_wire_msg *m)
+{
+	struct vmmio *v = c->v;
+	unsigned rid = m->h.iface;
+	int err = 0;
+	struct vmmio_range *rg = NULL;
+
+	if (rid >= c->port->nranges) {
+		err = -ENOENT;
+		conn_log(c, "claim of rid %u refused: port %s has %u range(s)", rid,
+			 c->port->display, c->port->nranges);
+	} else {
+		rg = c->port->ranges[rid];
+		if (rg->owner && rg->owner != c) {
+			err = -EBUSY;
+			conn_log(c, "claim of rid %u (range %u) refused: held by client %u", rid,
+				 rg->g, rg->owner->id);
+		}
+	}
+	if (!err && rg->owner != c) {
+		rg->owner = c;
+		conn_log(c, "claimed range %u (rid %u)", rg->g, rid);
+	}
+	if (c->caps & COREIO_CAP_CLAIM_ACK) {
+		uint8_t out[COREIO_WIRE_UNIT];
+
+		coreio__wire_claim_ack_encode(out, rid, m->h.tag, err);
+		if (conn_queue(c, out, sizeof(out)) < 0)
+			return;
+	}
+	if (!err && v->on_claim)
+		v->on_claim(rg->g, v->claim_opaque);
+}
+
+static void handle_irq(struct vmmio_conn *c, const struct coreio_wire_msg *m)
+{
+	unsigned rid = m->h.iface;
+	uint64_t iid;
+	bool level;
+	struct vmmio_range *rg;
+
+	if (coreio__wire_irq_decode(m, &iid, &level) < 0)
+		return; /* not reached: dispatched by op */
+	if (rid >= c->port->nranges) {
+		conn_log(c, "IRQ update for rid %u ignored: no such range on %s", rid,
+			 c->port->display);
+		return;
+	}
+	rg = c->port->ranges[rid];
+	if (iid >= rg->nirq) {
+		conn_log(c, "IRQ update for rid %u iid %llu ignored: the range has %u line(s)", rid,
+			 (unsigned long long)iid, rg->nirq);
+		return;
+	}
+	if (c->v->trace)
+		conn_log(c, "IRQ rid %u iid %llu (line %d) -> %d", rid, (unsigned long long)iid,
+			 rg->irqs[iid], level);
+	irq_source_set(c->v->irq, &c->src[rid][iid], level);
+}
+
+/*
+ * The host memory a DMA piece touches, in order: mid 0 is guest-physical,
+ * any other mid goes through that IOMMU, and a port bound to an IOMMU
+ * (--vmmio iommu=N[,sid=S]) may use nothing else (docs/iommu.md). Returns
+ * the number of segments, or 0 when the DMA fails (faults are recorded).
+ */
+static int dma_map(struct vmmio_conn *c, const struct coreio_wire_msg *m, bool write, uint8_t **hp,
+		   uint32_t *hl)
+{
+	const struct range_config *pc = c->port->cfg;
+	struct iommu_seg seg[IOMMU_MAX_SEGS];
+	int n = iommu_dma_map(c->v->iommu, pc->iommu, pc->iommu_sid, m->h.iface, m->h.sid,
+			      m->h.addr, m->len, write, seg, IOMMU_MAX_SEGS);
+
+	for (int i = 0; i < n; i++) {
+		hp[i] = vm_dma_ptr(c->v, seg[i].gpa, seg[i].len);
+		hl[i] = seg[i].len;
+		if (!hp[i])
+			return 0;
+	}
+	return n < 0 ? 0 : n;
+}
+
+/* A DMA request (origin 1): READ/WRITEA of up to 32 bytes, LREAD/LWRITE larger. */
+static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
+{
+	struct vmmio *v = c->v;
+	bool large = m->h.op == COREIO_OP_LREAD || m->h.op == COREIO_OP_LWRITE;
+	bool rd = m->h.op == COREIO_OP_READ || m->h.op == COREIO_OP_LREAD;
+	struct coreio_wire_hdr h = m->h;
+	uint8_t *p = NULL, *hp[IOMMU_MAX_SEGS];
+	uint8_t *data = v->tx + COREIO_WIRE_DATA_OFF; /* the answer's payload */
+	uint32_t hl[IOMMU_MAX_SEGS], done = 0;
+	int nseg;
+	size_t flen;
+
+	if (large && !(c->caps & COREIO_CAP_LARGE_DMA)) {
+		proto_malformed(c, "%s without negotiated LARGE_DMA",
+				coreio__wire_op_name(m->h.op));
+		return;
+	}
+	nseg = dma_map(c, m, !rd, hp, hl);
+	if (nseg > 0)
+		p = hp[0];
+	h.origin = true;
+	h.error = p == NULL;
+	h.extra = (p && rd && large) ? coreio__wire_extra_for(m->len) : 0;
+	flen = coreio__wire_encode(v->tx, &h);
+	if (flen > COREIO_WIRE_UNIT)
+		memset(v->tx + COREIO_WIRE_UNIT, 0, flen - COREIO_WIRE_UNIT);
+	if (!p) {
+		v->io->stats.dma_faults++;
+		conn_log(c, "DMA %s mid %u sid %u addr 0x%llx len %u faulted",
+			 coreio__wire_op_name(h.op), m->h.iface, m->h.sid,
+			 (unsigned long long)m->h.addr, m->len);
+	} else {
+		v->io->stats.dma_ok++;
+		/* Segment by segment: an IOMMU maps the pages of a piece anywhere. */
+		for (int s = 0; s < nseg; done += hl[s], s++) {
+			p = hp[s];
+			if (rd) {
+				memcpy(data + done, p, hl[s]);
+			} else if (large || m->h.mask == 0) {
+				memcpy(p, m->data + done, hl[s]);
+			} else {
+				for (unsigned i = 0; i < hl[s]; i++)
+					if (m->h.mask & (1u << (done + i)))
+						p[i] = m->data[done + i];
+			}
+		}
+	}
+	conn_queue(c, v->tx, flen);
+}
+
+/* Validate one frame and hand it to its handler (VM lock held). */
+static void conn_frame(struct vmmio_conn *c, const uint8_t *frame, size_t len)
+{
+	struct coreio_wire_msg m;
+
+	if (coreio__wire_decode(frame, len, COREIO_WIRE_AT_VM, &m) < 0) {
+		char line[256];
+
+		coreio__wire_format(line, sizeof(line), frame);
+		proto_malformed(c, "%s fails validation", line);
+		return;
+	}
+	proto_trace(c, "->", frame);
+	switch (m.h.op) {
+	case COREIO_OP_PING:
+		handle_ping(c, &m);
+		break;
+	case COREIO_OP_RGN_CLAIM:
+		handle_claim(c, &m);
+		break;
+	case COREIO_OP_IRQ_UPDATE:
+		handle_irq(c, &m);
+		break;
+	case COREIO_OP_READ:
+	case COREIO_OP_WRITEA:
+		if (m.h.origin)
+			handle_dma(c, &m);
+		else
+			req_answer(c, &m);
+		break;
+	case COREIO_OP_LREAD:
+	case COREIO_OP_LWRITE:
+		handle_dma(c, &m);
+		break;
+	default: /* READP, WRITE, WRITEP, WRITEAP: origin 0 answers (decode checked) */
+		req_answer(c, &m);
+		break;
+	}
+}
+
+bool proto_run_frames(struct vmmio_conn *c)
+{
+	pthread_mutex_t *lock = &c->v->io->lock;
+	size_t start = conn_queued(c);
+	bool full = false;
+
+	pthread_mutex_lock(lock);
+	while (!conn_dead(c)) {
+		const uint8_t *frame;
+		size_t len, q = conn_queued(c);
+
+		if (q < start)
+			start = q; /* another thread sent some meanwhile */
+		if (q > VMMIO_OUT_PAUSE || q - start >= VMMIO_CORK_MAX) {
+			full = true;
+			break;
+		}
+		if (!coreio__wire_rx_next(&c->rx, &frame, &len))
+			break;
+		conn_frame(c, frame, len);
+	}
+	pthread_mutex_unlock(lock);
+	return full;
+}
