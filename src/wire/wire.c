@@ -126,7 +126,9 @@ static int check_large(struct coreio_wire_msg *m, bool need_data)
 	if (need_data && !fits(COREIO_WIRE_DATA_OFF, n, m->frame_len))
 		return -EPROTO;
 	m->len = n;
-	m->data = m->frame + COREIO_WIRE_DATA_OFF;
+	/* An LREAD request carries no data: len is the length asked for. */
+	m->data =
+	    fits(COREIO_WIRE_DATA_OFF, n, m->frame_len) ? m->frame + COREIO_WIRE_DATA_OFF : NULL;
 	return 0;
 }
 

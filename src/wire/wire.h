@@ -105,7 +105,10 @@ struct coreio_wire_msg {
 	const uint8_t *frame; /* the whole frame */
 	size_t frame_len;     /* (E + 1) * 64 */
 	uint32_t len;	      /* payload bytes of one element: size, or LREAD/LWRITE length */
-	const uint8_t *data;  /* first element's bytes (w[3]), len bytes are inside the frame */
+	/* The first element's bytes (w[3]); when not NULL, len bytes lie
+	 * inside the frame. NULL for an LREAD request too long for its frame
+	 * (it carries no data: len is the length asked for). */
+	const uint8_t *data;
 	const uint8_t *data2; /* second element of a pair, else NULL */
 };
 
