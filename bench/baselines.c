@@ -22,7 +22,10 @@
  *   pingpong: a 64-byte message there and back, blocking read()s, the
  *             pattern of one forwarded MMIO read; reports ns per round trip.
  *   stream:   one side writes SIZE-byte chunks as fast as it can, the other
- *             reads them; reports MB/s (10^6 bytes per second).
+ *             reads them (in SIZE-byte reads); reports MB/s (10^6 bytes per
+ *             second). With --sizes, the same for each size in turn (a fresh
+ *             socket pair each) and the best of them: the socket's best rate
+ *             in this run, whatever write size gives it.
  *   memcpy:   one buffer copied into another; reports MB/s.
  *   pieces:   the reference protocol's DMA as the reference implementation
  *             runs it: a SIZE-byte transfer cut into 32-byte pieces, one
@@ -138,7 +141,8 @@ static int pingpong(const char *family, long iters)
 	return 0;
 }
 
-static int stream(const char *family, size_t chunk, size_t total)
+/* One stream of total bytes in chunk-byte writes; returns MB/s, or a negative value on failure. */
+static double stream_once(const char *family, size_t chunk, size_t total)
 {
 	uint8_t *buf = malloc(chunk);
 	int sv[2], status;
@@ -148,7 +152,8 @@ static int stream(const char *family, size_t chunk, size_t total)
 
 	if (!buf || make_pair(family, sv) < 0) {
 		perror("coreio-baselines: stream set-up");
-		return 1;
+		free(buf);
+		return -1;
 	}
 	memset(buf, 0x5a, chunk);
 	pid = fork();
@@ -162,18 +167,76 @@ static int stream(const char *family, size_t chunk, size_t total)
 	close(sv[1]);
 	t0 = now_s();
 	for (size_t sent = 0; sent < total; sent += chunk)
-		if (full_io(sv[0], buf, chunk, 1) < 0)
-			return 1;
-	if (full_io(sv[0], &ack, 1, 0) < 0) /* the reader has everything */
-		return 1;
+		if (full_io(sv[0], buf, chunk, 1) < 0) {
+			free(buf);
+			return -1;
+		}
+	if (full_io(sv[0], &ack, 1, 0) < 0) { /* the reader has everything */
+		free(buf);
+		return -1;
+	}
 	dt = now_s() - t0;
 	close(sv[0]);
 	waitpid(pid, &status, 0);
-	printf("{\"bench\": \"baseline\", \"what\": \"stream\", \"transport\": \"%s\", "
-	       "\"size\": %zu, \"mb_per_s\": %.1f, \"bytes\": %zu}\n",
-	       family, chunk, (double)total / dt / 1e6, total);
 	free(buf);
+	return (double)total / dt / 1e6;
+}
+
+#define MAX_SIZES 32
+
+/*
+ * Stream in each of the nsizes write sizes; print one line with the best
+ * rate, the size that gave it and (for more than one size) every rate.
+ */
+static int stream(const char *family, const size_t *sizes, int nsizes, size_t total)
+{
+	double mbs[MAX_SIZES], best = -1;
+	size_t bytes[MAX_SIZES];
+	int b = 0;
+
+	for (int i = 0; i < nsizes; i++) {
+		/* Whole chunks only, at least one. */
+		bytes[i] = total < sizes[i] ? sizes[i] : total / sizes[i] * sizes[i];
+		mbs[i] = stream_once(family, sizes[i], bytes[i]);
+		if (mbs[i] < 0)
+			return 1;
+		if (mbs[i] > best) {
+			best = mbs[i];
+			b = i;
+		}
+	}
+	printf("{\"bench\": \"baseline\", \"what\": \"stream\", \"transport\": \"%s\", "
+	       "\"size\": %zu, \"mb_per_s\": %.1f, \"bytes\": %zu",
+	       family, sizes[b], best, bytes[b]);
+	if (nsizes > 1) {
+		printf(", \"by_size\": {");
+		for (int i = 0; i < nsizes; i++)
+			printf("%s\"%zu\": %.1f", i ? ", " : "", sizes[i], mbs[i]);
+		printf("}");
+	}
+	printf("}\n");
 	return 0;
+}
+
+/* "A,B,C" (each as strtoull() takes it, > 0) into sizes; returns the count, or -1. */
+static int parse_sizes(const char *arg, size_t *sizes)
+{
+	int n = 0;
+	const char *p = arg;
+
+	for (;;) {
+		char *end;
+		unsigned long long v;
+
+		errno = 0;
+		v = strtoull(p, &end, 0);
+		if (errno || end == p || v == 0 || n == MAX_SIZES || (*end && *end != ','))
+			return -1;
+		sizes[n++] = (size_t)v;
+		if (!*end)
+			return n;
+		p = end + 1;
+	}
 }
 
 #define PIECE_BYTES 32
@@ -259,12 +322,15 @@ static int copy(size_t size, size_t total)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: coreio-baselines pingpong tcp|unix [--n N] [--cpus A,B]\n"
-		   "       coreio-baselines stream tcp|unix [--size BYTES] [--total BYTES]\n"
+		   "       coreio-baselines stream tcp|unix [--size BYTES | --sizes A,B,..]\n"
+		   "                        [--total BYTES]\n"
 		   "       coreio-baselines memcpy [--size BYTES] [--total BYTES]\n"
 		   "       coreio-baselines pieces tcp|unix [--size BYTES] [--total BYTES]\n"
 		   "Prints one JSON line: the baseline a CoreIO benchmark compares against.\n"
 		   "  pingpong  64-byte round trips between two processes (ns per round trip)\n"
-		   "  stream    one-way throughput in SIZE-byte writes (MB/s)\n"
+		   "  stream    one-way throughput in SIZE-byte writes (MB/s); with --sizes,\n"
+		   "            each size in turn and the best (\"size\": the one that gave\n"
+		   "            it, \"by_size\": every rate), at most 32 sizes\n"
 		   "  memcpy    copy throughput of SIZE-byte buffers (MB/s)\n"
 		   "  pieces    SIZE-byte DMA as the reference protocol runs it: 32-byte\n"
 		   "            pieces, one 64-byte message and system call each way per\n"
@@ -275,13 +341,16 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"n", required_argument, NULL, 'n'},     {"size", required_argument, NULL, 's'},
-	    {"total", required_argument, NULL, 't'}, {"cpus", required_argument, NULL, 'c'},
-	    {"help", no_argument, NULL, 'h'},	     {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {{"n", required_argument, NULL, 'n'},
+					     {"size", required_argument, NULL, 's'},
+					     {"total", required_argument, NULL, 't'},
+					     {"cpus", required_argument, NULL, 'c'},
+					     {"sizes", required_argument, NULL, 'S'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
 	long n = 20000;
-	size_t size = 1u << 20, total = 256u << 20;
-	int c;
+	size_t size = 1u << 20, total = 256u << 20, sizes[MAX_SIZES];
+	int c, nsizes = 0;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -293,6 +362,16 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			total = strtoull(optarg, NULL, 0);
+			break;
+		case 'S':
+			nsizes = parse_sizes(optarg, sizes);
+			if (nsizes < 0) {
+				fprintf(stderr,
+					"coreio-baselines: bad --sizes '%s' (A,B,..: at most %d "
+					"positive sizes)\n",
+					optarg, MAX_SIZES);
+				return 2;
+			}
 			break;
 		case 'c':
 			if (sscanf(optarg, "%d,%d", &cpu_self, &cpu_peer) != 2 || cpu_self < 0 ||
@@ -310,7 +389,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (n < 1 || size < 1 || total < size) {
+	if (n < 1 || size < 1 || (total < size && nsizes == 0)) {
 		fprintf(stderr, "coreio-baselines: --n, --size and --total must be positive, "
 				"--total at least --size\n");
 		return 2;
@@ -321,8 +400,11 @@ int main(int argc, char **argv)
 	    (strcmp(argv[optind + 1], "tcp") == 0 || strcmp(argv[optind + 1], "unix") == 0)) {
 		if (strcmp(argv[optind], "pingpong") == 0)
 			return pingpong(argv[optind + 1], n);
-		if (strcmp(argv[optind], "stream") == 0)
-			return stream(argv[optind + 1], size, total);
+		if (strcmp(argv[optind], "stream") == 0) {
+			if (nsizes == 0)
+				sizes[nsizes++] = size;
+			return stream(argv[optind + 1], sizes, nsizes, total);
+		}
 		if (strcmp(argv[optind], "pieces") == 0)
 			return pieces(argv[optind + 1], size, total);
 	}

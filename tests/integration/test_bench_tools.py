@@ -205,10 +205,63 @@ def test_baselines_pingpong_pinned():
     assert r["ns_per_op"] > 0
 
 
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_baselines_stream_best_of_sizes(transport):
+    """stream --sizes: one stream per write size, the line gives the fastest and all of them."""
+    p = subprocess.run([build_path(BASELINES), "stream", transport, "--sizes", "4096,65536,262144",
+                        "--total", str(1 << 20)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["what"] == "stream" and r["transport"] == transport
+    assert sorted(r["by_size"]) == ["262144", "4096", "65536"]
+    assert r["mb_per_s"] == max(r["by_size"].values()) > 0
+    assert r["by_size"][str(r["size"])] == r["mb_per_s"] and r["bytes"] % r["size"] == 0
+
+
 @pytest.mark.parametrize("argv", [["pieces", "udp"], ["pieces", "tcp", "--size", "0"],
+                                  ["stream", "tcp", "--sizes", "4096,0"],
+                                  ["stream", "tcp", "--sizes", "4096,x"],
                                   ["pingpong", "tcp", "--cpus", "1"],
                                   ["pingpong", "tcp", "--cpus", "-1,0"],
                                   ["pieces", "tcp", "--size", "8", "--total", "4"], ["bogus"]])
 def test_baselines_bad_arguments(argv):
     p = subprocess.run([build_path(BASELINES)] + argv, capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and "coreio-baselines" in p.stderr, p.stderr
+
+
+BENCH_READ = re.compile(r"ns=(\d+) count=(\d+) value=0x([0-9a-f]{16})$")
+
+
+def test_bench_read_through_a_client(served):
+    """qtest bench_read (bench/mmio_qtest.py): COUNT reads reach the client, each one logged."""
+    vm, c = served
+    c.ok("poke 0 0x40 78563412")
+    c.ok("log on")
+    m = BENCH_READ.match(vm.ok("bench_read %#x 4 37" % (R0 + 0x40), timeout=30))
+    assert m, m
+    assert int(m.group(1)) > 0 and int(m.group(2)) == 37 and int(m.group(3), 16) == 0x12345678
+    reads = [ev_parse(e) for e in c.take_events() if e.startswith("read ")]
+    assert reads == [("read", 0, R0 + 0x40, 4, "78563412", 0)] * 37
+    # The session goes on: the next command is read and answered.
+    assert vm.value("readl %#x" % (R0 + 0x40)) == 0x12345678
+
+
+def test_bench_read_ram_unhandled_and_errors(served):
+    vm, c = served
+    vm.ok("writeq 0x1000 0x1122334455667788")
+    m = BENCH_READ.match(vm.ok("bench_read 0x1000 8 1000"))
+    assert m and int(m.group(2)) == 1000 and int(m.group(3), 16) == 0x1122334455667788
+    assert BENCH_READ.match(vm.ok("bench_read 0x1002 2 3")).group(3) == "%016x" % 0x5566
+    # Nobody answers 0xf0000000: every read counts as unhandled, so all COUNT were done.
+    before = vm.stats()["unhandled_reads"]
+    m = BENCH_READ.match(vm.ok("bench_read 0xf0000000 4 250"))
+    assert int(m.group(3), 16) == 0xFFFFFFFF
+    assert vm.stats()["unhandled_reads"] - before == 250
+    # The client fails the third byte: the first read already ends the run.
+    c.ok("fail 0 0x82")
+    assert vm.qtest("bench_read %#x 4 10" % (R0 + 0x80)) == "FAIL bus-error after 0 of 10 reads"
+    assert vm.qtest("bench_read %#x 4 1" % (R0 + 0xFFFE)) == \
+        "FAIL bus-error straddle after 0 of 1 reads"
+    for bad in ("bench_read 0x1000 3 1", "bench_read 0x1000 4 0", "bench_read x 4 1"):
+        assert vm.qtest(bad).startswith("FAIL bad argument"), bad
+    assert vm.qtest("bench_read 0x1000 4").startswith("FAIL missing argument")
