@@ -251,6 +251,29 @@ static void check_claim(enum coreio_wire_side side, const struct coreio_wire_msg
 		FUZZ_CHECK(r >= -4095 && r <= -1);
 }
 
+/* An MMIO answer's read data, at the sizes a request may have had (and some it may not). */
+static void check_answer_read(enum coreio_wire_side side, const struct coreio_wire_msg *m)
+{
+	uint8_t d1[COREIO_WIRE_MAX_SINGLE + 8], d2[COREIO_WIRE_MAX_SINGLE + 8];
+
+	if (side != COREIO_WIRE_AT_VM || m->h.origin)
+		return;
+	for (unsigned size = 0; size <= COREIO_WIRE_MAX_SINGLE + 1; size += 3) {
+		for (int pair = 0; pair < 2; pair++) {
+			unsigned max = pair ? COREIO_WIRE_MAX_PAIR : COREIO_WIRE_MAX_SINGLE;
+			int rc = coreio__wire_answer_read(m, size, pair, d1, pair ? d2 : NULL);
+
+			FUZZ_CHECK((rc == 0) == (size >= 1 && size <= max));
+			if (rc)
+				continue;
+			FUZZ_CHECK(memcmp(d1, m->frame + COREIO_WIRE_DATA_OFF, size) == 0);
+			if (pair)
+				FUZZ_CHECK(
+				    memcmp(d2, m->frame + coreio__wire_pair_off(size), size) == 0);
+		}
+	}
+}
+
 /* Decode the frame at both sides; check what each accepts. */
 static void decode_both(const uint8_t *frame, size_t len, bool well_framed)
 {
@@ -278,6 +301,7 @@ static void decode_both(const uint8_t *frame, size_t len, bool well_framed)
 		check_shm_map(&m);
 		check_irq(&m);
 		check_claim(side, &m);
+		check_answer_read(side, &m);
 	}
 }
 
