@@ -80,6 +80,7 @@ struct io_request {
 		uint8_t op;
 		void *owner; /* vmmio: the connection */
 		void *range; /* vmmio: the range */
+		bool counted; /* vmmio: this request's wait is in the range's count */
 		struct io_request *next;
 	} pend;
 };

@@ -276,10 +276,16 @@ static int vmmio_wait(struct io_request *req)
 			rg->late.req = req;
 			rg->late.start = start;
 			rg->late.window = window;
+		} else if (!req->pend.counted) {
+			/* Another thread receives the answer (a vCPU then sleeps
+			 * on its condition variable): one wait, not spun. */
+			rg->waits++;
+			req->pend.counted = true;
 		}
 		return -EAGAIN;
 	}
-	wait_done(rg, window, vmmio_now_ns() - start, !slept);
+	if (!req->pend.counted)
+		wait_done(rg, window, vmmio_now_ns() - start, !slept);
 	return 0;
 }
 
@@ -318,6 +324,7 @@ int vmmio_submit(struct io_request *req, void *opaque)
 	req->pend.op = h.op;
 	req->pend.owner = c;
 	req->pend.range = rg;
+	req->pend.counted = false;
 	req->pend.next = NULL;
 	req->wait = vmmio_wait;
 	if (!is_posted(h.op)) {
