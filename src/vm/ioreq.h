@@ -78,8 +78,8 @@ struct io_request {
 	struct {
 		uint32_t tag;
 		uint8_t op;
-		void *owner; /* vmmio: the connection */
-		void *range; /* vmmio: the range */
+		void *owner;  /* vmmio: the connection */
+		void *range;  /* vmmio: the range */
 		bool counted; /* vmmio: this request's wait is in the range's count */
 		struct io_request *next;
 	} pend;
