@@ -35,9 +35,10 @@
 #define COREIO__CONN_DMA  1 /* DMA only */
 #define COREIO__NCONN	  2
 
-#define COREIO__DMA_SLOTS	 1024u		/* pieces in flight per context */
-#define COREIO__DMA_MAX_INFLIGHT (512u * 1024u) /* piece bytes in flight per context */
-#define COREIO__SEND_TIMEOUT_MS	 30000		/* a VM that takes no data for this long is dead */
+#define COREIO__DMA_SLOTS	 1024u	    /* pieces in flight per context */
+#define COREIO__DMA_MAX_INFLIGHT (4u << 20) /* piece bytes in flight per context */
+#define COREIO__UNIX_SNDBUF	 (4 << 20)  /* SO_SNDBUF of UNIX connections (wmem_max caps it) */
+#define COREIO__SEND_TIMEOUT_MS	 30000	    /* a VM that takes no data for this long is dead */
 #define COREIO__HELLO_TIMEOUT_MS 2000
 #define COREIO__CLAIM_TIMEOUT_MS 5000
 
@@ -111,6 +112,7 @@ struct coreio__xfer {
 	size_t len;
 	size_t issued;	      /* bytes cut into pieces so far */
 	unsigned outstanding; /* pieces sent and not answered */
+	unsigned sending;     /* pieces whose data a send still reads from buf (xfer_pump) */
 	int err;	      /* 0, -EFAULT or -ECONNRESET */
 	void (*cpl)(void *, int);
 	void *cplp;
@@ -163,12 +165,14 @@ struct coreio_ctx {
 	struct coreio__xfer *q_head, *q_tail; /* transfers with pieces left to send */
 	struct coreio__xfer *d_head, *d_tail; /* completed, cpl not yet run */
 
-	/* Frames of DMA pieces are built here and sent without blocking; batch,
-	 * tx_off and tx_len are under conn[1].tx_lock. dma_tx_pending (under
-	 * lock) says that part of the batch still waits for socket space. */
+	/* Frames of DMA pieces are built here (an LWRITE's header only: its
+	 * data goes from the caller's buffer, xfer.c) and sent without
+	 * blocking; what the socket did not take is moved here. batch, tx_off
+	 * and tx_len are under conn[1].tx_lock. dma_tx_pending (under lock)
+	 * says that part of the batch still waits for socket space. */
 	bool dma_tx_pending;
 	size_t tx_off, tx_len;
-	uint8_t batch[64 * 1024];
+	uint8_t batch[256 * 1024];
 
 	/* Shared-memory DMA (shm.c). shm is the map mid 0 DMA copies through,
 	 * under lock. The map being received (shm_build, shm_gen, shm_count,

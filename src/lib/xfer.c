@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "internal.h"
 
@@ -81,7 +82,7 @@ static void complete_locked(struct coreio_ctx *ctx, struct coreio__xfer *x)
 
 static void maybe_complete_locked(struct coreio_ctx *ctx, struct coreio__xfer *x)
 {
-	if (x->outstanding == 0 && (x->err || x->issued == x->len))
+	if (x->outstanding == 0 && x->sending == 0 && (x->err || x->issued == x->len))
 		complete_locked(ctx, x);
 }
 
@@ -123,7 +124,9 @@ void coreio__xfer_fail_all_locked(struct coreio_ctx *ctx, int err)
 		next = x->next;
 		x->err = err;
 		x->outstanding = 0;
-		complete_locked(ctx, x);
+		/* A send still reading x->buf completes it when done (xfer_pump). */
+		if (x->sending == 0)
+			complete_locked(ctx, x);
 	}
 }
 
@@ -133,13 +136,26 @@ static uint32_t full_mask(unsigned n)
 	return n >= 32 ? 0xffffffffu : (1u << n) - 1u;
 }
 
+/* At most this many pieces with data from a caller's buffer go out in one sendmsg(). */
+#define SG_PIECES 64
+/* iovecs of one sendmsg(): three per such piece, one per run of other frames. */
+#define SG_IOV (4 * SG_PIECES + 1)
+
 /*
- * Cut the next piece of x into a frame at out (room bytes available).
- * Returns the frame length, or 0 when the frame does not fit in room.
+ * Cut the next piece of x into a frame at out, its place in ctx->batch
+ * (room bytes available there), and append iovecs for it to iov (*niov of
+ * them so far). A frame without large data is written whole at out, its
+ * iovec merged with the previous one when they touch, so runs of small
+ * pieces go out as one buffer. A large write's header is written at out
+ * and its data is not copied: its iovec points into x->buf (x->sending
+ * counts it until the send is over, *sending says so) and the padding
+ * comes from a static zero unit. Returns the frame length, or 0 when the
+ * frame does not fit in room.
  */
 static size_t build_piece_locked(struct coreio_ctx *ctx, struct coreio__xfer *x, uint8_t *out,
-				 size_t room)
+				 size_t room, struct iovec *iov, int *niov, bool *sending)
 {
+	static const uint8_t zeros[COREIO_WIRE_UNIT];
 	bool large = (ctx->conn[COREIO__CONN_DMA].caps & COREIO_CAP_LARGE_DMA) != 0;
 	size_t rest = x->len - x->issued;
 	struct coreio_wire_hdr h = {
@@ -181,9 +197,25 @@ static size_t build_piece_locked(struct coreio_ctx *ctx, struct coreio__xfer *x,
 	p->op = h.op;
 
 	coreio__wire_encode(out, &h);
-	if (x->write) {
-		memcpy(out + COREIO_WIRE_DATA_OFF, x->buf + x->issued, plen);
-		memset(out + COREIO_WIRE_DATA_OFF + plen, 0, flen - COREIO_WIRE_DATA_OFF - plen);
+	*sending = x->write && large;
+	if (*sending) {
+		size_t pad = flen - COREIO_WIRE_DATA_OFF - plen;
+
+		iov[(*niov)++] = (struct iovec){out, COREIO_WIRE_DATA_OFF};
+		iov[(*niov)++] = (struct iovec){x->buf + x->issued, plen};
+		if (pad)
+			iov[(*niov)++] = (struct iovec){(void *)zeros, pad};
+		x->sending++;
+	} else {
+		/* Not a large write: one unit, the data (if any) inside it. */
+		struct iovec *last = *niov ? &iov[*niov - 1] : NULL;
+
+		if (x->write)
+			memcpy(out + COREIO_WIRE_DATA_OFF, x->buf + x->issued, plen);
+		if (last && (uint8_t *)last->iov_base + last->iov_len == out)
+			last->iov_len += flen;
+		else
+			iov[(*niov)++] = (struct iovec){out, flen};
 	}
 	x->issued += plen;
 	x->outstanding++;
@@ -191,6 +223,43 @@ static size_t build_piece_locked(struct coreio_ctx *ctx, struct coreio__xfer *x,
 	if (x->issued == x->len)
 		queue_remove_locked(ctx, x);
 	return flen;
+}
+
+/*
+ * Send the n bytes of iov with one sendmsg() without blocking; what the
+ * socket does not take is moved to the start of ctx->batch (tx_off,
+ * tx_len) for the next call, so no iovec (and no pointer into a caller's
+ * buffer) outlives this call. A byte that lies in the batch lies at its
+ * stream offset there, at or after where it moves to: memmove() in stream
+ * order never overwrites a byte still to move. Returns 0, or -ECONNRESET
+ * on a send error.
+ */
+static int sg_send(struct coreio_ctx *ctx, int fd, struct iovec *iov, int niov, size_t n)
+{
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)niov};
+	ssize_t k;
+	size_t skip, len = 0;
+
+	do {
+		k = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	} while (k < 0 && errno == EINTR);
+	if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+		return -ECONNRESET;
+	skip = k > 0 ? (size_t)k : 0;
+	for (int i = 0; i < niov && len + skip < n; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		memmove(ctx->batch + len, (const uint8_t *)iov[i].iov_base + skip, l - skip);
+		len += l - skip;
+		skip = 0;
+	}
+	ctx->tx_off = 0;
+	ctx->tx_len = len;
+	return 0;
 }
 
 int coreio__xfer_pump(struct coreio_ctx *ctx)
@@ -201,6 +270,9 @@ int coreio__xfer_pump(struct coreio_ctx *ctx)
 
 	pthread_mutex_lock(&c->tx_lock);
 	for (;;) {
+		struct iovec iov[SG_IOV];
+		struct coreio__xfer *sx[SG_PIECES];
+		int niov = 0, np = 0;
 		size_t n = 0;
 
 		if (ctx->tx_off < ctx->tx_len) {
@@ -225,9 +297,10 @@ int coreio__xfer_pump(struct coreio_ctx *ctx)
 			pthread_mutex_unlock(&ctx->lock);
 			break;
 		}
-		while (ctx->q_head && ctx->nfree > 0 &&
+		while (np < SG_PIECES && niov + 3 < SG_IOV && ctx->q_head && ctx->nfree > 0 &&
 		       ctx->inflight_bytes < COREIO__DMA_MAX_INFLIGHT) {
 			struct coreio__xfer *x = ctx->q_head;
+			bool sending;
 			size_t f;
 
 			if (x->err) {
@@ -236,15 +309,29 @@ int coreio__xfer_pump(struct coreio_ctx *ctx)
 				maybe_complete_locked(ctx, x);
 				continue;
 			}
-			f = build_piece_locked(ctx, x, ctx->batch + n, sizeof(ctx->batch) - n);
+			f = build_piece_locked(ctx, x, ctx->batch + n, sizeof(ctx->batch) - n, iov,
+					       &niov, &sending);
 			if (f == 0)
 				break;
+			if (sending)
+				sx[np++] = x;
 			n += f;
 		}
 		pthread_mutex_unlock(&ctx->lock);
 		if (n == 0)
 			break;
-		ctx->tx_len = n;
+		rc = sg_send(ctx, c->fd, iov, niov, n);
+		/* The rest is copied: the transfers' buffers are free again. */
+		pthread_mutex_lock(&ctx->lock);
+		for (int i = 0; i < np; i++) {
+			sx[i]->sending--;
+			maybe_complete_locked(ctx, sx[i]);
+		}
+		pthread_mutex_unlock(&ctx->lock);
+		if (rc < 0) {
+			ctx->tx_off = ctx->tx_len = 0;
+			break;
+		}
 	}
 	pending = ctx->tx_off < ctx->tx_len;
 	pthread_mutex_lock(&ctx->lock);

@@ -24,7 +24,8 @@
 #define VMMIO_SEND_TIMEOUT_MS 10000	 /* a client that does not read for this long is dropped */
 #define VMMIO_OUT_MAX	      (1u << 20) /* queued output above this drops the client */
 #define VMMIO_OUT_PAUSE	      (256u << 10) /* above this a client's requests are not read */
-#define VMMIO_CORK_MAX	      (64u << 10)  /* a corked batch of answers is sent from this size */
+#define VMMIO_CORK_MAX	      (256u << 10) /* a corked batch of answers is sent from this size */
+#define VMMIO_UNIX_SNDBUF     (4 << 20)	   /* SO_SNDBUF of UNIX connections (wmem_max caps it) */
 
 struct vmmio;
 struct vmmio_conn;
@@ -125,10 +126,9 @@ struct vmmio {
 	void *release_opaque;
 	vmmio_dma_ptr_fn dma_ptr; /* NULL: guest RAM (mem_ptr()) */
 	void *dma_opaque;
-	struct iommu_set *iommu;	 /* the IOMMUs DMA with mid > 0 goes through, or NULL */
-	int timer_fd;			 /* once a second: drop clients whose output is stuck */
-	pthread_t io_thread;		 /* the thread that ran vmmio_init() and runs the loop */
-	uint8_t tx[COREIO_WIRE_MAX_MSG]; /* DMA answers (VM lock) */
+	struct iommu_set *iommu; /* the IOMMUs DMA with mid > 0 goes through, or NULL */
+	int timer_fd;		 /* once a second: drop clients whose output is stuck */
+	pthread_t io_thread;	 /* the thread that ran vmmio_init() and runs the loop */
 
 	/* Shared-memory DMA: the map sent to connections with COREIO_CAP_SHM. */
 	bool any_shm;				    /* some port has shm=on */

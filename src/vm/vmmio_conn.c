@@ -157,10 +157,13 @@ void conn_fail(struct vmmio_conn *c, const char *why)
 
 /* ---- output -------------------------------------------------------------- */
 
-/* Append len bytes to the queue (tx_lock held). Returns 0, -ENOBUFS or -ENOMEM. */
-static int out_append(struct vmmio_conn *c, const uint8_t *buf, size_t len)
+/*
+ * Make room for len bytes at the end of the queue (tx_lock held): *at is
+ * where they go, c->out_len not moved yet. Returns 0, -ENOBUFS or -ENOMEM.
+ */
+static int out_reserve(struct vmmio_conn *c, size_t len, uint8_t **at)
 {
-	if (c->out_len - c->out_off + len > VMMIO_OUT_MAX)
+	if (len > VMMIO_OUT_MAX || c->out_len - c->out_off > VMMIO_OUT_MAX - len)
 		return -ENOBUFS;
 	if (c->out_off > 0 && c->out_len + len > c->out_cap) {
 		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
@@ -181,7 +184,19 @@ static int out_append(struct vmmio_conn *c, const uint8_t *buf, size_t len)
 	}
 	if (c->out_len == c->out_off)
 		c->out_since = now_ms();
-	memcpy(c->out + c->out_len, buf, len);
+	*at = c->out + c->out_len;
+	return 0;
+}
+
+/* Append len bytes to the queue (tx_lock held). Returns 0, -ENOBUFS or -ENOMEM. */
+static int out_append(struct vmmio_conn *c, const uint8_t *buf, size_t len)
+{
+	uint8_t *at;
+	int err = out_reserve(c, len, &at);
+
+	if (err < 0)
+		return err;
+	memcpy(at, buf, len);
 	c->out_len += len;
 	return 0;
 }
@@ -206,6 +221,30 @@ int conn_queue(struct vmmio_conn *c, const uint8_t *frame, size_t len)
 	err = out_append(c, frame, len);
 	pthread_mutex_unlock(&c->tx_lock);
 	return err < 0 ? queue_failed(c, err) : 0;
+}
+
+uint8_t *conn_reserve(struct vmmio_conn *c, size_t len, int *err)
+{
+	uint8_t *at = NULL;
+
+	if (conn_dead(c)) {
+		*err = -EPIPE;
+		return NULL;
+	}
+	pthread_mutex_lock(&c->tx_lock);
+	*err = out_reserve(c, len, &at);
+	if (*err == 0)
+		return at; /* tx_lock stays held until conn_commit() */
+	pthread_mutex_unlock(&c->tx_lock);
+	queue_failed(c, *err);
+	return NULL;
+}
+
+void conn_commit(struct vmmio_conn *c, size_t len)
+{
+	proto_trace(c, "<-", c->out + c->out_len);
+	c->out_len += len;
+	pthread_mutex_unlock(&c->tx_lock);
 }
 
 int conn_queue_fd(struct vmmio_conn *c, const uint8_t *frame, int fd)

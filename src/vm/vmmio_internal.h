@@ -19,7 +19,7 @@
  *   VM lock (v->io->lock)  handler tables, range ownership (rg->owner),
  *                          v->conns, and per connection: pending requests
  *                          and tags, IRQ sources, capabilities; the
- *                          counters, the shared-memory map, v->tx.
+ *                          counters, the shared-memory map.
  *   c->tx_lock             the output queue (out, att, sent, out_since),
  *                          what epoll watches (watched, rx_muted) and
  *                          every send() on the socket.
@@ -182,6 +182,19 @@ void conn_fail(struct vmmio_conn *c, const char *why);
  * closing c (the queue would pass VMMIO_OUT_MAX, or no memory).
  */
 int conn_queue(struct vmmio_conn *c, const uint8_t *frame, size_t len);
+
+/*
+ * conn_queue() without the copy: room for a frame of len bytes at the end
+ * of c's output queue, to be written by the caller and queued by
+ * conn_commit(), with c->tx_lock held in between (VM lock held; nothing
+ * but filling the frame in between: no system call, no other lock).
+ * Returns where the frame goes, or NULL (tx_lock not held) with *err as
+ * conn_queue() returns it.
+ */
+uint8_t *conn_reserve(struct vmmio_conn *c, size_t len, int *err);
+
+/* Queue the frame of len bytes written where conn_reserve() said; drops tx_lock. */
+void conn_commit(struct vmmio_conn *c, size_t len);
 
 /*
  * conn_queue() for a frame of one unit that carries fd (SCM_RIGHTS): a

@@ -56,6 +56,11 @@ static void port_accept(int fd, uint32_t events, void *opaque)
 			break;
 		}
 		if (port->is_unix) {
+			/* A UNIX stream's only buffer is its sender's: the default
+			 * (about 208 KiB) makes a large DMA read sleep every 200 KiB. */
+			int b = VMMIO_UNIX_SNDBUF;
+
+			setsockopt(cfd, SOL_SOCKET, SO_SNDBUF, &b, sizeof(b));
 			snprintf(peer, sizeof(peer), "%s", port->display);
 		} else {
 			int one = 1;

@@ -144,10 +144,9 @@ static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	bool large = m->h.op == COREIO_OP_LREAD || m->h.op == COREIO_OP_LWRITE;
 	bool rd = m->h.op == COREIO_OP_READ || m->h.op == COREIO_OP_LREAD;
 	struct coreio_wire_hdr h = m->h;
-	uint8_t *p = NULL, *hp[IOMMU_MAX_SEGS];
-	uint8_t *data = v->tx + COREIO_WIRE_DATA_OFF; /* the answer's payload */
+	uint8_t *p = NULL, *hp[IOMMU_MAX_SEGS], *out, *data;
 	uint32_t hl[IOMMU_MAX_SEGS], done = 0;
-	int nseg;
+	int nseg, err;
 	size_t flen;
 
 	if (large && !(c->caps & COREIO_CAP_LARGE_DMA)) {
@@ -161,9 +160,7 @@ static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	h.origin = true;
 	h.error = p == NULL;
 	h.extra = (p && rd && large) ? coreio__wire_extra_for(m->len) : 0;
-	flen = coreio__wire_encode(v->tx, &h);
-	if (flen > COREIO_WIRE_UNIT)
-		memset(v->tx + COREIO_WIRE_UNIT, 0, flen - COREIO_WIRE_UNIT);
+	flen = ((size_t)h.extra + 1) * COREIO_WIRE_UNIT;
 	if (!p) {
 		v->io->stats.dma_faults++;
 		conn_log(c, "DMA %s mid %u sid %u addr 0x%llx len %u faulted",
@@ -172,11 +169,9 @@ static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	} else {
 		v->io->stats.dma_ok++;
 		/* Segment by segment: an IOMMU maps the pages of a piece anywhere. */
-		for (int s = 0; s < nseg; done += hl[s], s++) {
+		for (int s = 0; s < nseg && !rd; done += hl[s], s++) {
 			p = hp[s];
-			if (rd) {
-				memcpy(data + done, p, hl[s]);
-			} else if (large || m->h.mask == 0) {
+			if (large || m->h.mask == 0) {
 				memcpy(p, m->data + done, hl[s]);
 			} else {
 				for (unsigned i = 0; i < hl[s]; i++)
@@ -185,7 +180,28 @@ static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 			}
 		}
 	}
-	conn_queue(c, v->tx, flen);
+	/* The decoder bounds a read's length (COREIO_WIRE_LARGE_PIECE, 32 for
+	 * READ), so its data fits in the answer; checked again all the same. */
+	if (rd && p && m->len > flen - COREIO_WIRE_DATA_OFF) {
+		proto_malformed(c, "%s of %u bytes does not fit an answer",
+				coreio__wire_op_name(m->h.op), m->len);
+		return;
+	}
+	/* The answer is built where it is queued (no staging copy): tx_lock is
+	 * held from conn_reserve() to conn_commit(), nothing but the frame's
+	 * bytes in between. */
+	out = conn_reserve(c, flen, &err);
+	if (!out)
+		return;
+	data = out + COREIO_WIRE_DATA_OFF;
+	coreio__wire_encode(out, &h);
+	/* The encoder cleared the first unit; past it, only the padding after
+	 * the data needs clearing (flen > one unit only for a large read). */
+	if (flen > COREIO_WIRE_UNIT)
+		memset(data + m->len, 0, flen - COREIO_WIRE_DATA_OFF - m->len);
+	for (int s = 0; rd && p && s < nseg; done += hl[s], s++)
+		memcpy(data + done, hp[s], hl[s]);
+	conn_commit(c, flen);
 }
 
 /* Validate one frame and hand it to its handler (VM lock held). */

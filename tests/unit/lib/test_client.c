@@ -783,6 +783,96 @@ static void test_dma_blocking_large_16m(void **state)
 	blocking_roundtrip(COREIO_CAP_ALL, 16u << 20, MEM_BASE + 3);
 }
 
+/*
+ * A large write sent from the caller's buffer (scatter-gather) whose send is
+ * partial: the VM does not read at first, so the socket fills, the unsent
+ * rest is copied into the library's batch and sent later. Every byte must
+ * land where it belongs.
+ */
+static void test_dma_large_write_partial_send(void **state)
+{
+	struct fvm v;
+	struct dma_vm d = {.v = &v};
+	struct cpl_rec rec = {0};
+	size_t len = 4u << 20;
+	uint8_t *src = malloc(len);
+	pthread_t th;
+
+	(void)state;
+	assert_non_null(src);
+	d.mem = calloc(1, MEM_SIZE);
+	assert_non_null(d.mem);
+	for (size_t i = 0; i < len; i++)
+		src[i] = (uint8_t)(i * 11 + (i >> 9));
+	fvm_connect(&v, COREIO_CAP_ALL, HELLO_ANSWER, COREIO_CAP_ALL);
+	assert_int_equal(coreio_ctx_dma_write(v.ctx, 0, 0, MEM_BASE + 9, len, src, 0, cpl_fn, &rec),
+			 0);
+	/* Nobody reads yet: the pump stops at a full socket, part of a piece sent. */
+	assert_int_equal(coreio_ctx_mainloop(v.ctx, 20000), 0);
+	assert_int_equal(rec.called, 0);
+	pthread_create(&th, NULL, dma_vm_thread, &d);
+	for (int i = 0; i < 2000 && rec.called == 0; i++)
+		assert_int_equal(coreio_ctx_mainloop(v.ctx, 20000), 0);
+	d.stop = true;
+	pthread_join(th, NULL);
+	assert_int_equal(rec.called, 1);
+	assert_int_equal(rec.err, 0);
+	assert_memory_equal(d.mem + 9, src, len);
+	fvm_close(&v);
+	free(d.mem);
+	free(src);
+}
+
+struct sending_arg {
+	coreio_ctx_t *ctx;
+	uint8_t *buf;
+	size_t len;
+	int rc;
+	atomic_bool done;
+};
+
+static void *sending_thread(void *p)
+{
+	struct sending_arg *a = p;
+
+	a->rc = coreio_ctx_dma_write(a->ctx, 0, 0, MEM_BASE, a->len, a->buf, 0, NULL, NULL);
+	a->done = true;
+	return NULL;
+}
+
+/*
+ * A transfer that fails while its pieces are being sent from its buffer:
+ * the VM reads a little, then drops the DMA connection under a blocking
+ * 16 MiB write. The write fails and returns only once no send reads its
+ * buffer any more, which is freed right away (ASan would see a late read).
+ */
+static void test_dma_fail_while_sending(void **state)
+{
+	struct fvm v;
+	struct sending_arg a = {0};
+	static uint8_t f[COREIO_WIRE_MAX_MSG];
+	pthread_t th;
+
+	(void)state;
+	fvm_connect(&v, COREIO_CAP_ALL, HELLO_ANSWER, COREIO_CAP_ALL);
+	a.ctx = v.ctx;
+	a.len = 16u << 20;
+	a.buf = malloc(a.len);
+	assert_non_null(a.buf);
+	memset(a.buf, 0x5a, a.len);
+	pthread_create(&th, NULL, sending_thread, &a);
+	for (int i = 0; i < 40; i++)
+		assert_true(fakevm_recv(v.c[1], f, sizeof(f), 3000) > 0);
+	shutdown(v.c[1], SHUT_RDWR);
+	for (int i = 0; i < 500 && !a.done; i++)
+		coreio_ctx_mainloop(v.ctx, 10000);
+	pthread_join(th, NULL);
+	assert_true(a.rc < 0);
+	memset(a.buf, 0, a.len);
+	free(a.buf);
+	fvm_close(&v);
+}
+
 /* Blocking DMA from inside an MMIO callback, while the VM sends another request: the
  * request waits until the callback has returned (the ordering contract). */
 struct nested_model {
@@ -1096,6 +1186,8 @@ int main(void)
 	    cmocka_unit_test(test_connection_loss),
 	    cmocka_unit_test(test_dma_blocking_base),
 	    cmocka_unit_test(test_dma_blocking_large_16m),
+	    cmocka_unit_test(test_dma_large_write_partial_send),
+	    cmocka_unit_test(test_dma_fail_while_sending),
 	    cmocka_unit_test(test_dma_blocking_in_callback),
 	    cmocka_unit_test(test_dma_blocking_other_thread),
 	};
