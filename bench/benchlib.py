@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 import re
-import selectors
+import select
 import subprocess
 import sys
 import tempfile
@@ -36,6 +36,33 @@ def ratio(a, b, nd=3):
     return round(a / b, nd) if b else None
 
 
+class LineBuffer:
+    """Lines of a child's output, read from the raw fd into our own buffer.
+
+    select() on a pipe plus a buffered readline() strands lines that arrived
+    in one read (the select sees an empty pipe while the line waits in
+    Python's buffer) and fakes a hang; this reads the fd itself.
+    """
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = b""
+
+    def line(self, timeout):
+        """The next line without its newline, None after timeout s; EOFError at the end."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+        ln, self.buf = self.buf.split(b"\n", 1)
+        return ln.decode(errors="replace")
+
+
 class Line:
     """A child process spoken to one line at a time; every read has a timeout."""
 
@@ -43,19 +70,19 @@ class Line:
         self.name = name or os.path.basename(argv[0])
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=stderr, text=True, bufsize=1)
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.p.stdout, selectors.EVENT_READ)
+        self.lines = LineBuffer(self.p.stdout.fileno())
 
     def send(self, line):
         self.p.stdin.write(line + "\n")
         self.p.stdin.flush()
 
     def read(self, timeout=120):
-        if not self.sel.select(timeout):
-            raise SystemExit("bench: %s gave no answer within %d s" % (self.name, timeout))
-        ans = self.p.stdout.readline()
-        if not ans:
+        try:
+            ans = self.lines.line(timeout)
+        except EOFError:
             raise SystemExit("bench: %s ended (status %s)" % (self.name, self.p.poll()))
+        if ans is None:
+            raise SystemExit("bench: %s gave no answer within %d s" % (self.name, timeout))
         return ans.strip()
 
     def answer(self, line, timeout=120):
@@ -84,7 +111,6 @@ class Line:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
-        self.sel.close()
 
 
 def stop_all(procs):
