@@ -2,7 +2,7 @@
 # Installs the Debian packages coreio needs to build and test, only when missing.
 set -euo pipefail
 
-pkgs=(gcc libc6-dev meson ninja-build pkg-config libcmocka-dev python3 python3-pytest qemu-system-x86 busybox-static cpio kmod e2fsprogs)
+pkgs=(gcc libc6-dev meson ninja-build pkg-config libcmocka-dev python3 python3-dev python3-venv python3-pytest qemu-system-x86 busybox-static cpio kmod e2fsprogs)
 [ $# -gt 0 ] && pkgs+=("$@")
 
 missing=()
