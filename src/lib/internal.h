@@ -266,10 +266,16 @@ void coreio__fail(struct coreio_ctx *ctx, int err);
 
 /*
  * Take the receive side of connection i for the calling thread (lock
- * held). Returns false when another thread has it; then the connection
- * is parked (left out of event loops) until that thread gives it back.
+ * held). Returns false when another thread has it.
  */
 bool coreio__rx_take_locked(struct coreio_ctx *ctx, int i);
+
+/*
+ * An event loop found connection i owned by another thread (lock held):
+ * leave it out of the loop's fd set until the owner gives it back
+ * (coreio__rx_give_locked() puts it back and wakes the loop).
+ */
+void coreio__rx_park_locked(struct coreio_ctx *ctx, int i);
 
 /*
  * Give back the receive side of connection i (lock held): waiters on

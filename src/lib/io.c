@@ -57,16 +57,21 @@ bool coreio__rx_take_locked(struct coreio_ctx *ctx, int i)
 {
 	struct coreio__conn *c = &ctx->conn[i];
 
-	if (!c->rx_busy) {
-		c->rx_busy = true;
-		return true;
-	}
+	if (c->rx_busy)
+		return false;
+	c->rx_busy = true;
+	return true;
+}
+
+void coreio__rx_park_locked(struct coreio_ctx *ctx, int i)
+{
+	struct coreio__conn *c = &ctx->conn[i];
+
 	/* An event loop must not see this fd ready again and again while the
 	 * owner reads it: leave it out until the owner gives it back. */
 	if (!c->parked && ctx->epfd >= 0 && c->fd >= 0)
 		epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	c->parked = true;
-	return false;
 }
 
 void coreio__rx_give_locked(struct coreio_ctx *ctx, int i)
@@ -317,18 +322,12 @@ int coreio__rx_pull(struct coreio_ctx *ctx, int i)
 	return 0;
 }
 
-/* Byte-enable mask covering the first n bytes. */
-static uint32_t full_mask(unsigned n)
-{
-	return n >= 32 ? 0xffffffffu : (1u << n) - 1u;
-}
-
 /* A single write, split into one callback per run of enabled bytes when
  * the mask is sparse. Returns the first non-zero callback result. */
 static int do_write(const struct coreio__reg *r, uint64_t addr, unsigned size, uint8_t *data,
 		    uint32_t mask, unsigned flags)
 {
-	uint32_t full = full_mask(size);
+	uint32_t full = coreio__wire_byte_mask(size);
 	unsigned i = 0;
 
 	if (mask == 0 || (mask & full) == full)

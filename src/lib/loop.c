@@ -54,6 +54,8 @@ static int process(struct coreio_ctx *ctx, unsigned ready, bool writable)
 		if (ready & (1u << i)) {
 			pthread_mutex_lock(&ctx->lock);
 			mine = !ctx->broken && coreio__rx_take_locked(ctx, i);
+			if (!mine && !ctx->broken)
+				coreio__rx_park_locked(ctx, i);
 			pthread_mutex_unlock(&ctx->lock);
 		}
 		if (mine) {
@@ -119,7 +121,7 @@ int coreio_ctx_preparefds(coreio_ctx_t *ctx, int nfds, fd_set *readfds, fd_set *
 		if (c->fd < 0)
 			continue;
 		if (c->rx_busy) {
-			c->parked = true;
+			coreio__rx_park_locked(ctx, i);
 			continue;
 		}
 		FD_SET(c->fd, readfds);

@@ -130,12 +130,6 @@ void coreio__xfer_fail_all_locked(struct coreio_ctx *ctx, int err)
 	}
 }
 
-/* Byte-enable mask covering the first n bytes. */
-static uint32_t full_mask(unsigned n)
-{
-	return n >= 32 ? 0xffffffffu : (1u << n) - 1u;
-}
-
 /* At most this many pieces with data from a caller's buffer go out in one sendmsg(). */
 #define SG_PIECES 64
 /* iovecs of one sendmsg(): three per such piece, one per run of other frames. */
@@ -181,7 +175,7 @@ static size_t build_piece_locked(struct coreio_ctx *ctx, struct coreio__xfer *x,
 		plen = (uint32_t)(rest < first ? rest : first);
 		h.op = x->write ? COREIO_OP_WRITEA : COREIO_OP_READ;
 		h.size = (uint8_t)plen;
-		h.mask = full_mask(plen);
+		h.mask = coreio__wire_byte_mask(plen);
 	}
 	flen = ((size_t)h.extra + 1) * COREIO_WIRE_UNIT;
 	if (flen > room)

@@ -48,6 +48,11 @@ uint8_t coreio__wire_extra_for(size_t data_bytes)
 	return (uint8_t)(units - 1);
 }
 
+uint32_t coreio__wire_byte_mask(unsigned n)
+{
+	return n >= 32 ? 0xffffffffu : (1u << n) - 1u;
+}
+
 const char *coreio__wire_op_name(unsigned op)
 {
 	switch (op) {

@@ -156,6 +156,9 @@ size_t coreio__wire_encode(uint8_t *frame, const struct coreio_wire_hdr *h);
 /* Number of extra units needed to carry `data_bytes` after the header. */
 uint8_t coreio__wire_extra_for(size_t data_bytes);
 
+/* Byte-enable mask (w[1] bits 32..63) with the first n bytes enabled (all 32 for n >= 32). */
+uint32_t coreio__wire_byte_mask(unsigned n);
+
 /* Human-readable opcode name, for traces and errors ("?" when unknown). */
 const char *coreio__wire_op_name(unsigned op);
 

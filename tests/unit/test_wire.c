@@ -190,6 +190,12 @@ static void test_large_dma_lengths(void **state)
 
 static void test_extra_for(void **state)
 {
+	assert_int_equal(coreio__wire_byte_mask(0), 0);
+	assert_int_equal(coreio__wire_byte_mask(1), 1);
+	assert_int_equal(coreio__wire_byte_mask(8), 0xff);
+	assert_true(coreio__wire_byte_mask(31) == 0x7fffffffu);
+	assert_true(coreio__wire_byte_mask(32) == 0xffffffffu);
+	assert_true(coreio__wire_byte_mask(40) == 0xffffffffu);
 	(void)state;
 	assert_int_equal(coreio__wire_extra_for(0), 0);
 	assert_int_equal(coreio__wire_extra_for(40), 0);
