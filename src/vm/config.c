@@ -120,10 +120,10 @@ static int parse_irqs(const char *val, struct range_config *r, const char *arg, 
 	for (char *tok = strtok_r(buf, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
 		uint64_t line;
 
-		if (config_parse_u64(tok, &line) < 0 || line >= IRQ_LINES)
+		if (config_parse_u64(tok, &line) < 0 || line >= CONFIG_GUEST_IRQS)
 			return fail(err, errlen,
 				    "--vmmio '%s': bad irq line '%s' (lines are 0..%d)", arg, tok,
-				    IRQ_LINES - 1);
+				    CONFIG_GUEST_IRQS - 1);
 		if (r->nirq >= CONFIG_MAX_IRQS)
 			return fail(err, errlen, "--vmmio '%s': more than %d irq lines", arg,
 				    CONFIG_MAX_IRQS);
@@ -515,9 +515,9 @@ static int parse_iommu(const char *arg, struct iommu_config *ic, char *err, size
 					    arg, val);
 			have_base = true;
 		} else if (strcmp(tok, "irq") == 0 && !have_irq) {
-			if (config_parse_u64(val, &n) < 0 || n >= IRQ_LINES)
+			if (config_parse_u64(val, &n) < 0 || n >= CONFIG_GUEST_IRQS)
 				return fail(err, errlen, "--iommu '%s': bad irq '%s' (lines 0..%d)",
-					    arg, val, IRQ_LINES - 1);
+					    arg, val, CONFIG_GUEST_IRQS - 1);
 			ic->irq = (int)n;
 			have_irq = true;
 		} else {
@@ -562,58 +562,89 @@ static const struct {
     {"the LAPIC", COREIO_LAPIC_BASE, 0x100000},
 };
 
-/* --accel mpqemu: QEMU owns CPUs and RAM; every range is a PCI device with its socket. */
-static int validate_mpqemu(struct vm_config *cfg, bool qtest_given, char *err, size_t errlen)
+/*
+ * --accel mpqemu and --accel vfio-user: QEMU owns CPUs and RAM; every range is
+ * a PCI device with its socket (an fd from the orchestrator for mpqemu, a
+ * path coreio-vm listens on for vfio-user).
+ */
+static int validate_qemu(struct vm_config *cfg, bool qtest_given, char *err, size_t errlen)
 {
+	const char *a = cfg->accel;
+	bool vfu = strcmp(a, "vfio-user") == 0;
+
 	if (cfg->kernel[0] || cfg->smp || cfg->append[0])
 		return fail(err, errlen,
-			    "--kernel, --smp and --append do not apply to --accel mpqemu (QEMU "
-			    "runs the guest)");
+			    "--kernel, --smp and --append do not apply to --accel %s (QEMU "
+			    "runs the guest)",
+			    a);
 	if (qtest_given)
 		return fail(err, errlen, "--qtest needs --accel qtest");
 	if (cfg->mem_given)
 		return fail(err, errlen,
-			    "--mem does not apply to --accel mpqemu (QEMU owns guest RAM and "
-			    "shares it)");
+			    "--mem does not apply to --accel %s (QEMU owns guest RAM and "
+			    "shares it)",
+			    a);
 	if (cfg->niommus)
 		return fail(err, errlen,
-			    "--iommu does not apply to --accel mpqemu (QEMU owns the guest's "
-			    "address space)");
+			    "--iommu does not apply to --accel %s (QEMU owns the guest's "
+			    "address space)",
+			    a);
 	if (cfg->nranges == 0)
-		return fail(err, errlen, "--accel mpqemu needs at least one --vmmio pci,...");
+		return fail(err, errlen, "--accel %s needs at least one --vmmio pci,...", a);
 	if (cfg->nranges > CONFIG_MPQEMU_MAX_DEVS)
-		return fail(err, errlen, "at most %d --vmmio ranges with --accel mpqemu",
-			    CONFIG_MPQEMU_MAX_DEVS);
+		return fail(err, errlen, "at most %d --vmmio ranges with --accel %s",
+			    CONFIG_MPQEMU_MAX_DEVS, a);
 	for (unsigned i = 0; i < cfg->nranges; i++) {
 		struct range_config *r = &cfg->ranges[i];
 
 		if (!r->pci)
 			return fail(err, errlen,
-				    "--vmmio range %u: with --accel mpqemu START must be 'pci' "
+				    "--vmmio range %u: with --accel %s START must be 'pci' "
 				    "(the guest places BAR 0)",
-				    i);
+				    i, a);
 		if (r->iommu)
 			return fail(err, errlen,
-				    "--vmmio range %u: iommu= does not apply to --accel mpqemu", i);
+				    "--vmmio range %u: iommu= does not apply to --accel %s", i, a);
 		if (r->coalesce)
-			return fail(
-			    err, errlen,
-			    "--vmmio range %u: coalesce=on needs --accel kvm (QEMU runs the "
-			    "vCPUs with mpqemu)",
-			    i);
-		/* The device's INTx: IRQ index 0 drives line i, which mpqemu.c watches. */
-		r->irqs[0] = (int)i;
-		r->nirq = 1;
+			return fail(err, errlen,
+				    "--vmmio range %u: coalesce=on needs --accel kvm (QEMU runs "
+				    "the vCPUs with %s)",
+				    i, a);
+		if (vfu) {
+			/* Line 8i + k is the device's MSI-X vector k (k = 0 also its INTx),
+			 * which vfio-user's server watches. */
+			for (unsigned k = 0; k < CONFIG_VFU_IRQS; k++)
+				r->irqs[k] = (int)(i * CONFIG_VFU_IRQS + k);
+			r->nirq = CONFIG_VFU_IRQS;
+		} else {
+			/* The device's INTx: IRQ index 0 drives line i, which mpqemu.c
+			 * watches. */
+			r->irqs[0] = (int)i;
+			r->nirq = 1;
+		}
 	}
-	if (cfg->nmpqemu_fds != cfg->nranges)
-		return fail(err, errlen,
-			    "--accel mpqemu: %u --mpqemu-fd for %u --vmmio ranges (one socket per "
-			    "range, in order)",
-			    cfg->nmpqemu_fds, cfg->nranges);
-	for (unsigned i = 0; i < cfg->nmpqemu_fds; i++)
-		if (cfg->mpqemu_fds[i] == cfg->mpqemu_control)
-			return fail(err, errlen, "--mpqemu-control %d is also a --mpqemu-fd",
-				    cfg->mpqemu_control);
+	if (vfu) {
+		if (cfg->nmpqemu_fds)
+			return fail(err, errlen, "--mpqemu-fd needs --accel mpqemu");
+		if (cfg->nvfu_sockets != cfg->nranges)
+			return fail(err, errlen,
+				    "--accel vfio-user: %u --vfio-user-socket for %u --vmmio "
+				    "ranges (one socket per range, in order)",
+				    cfg->nvfu_sockets, cfg->nranges);
+	} else {
+		if (cfg->nvfu_sockets)
+			return fail(err, errlen, "--vfio-user-socket needs --accel vfio-user");
+		if (cfg->nmpqemu_fds != cfg->nranges)
+			return fail(err, errlen,
+				    "--accel mpqemu: %u --mpqemu-fd for %u --vmmio ranges (one "
+				    "socket per range, in order)",
+				    cfg->nmpqemu_fds, cfg->nranges);
+		for (unsigned i = 0; i < cfg->nmpqemu_fds; i++)
+			if (cfg->mpqemu_fds[i] == cfg->mpqemu_control)
+				return fail(err, errlen,
+					    "--mpqemu-control %d is also a --mpqemu-fd",
+					    cfg->mpqemu_control);
+	}
 	for (unsigned i = 0; i < cfg->nranges; i++)
 		if (cfg->ranges[i].hotplug && cfg->mpqemu_control < 0)
 			return fail(err, errlen,
@@ -627,16 +658,20 @@ static int validate_accel(struct vm_config *cfg, bool qtest_given, char *err, si
 {
 	bool kvm = strcmp(cfg->accel, "kvm") == 0;
 
-	if (strcmp(cfg->accel, "mpqemu") == 0)
-		return validate_mpqemu(cfg, qtest_given, err, errlen);
+	if (strcmp(cfg->accel, "mpqemu") == 0 || strcmp(cfg->accel, "vfio-user") == 0)
+		return validate_qemu(cfg, qtest_given, err, errlen);
 	if (cfg->nmpqemu_fds)
 		return fail(err, errlen, "--mpqemu-fd needs --accel mpqemu");
+	if (cfg->nvfu_sockets)
+		return fail(err, errlen, "--vfio-user-socket needs --accel vfio-user");
 	if (cfg->mpqemu_control >= 0)
-		return fail(err, errlen, "--mpqemu-control needs --accel mpqemu");
+		return fail(err, errlen, "--mpqemu-control needs --accel mpqemu or vfio-user");
 	for (unsigned i = 0; i < cfg->nranges; i++)
 		if (cfg->ranges[i].pci)
 			return fail(err, errlen,
-				    "--vmmio range %u: START 'pci' needs --accel mpqemu", i);
+				    "--vmmio range %u: START 'pci' needs --accel mpqemu or "
+				    "vfio-user",
+				    i);
 
 	if (!kvm) {
 		for (unsigned i = 0; i < cfg->nranges; i++)
@@ -691,7 +726,8 @@ static int validate_iommus(const struct vm_config *cfg, char *err, size_t errlen
 {
 	bool kvm = strcmp(cfg->accel, "kvm") == 0;
 
-	if (cfg->niommus && strcmp(cfg->accel, "mpqemu") == 0)
+	if (cfg->niommus &&
+	    (strcmp(cfg->accel, "mpqemu") == 0 || strcmp(cfg->accel, "vfio-user") == 0))
 		return fail(err, errlen, "--iommu needs --accel kvm or qtest");
 	for (unsigned i = 0; i < cfg->niommus; i++) {
 		const struct iommu_config *a = &cfg->iommus[i];
@@ -827,6 +863,7 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 		OPT_MPQEMU_FD,
 		OPT_IOMMU,
 		OPT_MPQEMU_CONTROL,
+		OPT_VFU_SOCKET,
 	};
 	static const struct option opts[] = {
 	    {"accel", required_argument, NULL, OPT_ACCEL},
@@ -842,6 +879,7 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 	    {"mpqemu-fd", required_argument, NULL, OPT_MPQEMU_FD},
 	    {"iommu", required_argument, NULL, OPT_IOMMU},
 	    {"mpqemu-control", required_argument, NULL, OPT_MPQEMU_CONTROL},
+	    {"vfio-user-socket", required_argument, NULL, OPT_VFU_SOCKET},
 	    {NULL, 0, NULL, 0},
 	};
 	bool qtest_given = false;
@@ -858,11 +896,12 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 		switch (c) {
 		case OPT_ACCEL:
 			if (strcmp(optarg, "qtest") != 0 && strcmp(optarg, "kvm") != 0 &&
-			    strcmp(optarg, "mpqemu") != 0)
-				return fail(err, errlen,
-					    "--accel '%s': unknown accelerator (use 'kvm', 'qtest' "
-					    "or 'mpqemu')",
-					    optarg);
+			    strcmp(optarg, "mpqemu") != 0 && strcmp(optarg, "vfio-user") != 0)
+				return fail(
+				    err, errlen,
+				    "--accel '%s': unknown accelerator (use 'kvm', 'qtest', "
+				    "'mpqemu' or 'vfio-user')",
+				    optarg);
 			strcpy(cfg->accel, optarg);
 			break;
 		case OPT_KERNEL:
@@ -900,6 +939,21 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 				return fail(err, errlen,
 					    "--mpqemu-control '%s': not a file descriptor", optarg);
 			cfg->mpqemu_control = (int)n;
+			break;
+		case OPT_VFU_SOCKET:
+			if (!optarg[0] || strlen(optarg) >= CONFIG_NAME_MAX)
+				return fail(err, errlen,
+					    "--vfio-user-socket '%s': expected a path of 1 to %d "
+					    "characters (a UNIX socket's limit)",
+					    optarg, CONFIG_NAME_MAX - 1);
+			if (cfg->nvfu_sockets >= CONFIG_MPQEMU_MAX_DEVS)
+				return fail(err, errlen, "--vfio-user-socket: more than %d",
+					    CONFIG_MPQEMU_MAX_DEVS);
+			for (unsigned i = 0; i < cfg->nvfu_sockets; i++)
+				if (strcmp(cfg->vfu_sockets[i], optarg) == 0)
+					return fail(err, errlen,
+						    "--vfio-user-socket '%s' given twice", optarg);
+			strcpy(cfg->vfu_sockets[cfg->nvfu_sockets++], optarg);
 			break;
 		case OPT_QTEST:
 			qtest_given = true;
@@ -988,23 +1042,33 @@ void config_usage(FILE *f, const char *prog)
 	    "[,subsys=VVVV:SSSS]\n"
 	    "          [,rev=N][,profile=virtio][,hotplug=on|off],port=PORT [--vmmio ...]..."
 	    "\n          [--listen ADDR] [--trace]\n"
+	    "       %s --accel vfio-user --vfio-user-socket PATH [--vfio-user-socket PATH...]\n"
+	    "          [--mpqemu-control FD] --vmmio pci,... [--vmmio pci,...]... [--listen ADDR]\n"
 	    "\n"
 	    "coreio-vm is a VM whose devices live outside it: CoreIO clients connect to\n"
 	    "its ports, serve guest MMIO to the ranges they claim, raise IRQ lines and do\n"
 	    "DMA to guest RAM.\n"
 	    "\n"
 	    "Options:\n"
-	    "  --accel kvm|qtest|mpqemu\n"
+	    "  --accel kvm|qtest|mpqemu|vfio-user\n"
 	    "                      What plays the CPU. 'kvm' (the default when /dev/kvm\n"
 	    "                      works): vCPUs run the freestanding ELF64 guest given by\n"
 	    "                      --kernel (docs/guests.md). 'qtest': a script on stdin or\n"
 	    "                      a UNIX socket issues reads and writes (docs/coreio-vm.md).\n"
 	    "                      'mpqemu': QEMU runs the guest and each range is the remote\n"
 	    "                      PCI device of one QEMU x-pci-proxy-dev (docs/qemu-proxy.md;\n"
-	    "                      scripts/coreio-qemu starts both).\n"
+	    "                      scripts/coreio-qemu starts both). 'vfio-user': QEMU\n"
+	    "                      (10.1 or newer) runs the guest and each range is one\n"
+	    "                      vfio-user-pci device, with INTx and MSI-X\n"
+	    "                      (docs/qemu-vfio-user.md).\n"
+	    "  --vfio-user-socket PATH\n"
+	    "                      (vfio-user only) The UNIX socket coreio-vm creates and\n"
+	    "                      listens on for QEMU's vfio-user-pci of one range; one\n"
+	    "                      per --vmmio range, in range order.\n"
 	    "  --mpqemu-fd FD      (mpqemu only) The socket QEMU's proxy of a device talks on;\n"
 	    "                      one per --vmmio range, in range order.\n"
-	    "  --mpqemu-control FD (mpqemu only) A SOCK_SEQPACKET socket to the orchestrator:\n"
+	    "  --mpqemu-control FD (mpqemu, vfio-user) A SOCK_SEQPACKET socket to the "
+	    "orchestrator:\n"
 	    "                      claim events out, new device sockets in (hotplug=on\n"
 	    "                      ranges; docs/qemu-proxy.md, \"Hot-plug\").\n"
 	    "  --kernel GUEST.elf  The guest (kvm only): an x86-64 ELF executable loaded at\n"
@@ -1038,7 +1102,8 @@ void config_usage(FILE *f, const char *prog)
 	    "                        --vmmio 0xe0000000,size=1M,port=unix:/tmp/dev.sock\n"
 	    "  --vmmio pci,size=SIZE[,pci=VVVV:DDDD][,class=0xCCSSPP][,subsys=VVVV:SSSS]\n"
 	    "        [,rev=N][,profile=virtio],port=PORT[,writes=posted|acked]\n"
-	    "                      (mpqemu only) One PCI device whose 32-bit memory BAR 0 is\n"
+	    "                      (mpqemu, vfio-user) One PCI device whose 32-bit memory BAR 0 "
+	    "is\n"
 	    "                      the range; the guest places it. SIZE: a power of two,\n"
 	    "                      4K..1G. pci= vendor:device in hex (default 1b36:0005, or\n"
 	    "                      vendor 1af4 with profile=virtio, which needs the device,\n"
@@ -1046,7 +1111,8 @@ void config_usage(FILE *f, const char *prog)
 	    "                      device); subsys= (default vendor:device; virtio\n"
 	    "                      1af4:1100); rev= (default 0; virtio 1). profile=virtio\n"
 	    "                      adds the virtio 1.x PCI capabilities (BAR 0 >= 16K).\n"
-	    "                      IRQ index 0 of the range is the device's INTx (pin A).\n"
+	    "                      IRQ index 0 of the range is the device's INTx (pin A);\n"
+	    "                      with vfio-user, IRQ index i (0..7) is also MSI-X vector i.\n"
 	    "                      hotplug=on (needs --mpqemu-control): when its client goes\n"
 	    "                      away the device instance is dead (BAR reads 0) until the\n"
 	    "                      orchestrator unplugs it and plugs a fresh one.\n"
@@ -1097,6 +1163,6 @@ void config_usage(FILE *f, const char *prog)
 	    "  %s --kernel guest.elf --mem 64M --smp 2 --vmmio 0xd0000000,size=4K,irq=5,"
 	    "port=0\n"
 	    "  %s --accel qtest --mem 64M --vmmio 0xd0000000,size=0x1000,irq=5,port=0\n",
-	    prog, prog, prog, COREIO_BOOT_MAX_CPUS, CONFIG_APPEND_MAX - 1, CONFIG_MAX_IRQS,
+	    prog, prog, prog, prog, COREIO_BOOT_MAX_CPUS, CONFIG_APPEND_MAX - 1, CONFIG_MAX_IRQS,
 	    CONFIG_MAX_PER_PORT, prog, prog);
 }

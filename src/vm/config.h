@@ -32,7 +32,7 @@ struct range_config {
 	unsigned tcp_port;	    /* PORT_TCP */
 	char name[CONFIG_NAME_MAX]; /* PORT_TCP_LABEL: the label; PORT_UNIX: the path */
 	bool acked;		    /* writes=acked */
-	/* --accel mpqemu: START "pci", a PCI device whose BAR 0 is the range. */
+	/* --accel mpqemu or vfio-user: START "pci", a PCI device whose BAR 0 is the range. */
 	bool pci;
 	bool virtio;			   /* profile=virtio: the virtio PCI capabilities */
 	uint16_t pci_vendor, pci_device;   /* pci=VVVV:DDDD */
@@ -62,11 +62,13 @@ struct iommu_config {
 	int irq;       /* the fault interrupt's line, or -1 */
 };
 
-#define CONFIG_MPQEMU_MAX_DEVS 16 /* PCI devices of --accel mpqemu */
+#define CONFIG_MPQEMU_MAX_DEVS 16 /* PCI devices of --accel mpqemu or vfio-user */
+#define CONFIG_GUEST_IRQS      24 /* lines irq= and --iommu irq= may name: the IOAPIC's pins */
+#define CONFIG_VFU_IRQS	       8  /* lines of each --accel vfio-user device: MSI-X vectors */
 
 struct vm_config {
 	uint64_t mem;
-	char accel[16];			  /* "qtest", "kvm" or "mpqemu" */
+	char accel[16];			  /* "qtest", "kvm", "mpqemu" or "vfio-user" */
 	bool accel_default;		  /* --accel was not given: kvm was chosen */
 	char kernel[CONFIG_PATH_MAX];	  /* --kernel (kvm only) */
 	char append[CONFIG_APPEND_MAX];	  /* --append (kvm only) */
@@ -80,7 +82,10 @@ struct vm_config {
 	bool mem_given;				/* --mem was given */
 	int mpqemu_fds[CONFIG_MPQEMU_MAX_DEVS]; /* --mpqemu-fd, one per range */
 	unsigned nmpqemu_fds;
-	int mpqemu_control;			       /* --mpqemu-control FD, or -1 */
+	int mpqemu_control; /* --mpqemu-control FD, or -1 (mpqemu and vfio-user) */
+	/* --vfio-user-socket PATH, one per range: where QEMU's vfio-user-pci connects. */
+	char vfu_sockets[CONFIG_MPQEMU_MAX_DEVS][CONFIG_NAME_MAX];
+	unsigned nvfu_sockets;
 	struct iommu_config iommus[CONFIG_MAX_IOMMUS]; /* --iommu, in command-line order */
 	unsigned niommus;
 };

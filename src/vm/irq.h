@@ -1,10 +1,11 @@
-/* coreio-vm: guest IRQ lines 0..23, each the OR of its level sources. */
+/* coreio-vm: IRQ lines (0..23 the guest's pins; more for QEMU-hosted devices), each the OR of its
+ * level sources. */
 #ifndef COREIO_VM_IRQ_H
 #define COREIO_VM_IRQ_H
 
 #include <stdbool.h>
 
-#define IRQ_LINES 24
+#define IRQ_LINES 128 /* 0..23: the guest's (irq=); above: QEMU-hosted devices' vectors */
 
 /* Called when the level of line changes (the backend: qtest, later KVM). */
 typedef void (*irq_backend_fn)(int line, bool level, void *opaque);
