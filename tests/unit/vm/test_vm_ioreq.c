@@ -350,7 +350,7 @@ static void test_irq_or(void **state)
 	assert_int_equal(irq_line_level(&chip, 5), 0);
 	irq_source_set(&chip, &none, true);
 	assert_int_equal(irq_line_level(&chip, 23), 0);
-	assert_int_equal(irq_line_level(&chip, 24), -EINVAL);
+	assert_int_equal(irq_line_level(&chip, IRQ_LINES), -EINVAL);
 	assert_int_equal(irq_line_level(&chip, -1), -EINVAL);
 }
 
