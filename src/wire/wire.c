@@ -287,6 +287,17 @@ long coreio__wire_rx_fill(struct coreio_wire_rx *rx, int fd)
 	return (long)n;
 }
 
+long coreio__wire_rx_fill_with(struct coreio_wire_rx *rx, coreio_wire_reader rd, void *opaque)
+{
+	long n;
+
+	rx_make_room(rx);
+	n = rd(opaque, rx->buf + rx->end, sizeof(rx->buf) - rx->end);
+	if (n > 0)
+		rx->end += (size_t)n;
+	return n;
+}
+
 void coreio__wire_fdq_init(struct coreio_wire_fdq *q)
 {
 	memset(q, 0, sizeof(*q));

@@ -321,6 +321,19 @@ void coreio__wire_rx_init(struct coreio_wire_rx *rx);
 long coreio__wire_rx_fill(struct coreio_wire_rx *rx, int fd);
 
 /*
+ * A byte source for coreio__wire_rx_fill_with(): reads up to len bytes
+ * into buf without blocking and returns as recv() does, with -errno for
+ * errors (a TLS session, for one).
+ */
+typedef long (*coreio_wire_reader)(void *opaque, void *buf, size_t len);
+
+/*
+ * As coreio__wire_rx_fill(), reading through rd instead of recv().
+ * Returns what rd returned.
+ */
+long coreio__wire_rx_fill_with(struct coreio_wire_rx *rx, coreio_wire_reader rd, void *opaque);
+
+/*
  * Take the next complete frame out of rx.
  *   frame, len  set to the frame (valid until the next fill) on success.
  * Returns 1 when a frame was taken, 0 when more bytes are needed.

@@ -241,6 +241,53 @@ static void test_rx_reassembly(void **state)
 	close(sv[0]);
 }
 
+/* A reader that hands out a buffer 7 bytes at a time, then -EAGAIN, then EOF. */
+struct chunks {
+	const uint8_t *data;
+	size_t len, off;
+	bool eof;
+};
+
+static long read_chunks(void *opaque, void *buf, size_t len)
+{
+	struct chunks *c = opaque;
+	size_t n = c->len - c->off < 7 ? c->len - c->off : 7;
+
+	if (n == 0)
+		return c->eof ? 0 : -EAGAIN;
+	if (n > len)
+		n = len;
+	memcpy(buf, c->data + c->off, n);
+	c->off += n;
+	return (long)n;
+}
+
+static void test_rx_fill_with(void **state)
+{
+	static struct coreio_wire_rx rx;
+	uint8_t two[2 * 64];
+	struct chunks c = {.data = two, .len = sizeof(two)};
+	const uint8_t *f;
+	size_t len;
+	int frames = 0;
+	long n;
+
+	(void)state;
+	coreio__wire_rx_init(&rx);
+	make(two, COREIO_OP_PING, 0, true, 0);
+	make(two + 64, COREIO_OP_RGN_CLAIM, 0, true, 0);
+	while ((n = coreio__wire_rx_fill_with(&rx, read_chunks, &c)) > 0)
+		while (coreio__wire_rx_next(&rx, &f, &len) == 1) {
+			assert_int_equal(len, 64);
+			assert_memory_equal(f, two + 64 * frames, 64);
+			frames++;
+		}
+	assert_int_equal(n, -EAGAIN);
+	assert_int_equal(frames, 2);
+	c.eof = true;
+	assert_int_equal(coreio__wire_rx_fill_with(&rx, read_chunks, &c), 0);
+}
+
 static void test_rx_many_max_frames(void **state)
 {
 	static struct coreio_wire_rx rx;
@@ -533,6 +580,7 @@ int main(void)
 	    cmocka_unit_test(test_extra_for),
 	    cmocka_unit_test(test_rx_reassembly),
 	    cmocka_unit_test(test_rx_many_max_frames),
+	    cmocka_unit_test(test_rx_fill_with),
 	    cmocka_unit_test(test_op_names),
 	    cmocka_unit_test(test_hello_payload),
 	    cmocka_unit_test(test_shm_map_payload),
