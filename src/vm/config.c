@@ -344,6 +344,98 @@ static int finish_pci(struct range_config *r, unsigned seen, bool have_irq, cons
 	return 0;
 }
 
+/* allow-uid= / allow-gid=: ids separated by ':' (decimal or 0x hex, not (uint32_t)-1). */
+static int parse_ids(const char *key, const char *val, uint32_t *ids, unsigned *n, const char *arg,
+		     char *err, size_t errlen)
+{
+	char buf[256];
+	char *save = NULL;
+
+	if (strlen(val) >= sizeof(buf))
+		return fail(err, errlen, "--vmmio '%s': %s= list too long", arg, key);
+	strcpy(buf, val);
+	*n = 0;
+	for (char *tok = strtok_r(buf, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
+		uint64_t id;
+
+		if (config_parse_u64(tok, &id) < 0 || id >= UINT32_MAX)
+			return fail(err, errlen, "--vmmio '%s': bad %s '%s' (a number)", arg, key,
+				    tok);
+		if (*n >= CONFIG_MAX_ALLOW)
+			return fail(err, errlen, "--vmmio '%s': more than %d ids in %s=", arg,
+				    CONFIG_MAX_ALLOW, key);
+		ids[(*n)++] = (uint32_t)id;
+	}
+	if (*n == 0)
+		return fail(err, errlen, "--vmmio '%s': empty %s= list", arg, key);
+	return 0;
+}
+
+/* dma=ram, dma=none or dma=START+SIZE[:START+SIZE...] (SIZE may use K/M/G). */
+static int parse_dma(const char *val, struct range_config *r, const char *arg, char *err,
+		     size_t errlen)
+{
+	char buf[512];
+	char *save = NULL;
+
+	r->ndma_win = 0;
+	if (strcmp(val, "ram") == 0) {
+		r->dma = DMA_RAM;
+		return 0;
+	}
+	if (strcmp(val, "none") == 0) {
+		r->dma = DMA_NONE;
+		return 0;
+	}
+	if (strlen(val) >= sizeof(buf))
+		return fail(err, errlen, "--vmmio '%s': dma= list too long", arg);
+	strcpy(buf, val);
+	r->dma = DMA_WINDOWS;
+	for (char *tok = strtok_r(buf, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
+		char *plus = strchr(tok, '+');
+		struct dma_window w;
+
+		if (!plus)
+			return fail(err, errlen,
+				    "--vmmio '%s': dma='%s' must be ram, none or "
+				    "START+SIZE[:START+SIZE...]",
+				    arg, val);
+		*plus = '\0';
+		if (config_parse_u64(tok, &w.start) < 0 || parse_size(plus + 1, &w.size) < 0 ||
+		    w.size == 0 || w.size - 1 > UINT64_MAX - w.start)
+			return fail(err, errlen,
+				    "--vmmio '%s': bad DMA window '%s+%s' (START+SIZE, SIZE > 0, "
+				    "not past the top of memory)",
+				    arg, tok, plus + 1);
+		if (r->ndma_win >= CONFIG_MAX_DMA_WINDOWS)
+			return fail(err, errlen, "--vmmio '%s': more than %d DMA windows", arg,
+				    CONFIG_MAX_DMA_WINDOWS);
+		r->dma_win[r->ndma_win++] = w;
+	}
+	if (r->ndma_win == 0)
+		return fail(err, errlen, "--vmmio '%s': empty dma= list", arg);
+	return 0;
+}
+
+bool config_dma_allowed(const struct range_config *r, uint64_t gpa, uint64_t len)
+{
+	if (r->dma == DMA_RAM)
+		return true;
+	if (r->dma == DMA_NONE || len == 0)
+		return false;
+	if (len - 1 > UINT64_MAX - gpa)
+		return false; /* wraps */
+	for (unsigned i = 0; i < r->ndma_win; i++) {
+		const struct dma_window *w = &r->dma_win[i];
+
+		/* [gpa, gpa + len - 1] inside [start, start + size - 1], no overflow. */
+		if (gpa >= w->start && gpa - w->start <= w->size - 1 &&
+		    len - 1 <= w->size - 1 - (gpa - w->start))
+			return true;
+	}
+	return false;
+}
+
 static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_t errlen)
 {
 	char buf[512];
@@ -353,9 +445,12 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 	int rc;
 	bool have_iommu = false, have_sid = false, have_shm = false, have_poll = false;
 	bool have_coalesce = false;
+	bool have_uid = false, have_gid = false, have_dma = false, have_max = false;
+	bool have_timeout = false;
 	uint64_t n;
 
 	memset(r, 0, sizeof(*r));
+	r->max_conns = CONFIG_MAX_CONNS_DEFAULT;
 	r->iommu_sid = -1;
 	r->poll_adaptive = true;
 	r->busy_us = CONFIG_ADAPTIVE_US_DEFAULT;
@@ -443,6 +538,32 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 					    "adaptive:USEC, busy, busy:USEC (USEC 1..%d) or block",
 					    arg, val, CONFIG_BUSY_US_MAX);
 			have_poll = true;
+		} else if (strcmp(tok, "allow-uid") == 0 && !have_uid) {
+			if (parse_ids(tok, val, r->allow_uid, &r->nallow_uid, arg, err, errlen) < 0)
+				return -1;
+			have_uid = true;
+		} else if (strcmp(tok, "allow-gid") == 0 && !have_gid) {
+			if (parse_ids(tok, val, r->allow_gid, &r->nallow_gid, arg, err, errlen) < 0)
+				return -1;
+			have_gid = true;
+		} else if (strcmp(tok, "dma") == 0 && !have_dma) {
+			if (parse_dma(val, r, arg, err, errlen) < 0)
+				return -1;
+			have_dma = true;
+		} else if (strcmp(tok, "max-conns") == 0 && !have_max) {
+			if (config_parse_u64(val, &n) < 0 || n < 1 || n > CONFIG_MAX_CONNS_MAX)
+				return fail(err, errlen, "--vmmio '%s': bad max-conns '%s' (1..%d)",
+					    arg, val, CONFIG_MAX_CONNS_MAX);
+			r->max_conns = (unsigned)n;
+			have_max = true;
+		} else if (strcmp(tok, "timeout") == 0 && !have_timeout) {
+			if (config_parse_u64(val, &n) < 0 || n > CONFIG_TIMEOUT_MAX)
+				return fail(err, errlen,
+					    "--vmmio '%s': bad timeout '%s' (milliseconds, 0..%d; "
+					    "0: no deadline)",
+					    arg, val, CONFIG_TIMEOUT_MAX);
+			r->timeout_ms = (unsigned)n;
+			have_timeout = true;
 		} else if ((rc = parse_pci_key(tok, val, r, &pci_seen, arg, err, errlen)) != 0) {
 			if (rc < 0)
 				return -1;
@@ -462,6 +583,11 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 		return fail(err, errlen, "--vmmio '%s': size= is missing", arg);
 	if (!have_port)
 		return fail(err, errlen, "--vmmio '%s': port= is missing", arg);
+	if ((have_uid || have_gid) && r->kind != PORT_UNIX)
+		return fail(err, errlen,
+			    "--vmmio '%s': allow-uid= and allow-gid= need port=unix:PATH (a TCP "
+			    "peer has no credentials to check; docs/security.md)",
+			    arg);
 	if (r->pci)
 		return finish_pci(r, pci_seen, have_irq, arg, err, errlen);
 	if (pci_seen)
@@ -794,6 +920,12 @@ static int validate_shm(const struct vm_config *cfg, char *err, size_t errlen)
 			    "--vmmio range %u: shm=on needs port=unix:PATH (guest memory is "
 			    "passed as a file descriptor over a UNIX socket)",
 			    i);
+		if (r->shm && r->dma != DMA_RAM)
+			return fail(
+			    err, errlen,
+			    "--vmmio range %u: shm=on passes all of guest RAM to the client, which "
+			    "would bypass dma=%s; use dma=ram (the default) or shm=off",
+			    i, r->dma == DMA_NONE ? "none" : "windows");
 		if (r->shm && r->iommu)
 			return fail(
 			    err, errlen,
@@ -811,9 +943,42 @@ static int validate_shm(const struct vm_config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* The per-port keys (allow-uid=, allow-gid=, dma=, max-conns=): equal on every range of a port. */
+static int validate_port_keys(const struct vm_config *cfg, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < cfg->nranges; i++) {
+		const struct range_config *a = &cfg->ranges[i];
+
+		for (unsigned j = i + 1; j < cfg->nranges; j++) {
+			const struct range_config *b = &cfg->ranges[j];
+			bool same;
+
+			if (!config_same_port(a, b))
+				continue;
+			same = a->nallow_uid == b->nallow_uid && a->nallow_gid == b->nallow_gid &&
+			       a->dma == b->dma && a->ndma_win == b->ndma_win &&
+			       a->max_conns == b->max_conns &&
+			       memcmp(a->allow_uid, b->allow_uid,
+				      a->nallow_uid * sizeof(a->allow_uid[0])) == 0 &&
+			       memcmp(a->allow_gid, b->allow_gid,
+				      a->nallow_gid * sizeof(a->allow_gid[0])) == 0 &&
+			       memcmp(a->dma_win, b->dma_win,
+				      a->ndma_win * sizeof(a->dma_win[0])) == 0;
+			if (!same)
+				return fail(err, errlen,
+					    "--vmmio ranges %u and %u share a port but not their "
+					    "allow-uid=/allow-gid=/dma=/max-conns= (they apply per "
+					    "port: give them on every range of the port)",
+					    i, j);
+		}
+	}
+	return 0;
+}
+
 static int validate(struct vm_config *cfg, char *err, size_t errlen)
 {
-	if (validate_iommus(cfg, err, errlen) < 0 || validate_shm(cfg, err, errlen) < 0)
+	if (validate_iommus(cfg, err, errlen) < 0 || validate_shm(cfg, err, errlen) < 0 ||
+	    validate_port_keys(cfg, err, errlen) < 0)
 		return -1;
 	for (unsigned i = 0; i < cfg->nranges; i++) {
 		const struct range_config *a = &cfg->ranges[i];
@@ -864,6 +1029,8 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 		OPT_IOMMU,
 		OPT_MPQEMU_CONTROL,
 		OPT_VFU_SOCKET,
+		OPT_VERBOSE,
+		OPT_PEER_TIMEOUT,
 	};
 	static const struct option opts[] = {
 	    {"accel", required_argument, NULL, OPT_ACCEL},
@@ -872,6 +1039,8 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 	    {"vmmio", required_argument, NULL, OPT_VMMIO},
 	    {"listen", required_argument, NULL, OPT_LISTEN},
 	    {"trace", no_argument, NULL, OPT_TRACE},
+	    {"verbose", no_argument, NULL, OPT_VERBOSE},
+	    {"peer-timeout", required_argument, NULL, OPT_PEER_TIMEOUT},
 	    {"help", no_argument, NULL, OPT_HELP},
 	    {"kernel", required_argument, NULL, OPT_KERNEL},
 	    {"smp", required_argument, NULL, OPT_SMP},
@@ -889,6 +1058,7 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->mem = CONFIG_DEFAULT_MEM;
 	cfg->mpqemu_control = -1;
+	cfg->peer_timeout_ms = CONFIG_PEER_TIMEOUT_DEFAULT;
 	strcpy(cfg->listen, "127.0.0.1");
 	optind = 0; /* full re-initialisation of getopt (glibc) */
 	opterr = 0;
@@ -1003,6 +1173,17 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 			break;
 		case OPT_TRACE:
 			cfg->trace = true;
+			break;
+		case OPT_VERBOSE:
+			cfg->verbose = true;
+			break;
+		case OPT_PEER_TIMEOUT:
+			if (config_parse_u64(optarg, &n) < 0 || n > CONFIG_TIMEOUT_MAX)
+				return fail(err, errlen,
+					    "--peer-timeout '%s': expected milliseconds, 0..%d (0: "
+					    "no deadline)",
+					    optarg, CONFIG_TIMEOUT_MAX);
+			cfg->peer_timeout_ms = (unsigned)n;
 			break;
 		case 'h':
 		case OPT_HELP:
@@ -1138,6 +1319,16 @@ void config_usage(FILE *f, const char *prog)
 	    "                      before any later exit of any vCPU is handled and at\n"
 	    "                      least every millisecond. Reads still exit. The writes\n"
 	    "                      carry no privilege flag (docs/coreio-vm.md).\n"
+	    "                      Access control and limits (docs/security.md):\n"
+	    "                      allow-uid=UID[:UID...], allow-gid=GID[:GID...] (unix\n"
+	    "                      ports): the peers (SO_PEERCRED) a port accepts; default\n"
+	    "                      the VM's own uid and root. dma=ram (default), dma=none\n"
+	    "                      or dma=START+SIZE[:START+SIZE...]: the guest-physical\n"
+	    "                      windows the port's clients may DMA to (not with shm=on).\n"
+	    "                      max-conns=N: connections of the port at once (default\n"
+	    "                      %d). These four apply per port. timeout=MS: an access\n"
+	    "                      of this range unanswered for MS ms is a bus error and\n"
+	    "                      its client is dropped (default 0: no deadline).\n"
 	    "  --iommu id=N,base=ADDR[,irq=LINE]\n"
 	    "                      An IOMMU (kvm, qtest) for DMA with mid N (1..7): a 4 KiB\n"
 	    "                      register block at ADDR, its fault interrupt on LINE\n"
@@ -1145,6 +1336,9 @@ void config_usage(FILE *f, const char *prog)
 	    "  --listen ADDR       Address of the TCP ports (default 127.0.0.1). Example:\n"
 	    "                      --listen ::1 or --listen 0.0.0.0\n"
 	    "  --trace             Log every forwarded request and answer on stderr.\n"
+	    "  --verbose           Log per-event detail (e.g. every shared memory map sent).\n"
+	    "  --peer-timeout MS   Drop a client that sends no frame at all, or stops inside\n"
+	    "                      a frame, for MS ms (default %d; 0: never).\n"
 	    "  --help, -h          This text.\n"
 	    "\n"
 	    "Each port prints 'listening on ADDR:PORT' (or [v6]:PORT, unix:PATH) on stderr\n"
@@ -1164,5 +1358,5 @@ void config_usage(FILE *f, const char *prog)
 	    "port=0\n"
 	    "  %s --accel qtest --mem 64M --vmmio 0xd0000000,size=0x1000,irq=5,port=0\n",
 	    prog, prog, prog, prog, COREIO_BOOT_MAX_CPUS, CONFIG_APPEND_MAX - 1, CONFIG_MAX_IRQS,
-	    CONFIG_MAX_PER_PORT, prog, prog);
+	    CONFIG_MAX_PER_PORT, CONFIG_MAX_CONNS_DEFAULT, CONFIG_PEER_TIMEOUT_DEFAULT, prog, prog);
 }

@@ -16,6 +16,25 @@
 #define CONFIG_PATH_MAX	    4096 /* --kernel path, with its NUL */
 #define CONFIG_APPEND_MAX   256	 /* --append text, with its NUL (the boot info's cmdline) */
 
+#define CONFIG_MAX_ALLOW	    8	    /* allow-uid= / allow-gid= entries of a port */
+#define CONFIG_MAX_DMA_WINDOWS	    8	    /* dma=START+SIZE windows of a port */
+#define CONFIG_MAX_CONNS_DEFAULT    64	    /* max-conns= default: connections of a port */
+#define CONFIG_MAX_CONNS_MAX	    4096    /* max-conns= upper bound */
+#define CONFIG_TIMEOUT_MAX	    3600000 /* timeout=MS and --peer-timeout MS upper bound */
+#define CONFIG_PEER_TIMEOUT_DEFAULT 10000   /* --peer-timeout default, ms */
+
+/* dma= of a port (docs/security.md): what its clients' DMA may touch. */
+enum dma_policy {
+	DMA_RAM = 0, /* dma=ram (the default): all of guest memory */
+	DMA_NONE,    /* dma=none: every DMA is refused */
+	DMA_WINDOWS, /* dma=START+SIZE[:...]: only inside these guest-physical windows */
+};
+
+/* One guest-physical DMA window [start, start + size) (size > 0, no wrap). */
+struct dma_window {
+	uint64_t start, size;
+};
+
 enum port_kind {
 	PORT_TCP = 0,	/* port=N */
 	PORT_TCP_ANY,	/* port=0: kernel-chosen, this range alone */
@@ -47,6 +66,17 @@ struct range_config {
 			     * at most this long; poll=block: 0 */
 	bool poll_adaptive; /* poll=adaptive (the default): the spin adapts */
 	bool coalesce;	    /* coalesce=on: KVM coalesced MMIO for writes (kvm) */
+	/* Access control and limits (docs/security.md). Per port, except
+	 * timeout_ms: every range of a port gives the same values. */
+	uint32_t allow_uid[CONFIG_MAX_ALLOW]; /* allow-uid=UID[:UID...] (unix ports) */
+	unsigned nallow_uid;
+	uint32_t allow_gid[CONFIG_MAX_ALLOW]; /* allow-gid=GID[:GID...] (unix ports) */
+	unsigned nallow_gid;
+	enum dma_policy dma;				   /* dma= */
+	struct dma_window dma_win[CONFIG_MAX_DMA_WINDOWS]; /* DMA_WINDOWS */
+	unsigned ndma_win;
+	unsigned max_conns;  /* max-conns=N, default CONFIG_MAX_CONNS_DEFAULT */
+	unsigned timeout_ms; /* timeout=MS: answer deadline of this range; 0: none */
 };
 
 #define CONFIG_BUSY_US_DEFAULT	   50 /* poll=busy without :USEC */
@@ -76,6 +106,8 @@ struct vm_config {
 	char qtest_path[CONFIG_NAME_MAX]; /* empty: stdio */
 	char listen[256];
 	bool trace;
+	bool verbose;		  /* --verbose: per-event detail (shared memory maps...) */
+	unsigned peer_timeout_ms; /* --peer-timeout: hello and partial-frame deadline; 0: off */
 	bool help;
 	struct range_config ranges[CONFIG_MAX_RANGES];
 	unsigned nranges;
@@ -111,5 +143,13 @@ bool config_same_port(const struct range_config *a, const struct range_config *b
  * Returns 0 or -1 (not a number, or it does not fit in 64 bits).
  */
 int config_parse_u64(const char *s, uint64_t *out);
+
+/*
+ * True when DMA to guest-physical [gpa, gpa + len) is allowed by r's dma=
+ * policy: always for dma=ram, never for dma=none (nor for len 0 there),
+ * and for windows only when the whole piece lies inside one window (a
+ * piece straddling a window's edge is refused). Overflow-safe.
+ */
+bool config_dma_allowed(const struct range_config *r, uint64_t gpa, uint64_t len);
 
 #endif

@@ -8,8 +8,58 @@
 #include "event.h"
 #include "vmmio_internal.h"
 
-/* Once a second: drop clients whose output has not moved for VMMIO_SEND_TIMEOUT_MS. */
-static void stuck_timer(int fd, uint32_t events, void *opaque)
+/* True when another connection of c's client (same peer_key) sent a frame (VM lock held). */
+static bool pair_greeted(const struct vmmio_conn *c)
+{
+	for (const struct vmmio_conn *o = c->v->conns; o; o = o->next)
+		if (o != c && o->greeted && o->port == c->port &&
+		    strcmp(o->peer_key, c->peer_key) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The --peer-timeout deadlines of c at time now (VM lock held): no frame at
+ * all since it connected (no hello), or part of a frame and nothing more.
+ * A silent connection whose sibling from the same client (same pid on a
+ * UNIX port, same address on TCP) sent a frame is kept: a base client
+ * (no hello) opens its DMA connection and may not use it for a long time.
+ * Returns true when c was closed.
+ */
+static bool peer_deadlines(struct vmmio_conn *c, long long now)
+{
+	struct vmmio *v = c->v;
+	long long partial = atomic_load(&c->partial_since);
+	char why[160];
+
+	if (!v->peer_timeout_ms)
+		return false;
+	if (!c->greeted && now - c->since_ms > (long long)v->peer_timeout_ms && !pair_greeted(c)) {
+		v->lim.hello_timeouts++;
+		snprintf(
+		    why, sizeof(why),
+		    "sent no frame (no hello, no claim) within %u ms (--peer-timeout); closing",
+		    v->peer_timeout_ms);
+		conn_close(c, why);
+		return true;
+	}
+	if (partial && now - partial > (long long)v->peer_timeout_ms) {
+		v->lim.partial_timeouts++;
+		snprintf(why, sizeof(why),
+			 "sent part of a frame and nothing more for %u ms (--peer-timeout); "
+			 "closing",
+			 v->peer_timeout_ms);
+		conn_close(c, why);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Every VMMIO_TICK_MS: drop clients whose output has not moved for
+ * VMMIO_SEND_TIMEOUT_MS, and check the answer and peer deadlines.
+ */
+static void vmmio_tick(int fd, uint32_t events, void *opaque)
 {
 	struct vmmio *v = opaque;
 	struct vmmio_conn *c, *next;
@@ -22,10 +72,15 @@ static void stuck_timer(int fd, uint32_t events, void *opaque)
 	}
 	pthread_mutex_lock(&v->io->lock);
 	for (c = v->conns; c; c = next) {
-		next = c->next;
-		if (conn_stuck(c, now))
+		next = c->next; /* closing c unlinks c alone */
+		if (conn_stuck(c, now)) {
 			conn_close(c, "send blocked for more than 10 s (the client does not read); "
 				      "closing");
+			continue;
+		}
+		if (req_check_deadlines(c, now))
+			continue;
+		peer_deadlines(c, now);
 	}
 	pthread_mutex_unlock(&v->io->lock);
 }
@@ -39,6 +94,8 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 	v->mem = mem;
 	v->irq = irq;
 	v->trace = cfg->trace;
+	v->verbose = cfg->verbose;
+	v->peer_timeout_ms = cfg->peer_timeout_ms;
 	v->io_thread = pthread_self();
 	for (unsigned i = 0; i < cfg->nranges; i++) {
 		const struct range_config *rc = &cfg->ranges[i];
@@ -63,6 +120,7 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 		memcpy(rg->irqs, rc->irqs, sizeof(rg->irqs));
 		rg->nirq = rc->nirq;
 		rg->acked = rc->acked;
+		rg->timeout_ms = rc->timeout_ms;
 		/* mpqemu: QEMU's vCPU waits, coreio-vm's I/O thread does not spin for it. */
 		rg->busy_us = rc->pci ? 0 : rc->busy_us;
 		rg->adaptive = rc->poll_adaptive && rg->busy_us;
@@ -90,6 +148,13 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 		if (err < 0)
 			return err;
 		fprintf(stderr, "listening on %s\n", port->display);
+		if (!port_is_loopback(port))
+			fprintf(stderr,
+				"coreio-vm: warning: port %s listens on the non-loopback "
+				"address %s in plain TCP: anyone who can reach it can serve "
+				"the guest's MMIO and DMA into guest RAM (no TLS yet; see "
+				"docs/security.md)\n",
+				port->display, cfg->listen);
 		fflush(stderr);
 	}
 	if (v->any_shm && mem && mem_fd(mem) >= 0) {
@@ -101,13 +166,14 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 			return err;
 	}
 	if (v->nports > 0) {
-		struct itimerspec its = {.it_interval = {1, 0}, .it_value = {1, 0}};
+		struct itimerspec its = {.it_interval = {0, VMMIO_TICK_MS * 1000000L},
+					 .it_value = {0, VMMIO_TICK_MS * 1000000L}};
 		int err;
 
 		v->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 		if (v->timer_fd < 0 || timerfd_settime(v->timer_fd, 0, &its, NULL) < 0)
 			return -errno;
-		err = event_add(v->timer_fd, EPOLLIN, stuck_timer, v);
+		err = event_add(v->timer_fd, EPOLLIN, vmmio_tick, v);
 		if (err < 0)
 			return err;
 	}
@@ -133,6 +199,22 @@ static void print_waits(const struct vmmio_range *rg)
 		(unsigned long long)rg->spun, poll);
 }
 
+/* The exit summary of access control and limits, when anything was counted (VM lock held). */
+static void print_limits(const struct vmmio *v)
+{
+	const struct vmmio_limit_stats *l = &v->lim;
+
+	if (!(l->dma_refused | l->answer_timeouts | l->peers_refused | l->over_cap |
+	      l->hello_timeouts | l->partial_timeouts))
+		return;
+	fprintf(stderr,
+		"coreio-vm: limits: dma_refused=%llu answer_timeouts=%llu peers_refused=%llu "
+		"over_max_conns=%llu hello_timeouts=%llu partial_frame_timeouts=%llu\n",
+		(unsigned long long)l->dma_refused, (unsigned long long)l->answer_timeouts,
+		(unsigned long long)l->peers_refused, (unsigned long long)l->over_cap,
+		(unsigned long long)l->hello_timeouts, (unsigned long long)l->partial_timeouts);
+}
+
 void vmmio_exit(struct vmmio *v)
 {
 	if (!v->io)
@@ -141,6 +223,7 @@ void vmmio_exit(struct vmmio *v)
 	for (unsigned i = 0; i < v->nranges; i++)
 		if (v->ranges[i].waits)
 			print_waits(&v->ranges[i]);
+	print_limits(v);
 	/* A vCPU still waiting wakes (its request completes) and lets go of
 	 * its reference; the memory goes from the loop (event_exit() at the
 	 * latest). */

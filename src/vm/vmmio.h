@@ -49,6 +49,24 @@ struct vmmio_port {
 	char display[160]; /* "127.0.0.1:43217", "[::1]:43219" or "unix:/path" */
 	struct vmmio_range *ranges[CONFIG_MAX_PER_PORT];
 	unsigned nranges;
+	unsigned nconns; /* open connections (VM lock), at most cfg->max_conns */
+	/* Rate-limited log of refused connections (VM lock): one line a second. */
+	long long refuse_log_ms; /* when the last one was printed */
+	unsigned refuse_quiet;	 /* refusals since then not printed */
+};
+
+#define VMMIO_TICK_MS	    100	 /* the service's timer: deadlines are checked this often */
+#define VMMIO_TIMED_MAX	    64	 /* requests with an answer deadline per connection */
+#define VMMIO_REFUSE_LOG_MS 1000 /* at most one refusal line a second per port */
+
+/* The counters of access control and limits (VM lock), printed at exit when not all zero. */
+struct vmmio_limit_stats {
+	uint64_t dma_refused;	   /* DMA pieces outside the port's dma= policy */
+	uint64_t answer_timeouts;  /* accesses that missed their range's timeout= */
+	uint64_t peers_refused;	   /* UNIX peers not in allow-uid=/allow-gid= */
+	uint64_t over_cap;	   /* connections over max-conns= */
+	uint64_t hello_timeouts;   /* connections that sent no frame within --peer-timeout */
+	uint64_t partial_timeouts; /* connections stuck inside a frame for --peer-timeout */
 };
 
 /* One --vmmio range. */
@@ -75,6 +93,7 @@ struct vmmio_range {
 	struct vmmio_port *port;
 	unsigned rid;
 	struct vmmio_conn *owner; /* the claiming connection, or NULL */
+	unsigned timeout_ms;	  /* timeout=MS: answer deadline; 0: none */
 };
 
 #define VMMIO_SPIN_MIN_NS 10000 /* poll=adaptive: a spin halved below this stops */
@@ -118,7 +137,10 @@ struct vmmio {
 	unsigned nports;
 	struct vmmio_range ranges[CONFIG_MAX_RANGES];
 	unsigned nranges;
-	struct vmmio_conn *conns; /* VM lock (vmmio_internal.h) */
+	bool verbose;		      /* --verbose */
+	unsigned peer_timeout_ms;     /* --peer-timeout; 0: none */
+	struct vmmio_limit_stats lim; /* VM lock */
+	struct vmmio_conn *conns;     /* VM lock (vmmio_internal.h) */
 	unsigned next_conn_id;
 	vmmio_claim_fn on_claim;
 	void *claim_opaque;
@@ -127,7 +149,7 @@ struct vmmio {
 	vmmio_dma_ptr_fn dma_ptr; /* NULL: guest RAM (mem_ptr()) */
 	void *dma_opaque;
 	struct iommu_set *iommu; /* the IOMMUs DMA with mid > 0 goes through, or NULL */
-	int timer_fd;		 /* once a second: drop clients whose output is stuck */
+	int timer_fd;		 /* every VMMIO_TICK_MS: stuck output and deadlines */
 	pthread_t io_thread;	 /* the thread that ran vmmio_init() and runs the loop */
 
 	/* Shared-memory DMA: the map sent to connections with COREIO_CAP_SHM. */

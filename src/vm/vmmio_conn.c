@@ -71,7 +71,7 @@ void conn_put(struct vmmio_conn *c)
 
 static void conn_event(int fd, uint32_t events, void *opaque);
 
-struct vmmio_conn *conn_new(struct vmmio_port *port, int fd, const char *peer)
+struct vmmio_conn *conn_new(struct vmmio_port *port, int fd, const char *peer, const char *peer_key)
 {
 	struct vmmio *v = port->v;
 	struct vmmio_conn *c = calloc(1, sizeof(*c));
@@ -84,6 +84,9 @@ struct vmmio_conn *conn_new(struct vmmio_port *port, int fd, const char *peer)
 	c->port = port;
 	c->fd = fd;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	snprintf(c->peer_key, sizeof(c->peer_key), "%s", peer_key);
+	c->since_ms = now_ms();
+	atomic_init(&c->partial_since, 0);
 	atomic_init(&c->refs, 1); /* v->conns' */
 	atomic_init(&c->dead, false);
 	atomic_init(&c->rx_more, false);
@@ -110,6 +113,7 @@ struct vmmio_conn *conn_new(struct vmmio_port *port, int fd, const char *peer)
 	c->id = ++v->next_conn_id;
 	c->next = v->conns;
 	v->conns = c;
+	port->nconns++;
 	return c;
 }
 
@@ -122,6 +126,10 @@ void conn_close(struct vmmio_conn *c, const char *why)
 		return;
 	atomic_store(&c->dead, true);
 	conn_log(c, "%s", why);
+	if (c->dma_refused)
+		conn_log(c, "%llu DMA piece(s) refused by the dma= policy of %s",
+			 (unsigned long long)c->dma_refused, c->port->display);
+	c->port->nconns--;
 	event_del(c->fd);
 	/* Wakes a vCPU that polls the socket; the fd stays open until conn_free(). */
 	shutdown(c->fd, SHUT_RDWR);
@@ -528,6 +536,24 @@ void conn_rx_release(struct vmmio_conn *c)
 		conn_rx_kick(c);
 }
 
+/*
+ * After a drain that ran every complete frame (rx_lock held): remember
+ * since when part of a frame waits in the buffer, for the --peer-timeout
+ * deadline (vmmio.c). The clock restarts whenever a frame completes
+ * (proto_run_frames() clears it), so a
+ * client streaming large frames is never dropped; one that stops inside
+ * a frame is.
+ */
+static void note_partial(struct vmmio_conn *c)
+{
+	if (!coreio__wire_rx_partial(&c->rx)) {
+		atomic_store(&c->partial_since, 0);
+		return;
+	}
+	if (atomic_load(&c->partial_since) == 0)
+		atomic_store(&c->partial_since, now_ms());
+}
+
 enum conn_drain conn_rx_drain(struct vmmio_conn *c, unsigned max_fills)
 {
 	unsigned fills = 0;
@@ -559,8 +585,10 @@ enum conn_drain conn_rx_drain(struct vmmio_conn *c, unsigned max_fills)
 		n = coreio__wire_rx_fill(&c->rx, c->fd);
 		if (n > 0)
 			continue;
-		if (n == -EAGAIN)
+		if (n == -EAGAIN) {
+			note_partial(c);
 			return DRAIN_EMPTY;
+		}
 		if (n == 0)
 			snprintf(why, sizeof(why), "%s",
 				 coreio__wire_rx_partial(&c->rx) ? "disconnected inside a frame"

@@ -109,6 +109,19 @@ struct vmmio_conn {
 	/* rx_lock. */
 	pthread_mutex_t rx_lock;
 	struct coreio_wire_rx rx;
+
+	/* Deadlines (docs/security.md). */
+	char peer_key[64];	    /* "pid N" (UNIX) or the address (TCP): one client's pair */
+	long long since_ms;	    /* accepted at */
+	bool greeted;		    /* VM lock: a complete frame was received */
+	atomic_llong partial_since; /* ms: part of a frame waits since; 0: none */
+	bool dma_logged;	    /* VM lock: a refused DMA was logged */
+	uint64_t dma_refused;	    /* VM lock: DMA refused by the port's dma= */
+	/* VM lock: requests with an answer deadline (timeout=), by request. */
+	struct {
+		struct io_request *req; /* NULL: a free slot */
+		long long deadline;	/* ms */
+	} timed[VMMIO_TIMED_MAX];
 };
 
 /* What conn_rx_drain() stopped at. */
@@ -146,10 +159,13 @@ static inline bool conn_dead(const struct vmmio_conn *c)
 
 /*
  * Make a connection of the accepted socket fd on port, watch it
- * (VMMIO_WATCH) and put it on v->conns. VM lock held.
+ * (VMMIO_WATCH), put it on v->conns and count it in port->nconns. VM lock
+ * held. peer names it in logs; peer_key identifies the client process
+ * ("pid N" on UNIX, the address on TCP) for the hello deadline.
  * Returns it, or NULL (fd closed) when out of memory or the loop refused.
  */
-struct vmmio_conn *conn_new(struct vmmio_port *port, int fd, const char *peer);
+struct vmmio_conn *conn_new(struct vmmio_port *port, int fd, const char *peer,
+			    const char *peer_key);
 
 /* Take a reference (any thread, c not freed yet: VM lock held, or a reference held). */
 void conn_get(struct vmmio_conn *c);
@@ -315,6 +331,14 @@ void proto_malformed(struct vmmio_conn *c, const char *fmt, ...)
 void req_answer(struct vmmio_conn *c, const struct coreio_wire_msg *m);
 
 /*
+ * The answer deadlines (timeout=) of c at time now_ms (VM lock held): a
+ * request past its deadline completes as a bus error (result -EIO, reads
+ * all ones), is counted and logged, and c is closed, so that a late answer
+ * can never complete a later request. Returns true when c was closed.
+ */
+bool req_check_deadlines(struct vmmio_conn *c, long long now_ms);
+
+/*
  * Give up what c has in flight for range rg (NULL: every range): its IRQ
  * sources drop to 0 and its waiting requests complete as if the range were
  * unclaimed. VM lock held. For a closed connection and for a reset.
@@ -330,9 +354,10 @@ uint32_t req_new_tag(struct vmmio_conn *c);
  * Queue the current shared memory map for c, which negotiated
  * COREIO_CAP_SHM: one SHM_MAP frame with its fd per region, or one frame
  * without fd for an empty map (VM lock held). Returns 0 or a negative
- * errno (c is closed).
+ * errno (c is closed). Logged at the hello (at_hello), else only with
+ * --verbose or --trace.
  */
-int shm_queue_map(struct vmmio_conn *c);
+int shm_queue_map(struct vmmio_conn *c, bool at_hello);
 
 /* ---- vmmio_port.c: listeners ---------------------------------------------- */
 
@@ -342,6 +367,17 @@ int shm_queue_map(struct vmmio_conn *c);
  * negative errno after printing why.
  */
 int port_open(struct vmmio_port *port, const char *listen_addr);
+
+/* True when the listening TCP socket of port is bound to a loopback address. */
+bool port_is_loopback(const struct vmmio_port *port);
+
+/*
+ * Log a refused connection on port's stderr line, rate-limited: at most one
+ * line every VMMIO_REFUSE_LOG_MS, the next one telling how many were not
+ * logged (VM lock held).
+ */
+void port_log_refusal(struct vmmio_port *port, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Stop listening on port and remove its UNIX socket file. */
 void port_close(struct vmmio_port *port);

@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -34,6 +35,76 @@ static void format_addr(const struct sockaddr_storage *ss, char *buf, size_t len
 	}
 }
 
+void port_log_refusal(struct vmmio_port *port, const char *fmt, ...)
+{
+	long long now = vmmio_now_ns() / 1000000;
+	va_list ap;
+
+	if (port->refuse_log_ms && now - port->refuse_log_ms < VMMIO_REFUSE_LOG_MS) {
+		port->refuse_quiet++;
+		return;
+	}
+	port->refuse_log_ms = now ? now : 1;
+	fprintf(stderr, "coreio-vm: %s: ", port->display);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	if (port->refuse_quiet)
+		fprintf(stderr, " (and %u more refusal(s) not logged in the last second)",
+			port->refuse_quiet);
+	fputc('\n', stderr);
+	fflush(stderr);
+	port->refuse_quiet = 0;
+}
+
+/*
+ * Whether a UNIX peer with these credentials may connect to port: with
+ * neither allow-uid= nor allow-gid=, the VM's own uid and root (which can
+ * read the VM's memory anyway); else a uid of allow-uid= or a (primary,
+ * effective) gid of allow-gid=.
+ */
+static bool peer_allowed(const struct vmmio_port *port, const struct ucred *cr)
+{
+	const struct range_config *rc = port->cfg;
+
+	if (rc->nallow_uid == 0 && rc->nallow_gid == 0)
+		return cr->uid == getuid() || cr->uid == 0;
+	for (unsigned i = 0; i < rc->nallow_uid; i++)
+		if (cr->uid == rc->allow_uid[i])
+			return true;
+	for (unsigned i = 0; i < rc->nallow_gid; i++)
+		if (cr->gid == rc->allow_gid[i])
+			return true;
+	return false;
+}
+
+/*
+ * Check a UNIX peer's credentials (VM lock held): fills key with "pid N".
+ * Returns true when it may connect; otherwise logs (rate-limited) and
+ * counts the refusal.
+ */
+static bool unix_peer_ok(struct vmmio_port *port, int cfd, char *key, size_t keylen)
+{
+	struct ucred cr;
+	socklen_t cl = sizeof(cr);
+
+	if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cl != sizeof(cr)) {
+		port->v->lim.peers_refused++;
+		port_log_refusal(port, "connection refused: cannot read the peer's credentials: %s",
+				 strerror(errno));
+		return false;
+	}
+	snprintf(key, keylen, "pid %ld", (long)cr.pid);
+	if (peer_allowed(port, &cr))
+		return true;
+	port->v->lim.peers_refused++;
+	port_log_refusal(port,
+			 "connection from uid %u (gid %u, pid %ld) refused: not allowed by the "
+			 "port's allow-uid=/allow-gid= (default: the VM's own uid %u and root)",
+			 (unsigned)cr.uid, (unsigned)cr.gid, (long)cr.pid, (unsigned)getuid());
+	return false;
+}
+
 /* A listening socket is ready: accept every waiting client (I/O thread). */
 static void port_accept(int fd, uint32_t events, void *opaque)
 {
@@ -45,7 +116,7 @@ static void port_accept(int fd, uint32_t events, void *opaque)
 	for (;;) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
-		char peer[160];
+		char peer[160], key[64];
 		struct vmmio_conn *c;
 		int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
@@ -54,6 +125,22 @@ static void port_accept(int fd, uint32_t events, void *opaque)
 				fprintf(stderr, "coreio-vm: %s: accept: %s\n", port->display,
 					strerror(errno));
 			break;
+		}
+		if (port->nconns >= port->cfg->max_conns) {
+			/* Accepted and closed at once: the backlog does not fill. */
+			close(cfd);
+			v->lim.over_cap++;
+			port_log_refusal(port,
+					 "connection refused: the port has its max-conns=%u "
+					 "connections",
+					 port->cfg->max_conns);
+			continue;
+		}
+		if (port->is_unix && !unix_peer_ok(port, cfd, key, sizeof(key))) {
+			/* Closed before any frame: the client sees the connection
+			 * reset; nothing of the guest was touched. */
+			close(cfd);
+			continue;
 		}
 		if (port->is_unix) {
 			/* A UNIX stream's only buffer is its sender's: the default
@@ -67,8 +154,18 @@ static void port_accept(int fd, uint32_t events, void *opaque)
 
 			setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 			format_addr(&ss, peer, sizeof(peer));
+			/* The address without the port: one client's connections. */
+			{
+				const char *colon = strrchr(peer, ':');
+				size_t kl = colon ? (size_t)(colon - peer) : strlen(peer);
+
+				if (kl >= sizeof(key))
+					kl = sizeof(key) - 1;
+				memcpy(key, peer, kl);
+				key[kl] = '\0';
+			}
 		}
-		c = conn_new(port, cfd, peer);
+		c = conn_new(port, cfd, peer, key);
 		if (c)
 			conn_log(c, "connected on %s", port->display);
 	}
@@ -108,7 +205,7 @@ static int open_tcp(struct vmmio_port *port, const char *listen_addr)
 		return err;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 16) < 0 ||
+	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0 ||
 	    getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
 		int err = -errno;
 
@@ -142,7 +239,7 @@ static int open_unix(struct vmmio_port *port)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, SOMAXCONN) < 0) {
 		int err = -errno;
 
 		fprintf(stderr, "coreio-vm: cannot listen on unix:%s: %s\n", path, strerror(errno));
@@ -153,6 +250,27 @@ static int open_unix(struct vmmio_port *port)
 	snprintf(port->display, sizeof(port->display), "unix:%s", path);
 	port->listen_fd = fd;
 	return 0;
+}
+
+bool port_is_loopback(const struct vmmio_port *port)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (port->is_unix)
+		return true;
+	if (getsockname(port->listen_fd, (struct sockaddr *)&ss, &sl) < 0)
+		return false;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+
+		if (IN6_IS_ADDR_LOOPBACK(a))
+			return true;
+		return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+	}
+	return false;
 }
 
 int port_open(struct vmmio_port *port, const char *listen_addr)

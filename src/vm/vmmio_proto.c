@@ -48,7 +48,7 @@ static void handle_ping(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 		conn_log(c, "hello: capabilities 0x%x", c->caps);
 		/* The memory map goes first, so it is complete when the client
 		 * reads the answer. */
-		if ((c->caps & COREIO_CAP_SHM) && shm_queue_map(c) < 0)
+		if ((c->caps & COREIO_CAP_SHM) && shm_queue_map(c, true) < 0)
 			return;
 	}
 	conn_queue(c, out, sizeof(out));
@@ -117,17 +117,32 @@ static void handle_irq(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 /*
  * The host memory a DMA piece touches, in order: mid 0 is guest-physical,
  * any other mid goes through that IOMMU, and a port bound to an IOMMU
- * (--vmmio iommu=N[,sid=S]) may use nothing else (docs/iommu.md). Returns
- * the number of segments, or 0 when the DMA fails (faults are recorded).
+ * (--vmmio iommu=N[,sid=S]) may use nothing else (docs/iommu.md). Then the
+ * port's dma= policy: every guest-physical segment (mid 0: the piece
+ * itself; mid > 0: the IOMMU's output) must lie inside one window
+ * (docs/security.md); *refused tells that this check failed. Returns the
+ * number of segments, or 0 when the DMA fails (faults are recorded).
  */
 static int dma_map(struct vmmio_conn *c, const struct coreio_wire_msg *m, bool write, uint8_t **hp,
-		   uint32_t *hl)
+		   uint32_t *hl, bool *refused)
 {
 	const struct range_config *pc = c->port->cfg;
 	struct iommu_seg seg[IOMMU_MAX_SEGS];
-	int n = iommu_dma_map(c->v->iommu, pc->iommu, pc->iommu_sid, m->h.iface, m->h.sid,
-			      m->h.addr, m->len, write, seg, IOMMU_MAX_SEGS);
+	int n;
 
+	*refused = false;
+	if (pc->dma == DMA_NONE) {
+		*refused = true;
+		return 0;
+	}
+	n = iommu_dma_map(c->v->iommu, pc->iommu, pc->iommu_sid, m->h.iface, m->h.sid, m->h.addr,
+			  m->len, write, seg, IOMMU_MAX_SEGS);
+	for (int i = 0; i < n; i++) {
+		if (!config_dma_allowed(pc, seg[i].gpa, seg[i].len)) {
+			*refused = true;
+			return 0;
+		}
+	}
 	for (int i = 0; i < n; i++) {
 		hp[i] = vm_dma_ptr(c->v, seg[i].gpa, seg[i].len);
 		hl[i] = seg[i].len;
@@ -135,6 +150,21 @@ static int dma_map(struct vmmio_conn *c, const struct coreio_wire_msg *m, bool w
 			return 0;
 	}
 	return n < 0 ? 0 : n;
+}
+
+/* Count a DMA piece refused by the port's dma= and log the first one of c (VM lock held). */
+static void dma_refused(struct vmmio_conn *c, const struct coreio_wire_msg *m)
+{
+	c->v->lim.dma_refused++;
+	c->dma_refused++;
+	if (c->dma_logged && !c->v->verbose && !c->v->trace)
+		return;
+	c->dma_logged = true;
+	conn_log(c,
+		 "DMA %s mid %u sid %u addr 0x%llx len %u refused: outside the dma= policy of "
+		 "%s (further refusals of this client are counted, not logged)",
+		 coreio__wire_op_name(m->h.op), m->h.iface, m->h.sid, (unsigned long long)m->h.addr,
+		 m->len, c->port->display);
 }
 
 /* A DMA request (origin 1): READ/WRITEA of up to 32 bytes, LREAD/LWRITE larger. */
@@ -148,20 +178,24 @@ static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	uint32_t hl[IOMMU_MAX_SEGS], done = 0;
 	int nseg, err;
 	size_t flen;
+	bool refused;
 
 	if (large && !(c->caps & COREIO_CAP_LARGE_DMA)) {
 		proto_malformed(c, "%s without negotiated LARGE_DMA",
 				coreio__wire_op_name(m->h.op));
 		return;
 	}
-	nseg = dma_map(c, m, !rd, hp, hl);
+	nseg = dma_map(c, m, !rd, hp, hl, &refused);
 	if (nseg > 0)
 		p = hp[0];
 	h.origin = true;
 	h.error = p == NULL;
 	h.extra = (p && rd && large) ? coreio__wire_extra_for(m->len) : 0;
 	flen = ((size_t)h.extra + 1) * COREIO_WIRE_UNIT;
-	if (!p) {
+	if (!p && refused) {
+		v->io->stats.dma_faults++;
+		dma_refused(c, m);
+	} else if (!p) {
 		v->io->stats.dma_faults++;
 		conn_log(c, "DMA %s mid %u sid %u addr 0x%llx len %u faulted",
 			 coreio__wire_op_name(h.op), m->h.iface, m->h.sid,
@@ -263,6 +297,9 @@ bool proto_run_frames(struct vmmio_conn *c)
 		}
 		if (!coreio__wire_rx_next(&c->rx, &frame, &len))
 			break;
+		c->greeted = true;
+		if (atomic_load_explicit(&c->partial_since, memory_order_relaxed))
+			atomic_store(&c->partial_since, 0); /* a frame completed */
 		conn_frame(c, frame, len);
 	}
 	pthread_mutex_unlock(lock);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "vmmio_internal.h"
@@ -111,6 +112,74 @@ void req_answer(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 		rg->late.req = NULL;
 	}
 	ioreq_complete(p);
+}
+
+/*
+ * Give req an answer deadline on c (VM lock held): rg's timeout= from now.
+ * A request struct is reused by its front end: its old slot (it completed
+ * since) is taken over. With every slot taken by waiting requests, req has
+ * no deadline (VMMIO_TIMED_MAX is far above the requests one connection
+ * can have in flight: one per vCPU and front end).
+ */
+static void timed_add(struct vmmio_conn *c, struct io_request *req, unsigned ms)
+{
+	long long deadline = vmmio_now_ns() / 1000000 + ms;
+	int free_slot = -1;
+
+	for (unsigned i = 0; i < VMMIO_TIMED_MAX; i++) {
+		if (c->timed[i].req == req) {
+			c->timed[i].deadline = deadline;
+			return;
+		}
+		if (free_slot < 0 && !c->timed[i].req)
+			free_slot = (int)i;
+	}
+	if (free_slot >= 0) {
+		c->timed[free_slot].req = req;
+		c->timed[free_slot].deadline = deadline;
+	}
+}
+
+static bool req_waits(const struct vmmio_conn *c, const struct io_request *req);
+
+bool req_check_deadlines(struct vmmio_conn *c, long long now)
+{
+	for (unsigned i = 0; i < VMMIO_TIMED_MAX; i++) {
+		struct io_request *p = c->timed[i].req, **pp;
+		struct vmmio_range *rg;
+		char why[200];
+
+		if (!p)
+			continue;
+		if (!req_waits(c, p)) {
+			c->timed[i].req = NULL; /* answered or abandoned */
+			continue;
+		}
+		if (now < c->timed[i].deadline)
+			continue;
+		c->timed[i].req = NULL;
+		for (pp = &c->pending; *pp != p; pp = &(*pp)->pend.next)
+			;
+		*pp = p->pend.next;
+		p->pend.next = NULL;
+		rg = p->pend.range;
+		if (rg->late.req == p)
+			rg->late.req = NULL;
+		c->v->lim.answer_timeouts++;
+		snprintf(why, sizeof(why),
+			 "no answer to %s at 0x%llx of range %u (rid %u) within timeout=%u ms: the "
+			 "access is a bus error; closing (a late answer must not complete a later "
+			 "request)",
+			 coreio__wire_op_name(p->pend.op), (unsigned long long)p->reqs.mmio.address,
+			 rg->g, rg->rid, rg->timeout_ms);
+		/* A bus error: emulate_mmio_post() makes a read all ones. */
+		p->result = -EIO;
+		ioreq_complete(p);
+		/* The other requests waiting on c complete as after any disconnect. */
+		conn_close(c, why);
+		return true;
+	}
+	return false;
 }
 
 /*
@@ -331,6 +400,8 @@ int vmmio_submit(struct io_request *req, void *opaque)
 		req->pend.next = c->pending;
 		c->pending = req;
 		req->state = REQ_STATE_PROCESSING;
+		if (rg->timeout_ms)
+			timed_add(c, req, rg->timeout_ms);
 	}
 	return IOREQ_PENDING;
 }

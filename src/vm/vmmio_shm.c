@@ -7,7 +7,7 @@
 
 #include "vmmio_internal.h"
 
-int shm_queue_map(struct vmmio_conn *c)
+int shm_queue_map(struct vmmio_conn *c, bool at_hello)
 {
 	struct vmmio *v = c->v;
 	unsigned n = v->nshm;
@@ -29,8 +29,10 @@ int shm_queue_map(struct vmmio_conn *c)
 			return rc;
 	}
 	v->io->stats.shm_maps++;
-	conn_log(c, "shared memory: sent map generation %llu (%u region(s))",
-		 (unsigned long long)v->shm_gen, n);
+	/* Quiet by default: a guest that remaps memory often would flood stderr. */
+	if (at_hello || v->verbose || v->trace)
+		conn_log(c, "shared memory: sent map generation %llu (%u region(s))",
+			 (unsigned long long)v->shm_gen, n);
 	return 0;
 }
 
@@ -65,7 +67,7 @@ int vmmio_shm_set(struct vmmio *v, const struct vmmio_shm_region *r, unsigned n)
 	v->shm_gen++;
 	for (c = v->conns; c; c = next) {
 		next = c->next; /* a failed queue closes and unlinks c */
-		if ((c->caps & COREIO_CAP_SHM) && shm_queue_map(c) == 0)
+		if ((c->caps & COREIO_CAP_SHM) && shm_queue_map(c, false) == 0)
 			connset_add_flush(&fs, c);
 	}
 	pthread_mutex_unlock(&v->io->lock);

@@ -249,7 +249,7 @@ def sealed_memfd(size, seal=True):
 
 
 def test_mpqemu_map_follows_sync_sysmem(env):
-    vm = start_mpqemu(env, "pci,size=4K,port=%s,shm=on" % sock(env))
+    vm = start_mpqemu(env, "pci,size=4K,port=%s,shm=on" % sock(env), extra=["--verbose"])
     d = vm.devs[0]
     c = env.client(vm.target(0))
     assert int(c.ok("caps")) & CAP_SHM

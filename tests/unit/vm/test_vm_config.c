@@ -264,6 +264,108 @@ static void test_numbers(void **state)
 	assert_int_equal(config_parse_u64("12abc", &v), -1);
 }
 
+/* allow-uid=, allow-gid=, dma=, max-conns=, timeout=, --verbose, --peer-timeout (docs/security.md).
+ */
+static void test_limits(void **state)
+{
+	const struct range_config *r;
+
+	(void)state;
+	assert_int_equal(parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0", NULL),
+			 0);
+	r = &cfg.ranges[0];
+	assert_int_equal(r->dma, DMA_RAM);
+	assert_int_equal(r->max_conns, CONFIG_MAX_CONNS_DEFAULT);
+	assert_int_equal(r->timeout_ms, 0);
+	assert_int_equal(r->nallow_uid + r->nallow_gid, 0);
+	assert_int_equal(cfg.peer_timeout_ms, CONFIG_PEER_TIMEOUT_DEFAULT);
+	assert_false(cfg.verbose);
+	assert_true(config_dma_allowed(r, UINT64_MAX, 1));
+
+	assert_int_equal(parse("--accel", "qtest", "--verbose", "--peer-timeout", "250", "--vmmio",
+			       "0xd0000000,size=4K,port=unix:/tmp/l.sock,allow-uid=0:1000,"
+			       "allow-gid=0x64,dma=0x100000+64K:0x300000+1,max-conns=3,timeout=500",
+			       "--vmmio",
+			       "0xd0001000,size=4K,port=unix:/tmp/l.sock,allow-uid=0:1000,"
+			       "allow-gid=100,dma=0x100000+0x10000:0x300000+1,max-conns=3",
+			       NULL),
+			 0);
+	r = &cfg.ranges[0];
+	assert_true(cfg.verbose);
+	assert_int_equal(cfg.peer_timeout_ms, 250);
+	assert_int_equal(r->nallow_uid, 2);
+	assert_int_equal(r->allow_uid[1], 1000);
+	assert_int_equal(r->nallow_gid, 1);
+	assert_int_equal(r->allow_gid[0], 100);
+	assert_int_equal(r->dma, DMA_WINDOWS);
+	assert_int_equal(r->ndma_win, 2);
+	assert_int_equal(r->dma_win[0].size, 0x10000);
+	assert_int_equal(r->max_conns, 3);
+	assert_int_equal(r->timeout_ms, 500);
+	assert_int_equal(cfg.ranges[1].timeout_ms, 0); /* per range */
+	/* Inside, at the edges, straddling, outside. */
+	assert_true(config_dma_allowed(r, 0x100000, 0x10000));
+	assert_true(config_dma_allowed(r, 0x10ffff, 1));
+	assert_true(config_dma_allowed(r, 0x300000, 1));
+	assert_false(config_dma_allowed(r, 0x300000, 2));
+	assert_false(config_dma_allowed(r, 0xfffff, 2));
+	assert_false(config_dma_allowed(r, 0x10fff0, 0x20));
+	assert_false(config_dma_allowed(r, 0x200000, 4));
+	assert_false(config_dma_allowed(r, 0x100000, 0));
+	assert_false(config_dma_allowed(r, UINT64_MAX, 2)); /* wraps */
+
+	assert_int_equal(parse("--accel", "qtest", "--vmmio",
+			       "0xd0000000,size=4K,port=0,dma=0xfffffffffffff000+4K", NULL),
+			 0);
+	assert_true(config_dma_allowed(&cfg.ranges[0], UINT64_MAX, 1));
+	assert_false(config_dma_allowed(&cfg.ranges[0], UINT64_MAX, 2));
+
+	assert_int_equal(
+	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,dma=none", NULL), 0);
+	assert_int_equal(cfg.ranges[0].dma, DMA_NONE);
+	assert_false(config_dma_allowed(&cfg.ranges[0], 0, 1));
+
+	expect_error(
+	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,allow-uid=1", NULL),
+	    "need port=unix");
+	expect_error(parse("--accel", "qtest", "--vmmio",
+			   "0xd0000000,size=4K,port=unix:/tmp/l.sock,allow-gid=", NULL),
+		     "empty allow-gid=");
+	expect_error(parse("--accel", "qtest", "--vmmio",
+			   "0xd0000000,size=4K,port=unix:/tmp/l.sock,allow-uid=4294967295", NULL),
+		     "bad allow-uid");
+	expect_error(parse("--accel", "qtest", "--vmmio",
+			   "0xd0000000,size=4K,port=unix:/tmp/l.sock,allow-uid=1:2:3:4:5:6:7:8:9",
+			   NULL),
+		     "more than 8");
+	expect_error(
+	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,dma=1+0", NULL),
+	    "bad DMA window");
+	expect_error(parse("--accel", "qtest", "--vmmio",
+			   "0xd0000000,size=4K,port=0,dma=0xfffffffffffff001+4K", NULL),
+		     "bad DMA window");
+	expect_error(
+	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,dma=ram:1", NULL),
+	    "must be ram, none");
+	expect_error(parse("--accel", "qtest", "--vmmio",
+			   "0xd0000000,size=4K,port=0,dma=1+1:2+1:3+1:4+1:5+1:6+1:7+1:8+1:9+1",
+			   NULL),
+		     "more than 8 DMA windows");
+	expect_error(parse("--accel", "qtest", "--vmmio",
+			   "0xd0000000,size=4K,port=unix:/tmp/l.sock,shm=on,dma=none", NULL),
+		     "would bypass dma=none");
+	expect_error(parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=@a,dma=none",
+			   "--vmmio", "0xd0001000,size=4K,port=@a", NULL),
+		     "share a port but not their allow-uid=/allow-gid=/dma=/max-conns=");
+	expect_error(
+	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,max-conns=4097", NULL),
+	    "bad max-conns");
+	expect_error(
+	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,timeout=3600001", NULL),
+	    "bad timeout");
+	expect_error(parse("--accel", "qtest", "--peer-timeout", "x", NULL), "--peer-timeout");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -274,6 +376,7 @@ int main(void)
 	    cmocka_unit_test(test_eight_per_port),
 	    cmocka_unit_test(test_numbers),
 	    cmocka_unit_test(test_kvm),
+	    cmocka_unit_test(test_limits),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
