@@ -17,9 +17,9 @@
 
 #include "config.h"
 #include "event.h"
+#include "qtest_parse.h"
 
-#define MAX_TOKENS 8
-#define FLUSH_AT   (64u << 10)
+#define FLUSH_AT (64u << 10)
 
 static void pump(struct qtest *q);
 
@@ -272,31 +272,10 @@ static bool num(const char *s, uint64_t *v)
 	return config_parse_u64(s, v) == 0;
 }
 
-/* Decode "0xHEX" (0x optional) of exactly n bytes into out. */
+/* Decode "0xHEX" (0x optional) of exactly n bytes into out (qtest_parse.h). */
 static bool hexbytes(const char *s, uint8_t *out, uint64_t n)
 {
-	size_t len;
-
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
-		s += 2;
-	len = strlen(s);
-	if (len / 2 != n || len % 2)
-		return false;
-	for (uint64_t i = 0; i < n; i++) {
-		int hi, lo;
-		char c1 = s[2 * i], c2 = s[2 * i + 1];
-
-		hi = c1 >= '0' && c1 <= '9'		    ? c1 - '0'
-		     : (c1 | 32) >= 'a' && (c1 | 32) <= 'f' ? (c1 | 32) - 'a' + 10
-							    : -1;
-		lo = c2 >= '0' && c2 <= '9'		    ? c2 - '0'
-		     : (c2 | 32) >= 'a' && (c2 | 32) <= 'f' ? (c2 | 32) - 'a' + 10
-							    : -1;
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return true;
+	return qtest_hexbytes(s, out, n);
 }
 
 static void bad(struct qtest *q, const char *arg)
@@ -683,70 +662,46 @@ static void cmd_bench_read(struct qtest *q, char **t)
 	event_defer(bench_step, q);
 }
 
-struct qtest_cmd {
-	const char *name;
-	unsigned nargs;
-	void (*fn)(struct qtest *q, char **t);
-	unsigned size; /* for readb.. / writeb.. */
+/* The handlers of qtest_cmd_specs (qtest_parse.h), in its order; NULL: readN/writeN. */
+static void (*const cmd_fns[])(struct qtest *q, char **t) = {
+    NULL,	   NULL,	   NULL,	   NULL,       NULL,
+    NULL,	   NULL,	   NULL,	   cmd_read,   cmd_write,
+    cmd_memset,	   cmd_readp,	   cmd_writep,	   cmd_writem, cmd_irq_intercept_in,
+    cmd_irq_level, cmd_vmmio_wait, cmd_vmmio_info, cmd_flags,  cmd_reset,
+    cmd_stats,	   cmd_bench_read,
 };
 
-static const struct qtest_cmd cmds[] = {
-    {"readb", 1, NULL, 1},
-    {"readw", 1, NULL, 2},
-    {"readl", 1, NULL, 4},
-    {"readq", 1, NULL, 8},
-    {"writeb", 2, NULL, 1},
-    {"writew", 2, NULL, 2},
-    {"writel", 2, NULL, 4},
-    {"writeq", 2, NULL, 8},
-    {"read", 2, cmd_read, 0},
-    {"write", 3, cmd_write, 0},
-    {"memset", 3, cmd_memset, 0},
-    {"readp", 2, cmd_readp, 0},
-    {"writep", 4, cmd_writep, 0},
-    {"writem", 4, cmd_writem, 0},
-    {"irq_intercept_in", 1, cmd_irq_intercept_in, 0},
-    {"irq_level", 1, cmd_irq_level, 0},
-    {"vmmio_wait", 2, cmd_vmmio_wait, 0},
-    {"vmmio_info", 1, cmd_vmmio_info, 0},
-    {"flags", 1, cmd_flags, 0},
-    {"reset", 0, cmd_reset, 0},
-    {"stats", 0, cmd_stats, 0},
-    {"bench_read", 3, cmd_bench_read, 0},
-};
+_Static_assert(sizeof(cmd_fns) / sizeof(cmd_fns[0]) == QTEST_NCMDS,
+	       "one handler per command of qtest_parse.h");
 
 static void exec_line(struct qtest *q, char *line)
 {
-	char *t[MAX_TOKENS + 1] = {0};
+	char *t[QTEST_MAX_TOKENS + 1] = {0};
+	char *badtok = NULL;
 	unsigned n = 0;
-	char *save = NULL;
+	int k = 0;
+	const struct qtest_cmd_spec *c;
 
-	for (char *tok = strtok_r(line, " \t\r", &save); tok;
-	     tok = strtok_r(NULL, " \t\r", &save)) {
-		if (n == MAX_TOKENS)
-			return bad(q, tok);
-		t[n++] = tok;
-	}
-	if (n == 0)
+	switch (qtest_parse_line(line, t, &n, &k, &badtok)) {
+	case QTEST_PARSE_EMPTY:
 		return; /* an empty line is not a command */
-	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
-		const struct qtest_cmd *c = &cmds[i];
-
-		if (strcmp(t[0], c->name) != 0)
-			continue;
-		if (n - 1 < c->nargs)
-			return answer(q, "FAIL missing argument (%s takes %u)", c->name, c->nargs);
-		if (n - 1 > c->nargs)
-			return bad(q, t[c->nargs + 1]);
-		if (c->fn)
-			c->fn(q, t);
-		else if (c->nargs == 1)
-			cmd_readn(q, t, c->size);
-		else
-			cmd_writen(q, t, c->size);
-		return;
+	case QTEST_PARSE_BAD:
+		return bad(q, badtok);
+	case QTEST_PARSE_UNKNOWN:
+		return answer(q, "FAIL unknown command '%s'", t[0]);
+	case QTEST_PARSE_MISSING:
+		c = &qtest_cmd_specs[k];
+		return answer(q, "FAIL missing argument (%s takes %u)", c->name, c->nargs);
+	case QTEST_PARSE_OK:
+		break;
 	}
-	answer(q, "FAIL unknown command '%s'", t[0]);
+	c = &qtest_cmd_specs[k];
+	if (cmd_fns[k])
+		cmd_fns[k](q, t);
+	else if (c->nargs == 1)
+		cmd_readn(q, t, c->size);
+	else
+		cmd_writen(q, t, c->size);
 }
 
 /* ---- input ----------------------------------------------------------- */
