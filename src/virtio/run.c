@@ -8,6 +8,7 @@
 #include <sys/select.h>
 
 #include "virtio.h"
+#include "virtio_transport.h"
 
 int vio_cli_option(struct vio_cli *cli, int c, const char *arg, const char *prog)
 {
@@ -44,7 +45,7 @@ int vio_cli_option(struct vio_cli *cli, int c, const char *arg, const char *prog
 
 static uint64_t reg_mask(const struct vio_dev *d)
 {
-	return d->transport == VIO_TRANSPORT_PCI ? COREIO_VPCI_BAR_SIZE - 1 : VIO_MMIO_SIZE - 1;
+	return vio_transport_of(d)->size - 1;
 }
 
 /* MMIO callbacks: only register state changes here; queue work waits for the main loop. */
@@ -186,7 +187,7 @@ int vio_run(struct vio_dev *d, const struct vio_cli *cli, const char *prog)
 		return rc;
 	}
 	fprintf(stderr, "%s: serving rid %u on %s (virtio-%s, device id %u)\n", prog, cli->rid,
-		cli->target, cli->transport == VIO_TRANSPORT_PCI ? "pci" : "mmio", d->device_id);
+		cli->target, vio_transport_of(d)->name, d->device_id);
 	if (want_stats()) {
 		/* So that the counters are printed when a supervisor ends the model, too. */
 		struct sigaction sa;

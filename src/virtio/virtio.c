@@ -1,11 +1,13 @@
-/* The virtio device core: features, the status state machine, queues, interrupts and both
- * transports. */
+/* The virtio device core: features, the status state machine, queues, configuration space,
+ * reset, interrupts (ISR and line 0, or the transport's vectors) and the register-block engine
+ * both transports (virtio_pci.c, virtio_mmio.c) describe their registers with. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "virtio.h"
+#include "virtio_transport.h"
 
 void vio_put_le(uint8_t *p, uint64_t v, unsigned n)
 {
@@ -65,12 +67,43 @@ static int ctx_irq_set(void *opaque, unsigned level)
 	return coreio_ctx_irq_update(d->ctx, d->rid, 0, level);
 }
 
+static int ctx_irq_line(void *opaque, unsigned line, unsigned level)
+{
+	struct vio_dev *d = opaque;
+
+	return coreio_ctx_irq_update(d->ctx, d->rid, line, level);
+}
+
 static const struct vio_host_ops ctx_host_ops = {
     .dma_read = ctx_dma_read,
     .dma_write = ctx_dma_write,
     .irq_set = ctx_irq_set,
     .dma_write_post = ctx_dma_write_post,
+    .irq_line = ctx_irq_line,
 };
+
+/* Indexed by enum vio_transport. */
+static const struct vio_transport_ops *const transports[] = {
+    [VIO_TRANSPORT_PCI] = &vio_pci_transport,
+    [VIO_TRANSPORT_MMIO] = &vio_mmio_transport,
+};
+
+#define N_TRANSPORTS (sizeof(transports) / sizeof(transports[0]))
+
+const struct vio_transport_ops *vio_transport_of(const struct vio_dev *d)
+{
+	if ((unsigned)d->transport < N_TRANSPORTS && transports[d->transport])
+		return transports[d->transport];
+	return &vio_mmio_transport;
+}
+
+/* Every transport's state in d to its reset values (the transport may still change). */
+static void transports_reset(struct vio_dev *d)
+{
+	for (size_t i = 0; i < N_TRANSPORTS; i++)
+		if (transports[i] && transports[i]->reset)
+			transports[i]->reset(d);
+}
 
 static bool is_pow2(unsigned v)
 {
@@ -94,6 +127,7 @@ int vio_dev_init(struct vio_dev *d, uint32_t device_id, uint64_t features, unsig
 	}
 	d->ops = ops;
 	d->priv = priv;
+	transports_reset(d);
 	return 0;
 }
 
@@ -133,7 +167,7 @@ void vio_log(struct vio_dev *d, int level, const char *fmt, ...)
 	d->log(d->log_opaque, level, msg);
 }
 
-static void irq_sync(struct vio_dev *d)
+void vio_dev_irq_sync(struct vio_dev *d)
 {
 	int rc;
 
@@ -165,8 +199,9 @@ void vio_dev_reset(struct vio_dev *d)
 		vq->size_max = max;
 		vq->size = max;
 	}
+	transports_reset(d);
 	d->isr = 0;
-	irq_sync(d);
+	vio_dev_irq_sync(d);
 	if (d->ops && d->ops->reset)
 		d->ops->reset(d);
 }
@@ -179,6 +214,36 @@ int vio_dev_interrupt(struct vio_dev *d, uint8_t isr_bits)
 	return d->host->irq_set(d->host_opaque, d->isr != 0);
 }
 
+void vio_dev_isr_ack(struct vio_dev *d, uint8_t bits)
+{
+	d->isr &= (uint8_t)~bits;
+	vio_dev_irq_sync(d);
+}
+
+/* Through the transport's vector for which, else the ISR way with isr_bit. */
+static int notify_driver(struct vio_dev *d, unsigned which, uint8_t isr_bit)
+{
+	const struct vio_transport_ops *t = vio_transport_of(d);
+
+	if (t->notify) {
+		int rc = t->notify(d, which);
+
+		if (rc)
+			return rc < 0 ? rc : 0;
+	}
+	return vio_dev_interrupt(d, isr_bit);
+}
+
+int vio_dev_notify_queue(struct vio_dev *d, unsigned q)
+{
+	return notify_driver(d, q, VIO_ISR_QUEUE);
+}
+
+int vio_dev_notify_config(struct vio_dev *d)
+{
+	return notify_driver(d, VIO_NOTIFY_CONFIG, VIO_ISR_CONFIG);
+}
+
 void vio_dev_needs_reset(struct vio_dev *d, const char *why)
 {
 	d->stat_broken++;
@@ -188,7 +253,7 @@ void vio_dev_needs_reset(struct vio_dev *d, const char *why)
 		return;
 	d->status |= VIO_S_NEEDS_RESET;
 	if (d->status & VIO_S_DRIVER_OK)
-		vio_dev_interrupt(d, VIO_ISR_CONFIG);
+		vio_dev_notify_config(d);
 }
 
 bool vio_dev_running(const struct vio_dev *d)
@@ -201,7 +266,7 @@ void vio_dev_config_changed(struct vio_dev *d)
 {
 	d->config_gen++;
 	if (d->status & VIO_S_DRIVER_OK)
-		vio_dev_interrupt(d, VIO_ISR_CONFIG);
+		vio_dev_notify_config(d);
 }
 
 bool vio_dev_poll(struct vio_dev *d)
@@ -373,7 +438,7 @@ static void queue_set_addr(struct vio_dev *d, int which, uint64_t v)
 		vq->used = v;
 }
 
-static void notify(struct vio_dev *d, uint64_t q)
+void vio_dev_doorbell(struct vio_dev *d, uint64_t q)
 {
 	if (q < d->num_queues) {
 		d->kick_pending |= 1u << q;
@@ -382,13 +447,12 @@ static void notify(struct vio_dev *d, uint64_t q)
 	}
 }
 
-static uint8_t config_byte(const struct vio_dev *d, uint64_t off)
+uint8_t vio_dev_config_byte(const struct vio_dev *d, uint64_t off)
 {
 	return off < d->config_len ? d->config[off] : 0;
 }
 
-/* Store driver writes to config bytes inside the writable window. */
-static void config_write(struct vio_dev *d, uint64_t off, const uint8_t *in, size_t len)
+void vio_dev_config_write(struct vio_dev *d, uint64_t off, const uint8_t *in, size_t len)
 {
 	bool any = false;
 
@@ -405,225 +469,181 @@ static void config_write(struct vio_dev *d, uint64_t off, const uint8_t *in, siz
 		d->ops->config_write(d, (uint32_t)off, len);
 }
 
-/* --- virtio-pci modern: struct virtio_pci_common_cfg, ISR, notify, device config. --- */
+/* --- The register-block engine. --- */
 
-static void pci_common_image(struct vio_dev *d, uint8_t img[COREIO_VPCI_COMMON_LEN])
+/* The value register r shows (before the VIO_REG_WO rule). */
+static uint64_t reg_get(struct vio_dev *d, const struct vio_reg *r)
 {
+	const struct vio_transport_ops *t;
 	struct vio_queue *vq = sel_queue(d);
 
-	memset(img, 0, COREIO_VPCI_COMMON_LEN);
-	vio_put_le(img + VIO_PCI_DFSELECT, d->dev_feat_sel, 4);
-	vio_put_le(img + VIO_PCI_DF, device_features_word(d), 4);
-	vio_put_le(img + VIO_PCI_GFSELECT, d->drv_feat_sel, 4);
-	vio_put_le(img + VIO_PCI_GF, driver_features_word(d), 4);
-	vio_put_le(img + VIO_PCI_MSIX_CONFIG, VIO_PCI_NO_VECTOR, 2);
-	vio_put_le(img + VIO_PCI_NUM_QUEUES, d->num_queues, 2);
-	img[VIO_PCI_STATUS] = d->status;
-	img[VIO_PCI_CFG_GEN] = d->config_gen;
-	vio_put_le(img + VIO_PCI_Q_SELECT, d->queue_sel, 2);
-	vio_put_le(img + VIO_PCI_Q_MSIX, VIO_PCI_NO_VECTOR, 2);
-	if (vq) {
-		vio_put_le(img + VIO_PCI_Q_SIZE, vq->size, 2);
-		vio_put_le(img + VIO_PCI_Q_ENABLE, vq->enabled, 2);
-		vio_put_le(img + VIO_PCI_Q_NOTIFY_OFF, d->queue_sel, 2);
-		vio_put_le(img + VIO_PCI_Q_DESC, vq->desc, 8);
-		vio_put_le(img + VIO_PCI_Q_DRIVER, vq->avail, 8);
-		vio_put_le(img + VIO_PCI_Q_DEVICE, vq->used, 8);
+	switch (r->field) {
+	case VIO_R_CONST:
+		return r->value;
+	case VIO_R_DEVICE_ID:
+		return d->device_id;
+	case VIO_R_DEV_FEAT_SEL:
+		return d->dev_feat_sel;
+	case VIO_R_DEV_FEAT:
+		return device_features_word(d);
+	case VIO_R_DRV_FEAT_SEL:
+		return d->drv_feat_sel;
+	case VIO_R_DRV_FEAT:
+		return driver_features_word(d);
+	case VIO_R_NUM_QUEUES:
+		return d->num_queues;
+	case VIO_R_STATUS:
+		return d->status;
+	case VIO_R_CONFIG_GEN:
+		return d->config_gen;
+	case VIO_R_ISR:
+		return d->isr;
+	case VIO_R_QUEUE_SEL:
+		return d->queue_sel;
+	case VIO_R_Q_SIZE_MAX:
+		return vq ? vq->size_max : 0;
+	case VIO_R_Q_SIZE:
+		return vq ? vq->size : 0;
+	case VIO_R_Q_READY:
+		return vq ? vq->enabled : 0;
+	case VIO_R_Q_NOTIFY_OFF:
+		return vq ? d->queue_sel : 0;
+	case VIO_R_Q_DESC:
+		return vq ? vq->desc : 0;
+	case VIO_R_Q_DRIVER:
+		return vq ? vq->avail : 0;
+	case VIO_R_Q_DEVICE:
+		return vq ? vq->used : 0;
+	case VIO_R_TRANSPORT:
+		t = vio_transport_of(d);
+		return t->reg_get ? t->reg_get(d, r->value) : 0;
+	default: /* ISR_ACK, QUEUE_NOTIFY: write-only */
+		return 0;
 	}
 }
 
+/* The driver wrote v to register r. */
+static void reg_set(struct vio_dev *d, const struct vio_reg *r, uint64_t v)
+{
+	const struct vio_transport_ops *t;
+
+	switch (r->field) {
+	case VIO_R_DEV_FEAT_SEL:
+		d->dev_feat_sel = (uint32_t)v;
+		break;
+	case VIO_R_DRV_FEAT_SEL:
+		d->drv_feat_sel = (uint32_t)v;
+		break;
+	case VIO_R_DRV_FEAT:
+		set_driver_features(d, (uint32_t)v);
+		break;
+	case VIO_R_STATUS:
+		set_status(d, (uint8_t)v);
+		break;
+	case VIO_R_ISR_ACK:
+		vio_dev_isr_ack(d, (uint8_t)v);
+		break;
+	case VIO_R_QUEUE_SEL:
+		d->queue_sel = v > 0xffff ? 0xffff : (uint16_t)v;
+		break;
+	case VIO_R_QUEUE_NOTIFY:
+		vio_dev_doorbell(d, v & 0xffff);
+		break;
+	case VIO_R_Q_SIZE:
+		queue_set_size(d, v);
+		break;
+	case VIO_R_Q_READY:
+		queue_ready(d, v);
+		break;
+	case VIO_R_Q_DESC:
+		queue_set_addr(d, 0, v);
+		break;
+	case VIO_R_Q_DRIVER:
+		queue_set_addr(d, 1, v);
+		break;
+	case VIO_R_Q_DEVICE:
+		queue_set_addr(d, 2, v);
+		break;
+	case VIO_R_TRANSPORT:
+		t = vio_transport_of(d);
+		if (t->reg_set)
+			t->reg_set(d, r->value, v);
+		break;
+	default: /* read-only */
+		break;
+	}
+}
+
+/* The block's bytes as the driver would read them now. */
+static void regs_image(struct vio_dev *d, const struct vio_reg_block *b,
+		       uint8_t img[VIO_REG_BLOCK_MAX])
+{
+	memset(img, 0, VIO_REG_BLOCK_MAX);
+	for (unsigned i = 0; i < b->n; i++) {
+		const struct vio_reg *r = &b->regs[i];
+
+		if (!(r->flags & VIO_REG_WO))
+			vio_put_le(img + r->off, reg_get(d, r), r->width);
+	}
+}
+
+/* Put the written bytes that fall inside the block over img. */
+static void regs_merge(const struct vio_reg_block *b, uint8_t *img, uint64_t off, size_t len,
+		       const uint8_t *in)
+{
+	for (size_t i = 0; i < len && off < b->size && i < b->size - off; i++)
+		img[off + i] = in[i];
+}
+
+/* True when [off, off + len) overlaps [reg, reg + rlen), without overflow. */
 static bool touches(uint64_t off, size_t len, unsigned reg, unsigned rlen)
 {
-	return off < reg + rlen && reg < off + len;
+	return off < (uint64_t)reg + rlen && (reg < off || reg - off < len);
 }
 
-/* Apply a write of in[0..len) at offset off of the common configuration. */
-static void pci_common_write(struct vio_dev *d, uint64_t off, size_t len, const uint8_t *in)
+void vio_regs_read(struct vio_dev *d, const struct vio_reg_block *b, uint64_t off, size_t len,
+		   uint8_t *out)
 {
-	uint8_t img[COREIO_VPCI_COMMON_LEN];
+	uint8_t img[VIO_REG_BLOCK_MAX];
 
-	pci_common_image(d, img);
+	regs_image(d, b, img);
 	for (size_t i = 0; i < len; i++)
-		if (off + i < COREIO_VPCI_COMMON_LEN)
-			img[off + i] = in[i];
-	if (touches(off, len, VIO_PCI_DFSELECT, 4))
-		d->dev_feat_sel = (uint32_t)vio_get_le(img + VIO_PCI_DFSELECT, 4);
-	if (touches(off, len, VIO_PCI_GFSELECT, 4))
-		d->drv_feat_sel = (uint32_t)vio_get_le(img + VIO_PCI_GFSELECT, 4);
-	if (touches(off, len, VIO_PCI_GF, 4))
-		set_driver_features(d, (uint32_t)vio_get_le(img + VIO_PCI_GF, 4));
-	if (touches(off, len, VIO_PCI_Q_SELECT, 2)) {
-		d->queue_sel = (uint16_t)vio_get_le(img + VIO_PCI_Q_SELECT, 2);
-		/* The queue fields of this write belong to the newly selected queue. */
-		if (len > 2)
-			pci_common_image(d, img);
-		for (size_t i = 0; i < len; i++)
-			if (off + i < COREIO_VPCI_COMMON_LEN)
-				img[off + i] = in[i];
-	}
-	if (touches(off, len, VIO_PCI_Q_SIZE, 2))
-		queue_set_size(d, vio_get_le(img + VIO_PCI_Q_SIZE, 2));
-	if (touches(off, len, VIO_PCI_Q_DESC, 8))
-		queue_set_addr(d, 0, vio_get_le(img + VIO_PCI_Q_DESC, 8));
-	if (touches(off, len, VIO_PCI_Q_DRIVER, 8))
-		queue_set_addr(d, 1, vio_get_le(img + VIO_PCI_Q_DRIVER, 8));
-	if (touches(off, len, VIO_PCI_Q_DEVICE, 8))
-		queue_set_addr(d, 2, vio_get_le(img + VIO_PCI_Q_DEVICE, 8));
-	if (touches(off, len, VIO_PCI_Q_ENABLE, 2))
-		queue_ready(d, vio_get_le(img + VIO_PCI_Q_ENABLE, 2));
-	if (touches(off, len, VIO_PCI_STATUS, 1))
-		set_status(d, img[VIO_PCI_STATUS]);
+		out[i] = off < b->size && i < b->size - off ? img[off + i] : 0;
 }
 
-static int pci_read(struct vio_dev *d, uint64_t off, size_t len, uint8_t *out)
+void vio_regs_write(struct vio_dev *d, const struct vio_reg_block *b, uint64_t off, size_t len,
+		    const uint8_t *in)
 {
-	uint8_t img[COREIO_VPCI_COMMON_LEN];
-	bool isr_read = false;
+	uint8_t img[VIO_REG_BLOCK_MAX];
 
-	pci_common_image(d, img);
-	for (size_t i = 0; i < len; i++) {
-		uint64_t o = off + i;
+	if (off >= b->size)
+		return;
+	regs_image(d, b, img);
+	regs_merge(b, img, off, len, in);
+	for (unsigned i = 0; i < b->n; i++) {
+		const struct vio_reg *r = &b->regs[i];
 
-		out[i] = 0;
-		if (o < COREIO_VPCI_COMMON_OFF + COREIO_VPCI_COMMON_LEN) {
-			out[i] = img[o - COREIO_VPCI_COMMON_OFF];
-		} else if (o == COREIO_VPCI_ISR_OFF) {
-			out[i] = d->isr;
-			isr_read = true;
-		} else if (o >= COREIO_VPCI_DEVICE_OFF &&
-			   o < COREIO_VPCI_DEVICE_OFF + COREIO_VPCI_DEVICE_LEN) {
-			out[i] = config_byte(d, o - COREIO_VPCI_DEVICE_OFF);
+		if (!touches(off, len, r->off, r->width))
+			continue;
+		reg_set(d, r, vio_get_le(img + r->off, r->width));
+		if (r->field == VIO_R_QUEUE_SEL) {
+			/* The queue fields of this write belong to the newly selected queue. */
+			regs_image(d, b, img);
+			regs_merge(b, img, off, len, in);
 		}
 	}
-	if (isr_read && d->isr) {
-		/* Reading the ISR clears it and deasserts the line (virtio 1.x, 4.1.4.5). */
-		d->isr = 0;
-		irq_sync(d);
-	}
-	return 0;
-}
-
-static int pci_write(struct vio_dev *d, uint64_t off, size_t len, const uint8_t *in)
-{
-	uint64_t end = off + len;
-
-	if (off < COREIO_VPCI_COMMON_OFF + COREIO_VPCI_COMMON_LEN)
-		pci_common_write(d, off, len, in);
-	if (off < COREIO_VPCI_NOTIFY_OFF + COREIO_VPCI_NOTIFY_LEN && end > COREIO_VPCI_NOTIFY_OFF) {
-		uint64_t first = off > COREIO_VPCI_NOTIFY_OFF ? off : COREIO_VPCI_NOTIFY_OFF;
-
-		notify(d, (first - COREIO_VPCI_NOTIFY_OFF) / COREIO_VPCI_NOTIFY_MULT);
-	}
-	if (off < COREIO_VPCI_DEVICE_OFF + COREIO_VPCI_DEVICE_LEN && end > COREIO_VPCI_DEVICE_OFF) {
-		uint64_t first = off > COREIO_VPCI_DEVICE_OFF ? off : COREIO_VPCI_DEVICE_OFF;
-
-		config_write(d, first - COREIO_VPCI_DEVICE_OFF, in + (first - off), end - first);
-	}
-	return 0;
-}
-
-/* --- virtio-mmio version 2. --- */
-
-static void mmio_image(struct vio_dev *d, uint8_t img[VIO_MMIO_CONFIG])
-{
-	struct vio_queue *vq = sel_queue(d);
-
-	memset(img, 0, VIO_MMIO_CONFIG);
-	vio_put_le(img + VIO_MMIO_MAGIC, VIO_MMIO_MAGIC_VALUE, 4);
-	vio_put_le(img + VIO_MMIO_VERSION, 2, 4);
-	vio_put_le(img + VIO_MMIO_DEVICE_ID, d->device_id, 4);
-	vio_put_le(img + VIO_MMIO_VENDOR_ID, VIO_VENDOR_ID, 4);
-	vio_put_le(img + VIO_MMIO_DEVICE_FEATURES, device_features_word(d), 4);
-	vio_put_le(img + VIO_MMIO_QUEUE_SEL, d->queue_sel, 4);
-	if (vq) {
-		vio_put_le(img + VIO_MMIO_QUEUE_NUM_MAX, vq->size_max, 4);
-		vio_put_le(img + VIO_MMIO_QUEUE_NUM, vq->size, 4);
-		vio_put_le(img + VIO_MMIO_QUEUE_READY, vq->enabled, 4);
-		vio_put_le(img + VIO_MMIO_QUEUE_DESC_LO, vq->desc, 8);
-		vio_put_le(img + VIO_MMIO_QUEUE_DRIVER_LO, vq->avail, 8);
-		vio_put_le(img + VIO_MMIO_QUEUE_DEVICE_LO, vq->used, 8);
-	}
-	vio_put_le(img + VIO_MMIO_INTERRUPT_STATUS, d->isr, 4);
-	vio_put_le(img + VIO_MMIO_STATUS, d->status, 4);
-	/* No shared memory regions: their length and base read as all ones. */
-	vio_put_le(img + VIO_MMIO_SHM_LEN_LO, UINT64_MAX, 8);
-	vio_put_le(img + VIO_MMIO_SHM_BASE_LO, UINT64_MAX, 8);
-	vio_put_le(img + VIO_MMIO_CONFIG_GEN, d->config_gen, 4);
-}
-
-static int mmio_read(struct vio_dev *d, uint64_t off, size_t len, uint8_t *out)
-{
-	uint8_t img[VIO_MMIO_CONFIG];
-
-	mmio_image(d, img);
-	for (size_t i = 0; i < len; i++) {
-		uint64_t o = off + i;
-
-		out[i] = o < VIO_MMIO_CONFIG ? img[o] : config_byte(d, o - VIO_MMIO_CONFIG);
-	}
-	return 0;
-}
-
-static int mmio_write(struct vio_dev *d, uint64_t off, size_t len, const uint8_t *in)
-{
-	uint8_t img[VIO_MMIO_CONFIG], raw[VIO_MMIO_CONFIG];
-	uint64_t end = off + len;
-
-	if (end > VIO_MMIO_CONFIG) {
-		uint64_t first = off > VIO_MMIO_CONFIG ? off : VIO_MMIO_CONFIG;
-
-		config_write(d, first - VIO_MMIO_CONFIG, in + (first - off), end - first);
-	}
-	if (off >= VIO_MMIO_CONFIG)
-		return 0;
-	mmio_image(d, img);
-	memset(raw, 0, sizeof(raw));
-	for (size_t i = 0; i < len && off + i < VIO_MMIO_CONFIG; i++) {
-		img[off + i] = in[i];
-		raw[off + i] = in[i];
-	}
-	if (touches(off, len, VIO_MMIO_DEVICE_FEAT_SEL, 4))
-		d->dev_feat_sel = (uint32_t)vio_get_le(raw + VIO_MMIO_DEVICE_FEAT_SEL, 4);
-	if (touches(off, len, VIO_MMIO_DRIVER_FEAT_SEL, 4))
-		d->drv_feat_sel = (uint32_t)vio_get_le(raw + VIO_MMIO_DRIVER_FEAT_SEL, 4);
-	if (touches(off, len, VIO_MMIO_DRIVER_FEATURES, 4))
-		set_driver_features(d, (uint32_t)vio_get_le(raw + VIO_MMIO_DRIVER_FEATURES, 4));
-	if (touches(off, len, VIO_MMIO_QUEUE_SEL, 4)) {
-		d->queue_sel = (uint16_t)vio_get_le(img + VIO_MMIO_QUEUE_SEL, 2);
-		if (vio_get_le(img + VIO_MMIO_QUEUE_SEL, 4) > 0xffff)
-			d->queue_sel = 0xffff;
-	}
-	if (touches(off, len, VIO_MMIO_QUEUE_NUM, 4))
-		queue_set_size(d, vio_get_le(img + VIO_MMIO_QUEUE_NUM, 4) & 0xffff);
-	if (touches(off, len, VIO_MMIO_QUEUE_DESC_LO, 8))
-		queue_set_addr(d, 0, vio_get_le(img + VIO_MMIO_QUEUE_DESC_LO, 8));
-	if (touches(off, len, VIO_MMIO_QUEUE_DRIVER_LO, 8))
-		queue_set_addr(d, 1, vio_get_le(img + VIO_MMIO_QUEUE_DRIVER_LO, 8));
-	if (touches(off, len, VIO_MMIO_QUEUE_DEVICE_LO, 8))
-		queue_set_addr(d, 2, vio_get_le(img + VIO_MMIO_QUEUE_DEVICE_LO, 8));
-	if (touches(off, len, VIO_MMIO_QUEUE_READY, 4))
-		queue_ready(d, vio_get_le(img + VIO_MMIO_QUEUE_READY, 4));
-	if (touches(off, len, VIO_MMIO_QUEUE_NOTIFY, 4))
-		notify(d, vio_get_le(raw + VIO_MMIO_QUEUE_NOTIFY, 4) & 0xffff);
-	if (touches(off, len, VIO_MMIO_INTERRUPT_ACK, 4)) {
-		d->isr &= (uint8_t)~vio_get_le(raw + VIO_MMIO_INTERRUPT_ACK, 4);
-		irq_sync(d);
-	}
-	if (touches(off, len, VIO_MMIO_STATUS, 4))
-		set_status(d, img[VIO_MMIO_STATUS]);
-	return 0;
 }
 
 int vio_transport_read(struct vio_dev *d, uint64_t off, size_t len, void *buf)
 {
-	if (d->transport == VIO_TRANSPORT_PCI)
-		return pci_read(d, off & (COREIO_VPCI_BAR_SIZE - 1), len, buf);
-	return mmio_read(d, off & (VIO_MMIO_SIZE - 1), len, buf);
+	const struct vio_transport_ops *t = vio_transport_of(d);
+
+	return t->read(d, off & (t->size - 1), len, buf);
 }
 
 int vio_transport_write(struct vio_dev *d, uint64_t off, size_t len, const void *buf)
 {
-	if (d->transport == VIO_TRANSPORT_PCI)
-		return pci_write(d, off & (COREIO_VPCI_BAR_SIZE - 1), len, buf);
-	return mmio_write(d, off & (VIO_MMIO_SIZE - 1), len, buf);
+	const struct vio_transport_ops *t = vio_transport_of(d);
+
+	return t->write(d, off & (t->size - 1), len, buf);
 }

@@ -93,6 +93,12 @@
 #define VIO_PCI_Q_DEVICE     0x30u
 #define VIO_PCI_NO_VECTOR    0xffffu
 
+/*
+ * MSI-X vectors of the PCI transport: a CoreIO range has at most 8 IRQ lines
+ * (coreio-vm's CONFIG_MAX_IRQS), and vector i is the range's line i.
+ */
+#define VIO_MSIX_MAX_VECTORS 8u
+
 /* Limits. */
 #define VIO_MAX_QUEUES	   8u
 #define VIO_QUEUE_SIZE_MAX 32768u
@@ -114,10 +120,11 @@ enum vio_transport {
 struct vio_dev;
 
 /*
- * How the library reaches guest memory and the interrupt line. The default
+ * How the library reaches guest memory and the interrupt lines. The default
  * (vio_dev_set_ctx) uses coreio_ctx_dma_read/write with mid 0 (blocking, and
- * non-blocking for dma_write_post) and coreio_ctx_irq_update(rid, iid 0);
- * unit tests put fakes here.
+ * non-blocking for dma_write_post), coreio_ctx_irq_update(rid, iid 0) for
+ * irq_set and coreio_ctx_irq_update(rid, iid line) for irq_line; unit tests
+ * put fakes here.
  */
 struct vio_host_ops {
 	/* Copy len bytes from guest-physical gpa; 0 or a negative errno. */
@@ -139,6 +146,13 @@ struct vio_host_ops {
 	 */
 	int (*dma_write_post)(void *opaque, uint64_t gpa, const void *buf, size_t len,
 			      void (*done)(void *arg, int err), void *arg);
+	/*
+	 * Optional: set the level of the range's IRQ line `line` (0..7). The
+	 * PCI transport pulses line v (1 then 0, a rising edge) to send MSI-X
+	 * vector v; without this op vectors are not used (the ISR and line 0
+	 * are, as with no vector). Returns 0 or a negative errno.
+	 */
+	int (*irq_line)(void *opaque, unsigned line, unsigned level);
 };
 
 /* What a device model implements. Every callback runs on the main loop's thread. */
@@ -212,7 +226,7 @@ struct vio_dev {
 	const struct vio_dev_ops *ops;
 	void *priv; /* the model's state */
 
-	/* Transport state. */
+	/* Transport state (the transport may be changed until the driver starts). */
 	enum vio_transport transport;
 	uint8_t status;
 	uint8_t isr;
@@ -223,6 +237,12 @@ struct vio_dev {
 	uint32_t kick_pending; /* bit q: queue q was notified */
 	bool kick_all;	       /* DRIVER_OK was set: look at every queue */
 	bool verbose;	       /* also log the debug traces (status, notify, resets, ...) */
+
+	/* The PCI transport's MSI-X vectors (virtio_pci.c); VIO_PCI_NO_VECTOR: none. */
+	struct {
+		uint16_t config_vector;
+		uint16_t queue_vector[VIO_MAX_QUEUES];
+	} pci;
 
 	/* Where the library's messages go (vio_dev_set_log()); NULL: nowhere. */
 	void (*log)(void *opaque, int level, const char *msg);
@@ -278,8 +298,9 @@ int vio_dev_init(struct vio_dev *d, uint32_t device_id, uint64_t features, unsig
 /*
  * Route d's DMA and interrupt through a CoreIO context: DMA with mid 0,
  * sid 0 (reads blocking; writes posted, except on a shared-memory
- * connection where every DMA is a memcpy anyway), and the IRQ line iid 0
- * of range rid. No return value.
+ * connection where every DMA is a memcpy anyway), and the IRQ lines of
+ * range rid: iid 0 for the ISR's level (INTx), iid v for a pulse of MSI-X
+ * vector v. No return value.
  */
 void vio_dev_set_ctx(struct vio_dev *d, coreio_ctx_t *ctx, unsigned rid);
 
@@ -308,7 +329,8 @@ void vio_log(struct vio_dev *d, int level, const char *fmt, ...)
 
 /*
  * Reset the device as status 0 does: status, features, ISR (line lowered),
- * every queue, then the model's reset callback. No return value.
+ * every queue, the transports' state (PCI: every MSI-X vector back to
+ * VIO_PCI_NO_VECTOR), then the model's reset callback. No return value.
  */
 void vio_dev_reset(struct vio_dev *d);
 
@@ -324,10 +346,40 @@ void vio_dev_needs_reset(struct vio_dev *d, const char *why);
 bool vio_dev_running(const struct vio_dev *d);
 
 /*
- * Raise the interrupt for isr_bits (VIO_ISR_QUEUE / VIO_ISR_CONFIG): sets
- * the ISR bits and drives the line high. Returns 0 or the irq_set error.
+ * Raise the interrupt for isr_bits (VIO_ISR_QUEUE / VIO_ISR_CONFIG) the INTx
+ * way: sets the ISR bits and drives line 0 high (until the driver reads or
+ * acknowledges the ISR). Returns 0 or the irq_set error. Devices use
+ * vio_dev_notify_queue() / vio_dev_notify_config(), which come here unless
+ * the transport has a vector for the interrupt.
  */
 int vio_dev_interrupt(struct vio_dev *d, uint8_t isr_bits);
+
+/*
+ * Tell the driver that queue q has used buffers. When the transport has an
+ * MSI-X vector v for q (PCI, vio_dev_msix_vectors()), line v is pulsed
+ * (host irq_line(v, 1) then irq_line(v, 0)) and the ISR is left alone;
+ * otherwise the ISR's queue bit is set and line 0 goes high
+ * (vio_dev_interrupt()). Returns 0 or the irq op's error.
+ */
+int vio_dev_notify_queue(struct vio_dev *d, unsigned q);
+
+/*
+ * Send a configuration change interrupt, through the transport's config
+ * vector when it has one (as vio_dev_notify_queue()), else ISR bit 1 and
+ * line 0. Callers check DRIVER_OK. Returns 0 or the irq op's error.
+ */
+int vio_dev_notify_config(struct vio_dev *d);
+
+/*
+ * The number of MSI-X vectors d offers: with the PCI transport one for
+ * configuration changes plus one per queue, at most VIO_MSIX_MAX_VECTORS
+ * (so 2..8); 0 with MMIO. The driver's vector numbers below it are kept
+ * (config_msix_vector, queue_msix_vector), others read back
+ * VIO_PCI_NO_VECTOR. Vector v is sent as a rising edge on the range's IRQ
+ * line v, so the VM must give the range this many lines (line 0 being
+ * also the INTx level line).
+ */
+unsigned vio_dev_msix_vectors(const struct vio_dev *d);
 
 /*
  * Tell the driver that the device configuration changed: bump the config
@@ -344,10 +396,11 @@ void vio_dev_config_changed(struct vio_dev *d);
 bool vio_dev_poll(struct vio_dev *d);
 
 /*
- * Serve a guest read of the transport's register block.
- *   off  offset inside the block (PCI: addr & (COREIO_VPCI_BAR_SIZE - 1);
- *        MMIO: addr & (VIO_MMIO_SIZE - 1))
- *   len  1..8 bytes (longer accesses are served byte-wise as zero beyond 8)
+ * Serve a guest read of the transport's register block (virtio_pci.c,
+ * virtio_mmio.c).
+ *   off  offset inside the block; taken modulo the block's size
+ *        (PCI: COREIO_VPCI_BAR_SIZE; MMIO: VIO_MMIO_SIZE)
+ *   len  bytes (1..8 from a guest)
  *   buf  receives the bytes, little-endian
  * Unknown offsets read 0. Returns 0 (never fails: a bad access reads 0).
  */
@@ -390,7 +443,8 @@ int vio_queue_pop(struct vio_dev *d, unsigned q, struct vio_chain *c);
 
 /*
  * Return chain c of queue q to the driver through the used ring with
- * written bytes written, bump used->idx and raise the queue interrupt.
+ * written bytes written, bump used->idx and raise the queue interrupt
+ * (vio_dev_notify_queue()).
  * The used element and used->idx are posted writes when the host can post
  * them. If writes were posted to c (vio_chain_post()) and are still in
  * flight, all of this happens later, from their completion; if one of them

@@ -35,7 +35,8 @@ struct vio_post {
 	struct vio_req *req; /* the chain it writes to; NULL: queue q's used ring */
 	unsigned q, gen;
 	bool done;
-	uint8_t irq_bits; /* raise these once this write and all older ones are done */
+	uint32_t
+	    irq_queues; /* bit q: interrupt for queue q once this and all older writes are done */
 	unsigned irq_gen;
 	size_t len;
 	uint8_t data[];
@@ -94,19 +95,28 @@ static void req_drop(struct vio_req *r)
 }
 
 /*
- * Raise isr_bits once every write issued so far is in guest memory: at once
- * when none is in flight, else when the newest one and all older ones have
- * completed. The interrupt goes to the VM on another connection than DMA,
- * so it must not be sent before the writes it announces are done.
+ * Send queue q's interrupt once every write issued so far is in guest
+ * memory: at once when none is in flight, else when the newest one and all
+ * older ones have completed. The interrupt goes to the VM on another
+ * connection than DMA, so it must not be sent before the writes it
+ * announces are done.
  */
-static void interrupt_after_writes(struct vio_dev *d, uint8_t isr_bits)
+static void interrupt_after_writes(struct vio_dev *d, unsigned q)
 {
 	if (!d->post_tail) {
-		vio_dev_interrupt(d, isr_bits);
+		vio_dev_notify_queue(d, q);
 		return;
 	}
-	d->post_tail->irq_bits |= isr_bits;
+	d->post_tail->irq_queues |= 1u << q;
 	d->post_tail->irq_gen = d->post_gen;
+}
+
+/* Send the interrupts of the queues in mask (bit q: queue q). */
+static void notify_queues(struct vio_dev *d, uint32_t mask)
+{
+	for (unsigned q = 0; q < VIO_MAX_QUEUES; q++)
+		if (mask & (1u << q))
+			vio_dev_notify_queue(d, q);
 }
 
 /* Free the completed writes at the head of the list, raising what waited for them. */
@@ -119,8 +129,8 @@ static void post_retire(struct vio_dev *d)
 		if (!d->post_head)
 			d->post_tail = NULL;
 		d->post_bytes -= p->len;
-		if (p->irq_bits && p->irq_gen == d->post_gen)
-			vio_dev_interrupt(d, p->irq_bits);
+		if (p->irq_queues && p->irq_gen == d->post_gen)
+			notify_queues(d, p->irq_queues);
 		free(p);
 	}
 	if (d->post_stalled && d->post_bytes <= VIO_POST_MAX / 4) {
@@ -213,7 +223,7 @@ static int used_publish(struct vio_dev *d, unsigned q, uint16_t head, uint32_t w
 	if (rc)
 		return rc;
 	d->stat_chains++;
-	interrupt_after_writes(d, VIO_ISR_QUEUE);
+	interrupt_after_writes(d, q);
 	return 0;
 }
 
