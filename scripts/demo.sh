@@ -3,10 +3,15 @@
 # device models running as their own processes, shows the guest using them,
 # and leaves you at the guest's shell (exit powers it off). Without a terminal,
 # or with --batch, it runs the show non-interactively and exits 0 on success.
+# QEMU reaches the models over vfio-user when a QEMU >= 10.1 is there (the
+# Debian trixie root scripts/qemu-root.sh builds; scripts/install-deps.sh runs
+# it), else over QEMU 7.2's mpqemu proxy; the output says which.
+#   --transport auto|vfio-user|mpqemu  force one;  --verbose  coreio-vm's
+#            routine messages too (both for the Linux demo)
 #   --guest  instead boot a freestanding test guest under coreio-vm (KVM) that
 #            drives the example timer/DMA device model (qtest where no KVM)
 #   --qtest  instead play the CPU with a test-accelerator script
-# Usage: scripts/demo.sh [--batch | --guest | --qtest | --help]
+# Usage: scripts/demo.sh [--batch] [--transport T] [--verbose] | --guest | --qtest | --help
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +25,7 @@ py=/usr/bin/python3
 [ -x "$py" ] || py=python3
 case "${1:-}" in
 -h | --help)
-	sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
 	exit 0
 	;;
 --guest)
@@ -31,18 +36,34 @@ case "${1:-}" in
 	build
 	exec "$py" scripts/demo.py --build build --qtest
 	;;
---batch)
-	exec scripts/linux-demo.sh --batch
-	;;
-"")
+esac
+
+# The Linux demo: --batch, --transport T and --verbose go to scripts/linux-demo.sh.
+batch=0
+args=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--batch) batch=1 ;;
+	--verbose | --transport=*) args+=("$1") ;;
+	--transport)
+		[ $# -ge 2 ] || {
+			echo "demo: --transport needs auto, vfio-user or mpqemu" >&2
+			exit 2
+		}
+		args+=("$1" "$2")
+		shift
+		;;
+	*)
+		echo "demo: unknown option '$1' (try --help)" >&2
+		exit 2
+		;;
+	esac
+	shift
+done
+if [ $batch -eq 0 ]; then
 	if [ -t 0 ] && [ -t 1 ]; then
-		exec scripts/linux-demo.sh
+		exec scripts/linux-demo.sh "${args[@]}"
 	fi
 	echo "demo: no terminal, running non-interactively (--batch)" >&2
-	exec scripts/linux-demo.sh --batch
-	;;
-*)
-	echo "demo: unknown option '$1' (try --help)" >&2
-	exit 2
-	;;
-esac
+fi
+exec scripts/linux-demo.sh --batch "${args[@]}"

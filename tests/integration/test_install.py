@@ -71,3 +71,78 @@ def test_install_and_pkg_config_build(tmp_path, env):
     vm.ok("writew %#x 0xbeef" % (R0 + 0x40))
     assert vm.value("readw %#x" % (R0 + 0x40)) == 0xBEEF
     p.wait_stdout(r"^write d0000040 2 000000000000beef 0$")
+
+
+# scripts/qemu-root.sh: the Debian trixie root with QEMU 11.1 for coreio-qemu's vfio-user.
+QEMU_ROOT_SH = os.path.join(ROOT, "scripts", "qemu-root.sh")
+DEFAULT_QEMU_ROOT = os.environ.get("COREIO_QEMU_ROOT") or os.path.join(ROOT, "build", "qemu-root")
+
+
+def qemu_root(*args, timeout=60, **kw):
+    return subprocess.run([QEMU_ROOT_SH] + list(args), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout, **kw)
+
+
+def test_qemu_root_help_and_usage():
+    p = qemu_root("--help")
+    assert p.returncode == 0
+    for word in ("debootstrap", "trixie-backports", "coreio-qemu-system", "ROOT.tmp", "77",
+                 "--verbose", "--quiet", "COREIO_QEMU_ROOT", "10.1"):
+        assert word in p.stdout, word
+    p = qemu_root("--bogus")
+    assert p.returncode == 2 and "unknown option '--bogus'" in p.stderr
+    p = qemu_root("a", "b")
+    assert p.returncode == 2 and "one ROOT only (got 'a' and 'b')" in p.stderr
+
+
+def test_qemu_root_never_replaces_what_is_not_a_debian_root(tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    p = qemu_root(str(tmp_path))
+    assert p.returncode == 1
+    assert "%s exists and is not a Debian root" % tmp_path in p.stderr, p.stderr
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+    assert not os.path.exists(str(tmp_path) + ".tmp")
+
+
+def test_qemu_root_skips_loudly_without_privileges(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the script as another user")
+    if shutil.which("sudo"):
+        pytest.skip("sudo is installed: the script would use it")
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is missing")
+    target = tmp_path / "root"
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        QEMU_ROOT_SH, str(target)], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, timeout=60)
+    assert p.returncode == 77, p.stderr
+    assert "SKIPPED: cannot build the QEMU 10.1+ root in %s" % target in p.stderr, p.stderr
+    assert "is not root and has no sudo" in p.stderr
+    assert not target.exists() and not os.path.exists(str(target) + ".tmp")
+
+
+def test_qemu_root_recognises_a_complete_root():
+    """A built root is reported at once, never rebuilt; its wrapper runs QEMU >= 10.1."""
+    wrapper = os.path.join(DEFAULT_QEMU_ROOT, "coreio-qemu-system")
+    if not os.path.isfile(os.path.join(DEFAULT_QEMU_ROOT, "usr", "bin", "qemu-system-x86_64")):
+        pytest.skip("no QEMU root at %s (scripts/qemu-root.sh builds it; scripts/install-deps.sh "
+                    "runs that)" % DEFAULT_QEMU_ROOT)
+    stamp = os.stat(os.path.join(DEFAULT_QEMU_ROOT, "etc", "debian_version")).st_mtime_ns
+    p = qemu_root(DEFAULT_QEMU_ROOT, timeout=20)
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"^qemu-root: QEMU (\d+)\.(\d+)\.\d+ ready in %s \(run it as %s\)$"
+                     % (re.escape(DEFAULT_QEMU_ROOT), re.escape(wrapper)), p.stderr, re.M), p.stderr
+    assert "building" not in p.stderr and p.stdout == ""
+    assert os.stat(os.path.join(DEFAULT_QEMU_ROOT, "etc", "debian_version")).st_mtime_ns == stamp
+    p = qemu_root("--quiet", DEFAULT_QEMU_ROOT, timeout=20)
+    assert p.returncode == 0 and p.stderr == "" and p.stdout == ""
+    v = subprocess.run([wrapper, "--version"], capture_output=True, text=True, timeout=20,
+                       stdin=subprocess.DEVNULL)
+    m = re.search(r"QEMU emulator version (\d+)\.(\d+)", v.stdout)
+    assert v.returncode == 0 and m and (int(m.group(1)), int(m.group(2))) >= (10, 1), v
+    # The root's own modules, not the host's QEMU 7.2 ones; the device coreio-qemu needs.
+    d = subprocess.run([wrapper, "-nodefaults", "-machine", "none", "-device",
+                        "vfio-user-pci,help"], capture_output=True, text=True, timeout=20,
+                       stdin=subprocess.DEVNULL)
+    assert d.returncode == 0 and "socket=" in d.stdout, d.stderr
+    assert "Only modules from the same build" not in d.stderr, d.stderr
