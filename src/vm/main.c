@@ -18,6 +18,7 @@
 #include "mpqemu.h"
 #include "qtest.h"
 #include "vcpu.h"
+#include "vfu.h"
 #include "vmmio.h"
 
 static struct vm_config cfg;
@@ -28,6 +29,7 @@ static struct vmmio vmmio;
 static struct qtest qtest;
 static struct kvm_accel kvm;
 static struct mpqemu mpq;
+static struct vfu vfu;
 static struct hw_set hw;
 static struct hw_ctx hw_ctx;
 static atomic_int last_signal;
@@ -104,6 +106,29 @@ static int run_mpqemu(void)
 }
 
 /*
+ * The vfio-user mode: QEMU runs the guest; each range is one vfio-user
+ * device on its own UNIX socket, served on the I/O thread alone.
+ */
+static int run_vfio_user(void)
+{
+	int status = 0;
+
+	if (vmmio_init(&vmmio, &cfg, &io, &mem, &irqchip) < 0 ||
+	    vfu_init(&vfu, &cfg, &vmmio, &irqchip) < 0) {
+		status = 1;
+	} else if (event_run() < 0) {
+		fprintf(stderr, "coreio-vm: event loop failed: %s\n", strerror(errno));
+		status = 1;
+	}
+	if (atomic_load(&last_signal))
+		status = 128 + atomic_load(&last_signal);
+	vfu_stop(&vfu);
+	vmmio_exit(&vmmio);
+	vfu_exit(&vfu);
+	return status;
+}
+
+/*
  * The KVM accelerator: vCPU threads run the guest; this thread is the I/O
  * thread (clients, console input, signals) until something ends the VM.
  */
@@ -169,8 +194,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "coreio-vm: cannot set up the event loop: %s\n", strerror(errno));
 		return 1;
 	}
-	/* With mpqemu QEMU owns guest RAM (mpqemu.c maps what it shares). */
-	rc = strcmp(cfg.accel, "mpqemu") == 0 ? 0 : mem_init(&mem, cfg.mem);
+	/* With mpqemu and vfio-user QEMU owns guest RAM (mpqemu.c and vfu_dma.c map what it
+	 * shares). */
+	rc = strcmp(cfg.accel, "mpqemu") == 0 || strcmp(cfg.accel, "vfio-user") == 0
+		 ? 0
+		 : mem_init(&mem, cfg.mem);
 	if (rc < 0) {
 		fprintf(stderr, "coreio-vm: cannot create %llu bytes of guest RAM: %s\n",
 			(unsigned long long)cfg.mem, strerror(-rc));
@@ -182,6 +210,8 @@ int main(int argc, char **argv)
 		status = run_kvm();
 	else if (strcmp(cfg.accel, "mpqemu") == 0)
 		status = run_mpqemu();
+	else if (strcmp(cfg.accel, "vfio-user") == 0)
+		status = run_vfio_user();
 	else
 		status = run_qtest();
 	event_exit();

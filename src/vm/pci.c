@@ -1,4 +1,4 @@
-/* coreio-vm: the PCI configuration space of a device served through QEMU's proxy (mpqemu). */
+/* coreio-vm: the PCI configuration space of a device served to QEMU (mpqemu proxy, vfio-user). */
 #include "pci.h"
 
 #include <errno.h>
@@ -91,6 +91,45 @@ void pci_dev_init(struct pci_dev *p, const struct range_config *rc)
 	if (rc->virtio)
 		virtio_caps(p);
 	memcpy(p->initial, p->cfg, sizeof(p->cfg));
+}
+
+void pci_dev_add_msix(struct pci_dev *p, unsigned nvec)
+{
+	unsigned off = p->cfgcap ? p->cfgcap + 20 : PCI_VIRTIO_CAPS_START;
+	uint8_t *c = p->cfg + off;
+
+	if (nvec < 1 || nvec > 64 || off + PCI_MSIX_CAP_SIZE > PCI_CFG_SIZE)
+		return;
+	c[0] = PCI_CAP_ID_MSIX;
+	c[1] = 0;
+	put16(c + 2, (uint16_t)(nvec - 1)); /* table size - 1; enable and mask clear */
+	put32(c + 4, PCI_MSIX_TABLE_OFF | PCI_MSIX_BAR);
+	put32(c + 8, PCI_MSIX_PBA_OFF | PCI_MSIX_BAR);
+	p->wmask[off + 3] = (uint8_t)((PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL) >> 8);
+	if (p->cfgcap)
+		p->cfg[p->cfgcap + 1] = (uint8_t)off; /* the virtio list's last capability */
+	else
+		p->cfg[PCI_CFG_CAP_PTR] = (uint8_t)off;
+	p->cfg[PCI_CFG_STATUS] |= PCI_STATUS_CAP_LIST;
+	put32(p->wmask + PCI_CFG_BAR1, (uint32_t) ~(PCI_MSIX_BAR_SIZE - 1) & 0xfffffff0u);
+	p->msix_cap = off;
+	p->msix_vectors = nvec;
+	memcpy(p->initial, p->cfg, sizeof(p->cfg));
+}
+
+static uint16_t msix_control(const struct pci_dev *p)
+{
+	return p->msix_cap ? (uint16_t)(p->cfg[p->msix_cap + 2] | p->cfg[p->msix_cap + 3] << 8) : 0;
+}
+
+bool pci_msix_enabled(const struct pci_dev *p)
+{
+	return msix_control(p) & PCI_MSIX_FLAGS_ENABLE;
+}
+
+bool pci_msix_function_masked(const struct pci_dev *p)
+{
+	return msix_control(p) & PCI_MSIX_FLAGS_MASKALL;
 }
 
 void pci_dev_reset(struct pci_dev *p)

@@ -1,4 +1,4 @@
-/* coreio-vm: the PCI configuration space of a device served through QEMU's proxy (mpqemu). */
+/* coreio-vm: the PCI configuration space of a device served to QEMU (mpqemu proxy, vfio-user). */
 #ifndef COREIO_VM_PCI_H
 #define COREIO_VM_PCI_H
 
@@ -20,6 +20,7 @@
 #define PCI_CFG_LATENCY	    0x0d
 #define PCI_CFG_HEADER_TYPE 0x0e
 #define PCI_CFG_BAR0	    0x10
+#define PCI_CFG_BAR1	    0x14
 #define PCI_CFG_SUBSYS_VEN  0x2c
 #define PCI_CFG_SUBSYS_ID   0x2e
 #define PCI_CFG_CAP_PTR	    0x34
@@ -43,6 +44,17 @@
 #define VIRTIO_PCI_CAP_PCI_CFG 5
 #define PCI_VIRTIO_CAPS_START  0x40 /* the first capability */
 
+/* MSI-X (vfio-user mode only): the capability, and BAR 1 holding its table and PBA. */
+#define PCI_CAP_ID_MSIX	       0x11
+#define PCI_MSIX_CAP_SIZE      12
+#define PCI_MSIX_FLAGS_MASKALL 0x4000u
+#define PCI_MSIX_FLAGS_ENABLE  0x8000u
+#define PCI_MSIX_BAR	       1
+#define PCI_MSIX_BAR_SIZE      4096u /* BAR 1: table at 0, PBA at PCI_MSIX_PBA_OFF */
+#define PCI_MSIX_TABLE_OFF     0x000u
+#define PCI_MSIX_PBA_OFF       0x800u
+#define PCI_MSIX_ENTRY_SIZE    16u
+
 /*
  * One device's configuration space. cfg holds the bytes the guest reads;
  * wmask says which bits a configuration write may change.
@@ -53,6 +65,8 @@ struct pci_dev {
 	uint8_t initial[PCI_CFG_SIZE]; /* cfg after init: what a reset returns to */
 	uint64_t bar_size;	       /* BAR 0: a power of two, 4 KiB..1 GiB */
 	unsigned cfgcap;	       /* offset of the virtio PCI cfg access capability, or 0 */
+	unsigned msix_cap;	       /* offset of the MSI-X capability, or 0 (pci_dev_add_msix) */
+	unsigned msix_vectors;	       /* its table size */
 };
 
 /*
@@ -62,6 +76,23 @@ struct pci_dev {
  * capabilities describing src/virtio/virtio-pci-layout.h.
  */
 void pci_dev_init(struct pci_dev *p, const struct range_config *rc);
+
+/*
+ * Add an MSI-X capability of nvec vectors (1..64) whose table (offset 0)
+ * and PBA (offset PCI_MSIX_PBA_OFF) live in BAR 1, a 32-bit
+ * non-prefetchable memory BAR of PCI_MSIX_BAR_SIZE bytes, after the other
+ * capabilities (0x98 with profile=virtio, else 0x40). Only the enable and
+ * function mask bits of its message control are writable. Call right after
+ * pci_dev_init(); the reset state includes it. The mpqemu mode never calls
+ * it, so its layout is unchanged.
+ */
+void pci_dev_add_msix(struct pci_dev *p, unsigned nvec);
+
+/* True when MSI-X exists and its message control enables it. */
+bool pci_msix_enabled(const struct pci_dev *p);
+
+/* True when MSI-X exists and its message control sets the function mask. */
+bool pci_msix_function_masked(const struct pci_dev *p);
 
 /* Return to the state after pci_dev_init() (a device reset). */
 void pci_dev_reset(struct pci_dev *p);

@@ -1,0 +1,614 @@
+"""coreio-vm --accel vfio-user driven by a Python vfio-user client (vfu_client.py) playing QEMU."""
+
+import errno
+import mmap
+import os
+import queue
+import select
+import socket
+import struct
+import subprocess
+import threading
+
+import pytest
+
+from conftest import VM_EXE, Proc, build_path, fnv64, seed_pattern
+from vfu_client import (ACTION_MASK, ACTION_TRIGGER, ACTION_UNMASK, BAR0, BAR1, CONFIG,
+                        DATA_BOOL, DATA_EVENTFD, DATA_NONE, GET_INFO, INTX, MSI, MSIX,
+                        REGION_READ, REGION_WRITE, DEVICE_FEATURE, VfuClient, VfuError,
+                        eventfd_wait)
+
+PLAIN = "pci,size=4K,pci=1234:5678,class=0x058000,subsys=abcd:ef01,rev=7,port=0"
+VIRTIO = "pci,size=16K,pci=1044,profile=virtio,port=0"
+BASE = 0xFE000000
+MSIX_CTRL_ENABLE = 0x8000
+MSIX_CTRL_MASKALL = 0x4000
+
+
+class VfuVM(Proc):
+    """coreio-vm --accel vfio-user, one socket path per range under tmp; optional control socket."""
+
+    def __init__(self, tmp, vmmio, control=False, extra=()):
+        self.paths = [str(tmp / ("g%d.sock" % i)) for i in range(len(vmmio))]
+        argv = [build_path(VM_EXE), "--accel", "vfio-user"]
+        for p in self.paths:
+            argv += ["--vfio-user-socket", p]
+        for v in vmmio:
+            argv += ["--vmmio", v]
+        pass_fds = []
+        self.ctl = None
+        if control:
+            self.ctl, ctl_vm = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            argv += ["--mpqemu-control", str(ctl_vm.fileno())]
+            pass_fds.append(ctl_vm.fileno())
+        argv += list(extra)
+        self.name = "coreio-vm"
+        self.argv = argv
+        self.stderr_lines = []
+        self.stdout_lines = []
+        self.cond = threading.Condition()
+        self.answers = queue.Queue()
+        self.events = queue.Queue()
+        self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, bufsize=1,
+                                  pass_fds=pass_fds)
+        if control:
+            ctl_vm.close()
+        self.t_err = threading.Thread(target=self._read_err, daemon=True)
+        self.t_out = threading.Thread(target=self._read_out, daemon=True)
+        self.t_err.start()
+        self.t_out.start()
+        self.listening = [m.group(1) for m in self.wait_stderr(r"listening on (\S+)",
+                                                               count=len(vmmio))]
+        self.wait_stderr(r"vfio-user device \d+: serving", count=len(vmmio))
+        self.conns = []
+
+    def target(self, g):
+        return self.listening[g]
+
+    def connect(self, g, handshake=True):
+        c = VfuClient(self.paths[g])
+        self.conns.append(c)
+        if handshake:
+            c.handshake()
+        return c
+
+    def ctl_expect(self, text, timeout=5):
+        while True:
+            assert select.select([self.ctl], [], [], timeout)[0], "no %r on the control socket" % text
+            msg = self.ctl.recv(256).decode()
+            if msg == text:
+                return
+            if msg.startswith(("claimed", "released")) and not text.startswith(msg.split()[0]):
+                continue  # a claim report between the ones the test waits for
+            assert msg == text, "control: got %r, expected %r" % (msg, text)
+
+    def stop(self):
+        for c in self.conns:
+            c.close()
+        super().stop()
+        if self.ctl:
+            self.ctl.close()
+
+
+def start(env, *vmmio, control=False):
+    vm = VfuVM(env.tmp_path, list(vmmio), control=control)
+    env.procs.append(vm)
+    return vm
+
+
+def counters(vm, g):
+    m = vm.wait_stderr(r"vfio-user device %d: (connections=.*)" % g)[0]
+    return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+
+def claimed_client(env, vm, g=0, log=True):
+    c = env.client(vm.target(g))
+    c.ok("register 0")
+    if log:
+        c.ok("log on")
+    vm.wait_stderr(r"claimed range %d" % g)
+    return c
+
+
+def caps_of(d):
+    """Capability id -> offset, walking the configuration space's list."""
+    caps = {}
+    ptr = d.cfg_read(0x34, 1)
+    while ptr:
+        assert len(caps) < 16, "capability list loops"
+        cid, nxt = d.cfg_read(ptr, 1), d.cfg_read(ptr + 1, 1)
+        caps.setdefault(cid, ptr)
+        ptr = nxt
+    return caps
+
+
+def test_negotiation_and_info(env):
+    vm = start(env, PLAIN)
+    d = vm.connect(0, handshake=False)
+    major, minor, caps = d.version(0, 5)
+    assert (major, minor) == (0, 1)
+    c = caps["capabilities"]
+    assert c["max_msg_fds"] >= 8 and c["max_data_xfer_size"] >= 4096 and c["pgsizes"] == 4096
+    assert d.get_info() == (16, 3, 9, 5)  # RESET | PCI, 9 regions, 5 IRQ types
+    r = d.region_info(BAR0)
+    assert (r["size"], r["flags"], r["index"]) == (0x1000, 3, 0)
+    r = d.region_info(BAR1)
+    assert (r["size"], r["flags"]) == (4096, 3)
+    r = d.region_info(CONFIG)
+    assert (r["size"], r["flags"]) == (256, 3)
+    for i in (2, 3, 4, 5, 6, 8):
+        assert d.region_info(i)["size"] == 0
+    with pytest.raises(VfuError) as e:
+        d.region_info(9)
+    assert e.value.errno == errno.EINVAL
+    assert d.irq_info(INTX) == (0x7, 1)  # EVENTFD | MASKABLE | AUTOMASKED
+    assert d.irq_info(MSI) == (0x1, 0)
+    assert d.irq_info(MSIX) == (0x3, 8)  # EVENTFD | MASKABLE
+    assert d.irq_info(4) == (0x1, 0)  # REQ
+    assert d.irq_info(3) == (0x1, 1)  # ERR: an eventfd that is never signalled
+    ev = os.eventfd(0)
+    try:
+        d.set_irqs(3, DATA_EVENTFD | ACTION_TRIGGER, 0, 1, fds=[ev])
+        d.set_irqs(3, DATA_NONE | ACTION_TRIGGER, 0, 0)
+    finally:
+        os.close(ev)
+    with pytest.raises(VfuError):
+        d.irq_info(5)
+    # Not supported: a clear error, and the connection goes on.
+    with pytest.raises(VfuError) as e:
+        d.request(DEVICE_FEATURE, struct.pack("<II", 8, 0))
+    assert e.value.errno == errno.ENOTSUP
+    # Minor 0 proposed: 0.0 answered.
+    d2 = vm.connect(0, handshake=False)
+    d.close()
+    assert d2.version(0, 0)[:2] == (0, 0)
+
+
+def test_version_refused(env):
+    vm = start(env, PLAIN)
+    cases = [(dict(major=1), errno.ENOTSUP, r"VERSION refused: version 1\.1"),
+             (dict(raw_json=b"{\"capabilities\": {}}"), errno.EINVAL,
+              r"VERSION refused: .*not one NUL-terminated"),
+             (dict(raw_json=b"{\"capabilities\": [1,\0"), errno.EINVAL,
+              r"VERSION refused: .*\"capabilities\" is not an object"),
+             (dict(raw_json=b"{\"capabilities\": {\"max_msg_fds\": \"x\"}}\0"), errno.EINVAL,
+              r"VERSION refused: VERSION JSON: \"max_msg_fds\" is not a number"),
+             (dict(raw_json=b"not json\0"), errno.EINVAL, r"VERSION refused: .*not a JSON object"),
+             (dict(raw_json=b"{\"a\":1} x\0"), errno.EINVAL, r"trailing characters")]
+    for kw, err, log in cases:
+        d = VfuClient(vm.paths[0])
+        with pytest.raises(VfuError) as e:
+            d.version(**kw)
+        assert e.value.errno == err
+        assert d.closed()
+        d.close()
+        vm.wait_stderr(log)
+    # A command before VERSION: dropped.
+    d = VfuClient(vm.paths[0])
+    d.send(GET_INFO, struct.pack("<IIII", 16, 0, 0, 0))
+    assert d.closed()
+    d.close()
+    vm.wait_stderr(r"malformed message: DEVICE_GET_INFO before VERSION")
+    # VERSION without JSON is fine.
+    d = vm.connect(0, handshake=False)
+    assert d.version(caps=None)[:2] == (0, 1)
+    assert d.get_info()[2] == 9
+
+
+def test_config_space_identity_and_msix_cap(env):
+    vm = start(env, PLAIN, VIRTIO)
+    d = vm.connect(0)
+    assert d.cfg_read(0x00) == 0x56781234
+    assert d.cfg_read(0x08) == 0x05800007
+    assert d.cfg_read(0x2C) == 0xEF01ABCD
+    assert d.cfg_read(0x06, 2) & 0x10
+    cfg = d.region_read(CONFIG, 0, 256)  # QEMU reads the whole space at once
+    assert cfg[:4] == struct.pack("<I", 0x56781234)
+    caps = caps_of(d)
+    assert list(caps) == [0x11]
+    m = caps[0x11]
+    assert d.cfg_read(m + 2, 2) == 7  # 8 vectors, disabled, unmasked
+    assert d.cfg_read(m + 4) == 0x000 | 1  # table: BAR 1 offset 0
+    assert d.cfg_read(m + 8) == 0x800 | 1  # PBA: BAR 1 offset 0x800
+    d.cfg_write(m + 2, 0xFFFF, 2)  # only enable and function mask are writable
+    assert d.cfg_read(m + 2, 2) == 0xC007
+    # BAR 1 sizes as 4 KiB.
+    d.cfg_write(0x14, 0xFFFFFFFF)
+    assert d.cfg_read(0x14) == 0xFFFFF000
+    # The virtio device: its five virtio capabilities, then MSI-X.
+    v = vm.connect(1)
+    assert v.cfg_read(0) == 0x10441AF4
+    vc = caps_of(v)
+    assert set(vc) == {0x09, 0x11} and vc[0x09] == 0x40 and vc[0x11] == 0x98
+    # Out of range: errors, the device stays.
+    for region, off, n in ((CONFIG, 0xFE, 4), (CONFIG, 0, 0), (BAR0, 0x1000, 4), (BAR0, 0xFFC, 8),
+                           (BAR1, 0x1000, 4), (2, 0, 4), (BAR0, 0, 3), (BAR0, 0, 5000),
+                           (BAR0, (1 << 64) - 4, 8)):
+        with pytest.raises(VfuError) as e:
+            d.region_read(region, off, n)
+        assert e.value.errno == errno.EINVAL, (region, off, n)
+    assert d.cfg_read(0) == 0x56781234
+    vm.wait_stderr(r"REGION_READ region 0 offset 0xffc count 8 refused")
+
+
+def test_bar0_reaches_client(env):
+    vm = start(env, PLAIN)
+    d = vm.connect(0)
+    c = claimed_client(env, vm)
+    # BAR 0 unassigned: the client sees the offset.
+    d.write(BAR0, 0x10, 0x1122334455667788, 8)
+    c.wait_event(r"write 0 0x10 8 8877665544332211")
+    d.cfg_write(0x10, BASE)
+    d.cfg_write(0x04, 0x0006, 2)
+    assert d.read(BAR0, 0x10, 8) == 0x1122334455667788
+    c.wait_event(r"read 0 0x%x 8" % (BASE + 0x10))
+    assert d.read(BAR0, 0x12, 2) == 0x5566
+    c.wait_event(r"read 0 0x%x 2" % (BASE + 0x12))
+    d.write(BAR0, 0x20, 0xAB, 1)
+    c.wait_event(r"write 0 0x%x 1 ab" % (BASE + 0x20))
+    assert d.read(BAR0, 0x20, 4) & 0xFF == 0xAB
+    # In order: a burst of writes then a read.
+    for i in range(8):
+        d.write(BAR0, 0x100 + 4 * i, i, 4)
+    assert d.read(BAR0, 0x100, 4) == 0
+    evs = [e for e in c.take_events() if e.startswith(("write", "read"))]
+    writes = [e for e in evs if e.startswith("write")]
+    assert [int(e.split()[2], 16) - BASE for e in writes[-8:]] == [0x100 + 4 * i for i in range(8)]
+    # A client error is an EIO reply.
+    c.ok("fail 0 0x40")
+    with pytest.raises(VfuError) as e:
+        d.read(BAR0, 0x40, 4)
+    assert e.value.errno == errno.EIO
+    vm.stop()
+    n = counters(vm, 0)
+    assert n["bar_reads"] == 5 and n["bar_writes"] == 10 and n["errors"] == 1, n
+
+
+def test_no_client_reads_aa(env):
+    vm = start(env, PLAIN)
+    d = vm.connect(0)
+    assert d.read(BAR0, 0, 4) == 0xAAAAAAAA
+    d.write(BAR0, 0, 5, 4)
+
+
+def test_virtio_cfg_window(env):
+    vm = start(env, VIRTIO)
+    d = vm.connect(0)
+    c = claimed_client(env, vm)
+    d.cfg_write(0x10, BASE)
+    c.ok("poke 0 0x3004 efbeadde")
+    cap = 0x84
+    d.cfg_write(cap + 4, 0, 1)
+    d.cfg_write(cap + 8, 0x3004)
+    d.cfg_write(cap + 12, 4)
+    assert d.cfg_read(cap + 16) == 0xDEADBEEF
+    c.wait_event(r"read 0 0x%x 4" % (BASE + 0x3004))
+    d.cfg_write(cap + 16, 0x01020304)
+    c.wait_event(r"write 0 0x%x 4 04030201" % (BASE + 0x3004))
+
+
+def test_intx(env):
+    vm = start(env, PLAIN)
+    d = vm.connect(0)
+    c = claimed_client(env, vm, log=False)
+    intx = os.eventfd(0, os.EFD_NONBLOCK)
+    unmask = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        d.set_irqs(INTX, DATA_EVENTFD | ACTION_TRIGGER, 0, 1, fds=[intx])
+        assert eventfd_wait(intx, 0.2) == 0
+        c.ok("irq 0 0 1")
+        assert eventfd_wait(intx) == 1
+        assert d.cfg_read(0x06, 2) & 0x08  # interrupt status
+        # Automasked: nothing more until the client unmasks (the guest's EOI).
+        c.ok("irq 0 0 0")
+        c.ok("irq 0 0 1")
+        assert eventfd_wait(intx, 0.3) == 0
+        d.set_irqs(INTX, DATA_NONE | ACTION_UNMASK, 0, 1)
+        assert eventfd_wait(intx) == 1  # still high: again
+        # Lowered, then unmasked: nothing.
+        c.ok("irq 0 0 0")
+        assert d.cfg_read(0x06, 2) & 0x08 == 0
+        d.set_irqs(INTX, DATA_NONE | ACTION_UNMASK, 0, 1)
+        assert eventfd_wait(intx, 0.3) == 0
+        # Masked by the client: a rising line waits for the unmask.
+        d.set_irqs(INTX, DATA_BOOL | ACTION_MASK, 0, 1, data=b"\x01")
+        c.ok("irq 0 0 1")
+        assert eventfd_wait(intx, 0.3) == 0
+        # Unmask through an eventfd (KVM's resamplefd).
+        d.set_irqs(INTX, DATA_EVENTFD | ACTION_UNMASK, 0, 1, fds=[unmask])
+        os.write(unmask, struct.pack("<Q", 1))
+        assert eventfd_wait(intx) == 1
+        # INTx disabled in the command register: held until enabled.
+        d.cfg_write(0x04, 0x0400, 2)
+        os.write(unmask, struct.pack("<Q", 1))
+        assert eventfd_wait(intx, 0.3) == 0
+        d.cfg_write(0x04, 0x0000, 2)
+        assert eventfd_wait(intx) == 1
+        # A client-triggered signal.
+        d.set_irqs(INTX, DATA_NONE | ACTION_TRIGGER, 0, 1)
+        assert eventfd_wait(intx) == 1
+        # Bad requests: errors.
+        for args in ((INTX, DATA_NONE | ACTION_UNMASK, 0, 2), (INTX, DATA_NONE | ACTION_UNMASK, 1, 1),
+                     (MSI, DATA_NONE | ACTION_TRIGGER, 0, 1), (INTX, 0x3 | ACTION_MASK, 0, 1),
+                     (INTX, DATA_EVENTFD | ACTION_MASK, 0, 1)):
+            with pytest.raises(VfuError):
+                d.set_irqs(*args, fds=[unmask] if args[1] & DATA_EVENTFD else ())
+        pipe_r, pipe_w = os.pipe()
+        with pytest.raises(VfuError):
+            d.set_irqs(INTX, DATA_EVENTFD | ACTION_TRIGGER, 0, 1, fds=[pipe_r])
+        os.close(pipe_r)
+        os.close(pipe_w)
+        vm.wait_stderr(r"fd 0 is not an eventfd")
+        # Disable the index: no more signals.
+        d.set_irqs(INTX, DATA_NONE | ACTION_TRIGGER, 0, 0)
+        d.set_irqs(INTX, DATA_NONE | ACTION_UNMASK, 0, 1)
+        assert eventfd_wait(intx, 0.3) == 0
+    finally:
+        os.close(intx)
+        os.close(unmask)
+
+
+def pba(d):
+    return d.read(BAR1, 0x800, 8)
+
+
+def test_msix(env):
+    vm = start(env, PLAIN)
+    d = vm.connect(0)
+    c = claimed_client(env, vm, log=False)
+    m = caps_of(d)[0x11]
+    fds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(8)]
+    intx = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        d.set_irqs(INTX, DATA_EVENTFD | ACTION_TRIGGER, 0, 1, fds=[intx])
+        d.set_irqs(MSIX, DATA_EVENTFD | ACTION_TRIGGER, 0, 8, fds=fds)
+        d.cfg_write(m + 2, MSIX_CTRL_ENABLE, 2)
+
+        def pulse(k):
+            c.ok("irq 0 %d 1" % k)
+            c.ok("irq 0 %d 0" % k)
+
+        for k in (3, 0, 7):
+            pulse(k)
+            assert eventfd_wait(fds[k]) == 1, "vector %d" % k
+        assert eventfd_wait(intx, 0.2) == 0  # MSI-X on: line 0 is vector 0, not INTx
+        # A level held high is one edge: one message.
+        c.ok("irq 0 1 1")
+        assert eventfd_wait(fds[1]) == 1
+        assert eventfd_wait(fds[1], 0.2) == 0
+        c.ok("irq 0 1 0")
+        # Masked per vector (SET_IRQS MASK): pending bit, fires on unmask.
+        d.set_irqs(MSIX, DATA_NONE | ACTION_MASK, 2, 1)
+        pulse(2)
+        assert eventfd_wait(fds[2], 0.3) == 0
+        assert pba(d) == 1 << 2
+        d.set_irqs(MSIX, DATA_NONE | ACTION_UNMASK, 2, 1)
+        assert eventfd_wait(fds[2]) == 1
+        assert pba(d) == 0
+        # Masked in the table (vector control of entry 5).
+        d.write(BAR1, 5 * 16 + 12, 1, 4)
+        assert d.read(BAR1, 5 * 16 + 12, 4) == 1
+        d.write(BAR1, 5 * 16, 0xFEE00000, 4)
+        assert d.read(BAR1, 5 * 16, 4) == 0xFEE00000
+        pulse(5)
+        assert eventfd_wait(fds[5], 0.3) == 0
+        assert pba(d) == 1 << 5
+        d.write(BAR1, 5 * 16 + 12, 0, 4)
+        assert eventfd_wait(fds[5]) == 1
+        # Function mask: every vector held.
+        d.cfg_write(m + 2, MSIX_CTRL_ENABLE | MSIX_CTRL_MASKALL, 2)
+        pulse(4)
+        pulse(6)
+        assert eventfd_wait(fds[4], 0.3) == 0
+        assert pba(d) == (1 << 4) | (1 << 6)
+        d.cfg_write(m + 2, MSIX_CTRL_ENABLE, 2)
+        assert eventfd_wait(fds[4]) == 1 and eventfd_wait(fds[6]) == 1
+        # A vector without an eventfd stays pending until it gets one (QEMU assigns on unmask).
+        d.set_irqs(MSIX, DATA_EVENTFD | ACTION_TRIGGER, 3, 1)  # no fd: de-assign vector 3
+        pulse(3)
+        assert pba(d) == 1 << 3
+        d.set_irqs(MSIX, DATA_EVENTFD | ACTION_TRIGGER, 3, 1, fds=[fds[3]])
+        assert eventfd_wait(fds[3]) == 1
+        # DATA_BOOL mask of a subset.
+        d.set_irqs(MSIX, DATA_BOOL | ACTION_MASK, 0, 2, data=b"\x00\x01")
+        pulse(0)
+        pulse(1)
+        assert eventfd_wait(fds[0]) == 1 and eventfd_wait(fds[1], 0.3) == 0
+        d.set_irqs(MSIX, DATA_NONE | ACTION_UNMASK, 0, 8)
+        assert eventfd_wait(fds[1]) == 1
+        # MSI-X off: line 0 is INTx again.
+        d.cfg_write(m + 2, 0, 2)
+        c.ok("irq 0 0 1")
+        assert eventfd_wait(intx) == 1
+        c.ok("irq 0 0 0")
+        with pytest.raises(VfuError):
+            d.set_irqs(MSIX, DATA_NONE | ACTION_MASK, 6, 3)
+        # Reset clears masks and pending bits and disables MSI-X (the eventfds stay).
+        d.cfg_write(m + 2, MSIX_CTRL_ENABLE | MSIX_CTRL_MASKALL, 2)
+        pulse(2)
+        assert pba(d) == 1 << 2
+        d.reset()
+        assert pba(d) == 0 and d.cfg_read(m + 2, 2) == 7
+        vm.stop()
+        n = counters(vm, 0)
+        assert n["msix_signals"] == 11 and n["intx_signals"] == 1, n
+    finally:
+        for fd in fds + [intx]:
+            os.close(fd)
+
+
+def test_dma_map_memfd(env):
+    vm = start(env, PLAIN)
+    d = vm.connect(0)
+    c = claimed_client(env, vm, log=False)
+    ram = os.memfd_create("guest-ram")
+    os.ftruncate(ram, 2 << 20)
+    try:
+        d.dma_map(0x100000, 1 << 20, 0, 3, ram)
+        d.dma_map(0x40000000, 1 << 20, 1 << 20, 3, ram)
+        m = mmap.mmap(ram, 2 << 20)
+        pat = seed_pattern(9, 3000)
+        fnv = c.ok("dma_write 0 0 0x100010 3000 9")
+        assert int(fnv.split("=")[1].split()[0], 16) == fnv64(pat)
+        assert m[0x10:0x10 + 3000] == pat
+        m[(1 << 20) + 0x200:(1 << 20) + 0x210] = bytes(range(16))
+        assert "data=" + bytes(range(16)).hex() in c.ok("dma_read 0 0 0x40000200 16")
+        # Outside, across a window's end: errors.
+        assert c.err("dma_write 0 0 0x300000 16 1") < 0
+        assert c.err("dma_read 0 0 0x1ffff8 16") < 0
+        # Overlap: EEXIST; unknown unmap: ENOENT; bad flags: EINVAL.
+        with pytest.raises(VfuError) as e:
+            d.dma_map(0x180000, 0x1000, 0, 3, ram)
+        assert e.value.errno == errno.EEXIST
+        with pytest.raises(VfuError) as e:
+            d.dma_unmap(0x100000, 0x1000)
+        assert e.value.errno == errno.ENOENT
+        with pytest.raises(VfuError) as e:
+            d.dma_map(0x80000000, 0x1000, 0, 0x10, ram)
+        assert e.value.errno == errno.EINVAL
+        with pytest.raises(VfuError) as e:
+            d.dma_map(0x80000000, 4 << 20, 0, 3, ram)  # past the file's end
+        assert e.value.errno == errno.EINVAL
+        # Unmapped: DMA there fails.
+        d.dma_unmap(0x100000, 1 << 20)
+        assert c.err("dma_read 0 0 0x100010 4") < 0
+        # A window without an fd: recorded, but clients' DMA there fails (no DMA messages).
+        d.dma_map(0x200000, 0x10000, 0, 3)
+        vm.wait_stderr(r"DMA_MAP 0x200000\+0x10000 without an fd")
+        assert c.err("dma_read 0 0 0x200000 4") < 0
+        # Unmap everything.
+        d.dma_unmap(0, 0, flags=2)
+        assert c.err("dma_read 0 0 0x40000200 16") < 0
+        # A new connection starts with no windows either.
+        d.dma_map(0x100000, 1 << 20, 0, 3, ram)
+        d.close()
+        vm.wait_stderr(r"the client closed the socket; closing")
+        assert c.err("dma_read 0 0 0x100010 4") < 0
+        m.close()
+    finally:
+        os.close(ram)
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def test_hostile_peers(env):
+    vm = start(env, PLAIN, PLAIN)
+    good = vm.connect(1)
+    assert good.cfg_read(0) == 0x56781234
+    evr, evw = os.pipe()
+    ev = os.eventfd(0)
+    hdr = struct.Struct("<HHIII")
+    cases = [
+        (hdr.pack(1, 4, 8, 0, 0), r"message size 8 is below the header's 16"),
+        (hdr.pack(1, 10, 1 << 30, 0, 0), r"REGION_WRITE of 1073741824 bytes"),
+        (hdr.pack(1, 99, 16, 0, 0), r"unknown command 99"),
+        (hdr.pack(1, 10, 16 + 16 + 4, 0, 0) + struct.pack("<QII", 0, 0, 5000) + b"abcd",
+         r"REGION_WRITE count 5000 with 4 data bytes"),
+        (hdr.pack(1, 4, 32, 0, 0) + struct.pack("<IIII", 16, 0, 0, 0),
+         r"DEVICE_GET_INFO with 2 fd"),  # sent with fds
+        (hdr.pack(1, 4, 32, 1, 0) + struct.pack("<IIII", 16, 0, 0, 0), r"not a command"),
+        (hdr.pack(1, 9, 16 + 20, 0, 0) + bytes(20), r"REGION_READ with a payload of 20 bytes"),
+        (hdr.pack(1, 13, 16 + 4, 0, 0) + bytes(4), r"DEVICE_RESET with a payload of 4 bytes"),
+        (hdr.pack(1, 8, 16 + 20, 0, 0) + struct.pack("<IIIII", 20, 0x24, 2, 0, 8),
+         r"SET_IRQS with more than 8 fd"),  # 9 fds
+    ]
+    fds_before = fd_count(vm.p.pid)
+    try:
+        for i, (msg, why) in enumerate(cases):
+            d = vm.connect(0)
+            fds = [evr, evw] if "2 fd" in why else ([ev] * 9 if "more than 8" in why else [])
+            d.send_raw(msg, fds)
+            assert d.closed(), "case %d: not dropped" % i
+            d.close()
+            vm.wait_stderr(r"device 0: malformed message: .*" + why)
+            assert good.cfg_read(0) == 0x56781234
+        # A peer that stops mid-message: the device waits, the others are served; its close
+        # is logged.
+        d = vm.connect(0)
+        d.send_raw(hdr.pack(1, 9, 32, 0, 0) + b"\1\2")
+        assert good.read(BAR0, 0, 4) == 0xAAAAAAAA
+        assert not d.closed(0.3)
+        d.close()
+        vm.wait_stderr(r"device 0: the client closed the socket inside a message")
+        # Huge and wrapping counts or offsets in well-formed messages: error replies.
+        d = vm.connect(0)
+        for region, off, n in ((BAR0, 0xFFFFFFFFFFFFFFFF, 1), (CONFIG, 0x100, 1),
+                               (BAR0, 0, 0xFFFFFFFF), (0xFFFFFFFF, 0, 4)):
+            with pytest.raises(VfuError):
+                d.region_read(region, off, n)
+        with pytest.raises(VfuError):
+            d.region_write(BAR0, 0xFFF, b"12345678")
+        with pytest.raises(VfuError):
+            d.set_irqs(MSIX, DATA_NONE | ACTION_MASK, 0xFFFFFFFF, 1)
+        with pytest.raises(VfuError):
+            d.dma_map(0xFFFFFFFFFFFFF000, 0x2000)
+        assert d.cfg_read(0) == 0x56781234
+        # The server still accepts connections, and closed every fd it got.
+        d.close()
+        d = vm.connect(0)
+        assert d.get_info()[2] == 9
+        assert vm.alive()
+        assert fd_count(vm.p.pid) <= fds_before + 1
+    finally:
+        os.close(evr)
+        os.close(evw)
+        os.close(ev)
+
+
+def test_killed_model_hotplug(env):
+    vm = start(env, PLAIN + ",hotplug=on", control=True)
+    d = vm.connect(0)
+    c = claimed_client(env, vm)
+    vm.ctl_expect("claimed 0")
+    intx = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        d.set_irqs(INTX, DATA_EVENTFD | ACTION_TRIGGER, 0, 1, fds=[intx])
+        d.cfg_write(0x10, BASE)
+        c.ok("stall 0 0x40")
+        msg_id = d.send(REGION_READ, struct.pack("<QII", 0x40, BAR0, 4))
+        c.wait_event(r"^stall")
+        c.kill()
+        rid, cmd, flags, err, data = d.recv(timeout=10)
+        assert (rid, cmd) == (msg_id, REGION_READ) and flags & 0x20 and err == errno.EIO
+        vm.ctl_expect("released 0")
+        vm.ctl_expect("dead 0")
+        vm.wait_stderr(r"instance 1 is dead")
+        # The dead instance: BAR 0 fails, configuration space still answers.
+        with pytest.raises(VfuError) as e:
+            d.read(BAR0, 0, 4)
+        assert e.value.errno == errno.EIO
+        with pytest.raises(VfuError):
+            d.write(BAR0, 0, 1, 4)
+        assert d.cfg_read(0) == 0x56781234
+        # A new model claims the range; the orchestrator unplugs the old device (QEMU closes
+        # its connection) and plugs a new one on the same path.
+        c2 = claimed_client(env, vm)
+        vm.ctl_expect("claimed 0")
+        d.close()
+        d2 = vm.connect(0)
+        vm.wait_stderr(r"serving instance 2 \(hot-plugged\)")
+        assert d2.cfg_read(0x10) == 0  # a fresh device
+        d2.write(BAR0, 0x8, 0x55, 1)
+        c2.wait_event(r"write 0 0x8 1 55")
+        vm.stop()
+        n = counters(vm, 0)
+        assert n["instances"] == 2 and n["dead_accesses"] == 3 and n["connections"] == 2, n
+    finally:
+        os.close(intx)
+
+
+def test_killed_model_no_hotplug(env):
+    vm = start(env, PLAIN)
+    d = vm.connect(0)
+    c = claimed_client(env, vm)
+    c.ok("stall 0 0x40")
+    msg_id = d.send(REGION_READ, struct.pack("<QII", 0x40, BAR0, 4))
+    c.wait_event(r"^stall")
+    c.kill()
+    rid, cmd, flags, err, data = d.recv(timeout=10)
+    # hotplug=off: the range is unclaimed, as in every mode: 0xAA bytes.
+    assert (rid, flags & 0x20) == (msg_id, 0) and data[16:] == b"\xaa" * 4
+    assert d.read(BAR0, 0, 4) == 0xAAAAAAAA
