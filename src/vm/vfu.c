@@ -167,6 +167,24 @@ static void reply_err(struct vfu_dev *d, const struct vfu_hdr *h, int err)
 	send_reply(d, h, (uint32_t)(err < 0 ? -err : err), NULL, 0);
 }
 
+/*
+ * A BAR 0 access to a dead instance (its model went away): reads return 0
+ * and writes are dropped, as on the mpqemu path. An error reply would make
+ * QEMU return all ones, and Linux's virtio reset loop would wait forever for
+ * a status register that never reads 0, holding up the unplug.
+ */
+static void reply_dead(struct vfu_dev *d, const struct vfu_hdr *h, uint64_t offset, uint32_t region,
+		       uint32_t count, bool rd)
+{
+	uint8_t out[VFU_REGION_RW_SIZE + 8] = {0};
+
+	d->dead_accesses++;
+	if (count > 8)
+		count = 8; /* BAR 0 accesses are 1, 2, 4 or 8 bytes (checked before) */
+	vfu_region_rw_encode(out, offset, region, count);
+	send_reply(d, h, 0, out, VFU_REGION_RW_SIZE + (rd ? count : 0));
+}
+
 /* Move bar_io's handler to BAR 0's address as now programmed (0 while unassigned). */
 static void bar_update(struct vfu_dev *d)
 {
@@ -215,8 +233,7 @@ static void finish(struct vfu_dev *d)
 	}
 	if (d->dead) {
 		/* The model went away while this access waited for it. */
-		d->dead_accesses++;
-		reply_err(d, &d->req_hdr, EIO);
+		reply_dead(d, &d->req_hdr, d->req_offset, d->req_region, d->req_count, rd);
 		return;
 	}
 	if (rc < 0) {
@@ -386,8 +403,7 @@ static void handle_region(struct vfu_dev *d, const struct vfu_hdr *h, bool write
 		return;
 	}
 	if (d->dead) {
-		d->dead_accesses++;
-		reply_err(d, h, EIO);
+		reply_dead(d, h, r.offset, r.region, r.count, !write);
 		return;
 	}
 	d->req_hdr = *h;
@@ -800,7 +816,7 @@ static void on_release(unsigned g, void *opaque)
 	d->dead = true;
 	pci_set_intx_status(&d->pci, false);
 	vfu_log(d,
-		"its client went away: instance %u is dead (BAR 0 accesses fail with EIO) "
+		"its client went away: instance %u is dead (BAR 0 reads 0, writes dropped) "
 		"until a new connection after a new claim",
 		d->instance);
 	ctl_send(s, "dead %u", g);

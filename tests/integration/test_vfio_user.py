@@ -571,17 +571,17 @@ def test_killed_model_hotplug(env):
         msg_id = d.send(REGION_READ, struct.pack("<QII", 0x40, BAR0, 4))
         c.wait_event(r"^stall")
         c.kill()
+        # The read in flight completes (with 0), never hangs.
         rid, cmd, flags, err, data = d.recv(timeout=10)
-        assert (rid, cmd) == (msg_id, REGION_READ) and flags & 0x20 and err == errno.EIO
+        assert (rid, cmd) == (msg_id, REGION_READ) and not flags & 0x20 and err == 0
+        assert data[16:] == b"\0" * 4
         vm.ctl_expect("released 0")
         vm.ctl_expect("dead 0")
         vm.wait_stderr(r"instance 1 is dead")
-        # The dead instance: BAR 0 fails, configuration space still answers.
-        with pytest.raises(VfuError) as e:
-            d.read(BAR0, 0, 4)
-        assert e.value.errno == errno.EIO
-        with pytest.raises(VfuError):
-            d.write(BAR0, 0, 1, 4)
+        # The dead instance: BAR 0 reads 0 (so a guest driver's reset loop ends and the
+        # unplug completes) and drops writes; configuration space still answers.
+        assert d.read(BAR0, 0, 4) == 0
+        d.write(BAR0, 0, 1, 4)
         assert d.cfg_read(0) == 0x56781234
         # A new model claims the range; the orchestrator unplugs the old device (QEMU closes
         # its connection) and plugs a new one on the same path.
