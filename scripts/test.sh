@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every coreio test: installs what is missing, builds, runs cmocka unit
 # tests and the pytest integration suite, then the same again under ASan+UBSan,
-# and the unit tests plus the concurrency-marked integration tests under
-# ThreadSanitizer.
+# the unit tests plus the concurrency-marked integration tests under
+# ThreadSanitizer, and a short run of every libFuzzer harness.
 # Usage: scripts/test.sh [--quick]   (--quick skips the sanitizer passes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,5 +92,10 @@ if [ $quick -eq 0 ]; then
 	run=()
 	unset TSAN_OPTIONS
 	echo "=== TSan pass: $((SECONDS - tsan_start)) s"
+
+	# A short libFuzzer run of every harness (clang, ASan+UBSan); long runs:
+	# scripts/fuzz.sh SECONDS (docs/fuzzing.md).
+	echo "=== fuzz smoke run (${COREIO_FUZZ_SECONDS:-10} s per harness)"
+	scripts/fuzz.sh "${COREIO_FUZZ_SECONDS:-10}"
 fi
 run_suite build "" --werror
