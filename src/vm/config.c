@@ -446,7 +446,7 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 	bool have_iommu = false, have_sid = false, have_shm = false, have_poll = false;
 	bool have_coalesce = false;
 	bool have_uid = false, have_gid = false, have_dma = false, have_max = false;
-	bool have_timeout = false;
+	bool have_timeout = false, have_tls = false;
 	uint64_t n;
 
 	memset(r, 0, sizeof(*r));
@@ -564,6 +564,12 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 					    arg, val, CONFIG_TIMEOUT_MAX);
 			r->timeout_ms = (unsigned)n;
 			have_timeout = true;
+		} else if (strcmp(tok, "tls") == 0 && !have_tls) {
+			if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
+				return fail(err, errlen, "--vmmio '%s': tls='%s' must be on or off",
+					    arg, val);
+			r->tls = strcmp(val, "on") == 0;
+			have_tls = true;
 		} else if ((rc = parse_pci_key(tok, val, r, &pci_seen, arg, err, errlen)) != 0) {
 			if (rc < 0)
 				return -1;
@@ -587,6 +593,12 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 		return fail(err, errlen,
 			    "--vmmio '%s': allow-uid= and allow-gid= need port=unix:PATH (a TCP "
 			    "peer has no credentials to check; docs/security.md)",
+			    arg);
+	if (r->tls && r->kind == PORT_UNIX)
+		return fail(err, errlen,
+			    "--vmmio '%s': tls=on needs a TCP port (port=N, port=0 or "
+			    "port=@LABEL); a unix: port is local, its peers are checked with "
+			    "allow-uid=/allow-gid= (docs/security.md)",
 			    arg);
 	if (r->pci)
 		return finish_pci(r, pci_seen, have_irq, arg, err, errlen);
@@ -943,7 +955,10 @@ static int validate_shm(const struct vm_config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
-/* The per-port keys (allow-uid=, allow-gid=, dma=, max-conns=): equal on every range of a port. */
+/*
+ * The per-port keys (allow-uid=, allow-gid=, dma=, max-conns=, tls=): equal
+ * on every range of a port.
+ */
 static int validate_port_keys(const struct vm_config *cfg, char *err, size_t errlen)
 {
 	for (unsigned i = 0; i < cfg->nranges; i++) {
@@ -957,7 +972,7 @@ static int validate_port_keys(const struct vm_config *cfg, char *err, size_t err
 				continue;
 			same = a->nallow_uid == b->nallow_uid && a->nallow_gid == b->nallow_gid &&
 			       a->dma == b->dma && a->ndma_win == b->ndma_win &&
-			       a->max_conns == b->max_conns &&
+			       a->max_conns == b->max_conns && a->tls == b->tls &&
 			       memcmp(a->allow_uid, b->allow_uid,
 				      a->nallow_uid * sizeof(a->allow_uid[0])) == 0 &&
 			       memcmp(a->allow_gid, b->allow_gid,
@@ -965,20 +980,49 @@ static int validate_port_keys(const struct vm_config *cfg, char *err, size_t err
 			       memcmp(a->dma_win, b->dma_win,
 				      a->ndma_win * sizeof(a->dma_win[0])) == 0;
 			if (!same)
-				return fail(err, errlen,
-					    "--vmmio ranges %u and %u share a port but not their "
-					    "allow-uid=/allow-gid=/dma=/max-conns= (they apply per "
-					    "port: give them on every range of the port)",
-					    i, j);
+				return fail(
+				    err, errlen,
+				    "--vmmio ranges %u and %u share a port but not their "
+				    "allow-uid=/allow-gid=/dma=/max-conns=/tls= (they apply "
+				    "per port: give them on every range of the port)",
+				    i, j);
 		}
 	}
+	return 0;
+}
+
+/*
+ * TLS: exactly one of --tls-creds and --tls-psk when a port has tls=on, and
+ * neither without one (credentials nobody uses are a mistake: the ports
+ * would be plain TCP). The files are read by vmmio_init(), not here.
+ */
+static int validate_tls(const struct vm_config *cfg, char *err, size_t errlen)
+{
+	bool any = false;
+
+	for (unsigned i = 0; i < cfg->nranges; i++)
+		any |= cfg->ranges[i].tls;
+	if (cfg->tls_creds[0] && cfg->tls_psk[0])
+		return fail(err, errlen,
+			    "--tls-creds and --tls-psk exclude each other (give one: X.509 "
+			    "certificates or pre-shared keys)");
+	if (any && !cfg->tls_creds[0] && !cfg->tls_psk[0])
+		return fail(
+		    err, errlen,
+		    "tls=on needs credentials: --tls-creds DIR (ca-cert.pem, "
+		    "server-cert.pem, server-key.pem) or --tls-psk FILE (docs/security.md)");
+	if (!any && (cfg->tls_creds[0] || cfg->tls_psk[0]))
+		return fail(err, errlen,
+			    "%s is given but no --vmmio port has tls=on (its ports would be plain "
+			    "TCP; add tls=on to the ranges of the TCP ports to protect)",
+			    cfg->tls_creds[0] ? "--tls-creds" : "--tls-psk");
 	return 0;
 }
 
 static int validate(struct vm_config *cfg, char *err, size_t errlen)
 {
 	if (validate_iommus(cfg, err, errlen) < 0 || validate_shm(cfg, err, errlen) < 0 ||
-	    validate_port_keys(cfg, err, errlen) < 0)
+	    validate_port_keys(cfg, err, errlen) < 0 || validate_tls(cfg, err, errlen) < 0)
 		return -1;
 	for (unsigned i = 0; i < cfg->nranges; i++) {
 		const struct range_config *a = &cfg->ranges[i];
@@ -1031,6 +1075,8 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 		OPT_VFU_SOCKET,
 		OPT_VERBOSE,
 		OPT_PEER_TIMEOUT,
+		OPT_TLS_CREDS,
+		OPT_TLS_PSK,
 	};
 	static const struct option opts[] = {
 	    {"accel", required_argument, NULL, OPT_ACCEL},
@@ -1041,6 +1087,8 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 	    {"trace", no_argument, NULL, OPT_TRACE},
 	    {"verbose", no_argument, NULL, OPT_VERBOSE},
 	    {"peer-timeout", required_argument, NULL, OPT_PEER_TIMEOUT},
+	    {"tls-creds", required_argument, NULL, OPT_TLS_CREDS},
+	    {"tls-psk", required_argument, NULL, OPT_TLS_PSK},
 	    {"help", no_argument, NULL, OPT_HELP},
 	    {"kernel", required_argument, NULL, OPT_KERNEL},
 	    {"smp", required_argument, NULL, OPT_SMP},
@@ -1185,6 +1233,20 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 					    optarg, CONFIG_TIMEOUT_MAX);
 			cfg->peer_timeout_ms = (unsigned)n;
 			break;
+		case OPT_TLS_CREDS:
+		case OPT_TLS_PSK: {
+			const char *name = c == OPT_TLS_CREDS ? "--tls-creds" : "--tls-psk";
+			char *dst = c == OPT_TLS_CREDS ? cfg->tls_creds : cfg->tls_psk;
+
+			if (!optarg[0] || strlen(optarg) >= CONFIG_PATH_MAX)
+				return fail(err, errlen,
+					    "%s: expected a path of 1 to %d characters", name,
+					    CONFIG_PATH_MAX - 1);
+			if (dst[0])
+				return fail(err, errlen, "%s given twice", name);
+			strcpy(dst, optarg);
+			break;
+		}
 		case 'h':
 		case OPT_HELP:
 			cfg->help = true;
@@ -1216,7 +1278,7 @@ void config_usage(FILE *f, const char *prog)
 	    "       %s --accel qtest [--qtest stdio|unix:PATH] [--mem SIZE]\n"
 	    "          [--vmmio START,size=SIZE[,irq=LINE[:LINE...]],port=PORT"
 	    "[,writes=posted|acked]]...\n"
-	    "          [--listen ADDR] [--trace] [--help]\n"
+	    "          [--listen ADDR] [--tls-creds DIR|--tls-psk FILE] [--trace] [--help]\n"
 	    "       %s --accel mpqemu --mpqemu-fd FD [--mpqemu-fd FD...]"
 	    " [--mpqemu-control FD]\n"
 	    "          --vmmio pci,size=SIZE[,pci=VVVV:DDDD][,class=0xCCSSPP]"
@@ -1326,9 +1388,10 @@ void config_usage(FILE *f, const char *prog)
 	    "                      or dma=START+SIZE[:START+SIZE...]: the guest-physical\n"
 	    "                      windows the port's clients may DMA to (not with shm=on).\n"
 	    "                      max-conns=N: connections of the port at once (default\n"
-	    "                      %d). These four apply per port. timeout=MS: an access\n"
-	    "                      of this range unanswered for MS ms is a bus error and\n"
-	    "                      its client is dropped (default 0: no deadline).\n"
+	    "                      %d). tls=on (TCP ports): TLS 1.3 with --tls-creds or\n"
+	    "                      --tls-psk. These five apply per port. timeout=MS: an\n"
+	    "                      access of this range unanswered for MS ms is a bus\n"
+	    "                      error and its client is dropped (default 0: none).\n"
 	    "  --iommu id=N,base=ADDR[,irq=LINE]\n"
 	    "                      An IOMMU (kvm, qtest) for DMA with mid N (1..7): a 4 KiB\n"
 	    "                      register block at ADDR, its fault interrupt on LINE\n"
@@ -1338,7 +1401,14 @@ void config_usage(FILE *f, const char *prog)
 	    "  --trace             Log every forwarded request and answer on stderr.\n"
 	    "  --verbose           Log per-event detail (e.g. every shared memory map sent).\n"
 	    "  --peer-timeout MS   Drop a client that sends no frame at all, or stops inside\n"
-	    "                      a frame, for MS ms (default %d; 0: never).\n"
+	    "                      a frame, for MS ms (default %d; 0: never); on tls=on\n"
+	    "                      ports also one whose TLS handshake takes longer.\n"
+	    "  --tls-creds DIR     X.509 credentials of the tls=on ports (QEMU's layout):\n"
+	    "                      DIR/ca-cert.pem (the CA that must sign every client's\n"
+	    "                      certificate; clients without one are refused),\n"
+	    "                      DIR/server-cert.pem and DIR/server-key.pem.\n"
+	    "  --tls-psk FILE      Pre-shared keys of the tls=on ports instead: lines\n"
+	    "                      IDENTITY:HEXKEY (QEMU's keys.psk; keys of 16..64 bytes).\n"
 	    "  --help, -h          This text.\n"
 	    "\n"
 	    "Each port prints 'listening on ADDR:PORT' (or [v6]:PORT, unix:PATH) on stderr\n"

@@ -77,6 +77,7 @@ struct range_config {
 	unsigned ndma_win;
 	unsigned max_conns;  /* max-conns=N, default CONFIG_MAX_CONNS_DEFAULT */
 	unsigned timeout_ms; /* timeout=MS: answer deadline of this range; 0: none */
+	bool tls;	     /* tls=on: TLS 1.3 on this (TCP) port, per port */
 };
 
 #define CONFIG_BUSY_US_DEFAULT	   50 /* poll=busy without :USEC */
@@ -108,6 +109,10 @@ struct vm_config {
 	bool trace;
 	bool verbose;		  /* --verbose: per-event detail (shared memory maps...) */
 	unsigned peer_timeout_ms; /* --peer-timeout: hello and partial-frame deadline; 0: off */
+	/* TLS credentials of the tls=on ports (docs/security.md): exactly one of
+	 * them when a port has tls=on, loaded by vmmio_init(). */
+	char tls_creds[CONFIG_PATH_MAX]; /* --tls-creds DIR (X.509), or empty */
+	char tls_psk[CONFIG_PATH_MAX];	 /* --tls-psk FILE (pre-shared keys), or empty */
 	bool help;
 	struct range_config ranges[CONFIG_MAX_RANGES];
 	unsigned nranges;

@@ -34,6 +34,18 @@ static bool peer_deadlines(struct vmmio_conn *c, long long now)
 
 	if (!v->peer_timeout_ms)
 		return false;
+	if (c->tls && !atomic_load(&c->tls_ready)) {
+		/* No sibling exemption: a TLS client completes its handshakes
+		 * when it connects. */
+		if (now - c->since_ms <= (long long)v->peer_timeout_ms)
+			return false;
+		snprintf(why, sizeof(why),
+			 "TLS refused: the handshake did not complete within %u ms "
+			 "(--peer-timeout)",
+			 v->peer_timeout_ms);
+		tls_refuse(c, why);
+		return true;
+	}
 	if (!c->greeted && now - c->since_ms > (long long)v->peer_timeout_ms && !pair_greeted(c)) {
 		v->lim.hello_timeouts++;
 		snprintf(
@@ -97,6 +109,9 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 	v->verbose = cfg->verbose;
 	v->peer_timeout_ms = cfg->peer_timeout_ms;
 	v->io_thread = pthread_self();
+	/* Before any port listens: a bad file ends the start-up. */
+	if (tls_load_creds(v, cfg) < 0)
+		return -EINVAL;
 	for (unsigned i = 0; i < cfg->nranges; i++) {
 		const struct range_config *rc = &cfg->ranges[i];
 		struct vmmio_range *rg = &v->ranges[i];
@@ -127,6 +142,7 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 		rg->spin_ns = rg->adaptive ? rg->busy_us * 1000u : 0;
 		rg->port = port;
 		port->shm = rc->shm; /* every range of a port agrees (config_parse()) */
+		port->tls = rc->tls;
 		v->any_shm |= rc->shm;
 		rg->rid = port->nranges;
 		port->ranges[port->nranges++] = rg;
@@ -148,11 +164,11 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 		if (err < 0)
 			return err;
 		fprintf(stderr, "listening on %s\n", port->display);
-		if (!port_is_loopback(port))
+		if (!port->tls && !port_is_loopback(port))
 			fprintf(stderr,
 				"coreio-vm: warning: port %s listens on the non-loopback "
 				"address %s in plain TCP: anyone who can reach it can serve "
-				"the guest's MMIO and DMA into guest RAM (no TLS yet; see "
+				"the guest's MMIO and DMA into guest RAM (use tls=on; see "
 				"docs/security.md)\n",
 				port->display, cfg->listen);
 		fflush(stderr);
@@ -205,14 +221,16 @@ static void print_limits(const struct vmmio *v)
 	const struct vmmio_limit_stats *l = &v->lim;
 
 	if (!(l->dma_refused | l->answer_timeouts | l->peers_refused | l->over_cap |
-	      l->hello_timeouts | l->partial_timeouts))
+	      l->hello_timeouts | l->partial_timeouts | l->tls_refused))
 		return;
 	fprintf(stderr,
 		"coreio-vm: limits: dma_refused=%llu answer_timeouts=%llu peers_refused=%llu "
-		"over_max_conns=%llu hello_timeouts=%llu partial_frame_timeouts=%llu\n",
+		"over_max_conns=%llu hello_timeouts=%llu partial_frame_timeouts=%llu "
+		"tls_refused=%llu\n",
 		(unsigned long long)l->dma_refused, (unsigned long long)l->answer_timeouts,
 		(unsigned long long)l->peers_refused, (unsigned long long)l->over_cap,
-		(unsigned long long)l->hello_timeouts, (unsigned long long)l->partial_timeouts);
+		(unsigned long long)l->hello_timeouts, (unsigned long long)l->partial_timeouts,
+		(unsigned long long)l->tls_refused);
 }
 
 void vmmio_exit(struct vmmio *v)
@@ -240,6 +258,7 @@ void vmmio_exit(struct vmmio *v)
 	}
 	for (unsigned p = 0; p < v->nports; p++)
 		port_close(&v->ports[p]);
+	tls_creds_put(v); /* freed once the last session is */
 }
 
 /* Queue RESET on c (VM lock held). */

@@ -11,6 +11,7 @@
  */
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -29,6 +30,7 @@
 
 struct vmmio;
 struct vmmio_conn;
+struct coreio__tls_creds; /* tls.h: the credentials of the tls=on ports */
 
 #define VMMIO_SHM_MAX COREIO_WIRE_SHM_MAX_REGIONS /* regions of a shared memory map */
 
@@ -45,6 +47,7 @@ struct vmmio_port {
 	const struct range_config *cfg; /* the first range naming this port */
 	bool is_unix;
 	bool shm; /* shm=on: COREIO_CAP_SHM is offered (UNIX ports only) */
+	bool tls; /* tls=on: every connection starts with a TLS 1.3 handshake */
 	int listen_fd;
 	char display[160]; /* "127.0.0.1:43217", "[::1]:43219" or "unix:/path" */
 	struct vmmio_range *ranges[CONFIG_MAX_PER_PORT];
@@ -67,6 +70,7 @@ struct vmmio_limit_stats {
 	uint64_t over_cap;	   /* connections over max-conns= */
 	uint64_t hello_timeouts;   /* connections that sent no frame within --peer-timeout */
 	uint64_t partial_timeouts; /* connections stuck inside a frame for --peer-timeout */
+	uint64_t tls_refused; /* failed or stalled TLS handshakes, TLS clients on plain ports */
 };
 
 /* One --vmmio range. */
@@ -151,6 +155,8 @@ struct vmmio {
 	struct iommu_set *iommu; /* the IOMMUs DMA with mid > 0 goes through, or NULL */
 	int timer_fd;		 /* every VMMIO_TICK_MS: stuck output and deadlines */
 	pthread_t io_thread;	 /* the thread that ran vmmio_init() and runs the loop */
+	struct coreio__tls_creds *tls_creds; /* --tls-creds or --tls-psk, or NULL */
+	atomic_uint tls_refs; /* on tls_creds: ours until vmmio_exit(), one per session */
 
 	/* Shared-memory DMA: the map sent to connections with COREIO_CAP_SHM. */
 	bool any_shm;				    /* some port has shm=on */
@@ -160,8 +166,9 @@ struct vmmio {
 };
 
 /*
- * Create the ranges of cfg, register each as an MMIO handler with io, open
- * and announce ("listening on ...") every port, and watch them in the event
+ * Load the TLS credentials of cfg (--tls-creds or --tls-psk) if any, create
+ * the ranges of cfg, register each as an MMIO handler with io, open and
+ * announce ("listening on ...") every port, and watch them in the event
  * loop (event_init() must have run).
  * Returns 0, or a negative errno after printing why on stderr.
  */

@@ -40,6 +40,7 @@ static void conn_free(void *opaque)
 {
 	struct vmmio_conn *c = opaque;
 
+	tls_conn_end(c); /* before its fd goes */
 	close(c->fd);
 	for (unsigned i = 0; i < c->natt; i++)
 		close(c->att[i].fd);
@@ -90,6 +91,7 @@ struct vmmio_conn *conn_new(struct vmmio_port *port, int fd, const char *peer, c
 	atomic_init(&c->refs, 1); /* v->conns' */
 	atomic_init(&c->dead, false);
 	atomic_init(&c->rx_more, false);
+	atomic_init(&c->tls_ready, false);
 	pthread_mutex_init(&c->tx_lock, NULL);
 	pthread_mutex_init(&c->rx_lock, NULL);
 	coreio__wire_rx_init(&c->rx);
@@ -103,7 +105,8 @@ struct vmmio_conn *conn_new(struct vmmio_port *port, int fd, const char *peer, c
 	 * request, and an arrival while another thread has the receive role
 	 * costs the I/O thread one wake-up, not a busy loop. */
 	c->watched = VMMIO_WATCH;
-	if (event_add(fd, VMMIO_WATCH, conn_event, c) < 0) {
+	if ((port->tls && tls_conn_start(c) < 0) || event_add(fd, VMMIO_WATCH, conn_event, c) < 0) {
+		tls_conn_end(c);
 		close(fd);
 		pthread_mutex_destroy(&c->tx_lock);
 		pthread_mutex_destroy(&c->rx_lock);
@@ -125,7 +128,8 @@ void conn_close(struct vmmio_conn *c, const char *why)
 	if (conn_dead(c))
 		return;
 	atomic_store(&c->dead, true);
-	conn_log(c, "%s", why);
+	if (!c->quiet)
+		conn_log(c, "%s", why);
 	if (c->dma_refused)
 		conn_log(c, "%llu DMA piece(s) refused by the dma= policy of %s",
 			 (unsigned long long)c->dma_refused, c->port->display);
@@ -391,14 +395,10 @@ static size_t flush_some(struct vmmio_conn *c, int *err)
 	return total;
 }
 
-/*
- * Tell epoll what to watch (tx_lock held): EPOLLIN unless muted, EPOLLOUT
- * exactly while output waits for room; an epoll_ctl() only on a change.
- */
-static void conn_watch(struct vmmio_conn *c)
+void conn_watch(struct vmmio_conn *c)
 {
-	uint32_t e =
-	    EPOLLET | (c->rx_muted ? 0 : EPOLLIN) | (c->out_len > c->out_off ? EPOLLOUT : 0);
+	uint32_t e = EPOLLET | (c->rx_muted ? 0 : EPOLLIN) |
+		     (c->out_len > c->out_off || c->tls_want_out ? EPOLLOUT : 0);
 
 	if (e != c->watched && !conn_dead(c) && event_mod(c->fd, e) == 0)
 		c->watched = e;
@@ -414,10 +414,12 @@ void conn_flush(struct vmmio_conn *c)
 	bool resume = false;
 
 	pthread_mutex_lock(&c->tx_lock);
-	if (!conn_dead(c) && c->out_len > c->out_off) {
+	/* A TLS connection's output (a RESET) waits for the handshake, after
+	 * which the handshake's caller flushes (conn_rx_drain()). */
+	if (!conn_dead(c) && c->out_len > c->out_off && (!c->tls || atomic_load(&c->tls_ready))) {
 		bool paused = c->out_len - c->out_off > VMMIO_OUT_PAUSE;
 		int err = 0;
-		size_t n = flush_some(c, &err);
+		size_t n = c->tls ? tls_flush_some(c, &err) : flush_some(c, &err);
 
 		if (n > 0) {
 			c->out_off += n;
@@ -431,7 +433,10 @@ void conn_flush(struct vmmio_conn *c)
 				c->out_cap = 0;
 			}
 		}
-		if (err)
+		if (err && c->tls)
+			snprintf(why, sizeof(why), "TLS send failed: %s; closing",
+				 coreio__tls_error(c->tls));
+		else if (err)
 			snprintf(why, sizeof(why), "send failed: %s; closing", strerror(err));
 		else
 			conn_watch(c);
@@ -559,8 +564,18 @@ enum conn_drain conn_rx_drain(struct vmmio_conn *c, unsigned max_fills)
 	unsigned fills = 0;
 
 	atomic_store(&c->rx_more, false);
+	if (c->tls && !atomic_load(&c->tls_ready)) {
+		int err = tls_conn_handshake(c);
+
+		if (err == -EAGAIN)
+			return DRAIN_EMPTY;
+		if (err < 0)
+			return DRAIN_CLOSED;
+		/* Complete: what the client sent with its Finished, and what
+		 * was queued meanwhile, go through the loop below. */
+	}
 	for (;;) {
-		char why[128];
+		char why[400];
 		bool more;
 		long n;
 
@@ -582,9 +597,12 @@ enum conn_drain conn_rx_drain(struct vmmio_conn *c, unsigned max_fills)
 			return DRAIN_PAUSED;
 		if (max_fills && fills++ == max_fills)
 			return DRAIN_LIMIT;
-		n = coreio__wire_rx_fill(&c->rx, c->fd);
-		if (n > 0)
+		n = c->tls ? tls_fill(c) : coreio__wire_rx_fill(&c->rx, c->fd);
+		if (n > 0) {
+			if (!c->rx_checked && !c->tls && tls_plain_check(c))
+				return DRAIN_CLOSED;
 			continue;
+		}
 		if (n == -EAGAIN) {
 			note_partial(c);
 			return DRAIN_EMPTY;
@@ -593,6 +611,9 @@ enum conn_drain conn_rx_drain(struct vmmio_conn *c, unsigned max_fills)
 			snprintf(why, sizeof(why), "%s",
 				 coreio__wire_rx_partial(&c->rx) ? "disconnected inside a frame"
 								 : "disconnected");
+		else if (c->tls)
+			snprintf(why, sizeof(why), "TLS receive failed: %s; closing",
+				 coreio__tls_error(c->tls));
 		else
 			snprintf(why, sizeof(why), "receive failed: %s", strerror((int)-n));
 		conn_fail(c, why);
@@ -638,6 +659,10 @@ static void conn_event(int fd, uint32_t events, void *opaque)
 	struct vmmio_conn *c = opaque;
 
 	(void)fd;
+	if (c->tls && !atomic_load(&c->tls_ready)) {
+		conn_rx_kick(c); /* the handshake, whichever way it waits */
+		return;
+	}
 	if (events & EPOLLOUT)
 		conn_flush(c);
 	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))

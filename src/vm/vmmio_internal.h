@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <time.h>
 
+#include "tls.h"
 #include "vmmio.h"
 
 /*
@@ -109,6 +110,15 @@ struct vmmio_conn {
 	/* rx_lock. */
 	pthread_mutex_t rx_lock;
 	struct coreio_wire_rx rx;
+	bool rx_checked; /* plain port: the stream's first bytes were checked for TLS */
+
+	/* TLS (tls=on ports, vmmio_tls.c). The session is used for receiving
+	 * with rx_lock held and for sending with tx_lock held; the handshake
+	 * holds both. */
+	struct coreio__tls *tls; /* NULL: a plain connection */
+	atomic_bool tls_ready;	 /* the handshake is complete: frames may flow */
+	bool tls_want_out;	 /* tx_lock: the handshake waits for room (EPOLLOUT) */
+	bool quiet;		 /* VM lock: conn_close() logs nothing (a logged refusal) */
 
 	/* Deadlines (docs/security.md). */
 	char peer_key[64];	    /* "pid N" (UNIX) or the address (TCP): one client's pair */
@@ -228,6 +238,13 @@ int conn_queue_fd(struct vmmio_conn *c, const uint8_t *frame, int fd);
  * VMMIO_OUT_PAUSE) back under the mark, it kicks the receiver.
  */
 void conn_flush(struct vmmio_conn *c);
+
+/*
+ * Tell epoll what to watch for c (tx_lock held): EPOLLIN unless muted,
+ * EPOLLOUT exactly while output (or a TLS handshake) waits for room; an
+ * epoll_ctl() only on a change.
+ */
+void conn_watch(struct vmmio_conn *c);
 
 /* Bytes in c's output queue (takes tx_lock). */
 size_t conn_queued(struct vmmio_conn *c);
@@ -358,6 +375,73 @@ uint32_t req_new_tag(struct vmmio_conn *c);
  * --verbose or --trace.
  */
 int shm_queue_map(struct vmmio_conn *c, bool at_hello);
+
+/* ---- vmmio_tls.c: TLS on tls=on ports -------------------------------------- */
+
+/*
+ * Load the credentials of cfg (--tls-creds DIR or --tls-psk FILE) into
+ * v->tls_creds; nothing to do without them. Returns 0, or a negative errno
+ * after printing the loader's message (it names the file) on stderr.
+ */
+int tls_load_creds(struct vmmio *v, const struct vm_config *cfg);
+
+/*
+ * Start the server's TLS session on c's socket (conn_new(), port->tls).
+ * Returns 0, or a negative errno after logging why.
+ */
+int tls_conn_start(struct vmmio_conn *c);
+
+/*
+ * Advance c's handshake (rx_lock held, VM lock not; takes tx_lock around
+ * it). Returns 0 when complete (logged; frames may flow), -EAGAIN to be
+ * called again on the next event (EPOLLOUT armed when it waits to write),
+ * or -EPROTO etc. when it failed: the refusal is logged (rate-limited per
+ * port), counted and c is closed.
+ */
+int tls_conn_handshake(struct vmmio_conn *c);
+
+/*
+ * Send queued output of c through its TLS session, one record per call,
+ * as far as the socket takes it (tx_lock held): the head of the queue
+ * stays where a send that returned -EAGAIN left it, so the next call
+ * carries the same bytes. Returns the bytes taken; *err is set (EPROTO
+ * etc.) when the session failed.
+ */
+size_t tls_flush_some(struct vmmio_conn *c, int *err);
+
+/*
+ * Receive what c's TLS session has into c->rx (rx_lock held): as
+ * coreio__wire_rx_fill(). A caller that gets -EAGAIN may sleep on the fd:
+ * no decrypted byte is left in the session then.
+ */
+long tls_fill(struct vmmio_conn *c);
+
+/*
+ * On a plain port, the first bytes of c's stream (rx_lock held, VM lock
+ * not): a TLS ClientHello (0x16 0x03 0x01..0x04) where a CoreIO frame
+ * should be is refused with "a TLS client on plain port N (use tls=on)",
+ * counted and c closed. Returns true when c was closed.
+ */
+bool tls_plain_check(struct vmmio_conn *c);
+
+/*
+ * The end of c's TLS session (conn_free(), or conn_new() failing): free it
+ * and drop its reference on the credentials. Nothing for a plain c.
+ */
+void tls_conn_end(struct vmmio_conn *c);
+
+/*
+ * Drop a reference on v->tls_creds (vmmio_exit() drops the service's own);
+ * the last one frees them, after every session made from them.
+ */
+void tls_creds_put(struct vmmio *v);
+
+/*
+ * Refuse c (VM lock held): count it (lim.tls_refused), log "PEER: why" on
+ * the port's rate-limited refusal line, and close c without its own log
+ * line.
+ */
+void tls_refuse(struct vmmio_conn *c, const char *why);
 
 /* ---- vmmio_port.c: listeners ---------------------------------------------- */
 

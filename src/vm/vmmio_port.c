@@ -166,7 +166,9 @@ static void port_accept(int fd, uint32_t events, void *opaque)
 			}
 		}
 		c = conn_new(port, cfd, peer, key);
-		if (c)
+		/* tls=on: logged once the handshake is complete (vmmio_tls.c);
+		 * a refused handshake is one rate-limited refusal line. */
+		if (c && !port->tls)
 			conn_log(c, "connected on %s", port->display);
 	}
 	pthread_mutex_unlock(&v->io->lock);

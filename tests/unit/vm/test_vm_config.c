@@ -356,7 +356,7 @@ static void test_limits(void **state)
 		     "would bypass dma=none");
 	expect_error(parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=@a,dma=none",
 			   "--vmmio", "0xd0001000,size=4K,port=@a", NULL),
-		     "share a port but not their allow-uid=/allow-gid=/dma=/max-conns=");
+		     "share a port but not their allow-uid=/allow-gid=/dma=/max-conns=/tls=");
 	expect_error(
 	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,max-conns=4097", NULL),
 	    "bad max-conns");
@@ -364,6 +364,61 @@ static void test_limits(void **state)
 	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,timeout=3600001", NULL),
 	    "bad timeout");
 	expect_error(parse("--accel", "qtest", "--peer-timeout", "x", NULL), "--peer-timeout");
+}
+
+/* tls=on, --tls-creds and --tls-psk: per TCP port, exactly one kind of credentials. */
+static void test_tls(void **state)
+{
+	(void)state;
+	assert_int_equal(parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0", NULL),
+			 0);
+	assert_false(cfg.ranges[0].tls);
+	assert_string_equal(cfg.tls_creds, "");
+	assert_string_equal(cfg.tls_psk, "");
+
+	assert_int_equal(parse("--accel", "qtest", "--tls-creds", "/etc/pki/coreio", "--vmmio",
+			       "0xd0000000,size=4K,port=@t,tls=on", "--vmmio",
+			       "0xd0001000,size=4K,port=@t,tls=on", "--vmmio",
+			       "0xd0002000,size=4K,port=0,tls=off", NULL),
+			 0);
+	assert_true(cfg.ranges[0].tls);
+	assert_true(cfg.ranges[1].tls);
+	assert_false(cfg.ranges[2].tls);
+	assert_string_equal(cfg.tls_creds, "/etc/pki/coreio");
+
+	assert_int_equal(parse("--accel", "qtest", "--tls-psk", "/etc/keys.psk", "--vmmio",
+			       "0xd0000000,size=4K,port=4300,tls=on", NULL),
+			 0);
+	assert_string_equal(cfg.tls_psk, "/etc/keys.psk");
+	assert_string_equal(cfg.tls_creds, "");
+
+	expect_error(parse("--accel", "qtest", "--tls-creds", "/d", "--vmmio",
+			   "0xd0000000,size=4K,port=unix:/tmp/t.sock,tls=on", NULL),
+		     "tls=on needs a TCP port");
+	expect_error(
+	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,tls=yes", NULL),
+	    "tls='yes' must be on or off");
+	expect_error(
+	    parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,tls=on,tls=on", NULL),
+	    "repeated key 'tls'");
+	expect_error(parse("--accel", "qtest", "--vmmio", "0xd0000000,size=4K,port=0,tls=on", NULL),
+		     "tls=on needs credentials");
+	expect_error(parse("--accel", "qtest", "--tls-creds", "/d", "--tls-psk", "/k", "--vmmio",
+			   "0xd0000000,size=4K,port=0,tls=on", NULL),
+		     "exclude each other");
+	expect_error(parse("--accel", "qtest", "--tls-psk", "/k", "--vmmio",
+			   "0xd0000000,size=4K,port=0", NULL),
+		     "--tls-psk is given but no --vmmio port has tls=on");
+	expect_error(parse("--accel", "qtest", "--tls-creds", "/d", "--tls-creds", "/e", "--vmmio",
+			   "0xd0000000,size=4K,port=0,tls=on", NULL),
+		     "--tls-creds given twice");
+	expect_error(parse("--accel", "qtest", "--tls-creds", "", "--vmmio",
+			   "0xd0000000,size=4K,port=0,tls=on", NULL),
+		     "--tls-creds: expected a path");
+	expect_error(parse("--accel", "qtest", "--tls-creds", "/d", "--vmmio",
+			   "0xd0000000,size=4K,port=@t,tls=on", "--vmmio",
+			   "0xd0001000,size=4K,port=@t", NULL),
+		     "share a port but not their allow-uid=/allow-gid=/dma=/max-conns=/tls=");
 }
 
 int main(void)
@@ -377,6 +432,7 @@ int main(void)
 	    cmocka_unit_test(test_numbers),
 	    cmocka_unit_test(test_kvm),
 	    cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_tls),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
