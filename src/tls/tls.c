@@ -385,8 +385,12 @@ static int fail(struct coreio__tls *t, int rc)
 		status = gnutls_session_get_verify_cert_status(t->s);
 		if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out,
 								 0) == 0) {
+			int n = (int)out.size;
+
+			while (n > 0 && (out.data[n - 1] == ' ' || out.data[n - 1] == '.'))
+				n--;
 			snprintf(t->err, sizeof(t->err), "the peer's certificate is refused: %.*s",
-				 (int)out.size, (const char *)out.data);
+				 n, (const char *)out.data);
 			gnutls_free(out.data);
 		} else {
 			snprintf(t->err, sizeof(t->err), "the peer's certificate is refused");
@@ -394,7 +398,8 @@ static int fail(struct coreio__tls *t, int rc)
 		return -EACCES;
 	case GNUTLS_E_NO_CERTIFICATE_FOUND:
 	case GNUTLS_E_CERTIFICATE_REQUIRED:
-		snprintf(t->err, sizeof(t->err), "the peer sent no certificate our CA signed (one is required)");
+		snprintf(t->err, sizeof(t->err),
+			 "the peer sent no certificate our CA signed (one is required)");
 		return -EACCES;
 	case GNUTLS_E_FATAL_ALERT_RECEIVED:
 		snprintf(t->err, sizeof(t->err), "the peer refused the connection (TLS alert: %s)",
@@ -404,7 +409,9 @@ static int fail(struct coreio__tls *t, int rc)
 	case GNUTLS_E_NO_CIPHER_SUITES:
 	case GNUTLS_E_DECRYPTION_FAILED:
 	case GNUTLS_E_KEY_USAGE_VIOLATION:
-		snprintf(t->err, sizeof(t->err), "TLS credentials do not match: %s",
+		/* Also what a peer's alert sent before it switched keys looks like. */
+		snprintf(t->err, sizeof(t->err),
+			 "TLS credentials do not match, or the peer refused ours: %s",
 			 gnutls_strerror(rc));
 		return -EACCES;
 	case GNUTLS_E_UNEXPECTED_PACKET_LENGTH:
