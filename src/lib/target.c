@@ -2,8 +2,10 @@
 #include "target.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "wire.h"
 
@@ -38,13 +40,27 @@ static int set_host(struct coreio__target *out, const char *p, size_t n)
 int coreio__target_parse(const char *s, struct coreio__target *out)
 {
 	const char *colon;
+	bool tls = false;
 	size_t n;
+	int rc;
 
 	if (!s || !out)
 		return -EINVAL;
 	memset(out, 0, sizeof(*out));
+	if (strncmp(s, "tls:", 4) == 0) {
+		/* TLS over TCP: the rest is a TCP target (UNIX sockets need no TLS). */
+		s += 4;
+		if (strncmp(s, "unix:", 5) == 0 || strncmp(s, "tls:", 4) == 0)
+			return -EINVAL;
+		tls = true;
+	}
 	if (*s == '\0')
 		return -EINVAL;
+	if (tls) {
+		rc = coreio__target_parse(s, out);
+		out->tls = rc == 0;
+		return rc;
+	}
 
 	if (strncmp(s, "unix:", 5) == 0) {
 		const char *path = s + 5;
@@ -85,8 +101,17 @@ int coreio__target_parse(const char *s, struct coreio__target *out)
 	return parse_port(colon + 1, strlen(colon + 1), &out->port);
 }
 
+/* A yes/no environment value: "1", "on", "yes" or "true" (any case) is yes. */
+static bool env_on(const char *v)
+{
+	return v && (strcmp(v, "1") == 0 || strcasecmp(v, "on") == 0 || strcasecmp(v, "yes") == 0 ||
+		     strcasecmp(v, "true") == 0);
+}
+
 int coreio__target_get(const char *target, struct coreio__target *out)
 {
+	int rc;
+
 	if (!out)
 		return -EINVAL;
 	if (!target) {
@@ -98,5 +123,8 @@ int coreio__target_get(const char *target, struct coreio__target *out)
 			return -EINVAL;
 		}
 	}
-	return coreio__target_parse(target, out);
+	rc = coreio__target_parse(target, out);
+	if (rc == 0 && out->kind == COREIO__TARGET_TCP && env_on(getenv("COREIO_TLS")))
+		out->tls = true;
+	return rc;
 }

@@ -18,6 +18,12 @@ static void check_target(const char *s, const struct coreio__target *t)
 	size_t pn = strnlen(t->path, sizeof(t->path));
 
 	FUZZ_CHECK(hn < sizeof(t->host) && pn < sizeof(t->path));
+	if (t->tls) {
+		/* "tls:" and a TCP target. */
+		FUZZ_CHECK(t->kind == COREIO__TARGET_TCP && strncmp(s, "tls:", 4) == 0);
+		s += 4;
+		FUZZ_CHECK(strncmp(s, "tls:", 4) != 0);
+	}
 	if (t->kind == COREIO__TARGET_UNIX) {
 		FUZZ_CHECK(strncmp(s, "unix:", 5) == 0);
 		FUZZ_CHECK(pn >= 1 && strcmp(t->path, s + 5) == 0);
@@ -40,18 +46,21 @@ static void check_target(const char *s, const struct coreio__target *t)
 
 /*
  * Print t back as a target string when its form allows it; false when it does not. A host
- * named "unix" takes the bracketed form: "unix:PORT" is a UNIX socket path.
+ * named "unix" or "tls" takes the bracketed form: "unix:PORT" is a UNIX socket path and
+ * "tls:PORT" TLS to the host PORT.
  */
 static bool unparse(const struct coreio__target *t, char *buf, size_t len)
 {
+	const char *tls = t->tls ? "tls:" : "";
 	int n;
 
 	if (t->kind == COREIO__TARGET_UNIX)
 		n = snprintf(buf, len, "unix:%s", t->path);
-	else if (!strchr(t->host, ':') && t->host[0] != '[' && strcmp(t->host, "unix") != 0)
-		n = snprintf(buf, len, "%s:%u", t->host, (unsigned)t->port);
+	else if (!strchr(t->host, ':') && t->host[0] != '[' && strcmp(t->host, "unix") != 0 &&
+		 strcmp(t->host, "tls") != 0)
+		n = snprintf(buf, len, "%s%s:%u", tls, t->host, (unsigned)t->port);
 	else if (!strchr(t->host, ']'))
-		n = snprintf(buf, len, "[%s]:%u", t->host, (unsigned)t->port);
+		n = snprintf(buf, len, "%s[%s]:%u", tls, t->host, (unsigned)t->port);
 	else
 		return false; /* a bare IPv6-like host with ']' in it has no bracketed form */
 	FUZZ_CHECK(n > 0 && (size_t)n < len);
@@ -70,6 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(s != NULL);
 	if (!env_ready) {
 		unsetenv("COREHDL_VM");
+		unsetenv("COREIO_TLS");
 		env_ready = true;
 	}
 	if (size)

@@ -19,6 +19,7 @@ static void expect_tcp(const char *s, const char *host, unsigned port)
 	assert_int_equal(t.kind, COREIO__TARGET_TCP);
 	assert_string_equal(t.host, host);
 	assert_int_equal(t.port, port);
+	assert_false(t.tls);
 }
 
 static void test_good(void **state)
@@ -38,6 +39,44 @@ static void test_good(void **state)
 	assert_string_equal(t.path, "/tmp/vm.sock");
 	assert_int_equal(coreio__target_parse("unix:rel/path", &t), 0);
 	assert_string_equal(t.path, "rel/path");
+}
+
+static void test_tls(void **state)
+{
+	struct coreio__target t;
+
+	(void)state;
+	assert_int_equal(coreio__target_parse("tls:127.0.0.1:4300", &t), 0);
+	assert_int_equal(t.kind, COREIO__TARGET_TCP);
+	assert_true(t.tls);
+	assert_string_equal(t.host, "127.0.0.1");
+	assert_int_equal(t.port, 4300);
+	assert_int_equal(coreio__target_parse("tls:[::1]", &t), 0);
+	assert_true(t.tls);
+	assert_string_equal(t.host, "::1");
+	assert_int_equal(t.port, 4800);
+	assert_int_equal(coreio__target_parse("tls:unix:/tmp/s", &t), -EINVAL);
+	assert_int_equal(coreio__target_parse("tls:", &t), -EINVAL);
+	assert_int_equal(coreio__target_parse("tls:tls:h:1", &t), -EINVAL);
+	assert_int_equal(coreio__target_parse("tls:h:0", &t), -EINVAL);
+	assert_false(t.tls);
+	/* COREIO_TLS=on makes a plain TCP target (given or from COREIO_VM) a TLS one. */
+	unsetenv("COREIO_TLS");
+	assert_int_equal(coreio__target_get("h:1", &t), 0);
+	assert_false(t.tls);
+	setenv("COREIO_TLS", "on", 1);
+	assert_int_equal(coreio__target_get("h:1", &t), 0);
+	assert_true(t.tls);
+	setenv("COREIO_VM", "vm:2", 1);
+	assert_int_equal(coreio__target_get(NULL, &t), 0);
+	assert_true(t.tls);
+	assert_int_equal(coreio__target_get("unix:/x", &t), 0);
+	assert_false(t.tls);
+	setenv("COREIO_TLS", "off", 1);
+	assert_int_equal(coreio__target_get("h:1", &t), 0);
+	assert_false(t.tls);
+	unsetenv("COREIO_TLS");
+	unsetenv("COREIO_VM");
 }
 
 static void test_bad(void **state)
@@ -106,6 +145,7 @@ int main(void)
 	    cmocka_unit_test(test_good),
 	    cmocka_unit_test(test_bad),
 	    cmocka_unit_test(test_env),
+	    cmocka_unit_test(test_tls),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
