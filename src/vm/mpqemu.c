@@ -15,35 +15,6 @@
 
 #include "event.h"
 
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static const char *cmd_name(uint32_t cmd)
-{
-	static const char *const names[] = {"SYNC_SYSMEM", "RET",	  "PCI_CFGWRITE",
-					    "PCI_CFGREAD", "BAR_WRITE",	  "BAR_READ",
-					    "SET_IRQFD",   "DEVICE_RESET"};
-
-	return cmd < MPQEMU_CMD_MAX ? names[cmd] : "?";
-}
-
 static void dev_log(const struct mpqemu_dev *d, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -136,17 +107,13 @@ static void malformed(struct mpqemu_dev *d, const char *fmt, ...)
 /* Send MPQEMU_CMD_RET with data.u64 = val. The proxy waits for it, so it never blocks long. */
 static void reply(struct mpqemu_dev *d, uint64_t val)
 {
-	uint8_t out[MPQEMU_HDR_SIZE + MPQEMU_RET_SIZE] = {0};
-	size_t done = 0;
+	uint8_t out[MPQEMU_HDR_SIZE + MPQEMU_RET_SIZE];
+	size_t len = mpqemu_ret_encode(out, val), done = 0;
 
 	if (d->fd < 0)
 		return;
-	out[0] = MPQEMU_CMD_RET;
-	put64(out + 8, MPQEMU_RET_SIZE);
-	put64(out + MPQEMU_HDR_SIZE, val);
-	while (done < sizeof(out)) {
-		ssize_t n =
-		    send(d->fd, out + done, sizeof(out) - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (done < len) {
+		ssize_t n = send(d->fd, out + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n > 0) {
 			done += (size_t)n;
@@ -297,7 +264,8 @@ static void start_access(struct mpqemu_dev *d, enum mpqemu_wait w, bool write, u
 	m->size = size;
 	m->flags = 0; /* QEMU does not say the CPU's privilege level */
 	if (write)
-		put64(m->data, val);
+		for (unsigned i = 0; i < 8; i++) /* little-endian bytes in address order */
+			m->data[i] = (uint8_t)(val >> (8 * i));
 	d->wait = w;
 	if (d->mq->trace)
 		dev_log(d, "%s 0x%llx size %u%s%s", write ? "write" : "read",
@@ -331,12 +299,10 @@ static void start_access(struct mpqemu_dev *d, enum mpqemu_wait w, bool write, u
 	finish(d);
 }
 
-static void handle_bar(struct mpqemu_dev *d, bool write)
+static void handle_bar(struct mpqemu_dev *d, const struct mpqemu_bar *b, bool write)
 {
-	const uint8_t *b = d->rx + MPQEMU_HDR_SIZE;
-	uint64_t addr = get64(b), val = get64(b + 8);
-	uint32_t size = get32(b + 16);
-	bool memory = b[20] != 0;
+	uint32_t size = b->size;
+	bool memory = b->memory;
 
 	if (write)
 		d->bar_writes++;
@@ -349,13 +315,13 @@ static void handle_bar(struct mpqemu_dev *d, bool write)
 		reply(d, UINT64_MAX);
 		return;
 	}
-	start_access(d, MPQEMU_WAIT_BAR, write, addr, val, size);
+	start_access(d, MPQEMU_WAIT_BAR, write, b->addr, b->val, size);
 }
 
-static void handle_cfg(struct mpqemu_dev *d, bool write)
+static void handle_cfg(struct mpqemu_dev *d, const struct mpqemu_conf *c, bool write)
 {
-	const uint8_t *b = d->rx + MPQEMU_HDR_SIZE;
-	uint32_t addr = get32(b), val = get32(b + 4), len = get32(b + 8);
+	uint32_t addr = c->addr, val = c->val;
+	unsigned len = (unsigned)c->len;
 	bool mem_before = pci_memory_enabled(&d->pci), intx_before = pci_intx_disabled(&d->pci);
 	uint32_t off, out;
 	unsigned acc, data_off;
@@ -364,9 +330,9 @@ static void handle_cfg(struct mpqemu_dev *d, bool write)
 		d->cfg_writes++;
 	else
 		d->cfg_reads++;
-	if (len != 1 && len != 2 && len != 4) {
+	if (c->len != 1 && c->len != 2 && c->len != 4) {
 		dev_log(d, "configuration %s of length %d refused", write ? "write" : "read",
-			(int)len);
+			(int)c->len);
 		reply(d, UINT64_MAX);
 		return;
 	}
@@ -418,52 +384,44 @@ static void unmap_regions(struct mpqemu_region *r, unsigned n)
 }
 
 /*
- * SYNC_SYSMEM: the guest memory map, replacing the previous one. Every
- * region is checked (sizes, overflow, overlaps, inside its file) before
- * anything is mapped; the fds are closed here. Returns 0, or -1 after
- * closing the device for a malformed message.
+ * SYNC_SYSMEM: the guest memory map, replacing the previous one.
+ * mpqemu_msg_decode() checked the regions themselves (sizes, overflow,
+ * overlaps); here each fd must be a memory file holding its region, all
+ * before anything is mapped; the fds are closed here. Returns 0, or -1
+ * after closing the device for a malformed message.
  */
-static int handle_sysmem(struct mpqemu_dev *d)
+static int handle_sysmem(struct mpqemu_dev *d, const struct mpqemu_msg *m)
 {
 	struct mpqemu *mq = d->mq;
-	const uint8_t *b = d->rx + MPQEMU_HDR_SIZE;
 	struct mpqemu_region nr[MPQEMU_MAX_FDS];
 	long page = sysconf(_SC_PAGESIZE);
-	unsigned n = d->rx_nfds;
+	unsigned n = m->sysmem.n;
 	char bad[200] = "";
 
 	memset(nr, 0, sizeof(nr));
 	for (unsigned i = 0; i < n && !bad[0]; i++) {
-		uint64_t gpa = get64(b + 8 * i), size = get64(b + 64 + 8 * i);
-		int64_t off = (int64_t)get64(b + 128 + 8 * i);
+		const struct mpqemu_sysmem_region *r = &m->sysmem.r[i];
 		struct stat st;
 
-		if (size == 0 || gpa + size < gpa || off < 0 || (uint64_t)off + size < size)
-			snprintf(bad, sizeof(bad),
-				 "region %u: gpa 0x%llx size 0x%llx offset %lld is not valid", i,
-				 (unsigned long long)gpa, (unsigned long long)size, (long long)off);
-		else if (fstat(d->rx_fds[i], &st) < 0 || !S_ISREG(st.st_mode))
+		if (fstat(d->rx_fds[i], &st) < 0 || !S_ISREG(st.st_mode))
 			snprintf(bad, sizeof(bad), "region %u: the fd is not a memory file", i);
-		else if ((uint64_t)off + size > (uint64_t)st.st_size)
+		else if (r->offset + r->size > (uint64_t)st.st_size)
 			snprintf(
 			    bad, sizeof(bad),
 			    "region %u: offset %lld + size 0x%llx passes the file's end (0x%llx)",
-			    i, (long long)off, (unsigned long long)size,
+			    i, (long long)r->offset, (unsigned long long)r->size,
 			    (unsigned long long)st.st_size);
-		else if (size > SIZE_MAX - (size_t)page)
+		else if (r->size > SIZE_MAX - (size_t)page)
 			snprintf(bad, sizeof(bad), "region %u: too large", i);
-		for (unsigned j = 0; j < i && !bad[0]; j++)
-			if (gpa < nr[j].gpa + nr[j].size && nr[j].gpa < gpa + size)
-				snprintf(bad, sizeof(bad), "regions %u and %u overlap", j, i);
-		nr[i].gpa = gpa;
-		nr[i].size = size;
+		nr[i].gpa = r->gpa;
+		nr[i].size = r->size;
 	}
 	if (bad[0]) {
 		malformed(d, "SYNC_SYSMEM %s", bad);
 		return -1;
 	}
 	for (unsigned i = 0; i < n; i++) {
-		uint64_t off = get64(b + 128 + 8 * i);
+		uint64_t off = m->sysmem.r[i].offset;
 		uint64_t delta = off % (uint64_t)page;
 		void *p;
 
@@ -489,7 +447,7 @@ static int handle_sysmem(struct mpqemu_dev *d)
 
 		for (unsigned i = 0; i < n; i++)
 			shm[i] = (struct vmmio_shm_region){nr[i].gpa, nr[i].size,
-							   get64(b + 128 + 8 * i), d->rx_fds[i]};
+							   m->sysmem.r[i].offset, d->rx_fds[i]};
 		vmmio_shm_set(mq->v, shm, n);
 	}
 	close_rx_fds(d);
@@ -560,69 +518,37 @@ static void handle_reset(struct mpqemu_dev *d)
 	reply(d, 0);
 }
 
-/* Check a whole message against its command, then run it. */
+/* Check a whole message against its command (mpqemu_msg_decode()), then run it. */
 static void dispatch(struct mpqemu_dev *d)
 {
-	uint32_t cmd = get32(d->rx);
-	uint64_t size = d->rx_size;
-	unsigned want_fds = 0, want_size = 0;
-	bool fds_any = false, needs_reply = true;
+	struct mpqemu_msg m;
+	char why[256];
 
-	switch (cmd) {
+	if (mpqemu_msg_decode(d->rx, d->rx + MPQEMU_HDR_SIZE, (size_t)d->rx_size, d->rx_nfds,
+			      d->rx_fd_overflow, &m, why, sizeof(why)) < 0) {
+		malformed(d, "%s", why);
+		return;
+	}
+	if (mpqemu_cmd_answered(m.cmd) && d->wait != MPQEMU_IDLE) {
+		malformed(d, "%s while a request is still unanswered", mpqemu_cmd_name(m.cmd));
+		return;
+	}
+	switch (m.cmd) {
 	case MPQEMU_CMD_SYNC_SYSMEM:
-		want_size = MPQEMU_DATA_MAX;
-		fds_any = true;
-		needs_reply = false;
+		handle_sysmem(d, &m);
 		break;
 	case MPQEMU_CMD_PCI_CFGWRITE:
 	case MPQEMU_CMD_PCI_CFGREAD:
-		want_size = MPQEMU_CONF_SIZE;
+		handle_cfg(d, &m.conf, m.cmd == MPQEMU_CMD_PCI_CFGWRITE);
 		break;
 	case MPQEMU_CMD_BAR_WRITE:
 	case MPQEMU_CMD_BAR_READ:
-		want_size = MPQEMU_BAR_SIZE;
-		break;
-	case MPQEMU_CMD_SET_IRQFD:
-		want_fds = 2;
-		needs_reply = false;
-		break;
-	case MPQEMU_CMD_DEVICE_RESET:
-		break;
-	default: /* RET (only the remote sends it) and unknown commands */
-		malformed(d, "command %u (%s) is not one the proxy sends", cmd, cmd_name(cmd));
-		return;
-	}
-	if (size != want_size) {
-		malformed(d, "%s with %llu data bytes (expected %u)", cmd_name(cmd),
-			  (unsigned long long)size, want_size);
-		return;
-	}
-	if (d->rx_fd_overflow || (!fds_any && d->rx_nfds != want_fds)) {
-		malformed(d, "%s with %s%u fd(s) (expected %s%u)", cmd_name(cmd),
-			  d->rx_fd_overflow ? "more than " : "", d->rx_nfds,
-			  fds_any ? "at most " : "", fds_any ? MPQEMU_MAX_FDS : want_fds);
-		return;
-	}
-	if (needs_reply && d->wait != MPQEMU_IDLE) {
-		malformed(d, "%s while a request is still unanswered", cmd_name(cmd));
-		return;
-	}
-	switch (cmd) {
-	case MPQEMU_CMD_SYNC_SYSMEM:
-		handle_sysmem(d);
-		break;
-	case MPQEMU_CMD_PCI_CFGWRITE:
-	case MPQEMU_CMD_PCI_CFGREAD:
-		handle_cfg(d, cmd == MPQEMU_CMD_PCI_CFGWRITE);
-		break;
-	case MPQEMU_CMD_BAR_WRITE:
-	case MPQEMU_CMD_BAR_READ:
-		handle_bar(d, cmd == MPQEMU_CMD_BAR_WRITE);
+		handle_bar(d, &m.bar, m.cmd == MPQEMU_CMD_BAR_WRITE);
 		break;
 	case MPQEMU_CMD_SET_IRQFD:
 		handle_irqfd(d);
 		break;
-	default:
+	default: /* DEVICE_RESET: the decoder takes no other command */
 		handle_reset(d);
 		break;
 	}
@@ -699,18 +625,14 @@ static void dev_event(int fd, uint32_t events, void *opaque)
 		}
 		d->rx_have += (size_t)n;
 		if (d->rx_have == MPQEMU_HDR_SIZE) { /* the header is complete: check it */
-			uint32_t cmd = get32(d->rx);
+			struct mpqemu_hdr h;
+			char why[160];
 
-			d->rx_size = get64(d->rx + 8);
-			if (cmd >= MPQEMU_CMD_MAX) {
-				malformed(d, "unknown command %u", cmd);
+			if (mpqemu_hdr_decode(d->rx, &h, why, sizeof(why)) < 0) {
+				malformed(d, "%s", why);
 				return;
 			}
-			if (d->rx_size > MPQEMU_DATA_MAX) {
-				malformed(d, "%s with size %llu (at most %u)", cmd_name(cmd),
-					  (unsigned long long)d->rx_size, MPQEMU_DATA_MAX);
-				return;
-			}
+			d->rx_size = h.size;
 		}
 		if (d->rx_have == MPQEMU_HDR_SIZE + d->rx_size && d->rx_have >= MPQEMU_HDR_SIZE) {
 			dispatch(d);

@@ -9,34 +9,9 @@
 #include "config.h"
 #include "ioreq.h"
 #include "irq.h"
+#include "mpqemu_msg.h" /* the message layouts (src/wire) */
 #include "pci.h"
 #include "vmmio.h"
-
-/*
- * QEMU's mpqemu messages (include/hw/remote/mpqemu-link.h of QEMU 7.2), as
- * they cross the socket on x86-64: a 16-byte header, `int cmd` (4 bytes,
- * little-endian), 4 bytes of padding, `size_t size` (8 bytes), then size
- * bytes of the data union; file descriptors ride as SCM_RIGHTS on the
- * header. docs/qemu-proxy.md has every field.
- */
-#define MPQEMU_HDR_SIZE	 16u
-#define MPQEMU_DATA_MAX	 192u /* sizeof the data union: SyncSysmemMsg */
-#define MPQEMU_MAX_FDS	 8u   /* REMOTE_MAX_FDS */
-#define MPQEMU_CONF_SIZE 12u  /* PciConfDataMsg: u32 addr, u32 val, int len */
-#define MPQEMU_BAR_SIZE	 24u  /* BarAccessMsg: u64 addr, u64 val, unsigned size, bool memory, pad */
-#define MPQEMU_RET_SIZE	 8u   /* data.u64 */
-
-enum mpqemu_cmd {
-	MPQEMU_CMD_SYNC_SYSMEM = 0,
-	MPQEMU_CMD_RET = 1,
-	MPQEMU_CMD_PCI_CFGWRITE = 2,
-	MPQEMU_CMD_PCI_CFGREAD = 3,
-	MPQEMU_CMD_BAR_WRITE = 4,
-	MPQEMU_CMD_BAR_READ = 5,
-	MPQEMU_CMD_SET_IRQFD = 6,
-	MPQEMU_CMD_DEVICE_RESET = 7,
-	MPQEMU_CMD_MAX = 8,
-};
 
 /* One piece of guest RAM that QEMU shared with SYNC_SYSMEM. */
 struct mpqemu_region {
@@ -76,7 +51,7 @@ struct mpqemu_dev {
 	bool dead;		  /* this instance lost its client: BAR reads 0, writes dropped */
 	unsigned instance;	  /* 1 for the --mpqemu-fd socket, +1 per replacement */
 	/* Receive state of the current message. */
-	uint8_t rx[MPQEMU_HDR_SIZE + MPQEMU_DATA_MAX];
+	uint8_t rx[MPQEMU_MSG_MAX];
 	size_t rx_have;
 	uint64_t rx_size; /* the header's size, once rx_have >= MPQEMU_HDR_SIZE */
 	int rx_fds[MPQEMU_MAX_FDS];
