@@ -101,6 +101,7 @@ void coreio_ctx_free(coreio_ctx_t *ctx)
 	for (int i = 0; i < COREIO__NCONN; i++)
 		pthread_mutex_destroy(&ctx->conn[i].tx_lock);
 	free(ctx->reqq.unit);
+	free(ctx->spill);
 	pthread_cond_destroy(&ctx->cond);
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);

@@ -33,10 +33,16 @@ static int wait_xfer(struct coreio_ctx *ctx, struct coreio__xfer *x)
 			struct pollfd pf = {.fd = ctx->conn[COREIO__CONN_DMA].fd, .events = POLLIN};
 			int rc = 0;
 
+			/* The last receive filled all it asked for: read again at
+			 * once (it returns EAGAIN when that was all). */
+			bool more = ctx->conn[COREIO__CONN_DMA].rx_more;
+
 			if (ctx->dma_tx_pending)
 				pf.events |= POLLOUT;
 			pthread_mutex_unlock(&ctx->lock);
-			if (poll(&pf, 1, 100) < 0)
+			if (more)
+				pf.revents = POLLIN;
+			else if (poll(&pf, 1, 100) < 0)
 				pf.revents = 0;
 			if (pf.revents & ~POLLOUT)
 				rc = coreio__rx_pull(ctx, COREIO__CONN_DMA);

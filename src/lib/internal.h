@@ -54,6 +54,7 @@ struct coreio__conn {
 	bool parked;		 /* fd taken out of ctx->epfd while another thread reads it */
 	struct coreio_wire_rx rx;
 	struct coreio_wire_fdq fdq; /* fds that came with rx's bytes (the rx owner's) */
+	bool rx_more;		    /* the last receive filled all it asked for: more may wait */
 };
 
 /* One region of guest memory the VM shared (SHM_MAP), mapped into this process. */
@@ -98,6 +99,37 @@ struct coreio__piece {
 	uint32_t len;
 	uint32_t tag;
 	uint8_t op;
+	bool has_next;	/* the piece issued right after this one: nslot, ntag */
+	uint16_t nslot; /* (its answer is expected next: direct receive) */
+	uint32_t ntag;
+};
+
+/* At most this many LREAD answers are received straight into the caller's buffer per recvmsg(). */
+#define COREIO__DIRECT_MAX 64
+/* The most bytes one such recvmsg() takes for them (ctx->spill's size). */
+#define COREIO__DIRECT_SPILL ((size_t)COREIO__DIRECT_MAX * COREIO_WIRE_MAX_MSG)
+
+/*
+ * A direct receive of LREAD answers (io.c, xfer.c): the pieces whose
+ * answers are expected next, all of one transfer, in the order the VM
+ * answers them. The receive owner of the DMA connection owns it.
+ */
+struct coreio__direct {
+	struct coreio__xfer *x; /* x->receiving counts the plan while it is out */
+	unsigned n;
+	struct {
+		uint64_t off; /* of the piece in x->buf */
+		uint32_t len, tag;
+		uint16_t slot;
+	} p[COREIO__DIRECT_MAX];
+	/* hdr[k]: the padding of piece k - 1 (under 64 bytes), then piece k's
+	 * 24-byte header; hdr[n]: the last piece's padding. */
+	uint8_t hdr[COREIO__DIRECT_MAX + 1][2 * COREIO_WIRE_UNIT];
+	/* An answer received in part (its header checked, cont bytes of its
+	 * frame in hand, its payload so far in place): the next receive
+	 * continues it. cont_hdr is its header. */
+	size_t cont;
+	uint8_t cont_hdr[COREIO_WIRE_DATA_OFF];
 };
 
 /* One DMA transfer. */
@@ -113,6 +145,7 @@ struct coreio__xfer {
 	size_t issued;	      /* bytes cut into pieces so far */
 	unsigned outstanding; /* pieces sent and not answered */
 	unsigned sending;     /* pieces whose data a send still reads from buf (xfer_pump) */
+	unsigned receiving;   /* direct receives writing into buf now (io.c) */
 	int err;	      /* 0, -EFAULT or -ECONNRESET */
 	void (*cpl)(void *, int);
 	void *cplp;
@@ -164,6 +197,13 @@ struct coreio_ctx {
 	struct coreio__xfer *active;	      /* every transfer not yet completed */
 	struct coreio__xfer *q_head, *q_tail; /* transfers with pieces left to send */
 	struct coreio__xfer *d_head, *d_tail; /* completed, cpl not yet run */
+	int last_slot, expect_slot; /* the piece issued last; the one answered next (-1: none) */
+	uint32_t last_tag, expect_tag;
+	struct coreio__direct direct; /* the DMA connection's receive owner's */
+	/* COREIO__DIRECT_SPILL bytes (allocated at the first direct receive,
+	 * freed with the context): what a direct receive took that was not
+	 * planned goes here first. The DMA connection's receive owner's. */
+	uint8_t *spill;
 
 	/* Frames of DMA pieces are built here (an LWRITE's header only: its
 	 * data goes from the caller's buffer, xfer.c) and sent without
@@ -242,6 +282,35 @@ void coreio__xfer_fail_all_locked(struct coreio_ctx *ctx, int err);
  * the DMA connection. Unknown tags are ignored. No lock held.
  */
 void coreio__xfer_answer(struct coreio_ctx *ctx, const struct coreio_wire_msg *m);
+
+/*
+ * Plan a direct receive into d (no lock held; the caller owns the DMA
+ * connection's receive side): the pending LREAD pieces of one transfer
+ * whose answers are expected next, in issue order, their answer frames
+ * adding up to at most budget bytes (the first one's counted from byte
+ * skip on: skip bytes of it are in hand, fewer than its frame has). hdr:
+ * the first piece's answer header when it is in hand (skip >= 24), else
+ * NULL: the piece answered next is predicted. Counts the plan in
+ * x->receiving. Returns the number of pieces (0: nothing planned,
+ * nothing counted).
+ */
+unsigned coreio__xfer_direct_plan(struct coreio_ctx *ctx, const uint8_t *hdr, size_t skip,
+				  size_t budget, struct coreio__direct *d);
+
+/*
+ * True when the 24 bytes at h are the header of the successful answer to
+ * the LREAD piece with tag and len, exactly as the frame decoder and
+ * coreio__xfer_answer() would accept it (frame length for len).
+ */
+bool coreio__xfer_direct_hdr_ok(const uint8_t *h, uint32_t tag, uint32_t len);
+
+/*
+ * End a direct receive planned in d: its first ok pieces were answered
+ * (their data is in the caller's buffer); the plan's count in
+ * x->receiving goes, and x completes when nothing else holds it. No lock
+ * held.
+ */
+void coreio__xfer_direct_done(struct coreio_ctx *ctx, struct coreio__direct *d, unsigned ok);
 
 /*
  * Send what is left of the DMA batch, then as many queued pieces as slots

@@ -13,6 +13,18 @@
  *     misdirected requests are echoed at once, RESET is ignored (the
  *     control connection's copy stands for the VM).
  *
+ * Direct receive (the DMA connection with LARGE_DMA): between frames, or
+ * with part of a frame in rx, the owner asks xfer.c which LREAD answers
+ * come next (coreio__xfer_direct_plan()) and receives them with one
+ * recvmsg() whose iovecs put each header (and the padding before it) in
+ * a scratch slot and each payload straight into the caller's buffer; rx
+ * takes what follows. Every header is then checked as the decoder and
+ * coreio__xfer_answer() would. An answer whose header came but not all
+ * of its frame is continued by the next receive (ctx->direct.cont). The
+ * first frame that is not what was planned and everything after it up to
+ * the plan's end are copied out to ctx->spill (as large as a plan) and
+ * routed in stream order, before what rx took.
+ *
  * Serving: coreio__serve() takes the queue's head, runs the callback with
  * no lock held, sends the answer, and only then takes the next; one
  * thread serves at a time (ctx->serving), and a serve called while one
@@ -25,6 +37,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -281,6 +294,281 @@ static int route(struct coreio_ctx *ctx, int i, const uint8_t *frame, size_t len
 	return 0;
 }
 
+/* iovecs of a direct receive: a scratch slot and a payload per piece, the last padding, the tail.
+ */
+#define DIRECT_IOV (2 * COREIO__DIRECT_MAX + 2)
+
+/*
+ * recvmsg() into iov without blocking; fds that come along are queued in
+ * q as coreio__wire_rx_fill_fds() does (bound to the last byte read).
+ * Returns the bytes read, 0 at end of stream, or a negative errno.
+ */
+static long recv_iov(int fd, struct iovec *iov, int niov, struct coreio_wire_fdq *q)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * COREIO_WIRE_FDQ_MAX)];
+	} ctl;
+	struct msghdr mh;
+	ssize_t n;
+
+	do {
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = iov;
+		mh.msg_iovlen = (size_t)niov;
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = sizeof(ctl.buf);
+		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	q->total += (uint64_t)n;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		size_t nfd;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS ||
+		    cm->cmsg_len < CMSG_LEN(0))
+			continue;
+		nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t k = 0; k < nfd; k++) {
+			int f;
+
+			memcpy(&f, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
+			if (f < 0)
+				continue;
+			if (q->n < COREIO_WIRE_FDQ_MAX && n > 0) {
+				q->fd[q->n] = f;
+				q->pos[q->n] = q->total - 1;
+				q->n++;
+			} else {
+				close(f);
+				q->dropped++;
+			}
+		}
+	}
+	if (mh.msg_flags & MSG_CTRUNC)
+		q->dropped++;
+	return (long)n;
+}
+
+/* Copy bytes [from, to) of the stream that iov (niov of them) received into dst. */
+static void iov_copy_out(const struct iovec *iov, int niov, size_t from, size_t to, uint8_t *dst)
+{
+	size_t pos = 0;
+
+	for (int k = 0; k < niov && pos < to; k++) {
+		size_t a = pos, b = pos + iov[k].iov_len;
+
+		pos = b;
+		if (b <= from)
+			continue;
+		if (a < from)
+			a = from;
+		if (b > to)
+			b = to;
+		memcpy(dst, (const uint8_t *)iov[k].iov_base + (a - (pos - iov[k].iov_len)), b - a);
+		dst += b - a;
+	}
+}
+
+/*
+ * Route the whole frames of the n bytes at b, stream bytes from offset
+ * pos on, received on the DMA connection (a direct receive's unplanned
+ * bytes); the rest (part of a frame) goes to rx's front, before the
+ * bytes at rx->buf + COREIO_WIRE_MAX_MSG. Returns 0 or a negative errno.
+ */
+static int spill_route(struct coreio_ctx *ctx, struct coreio__conn *c, const uint8_t *b, size_t n,
+		       uint64_t pos)
+{
+	size_t off = 0;
+
+	for (;;) {
+		size_t flen;
+		int fds[1], rc;
+		unsigned nfds = 0;
+
+		if (n - off < 8)
+			break;
+		flen = coreio__wire_frame_len(coreio__wire_get64(b + off));
+		if (n - off < flen)
+			break;
+		if (c->fdq.n)
+			nfds = coreio__wire_fdq_take(&c->fdq, pos + off, flen, fds, 1);
+		rc = route(ctx, COREIO__CONN_DMA, b + off, flen, fds, nfds);
+		if (rc < 0)
+			return rc;
+		off += flen;
+	}
+	/* Under one frame is left: it fits before the tail. */
+	memcpy(c->rx.buf + COREIO_WIRE_MAX_MSG - (n - off), b + off, n - off);
+	c->rx.start = COREIO_WIRE_MAX_MSG - (n - off);
+	return 0;
+}
+
+/*
+ * The direct receive described at the top, on connection c (the DMA
+ * connection, LARGE_DMA negotiated; the caller owns its receive side).
+ * The first planned frame may be under way: its header and part of its
+ * payload in hand (an answer continued, d->cont bytes, or in rx), or the
+ * first bytes (under 24) of a header in rx. rx is emptied; what follows
+ * the plan lands in rx from COREIO_WIRE_MAX_MSG on, so that the part of
+ * a frame that the unplanned bytes end with fits before it. Returns the
+ * bytes read (> 0), 0 when the ordinary receive must run instead (no
+ * plan), -ENODATA at end of stream, -EAGAIN when nothing was there, or
+ * another negative errno.
+ */
+static long rx_direct(struct coreio_ctx *ctx, struct coreio__conn *c)
+{
+	struct coreio_wire_rx *rx = &c->rx;
+	struct coreio__direct *d = &ctx->direct;
+	size_t have = rx->end - rx->start, r0 = 0, g0 = 0, cap = sizeof(rx->buf);
+	size_t fs[COREIO__DIRECT_MAX + 1], hpad[COREIO__DIRECT_MAX], pos = 0, got, rb, tail;
+	struct iovec iov[DIRECT_IOV];
+	unsigned ok = 0, k;
+	bool hdr0 = false;
+	int niov = 0, rc;
+	uint8_t *buf;
+	long n;
+
+	if (!ctx->spill) {
+		ctx->spill = malloc(COREIO__DIRECT_SPILL);
+		if (!ctx->spill)
+			return 0; /* the ordinary receive works without */
+	}
+	if (d->cont) {
+		/* An answer under way: rx is empty (nothing is read past it). */
+		g0 = d->cont;
+		hdr0 = true;
+	} else if (have == 0) {
+		rx->start = rx->end = 0;
+	} else if (have < 8 ||
+		   have < coreio__wire_frame_len(coreio__wire_get64(rx->buf + rx->start))) {
+		/* Part of one frame: continue it if it is the answer planned. */
+		if (have >= COREIO_WIRE_DATA_OFF) {
+			memcpy(d->cont_hdr, rx->buf + rx->start, COREIO_WIRE_DATA_OFF);
+			g0 = have;
+			hdr0 = true;
+		} else {
+			memcpy(d->hdr[0], rx->buf + rx->start, have);
+			r0 = have;
+		}
+	} else {
+		return 0;
+	}
+	if (coreio__xfer_direct_plan(ctx, hdr0 ? d->cont_hdr : NULL, g0 + r0,
+				     COREIO__DIRECT_SPILL - r0, d) == 0) {
+		if (d->cont) {
+			/* Only a failed context takes a piece from the receiver. */
+			d->cont = 0;
+			return -ECONNRESET;
+		}
+		return 0;
+	}
+	buf = d->x->buf;
+	if (hdr0 && !d->cont) {
+		/* The frame's bytes in rx: the payload part goes to its place. */
+		size_t part = g0 - COREIO_WIRE_DATA_OFF;
+
+		if (part > d->p[0].len)
+			part = d->p[0].len;
+		memcpy(buf + d->p[0].off, rx->buf + rx->start + COREIO_WIRE_DATA_OFF, part);
+	}
+	d->cont = 0;
+	rx->start = rx->end = 0; /* r0 bytes of a header are in d->hdr[0] */
+
+	/* The plan in stream offsets from the first byte this receive reads:
+	 * fs[k] where piece k's frame starts (fs[0] = 0: g0 + r0 bytes of it
+	 * came before), fs[k + 1] where it ends; pos where its payload ends. */
+	fs[0] = 0;
+	for (k = 0; k < d->n; k++) {
+		size_t len = d->p[k].len, flen = ((size_t)coreio__wire_extra_for(len) + 1) * 64;
+		size_t before = k ? 0 : g0 + r0; /* bytes of the frame in hand */
+		size_t pay = before > COREIO_WIRE_DATA_OFF ? before - COREIO_WIRE_DATA_OFF : 0;
+
+		if (pay > len)
+			pay = len;
+		/* Piece k's header: in hdr[k], after the padding of k - 1 (hpad[k] bytes). */
+		hpad[k] = k ? fs[k] - pos : 0;
+		if (k == 0 && !hdr0)
+			iov[niov++] = (struct iovec){d->hdr[0] + r0, COREIO_WIRE_DATA_OFF - r0};
+		else if (k > 0)
+			iov[niov++] = (struct iovec){d->hdr[k], hpad[k] + COREIO_WIRE_DATA_OFF};
+		if (len > pay)
+			iov[niov++] = (struct iovec){buf + d->p[k].off + pay, len - pay};
+		fs[k + 1] = fs[k] + flen - before;
+		pos = fs[k + 1] - (flen - COREIO_WIRE_DATA_OFF - len);
+		if (before > COREIO_WIRE_DATA_OFF + len)
+			pos = fs[k]; /* only part of the padding was left */
+	}
+	if (fs[d->n] > pos)
+		iov[niov++] = (struct iovec){d->hdr[d->n], fs[d->n] - pos};
+	iov[niov++] = (struct iovec){rx->buf + COREIO_WIRE_MAX_MSG, cap - COREIO_WIRE_MAX_MSG};
+
+	n = recv_iov(c->fd, iov, niov, &c->fdq);
+	if (n <= 0) {
+		if (hdr0 && n == -EAGAIN) {
+			d->cont = g0; /* the payload part stays in place */
+		} else if (r0 && n == -EAGAIN) {
+			memcpy(rx->buf, d->hdr[0], r0);
+			rx->end = r0;
+		}
+		coreio__xfer_direct_done(ctx, d, 0);
+		return n == 0 ? -ENODATA : n;
+	}
+	got = (size_t)n;
+	c->rx_more = got == fs[d->n] + cap - COREIO_WIRE_MAX_MSG;
+
+	/* Which planned answers came whole and as planned. */
+	for (k = 0; k < d->n; k++) {
+		size_t hend = k ? fs[k] + COREIO_WIRE_DATA_OFF : COREIO_WIRE_DATA_OFF - r0;
+		const uint8_t *h = k == 0 && hdr0 ? d->cont_hdr : d->hdr[k] + hpad[k];
+
+		if (!(k == 0 && hdr0) &&
+		    (got < hend || !coreio__xfer_direct_hdr_ok(h, d->p[k].tag, d->p[k].len)))
+			break;
+		if (got < fs[k + 1]) {
+			/* Whole header, part of the frame: continue it next time. */
+			memmove(d->cont_hdr, h, COREIO_WIRE_DATA_OFF);
+			d->cont = (k ? 0 : g0 + r0) + got - fs[k];
+			coreio__xfer_direct_done(ctx, d, k);
+			return n;
+		}
+		ok = k + 1;
+	}
+	tail = got > fs[d->n] ? got - fs[d->n] : 0;
+	rx->start = COREIO_WIRE_MAX_MSG;
+	rx->end = COREIO_WIRE_MAX_MSG + tail;
+	if (ok == d->n) {
+		coreio__xfer_direct_done(ctx, d, ok);
+		return n;
+	}
+
+	/* The first frame not as planned and what follows (with the r0 bytes
+	 * before the receive when that is the first one) are copied out of
+	 * the caller's buffer before anything is routed, then routed in
+	 * stream order after the planned answers that came. */
+	rb = (got < fs[d->n] ? got : fs[d->n]) - fs[ok];
+	if (ok == 0)
+		memcpy(ctx->spill, d->hdr[0], r0);
+	else
+		r0 = 0;
+	iov_copy_out(iov, niov, fs[ok], fs[ok] + rb, ctx->spill + r0);
+	coreio__xfer_direct_done(ctx, d, ok);
+	rc = spill_route(ctx, c, ctx->spill, r0 + rb, c->fdq.total - got + fs[ok] - r0);
+	return rc < 0 ? rc : n;
+}
+
+/* Bytes coreio__wire_rx_fill_fds() asks for: the free tail, after it moved the rest to the front.
+ */
+static size_t rx_room(const struct coreio_wire_rx *rx)
+{
+	if (rx->start == rx->end)
+		return sizeof(rx->buf);
+	if (sizeof(rx->buf) - rx->end < COREIO_WIRE_MAX_MSG)
+		return sizeof(rx->buf) - (rx->end - rx->start);
+	return sizeof(rx->buf) - rx->end;
+}
+
 int coreio__rx_pull(struct coreio_ctx *ctx, int i)
 {
 	struct coreio__conn *c = &ctx->conn[i];
@@ -298,12 +586,24 @@ int coreio__rx_pull(struct coreio_ctx *ctx, int i)
 	if (rc < 0)
 		return rc;
 
+	c->rx_more = false;
 	if (!pause && rx->end - rx->start < sizeof(rx->buf)) {
-		long n = coreio__wire_rx_fill_fds(rx, c->fd, &c->fdq);
+		long n = 0;
 
-		if (n == 0 || (n < 0 && n != -EAGAIN)) {
-			coreio__fail(ctx, -ECONNRESET);
-			return -ECONNRESET;
+		if (i == COREIO__CONN_DMA && (c->caps & COREIO_CAP_LARGE_DMA))
+			n = rx_direct(ctx, c);
+		if (n == 0) {
+			size_t room = rx_room(rx);
+
+			n = coreio__wire_rx_fill_fds(rx, c->fd, &c->fdq);
+			c->rx_more = n > 0 && (size_t)n == room;
+			if (n == 0)
+				n = -ENODATA;
+		}
+		if (n < 0 && n != -EAGAIN) {
+			rc = n == -EPROTO ? -EPROTO : -ECONNRESET;
+			coreio__fail(ctx, rc);
+			return rc;
 		}
 	}
 	while (coreio__wire_rx_next(rx, &frame, &len)) {

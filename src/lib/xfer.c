@@ -16,6 +16,16 @@
  * Everything here runs under ctx->lock except the send itself, which
  * runs under conn[1].tx_lock alone. This file does not receive: its
  * callers hand it the answers.
+ *
+ * Direct receive (io.c): each piece remembers the piece issued right
+ * after it, and ctx->expect_slot the piece whose answer should come next
+ * (the VM answers one connection's requests in order). The DMA
+ * connection's receive owner plans with that which LREAD answers come
+ * next and receives their payload straight into the transfer's buffer;
+ * x->receiving keeps the transfer (and its buffer) from completing while
+ * such a receive runs, as x->sending does for scatter-gather sends. A
+ * guess that turns out wrong costs nothing but a copy: the receiver
+ * hands the bytes to the ordinary path.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -37,6 +47,10 @@ void coreio__xfer_init_locked(struct coreio_ctx *ctx)
 	ctx->inflight_bytes = 0;
 	ctx->active = NULL;
 	ctx->q_head = ctx->q_tail = NULL;
+	ctx->last_slot = ctx->expect_slot = -1;
+	ctx->direct.cont = 0;
+	ctx->direct.x = NULL;
+	ctx->direct.n = 0;
 }
 
 static void queue_remove_locked(struct coreio_ctx *ctx, struct coreio__xfer *x)
@@ -82,7 +96,8 @@ static void complete_locked(struct coreio_ctx *ctx, struct coreio__xfer *x)
 
 static void maybe_complete_locked(struct coreio_ctx *ctx, struct coreio__xfer *x)
 {
-	if (x->outstanding == 0 && x->sending == 0 && (x->err || x->issued == x->len))
+	if (x->outstanding == 0 && x->sending == 0 && x->receiving == 0 &&
+	    (x->err || x->issued == x->len))
 		complete_locked(ctx, x);
 }
 
@@ -120,12 +135,14 @@ void coreio__xfer_fail_all_locked(struct coreio_ctx *ctx, int err)
 		ctx->free_slot[i] = (uint16_t)(COREIO__DMA_SLOTS - 1 - i);
 	ctx->nfree = COREIO__DMA_SLOTS;
 	ctx->inflight_bytes = 0;
+	ctx->last_slot = ctx->expect_slot = -1;
 	for (x = ctx->active; x; x = next) {
 		next = x->next;
 		x->err = err;
 		x->outstanding = 0;
-		/* A send still reading x->buf completes it when done (xfer_pump). */
-		if (x->sending == 0)
+		/* A send still reading x->buf (xfer_pump) or a receive writing
+		 * into it (io.c) completes it when done. */
+		if (x->sending == 0 && x->receiving == 0)
 			complete_locked(ctx, x);
 	}
 }
@@ -189,6 +206,21 @@ static size_t build_piece_locked(struct coreio_ctx *ctx, struct coreio__xfer *x,
 	p->len = plen;
 	p->tag = h.tag;
 	p->op = h.op;
+	p->has_next = false;
+	/* Issue order, for the direct receive's guess of what comes next. */
+	if (ctx->last_slot >= 0 && ctx->piece[ctx->last_slot].x &&
+	    ctx->piece[ctx->last_slot].tag == ctx->last_tag) {
+		ctx->piece[ctx->last_slot].has_next = true;
+		ctx->piece[ctx->last_slot].nslot = (uint16_t)slot;
+		ctx->piece[ctx->last_slot].ntag = h.tag;
+	}
+	ctx->last_slot = (int)slot;
+	ctx->last_tag = h.tag;
+	if (ctx->expect_slot < 0 || !ctx->piece[ctx->expect_slot].x ||
+	    ctx->piece[ctx->expect_slot].tag != ctx->expect_tag) {
+		ctx->expect_slot = (int)slot;
+		ctx->expect_tag = h.tag;
+	}
 
 	coreio__wire_encode(out, &h);
 	*sending = x->write && large;
@@ -335,11 +367,28 @@ int coreio__xfer_pump(struct coreio_ctx *ctx)
 	return rc;
 }
 
+/* Piece slot was answered (ok: its data, if any, is in place): free it. */
+static void piece_done_locked(struct coreio_ctx *ctx, unsigned slot, bool ok)
+{
+	struct coreio__piece *p = &ctx->piece[slot];
+	struct coreio__xfer *x = p->x;
+
+	if (!ok && !x->err)
+		x->err = -EFAULT;
+	/* The next answer is expected for the piece issued after this one. */
+	ctx->expect_slot = p->has_next ? (int)p->nslot : -1;
+	ctx->expect_tag = p->ntag;
+	p->x = NULL;
+	ctx->free_slot[ctx->nfree++] = (uint16_t)slot;
+	ctx->inflight_bytes -= p->len;
+	x->outstanding--;
+	maybe_complete_locked(ctx, x);
+}
+
 void coreio__xfer_answer(struct coreio_ctx *ctx, const struct coreio_wire_msg *m)
 {
 	unsigned slot = m->h.tag & SLOT_MASK;
 	struct coreio__piece *p;
-	struct coreio__xfer *x;
 	bool ok;
 
 	pthread_mutex_lock(&ctx->lock);
@@ -349,19 +398,114 @@ void coreio__xfer_answer(struct coreio_ctx *ctx, const struct coreio_wire_msg *m
 		pthread_mutex_unlock(&ctx->lock);
 		return;
 	}
-	x = p->x;
 	ok = !m->h.error && m->h.op == p->op;
 	if (ok && (p->op == COREIO_OP_READ || p->op == COREIO_OP_LREAD)) {
 		ok = m->data && m->len == p->len;
 		if (ok)
-			memcpy(x->buf + p->off, m->data, p->len);
+			memcpy(p->x->buf + p->off, m->data, p->len);
 	}
-	if (!ok && !x->err)
-		x->err = -EFAULT;
-	p->x = NULL;
-	ctx->free_slot[ctx->nfree++] = (uint16_t)slot;
-	ctx->inflight_bytes -= p->len;
-	x->outstanding--;
+	piece_done_locked(ctx, slot, ok);
+	pthread_mutex_unlock(&ctx->lock);
+}
+
+/* Bytes of the answer frame of a successful LREAD of len bytes. */
+static size_t lread_frame_len(uint32_t len)
+{
+	return ((size_t)coreio__wire_extra_for(len) + 1) * COREIO_WIRE_UNIT;
+}
+
+bool coreio__xfer_direct_hdr_ok(const uint8_t *h, uint32_t tag, uint32_t len)
+{
+	uint64_t w0 = coreio__wire_get64(h), w1 = coreio__wire_get64(h + 8);
+
+	/* E for the length, no error bit, origin 1 (the client's request),
+	 * the tag; LREAD with the length in w[1] bits 32..63. iface, sid,
+	 * flags and the address are not looked at (as coreio__xfer_answer()). */
+	return len >= 1 && len <= COREIO_WIRE_LARGE_PIECE &&
+	       ((w0 >> 8) & 0xffu) == coreio__wire_extra_for(len) && !((w0 >> 30) & 1u) &&
+	       ((w0 >> 31) & 1u) && (uint32_t)(w0 >> 32) == tag &&
+	       (w1 & 0xffu) == COREIO_OP_LREAD && (uint32_t)(w1 >> 32) == len;
+}
+
+unsigned coreio__xfer_direct_plan(struct coreio_ctx *ctx, const uint8_t *hdr, size_t skip,
+				  size_t budget, struct coreio__direct *d)
+{
+	struct coreio__xfer *x = NULL;
+	size_t used = 0;
+	unsigned slot;
+	uint32_t tag;
+
+	d->n = 0;
+	d->x = NULL;
+	pthread_mutex_lock(&ctx->lock);
+	if (!ctx->connected || ctx->broken) {
+		pthread_mutex_unlock(&ctx->lock);
+		return 0;
+	}
+	if (hdr) {
+		tag = (uint32_t)(coreio__wire_get64(hdr) >> 32);
+		slot = tag & SLOT_MASK;
+	} else if (ctx->expect_slot >= 0) {
+		tag = ctx->expect_tag;
+		slot = (unsigned)ctx->expect_slot;
+	} else {
+		pthread_mutex_unlock(&ctx->lock);
+		return 0;
+	}
+	while (d->n < COREIO__DIRECT_MAX) {
+		const struct coreio__piece *p = &ctx->piece[slot];
+		size_t f;
+
+		/* (A failed transfer still takes its pending pieces' answers.) */
+		if (!p->x || p->tag != tag || p->op != COREIO_OP_LREAD || (x && p->x != x))
+			break;
+		f = lread_frame_len(p->len);
+		if (d->n == 0 && skip) {
+			/* Its first skip bytes in hand: the header, when given, must be
+			 * this piece's, and the frame not yet complete. */
+			if ((hdr && !coreio__xfer_direct_hdr_ok(hdr, tag, p->len)) || skip >= f)
+				break;
+			f -= skip;
+		}
+		if (f > budget - used)
+			break;
+		x = p->x;
+		d->p[d->n].off = p->off;
+		d->p[d->n].len = p->len;
+		d->p[d->n].tag = p->tag;
+		d->p[d->n].slot = (uint16_t)slot;
+		d->n++;
+		used += f;
+		if (!p->has_next)
+			break;
+		slot = p->nslot;
+		tag = p->ntag;
+	}
+	if (d->n) {
+		d->x = x;
+		x->receiving++;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	return d->n;
+}
+
+void coreio__xfer_direct_done(struct coreio_ctx *ctx, struct coreio__direct *d, unsigned ok)
+{
+	struct coreio__xfer *x = d->x;
+
+	if (!x)
+		return;
+	pthread_mutex_lock(&ctx->lock);
+	for (unsigned k = 0; k < ok && k < d->n; k++) {
+		const struct coreio__piece *p = &ctx->piece[d->p[k].slot];
+
+		/* Still ours unless the context failed meanwhile (slots freed). */
+		if (p->x == x && p->tag == d->p[k].tag)
+			piece_done_locked(ctx, d->p[k].slot, true);
+	}
+	x->receiving--;
 	maybe_complete_locked(ctx, x);
 	pthread_mutex_unlock(&ctx->lock);
+	d->x = NULL;
+	d->n = 0;
 }
