@@ -234,6 +234,30 @@ COREIO_EXPORT int coreio_ctx_get_fd(coreio_ctx_t *ctx);
  */
 COREIO_EXPORT int coreio_ctx_process(coreio_ctx_t *ctx);
 
+/*
+ * TLS 1.3 credentials for the context's "tls:HOST:PORT" targets (a
+ * coreio-vm port with tls=on), used from the next coreio_ctx_connect() on:
+ *   creds_dir     a directory in QEMU's layout: ca-cert.pem (the CA that
+ *                 signed the VM's certificate, which must name HOST),
+ *                 client-cert.pem and client-key.pem (this model's
+ *                 certificate, which the VM checks against its CA); or NULL
+ *   psk_file      a pre-shared key file of "identity:hexkey" lines (QEMU's
+ *                 keys.psk), instead of creds_dir; or NULL
+ *   psk_identity  which identity of psk_file (NULL: the first line's)
+ * Both NULL forgets the credentials. Without a call, a TLS connect reads
+ * COREIO_TLS_CREDS=DIR, or COREIO_TLS_PSK=FILE and COREIO_TLS_PSK_IDENTITY,
+ * from the environment; COREIO_TLS=on makes every TCP target a TLS one, so
+ * a program that only uses coreio_connect() can use TLS unchanged
+ * (docs/security.md). A refused handshake makes connect fail with
+ * -ECONNREFUSED (-ETIMEDOUT when the VM never answered TLS), and the log
+ * callback says why.
+ * Returns 0; -EINVAL for a NULL ctx or both creds_dir and psk_file;
+ * -EBUSY while connected; or the loader's error (-ENOENT for a missing
+ * file, -EINVAL for a bad one), with the file named in a log message.
+ */
+COREIO_EXPORT int coreio_ctx_set_tls(coreio_ctx_t *ctx, const char *creds_dir, const char *psk_file,
+				     const char *psk_identity);
+
 /* Log levels, as syslog's. */
 #define COREIO_LOG_ERR	   3
 #define COREIO_LOG_WARNING 4

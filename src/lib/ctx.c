@@ -17,6 +17,7 @@
 
 #include "internal.h"
 #include "target.h"
+#include "tls.h"
 
 /* Initialise a zeroed context. Returns 0 or a negative errno. */
 static int ctx_init(struct coreio_ctx *ctx)
@@ -102,6 +103,7 @@ void coreio_ctx_free(coreio_ctx_t *ctx)
 		pthread_mutex_destroy(&ctx->conn[i].tx_lock);
 	free(ctx->reqq.unit);
 	free(ctx->spill);
+	coreio__tls_creds_free(ctx->tls_creds);
 	pthread_cond_destroy(&ctx->cond);
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);
@@ -120,6 +122,7 @@ void coreio_ctx_disconnect(coreio_ctx_t *ctx)
 	for (int i = 0; i < COREIO__NCONN; i++) {
 		struct coreio__conn *c = &ctx->conn[i];
 
+		coreio__tran_close(c);
 		if (c->fd >= 0)
 			close(c->fd);
 		c->fd = -1;
@@ -249,7 +252,7 @@ static int send_hello(struct coreio_ctx *ctx, int i)
 
 	coreio__wire_hello_encode(f, &hl);
 	pthread_mutex_lock(&ctx->conn[i].tx_lock);
-	rc = coreio__wire_send_all(ctx->conn[i].fd, f, sizeof(f), COREIO__HELLO_TIMEOUT_MS);
+	rc = coreio__tran_send_all(&ctx->conn[i], f, sizeof(f), COREIO__HELLO_TIMEOUT_MS);
 	pthread_mutex_unlock(&ctx->conn[i].tx_lock);
 	return rc;
 }
@@ -406,8 +409,23 @@ int coreio_ctx_connect(coreio_ctx_t *ctx, const char *target)
 	coreio__xfer_init_locked(ctx);
 	pthread_mutex_unlock(&ctx->lock);
 
+	if (t.tls) {
+		rc = coreio__tran_tls_start(ctx, t.host, COREIO__TLS_TIMEOUT_MS);
+		if (rc < 0) {
+			coreio_ctx_disconnect(ctx);
+			return rc == -ETIMEDOUT || rc == -EINVAL || rc == -ENOENT ? rc
+										  : -ECONNREFUSED;
+		}
+	}
 	if (ctx->offer) {
 		rc = hello(ctx);
+		if (rc < 0 && t.tls)
+			coreio__tran_explain(ctx);
+		if (rc < 0 && !t.tls && t.kind == COREIO__TARGET_TCP)
+			coreio__log(ctx, COREIO_LOG_ERR,
+				    "the VM closed the connection during the hello (%s): a tls=on "
+				    "port? then connect to tls:%s:%u",
+				    strerror(-rc), t.host, (unsigned)t.port);
 		if (rc < 0) {
 			coreio_ctx_disconnect(ctx);
 			return rc == -EPROTO ? -EPROTO : -ECONNRESET;
@@ -451,7 +469,7 @@ int coreio_ctx_register(coreio_ctx_t *ctx, unsigned rid, const coreio_func_t *fu
 
 	coreio__wire_claim_encode(f, rid, tag);
 	pthread_mutex_lock(&c0->tx_lock);
-	rc = coreio__wire_send_all(c0->fd, f, sizeof(f), COREIO__SEND_TIMEOUT_MS);
+	rc = coreio__tran_send_all(c0, f, sizeof(f), COREIO__SEND_TIMEOUT_MS);
 	pthread_mutex_unlock(&c0->tx_lock);
 
 	pthread_mutex_lock(&ctx->lock);
@@ -533,7 +551,7 @@ int coreio_ctx_irq_update(coreio_ctx_t *ctx, unsigned rid, unsigned iid, unsigne
 	pthread_mutex_unlock(&ctx->lock);
 
 	coreio__wire_irq_encode(f, rid, iid, level != 0);
-	rc = coreio__wire_send_all(c0->fd, f, sizeof(f), COREIO__SEND_TIMEOUT_MS);
+	rc = coreio__tran_send_all(c0, f, sizeof(f), COREIO__SEND_TIMEOUT_MS);
 	pthread_mutex_unlock(&c0->tx_lock);
 	if (rc < 0) {
 		coreio__fail(ctx, -ECONNRESET);

@@ -7,9 +7,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "coreio.h"
 #include "wire.h"
+
+struct coreio__tls;
+struct coreio__tls_creds;
+struct iovec;
 
 /*
  * The request path in one paragraph (docs/libcoreio.md has the long form):
@@ -40,6 +45,7 @@
 #define COREIO__UNIX_SNDBUF	 (4 << 20)  /* SO_SNDBUF of UNIX connections (wmem_max caps it) */
 #define COREIO__SEND_TIMEOUT_MS	 30000	    /* a VM that takes no data for this long is dead */
 #define COREIO__HELLO_TIMEOUT_MS 2000
+#define COREIO__TLS_TIMEOUT_MS	 5000 /* both TLS handshakes of a connect */
 #define COREIO__CLAIM_TIMEOUT_MS 5000
 
 struct coreio__xfer;
@@ -55,6 +61,8 @@ struct coreio__conn {
 	struct coreio_wire_rx rx;
 	struct coreio_wire_fdq fdq; /* fds that came with rx's bytes (the rx owner's) */
 	bool rx_more;		    /* the last receive filled all it asked for: more may wait */
+	struct coreio__tls *tls;    /* a tls: target's session (tran.c), else NULL */
+	bool tls_ready;		    /* its handshake is done */
 };
 
 /* One region of guest memory the VM shared (SHM_MAP), mapped into this process. */
@@ -172,6 +180,7 @@ struct coreio_ctx {
 	unsigned busy_us;    /* coreio_ctx_set_busy_poll(): mainloop spins this long (atomic) */
 	bool busy_set;	     /* set by the API: COREIO_BUSY_POLL_US is not read */
 	struct coreio__conn conn[COREIO__NCONN];
+	struct coreio__tls_creds *tls_creds; /* coreio_ctx_set_tls() or the environment's */
 
 	void (*log_fn)(void *opaque, int level, const char *msg);
 	void *log_opaque;
@@ -409,5 +418,51 @@ void coreio__shm_drop_locked(struct coreio_ctx *ctx);
 /* Log once per connection why DMA goes through the socket. No lock held. */
 void coreio__shm_warn(struct coreio_ctx *ctx, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* ---- tran.c: a connection's bytes, over the plain socket or TLS ---- */
+
+/*
+ * Start TLS on both (connected) sockets of ctx and finish both handshakes
+ * within timeout_ms, checking the VM's certificate against host. The
+ * credentials are coreio_ctx_set_tls()'s, else the environment's
+ * (COREIO_TLS_CREDS, or COREIO_TLS_PSK and COREIO_TLS_PSK_IDENTITY).
+ * Returns 0, or a negative errno after logging why. No lock held.
+ */
+int coreio__tran_tls_start(struct coreio_ctx *ctx, const char *host, int timeout_ms);
+
+/*
+ * After a failed hello over TLS: read what the VM sent (for up to 200 ms)
+ * and log its TLS alert, the reason it refused us, if there is one.
+ */
+void coreio__tran_explain(struct coreio_ctx *ctx);
+
+/* Free c's TLS session, if any (before its fd closes). */
+void coreio__tran_close(struct coreio__conn *c);
+
+/*
+ * Fill c->rx through c's TLS session, draining it: less than the room
+ * comes back only when nothing is left to read without sleeping.
+ * Returns as coreio__wire_rx_fill().
+ */
+long coreio__tran_fill(struct coreio__conn *c);
+
+/* Why c's TLS session failed, in words ("" for a plain connection). */
+const char *coreio__tran_error(const struct coreio__conn *c);
+
+/*
+ * Send up to len bytes of buf without blocking. Returns the bytes taken,
+ * or -EAGAIN (with TLS: call again with the same buf), or another negative
+ * errno. The caller holds c->tx_lock.
+ */
+ssize_t coreio__tran_send_nb(struct coreio__conn *c, const void *buf, size_t len);
+
+/* As coreio__tran_send_nb(), for the bytes of niov iovecs in order. */
+ssize_t coreio__tran_sendv_nb(struct coreio__conn *c, const struct iovec *iov, int niov);
+
+/*
+ * Send all len bytes, waiting for socket space up to timeout_ms (-1: no
+ * limit). Returns 0 or a negative errno. The caller holds c->tx_lock.
+ */
+int coreio__tran_send_all(struct coreio__conn *c, const void *buf, size_t len, int timeout_ms);
 
 #endif

@@ -110,7 +110,7 @@ int coreio__send_unit(struct coreio_ctx *ctx, int i, const uint8_t *unit)
 	int rc;
 
 	pthread_mutex_lock(&c->tx_lock);
-	rc = coreio__wire_send_all(c->fd, unit, COREIO_WIRE_UNIT, COREIO__SEND_TIMEOUT_MS);
+	rc = coreio__tran_send_all(c, unit, COREIO_WIRE_UNIT, COREIO__SEND_TIMEOUT_MS);
 	pthread_mutex_unlock(&c->tx_lock);
 	if (rc < 0) {
 		coreio__fail(ctx, -ECONNRESET);
@@ -590,17 +590,23 @@ int coreio__rx_pull(struct coreio_ctx *ctx, int i)
 	if (!pause && rx->end - rx->start < sizeof(rx->buf)) {
 		long n = 0;
 
-		if (i == COREIO__CONN_DMA && (c->caps & COREIO_CAP_LARGE_DMA))
+		if (i == COREIO__CONN_DMA && (c->caps & COREIO_CAP_LARGE_DMA) && !c->tls)
 			n = rx_direct(ctx, c);
 		if (n == 0) {
 			size_t room = rx_room(rx);
 
-			n = coreio__wire_rx_fill_fds(rx, c->fd, &c->fdq);
+			/* With TLS, fill() drains the session: nothing decrypted is left
+			 * behind unless the buffer filled up (then rx_more says so). */
+			n = c->tls ? coreio__tran_fill(c)
+				   : coreio__wire_rx_fill_fds(rx, c->fd, &c->fdq);
 			c->rx_more = n > 0 && (size_t)n == room;
 			if (n == 0)
 				n = -ENODATA;
 		}
 		if (n < 0 && n != -EAGAIN) {
+			if (c->tls && *coreio__tran_error(c))
+				coreio__log(ctx, COREIO_LOG_ERR, "TLS connection to the VM: %s",
+					    coreio__tran_error(c));
 			rc = n == -EPROTO ? -EPROTO : -ECONNRESET;
 			coreio__fail(ctx, rc);
 			return rc;

@@ -260,17 +260,26 @@ static size_t build_piece_locked(struct coreio_ctx *ctx, struct coreio__xfer *x,
  * order never overwrites a byte still to move. Returns 0, or -ECONNRESET
  * on a send error.
  */
-static int sg_send(struct coreio_ctx *ctx, int fd, struct iovec *iov, int niov, size_t n)
+static int sg_send(struct coreio_ctx *ctx, struct coreio__conn *c, struct iovec *iov, int niov,
+		   size_t n)
 {
 	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)niov};
 	ssize_t k;
 	size_t skip, len = 0;
 
-	do {
-		k = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-	} while (k < 0 && errno == EINTR);
-	if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-		return -ECONNRESET;
+	if (c->tls) {
+		/* TLS: record by record; what is left goes to the batch as below
+		 * (its first byte is where the record that said -EAGAIN began). */
+		k = coreio__tran_sendv_nb(c, iov, niov);
+		if (k < 0 && k != -EAGAIN)
+			return -ECONNRESET;
+	} else {
+		do {
+			k = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		} while (k < 0 && errno == EINTR);
+		if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+			return -ECONNRESET;
+	}
 	skip = k > 0 ? (size_t)k : 0;
 	for (int i = 0; i < niov && len + skip < n; i++) {
 		size_t l = iov[i].iov_len;
@@ -302,16 +311,14 @@ int coreio__xfer_pump(struct coreio_ctx *ctx)
 		size_t n = 0;
 
 		if (ctx->tx_off < ctx->tx_len) {
-			ssize_t k = send(c->fd, ctx->batch + ctx->tx_off, ctx->tx_len - ctx->tx_off,
-					 MSG_NOSIGNAL | MSG_DONTWAIT);
+			ssize_t k = coreio__tran_send_nb(c, ctx->batch + ctx->tx_off,
+							 ctx->tx_len - ctx->tx_off);
 
 			if (k > 0) {
 				ctx->tx_off += (size_t)k;
 				continue;
 			}
-			if (k < 0 && errno == EINTR)
-				continue;
-			if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			if (k == -EAGAIN)
 				break;
 			ctx->tx_off = ctx->tx_len = 0;
 			rc = -ECONNRESET;
@@ -346,7 +353,7 @@ int coreio__xfer_pump(struct coreio_ctx *ctx)
 		pthread_mutex_unlock(&ctx->lock);
 		if (n == 0)
 			break;
-		rc = sg_send(ctx, c->fd, iov, niov, n);
+		rc = sg_send(ctx, c, iov, niov, n);
 		/* The rest is copied: the transfers' buffers are free again. */
 		pthread_mutex_lock(&ctx->lock);
 		for (int i = 0; i < np; i++) {

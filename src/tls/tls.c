@@ -285,7 +285,8 @@ void coreio__tls_creds_free(struct coreio__tls_creds *c)
 int coreio__tls_new(struct coreio__tls **out, const struct coreio__tls_creds *c, int fd,
 		    const char *server_name, char *err, size_t errlen)
 {
-	unsigned flags = GNUTLS_NONBLOCK | GNUTLS_NO_TICKETS;
+	unsigned flags =
+	    GNUTLS_NONBLOCK | GNUTLS_NO_TICKETS | GNUTLS_NO_SIGNAL; /* no SIGPIPE: MSG_NOSIGNAL */
 	struct coreio__tls *t;
 	unsigned char addr[16];
 	int rc;
