@@ -66,10 +66,10 @@ class LineBuffer:
 class Line:
     """A child process spoken to one line at a time; every read has a timeout."""
 
-    def __init__(self, argv, name=None, stderr=subprocess.DEVNULL):
+    def __init__(self, argv, name=None, stderr=subprocess.DEVNULL, env=None):
         self.name = name or os.path.basename(argv[0])
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=stderr, text=True, bufsize=1)
+                                  stderr=stderr, text=True, bufsize=1, env=env)
         self.lines = LineBuffer(self.p.stdout.fileno())
 
     def send(self, line):
