@@ -150,6 +150,33 @@ def test_dma_windows(env):
     assert m and int(m.group(1)) >= 5, err
 
 
+def test_dma_windows_compose_with_the_iommu(env):
+    """mid > 0: the IOMMU translates, then the window is checked on the address it gave."""
+    from iommu_helpers import FCTL, Iommu, PageTables
+    base, pool, iova = 0xFD000000, 0x800000, 0x40000000
+    inside, outside = WIN + 0x2000, 0x600000  # physical pages the IOMMU maps
+    vm = env.vm("%#x,size=0x10000,irq=5,port=0,dma=%#x+64K" % (R0, WIN),
+                extra=["--iommu", "id=1,base=%#x,irq=9" % base])
+    vm.ok("irq_intercept_in ioapic")
+    c = env.client(vm.target(0))
+    c.ok("register 0")
+    vm.wait_claim(0)
+    mmu, pt = Iommu(vm, base), PageTables(vm, pool)
+    mmu.wr(FCTL, 1)
+    pt.map_range(iova, [inside, outside])
+    mmu.context(0, pt.root)
+    # IOVA page 0 maps inside the window: both allow.
+    c.ok("dma_write 1 0 %#x 64 7" % iova)
+    assert vm.ok("read %#x 4" % inside) != "0x00000000"
+    # IOVA page 1 maps outside it: the IOMMU allows, the window refuses.
+    vm.ok("memset %#x 64 0x55" % outside)
+    assert c.err("dma_write 1 0 %#x 64 7" % (iova + 0x1000)) == -14
+    assert vm.ok("read %#x 4" % outside) == "0x55555555"
+    # An IOVA the IOMMU does not map fails at the IOMMU, window or not.
+    assert c.err("dma_read 1 0 %#x 4" % (iova + 0x5000)) == -14
+    assert vm.info(0)["claimed"] == "1"
+
+
 def test_dma_none(env):
     vm, c = dma_vm(env, "none")
     assert c.err("dma_read 0 0 0x100000 4") == -14
