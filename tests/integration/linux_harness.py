@@ -2,6 +2,7 @@
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -214,6 +215,64 @@ def coreio_qemu_available():
     return os.access(COREIO_QEMU, os.X_OK)
 
 
+_VFIO_USER_MISSING = {}
+
+
+def vfio_user_missing(build_dir):
+    """Why coreio-qemu cannot run vfio-user here (its own words), or None when it can.
+
+    Asks coreio-qemu itself (--transport vfio-user --dry-run): it looks for a
+    QEMU >= 10.1 listing vfio-user-pci (the system one, else
+    build/qemu-root's, which scripts/qemu-root.sh makes) and for a coreio-vm
+    with --accel vfio-user. Cached per build directory.
+    """
+    if build_dir in _VFIO_USER_MISSING:
+        return _VFIO_USER_MISSING[build_dir]
+    vm = os.path.join(build_dir, "src/vm/coreio-vm")
+    try:
+        r = subprocess.run([COREIO_QEMU, "--transport", "vfio-user", "--dry-run", "--coreio-vm", vm,
+                            "--kernel", COREIO_QEMU, "--initrd", COREIO_QEMU, "--accel", "tcg",
+                            "--vmmio", "pci,size=16K,pci=1044,profile=virtio,port=0"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        why = None
+        if r.returncode != 0 or "vfio-user-pci" not in r.stdout:
+            why = ("coreio-qemu --transport vfio-user cannot run here (status %d): %s "
+                   "(scripts/qemu-root.sh makes build/qemu-root with QEMU 11.1)"
+                   % (r.returncode, " ".join(r.stderr.split())[-400:]))
+    except (OSError, subprocess.TimeoutExpired) as e:
+        why = "coreio-qemu --transport vfio-user --dry-run failed: %s" % e
+    _VFIO_USER_MISSING[build_dir] = why
+    return why
+
+
+def dry_run_qemu(accel, append, mem, img, transport="auto"):
+    """coreio-qemu's QEMU command line (--dry-run) for one blk range, without the range's device.
+
+    Returns (transport, argv): the baseline of the benchmark runs QEMU's own
+    devices in the same QEMU, machine, accelerator and kernel parameters.
+    """
+    r = subprocess.run([COREIO_QEMU, "--dry-run", "--accel", accel, "--mem", mem,
+                        "--transport", transport,
+                        "--kernel", os.path.join(img, "vmlinuz"),
+                        "--initrd", os.path.join(img, "initramfs.cpio.gz"), "--append", append,
+                        "--vmmio", "pci,size=16K,pci=1042,profile=virtio,port=0"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("coreio-qemu --dry-run failed: %s" % r.stderr)
+    m = re.search(r"^coreio-qemu: transport: (\S+)", r.stderr, re.M)
+    qemu = shlex.split(r.stdout.strip().splitlines()[-1])
+    argv, i = [], 0
+    while i < len(qemu):
+        if qemu[i] == "-device" and ("x-pci-proxy-dev" in qemu[i + 1]
+                                     or "vfio-user-pci" in qemu[i + 1]):
+            i += 2
+            continue
+        argv.append(qemu[i])
+        i += 1
+    return (m.group(1) if m else transport), argv
+
+
 def descendants(pid):
     """The pids of every live descendant of pid (from /proc/PID/task/*/children)."""
     out, todo = [], [pid]
@@ -288,7 +347,7 @@ class CoreioMachine(Console):
     """
 
     def __init__(self, build_dir, img, workdir, test=None, devices=(), smp=1, mem="256M",
-                 extra_append="", accel="auto", timeout=600):
+                 extra_append="", accel="auto", timeout=600, transport="auto", qemu_args=()):
         self.build_dir = build_dir
         self.workdir = workdir
         self.devices = list(devices)
@@ -299,7 +358,9 @@ class CoreioMachine(Console):
                 "--append", " ".join(x for x in ("loglevel=4", extra_append,
                                                  "coreio.test=" + test if test else "") if x),
                 "--accel", accel, "--smp", str(smp), "--mem", mem, "--timeout", str(timeout),
-                "--coreio-vm", os.path.join(build_dir, "src/vm/coreio-vm")]
+                "--coreio-vm", os.path.join(build_dir, "src/vm/coreio-vm"),
+                "--transport", transport]
+        argv += ["--qemu-arg=" + x for x in qemu_args]
         for g, d in enumerate(self.devices):
             argv += ["--vmmio", "pci,size=16K,pci=%s,profile=virtio,port=%s"
                      % (MODEL_PCI_ID[d.kind], d.port)]
@@ -322,6 +383,13 @@ class CoreioMachine(Console):
     def accel(self, timeout=30):
         """The accelerator coreio-qemu chose (kvm or tcg)."""
         return self.wait_err(r"^coreio-qemu: accelerator: (\w+)", timeout)[1].group(1)
+
+    def transport(self, timeout=30):
+        """The transport coreio-qemu chose (vfio-user or mpqemu); the last one it named."""
+        self.wait_err(r"^coreio-qemu: accelerator: ", timeout)
+        with self.cond:
+            said = [l for l in self.err_lines if l.startswith("coreio-qemu: transport: ")]
+        return said[-1].split()[2]
 
     def target(self, g, timeout=30):
         """Where the model of range g connects (coreio-qemu's 'G0 pci ... -> ADDR' line)."""

@@ -1,14 +1,23 @@
-"""Linux guests in QEMU whose virtio devices are CoreIO models (scripts/coreio-qemu): boot, hwrng, ext2 files, stress, a killed model."""
+"""Linux guests in QEMU whose virtio devices are CoreIO models (scripts/coreio-qemu): boot, hwrng, ext2 files, stress, a killed model, interrupts, DMA through messages.
+
+The main path is vfio-user (QEMU 11.1 from build/qemu-root, coreio-vm --accel
+vfio-user; interrupts reach the guest, no irqpoll); those tests skip, with
+coreio-qemu's reason, where it cannot run. mpqemu (QEMU 7.2's proxy) keeps
+two smoke tests: boot and hwrng, and the killed and restarted model.
+"""
 
 import hashlib
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
 from conftest import BUILD_DIR, SANITIZER, build_path
 import linux_harness as lh
+
+VFIO_USER, MPQEMU = "vfio-user", "mpqemu"
 
 # Generous under TCG: a boot takes 5-15 s there, block I/O completes at the tick rate.
 BOOT_TIMEOUT = 120
@@ -44,9 +53,12 @@ def machines(tmp_path):
     """Starts machines for a test and ends every one of them afterwards."""
     started = []
 
-    def start(kind="coreio", **kw):
+    def start(kind="coreio", transport=VFIO_USER, **kw):
         if kind == "coreio":
-            m = lh.CoreioMachine(BUILD_DIR, kw.pop("img"), str(tmp_path), **kw)
+            need_transport(transport)
+            m = lh.CoreioMachine(BUILD_DIR, kw.pop("img"), str(tmp_path), transport=transport,
+                                 **kw)
+            m.asked_transport = transport
         else:
             m = lh.Console("qemu", lh.qemu_argv(kw.pop("img"), **kw))
         started.append(m)
@@ -67,8 +79,26 @@ def models():
         build_path("devices/coreio-virtio-" + k)
 
 
+def need_transport(transport):
+    """Skips the test when coreio-qemu cannot run the transport here (it says why)."""
+    if transport == VFIO_USER:
+        why = lh.vfio_user_missing(BUILD_DIR)
+        if why:
+            pytest.skip(why)
+
+
+def check_transport(m):
+    """coreio-qemu runs the transport the test asked for (no silent fallback)."""
+    got = m.transport()
+    assert got == m.asked_transport, "coreio-qemu runs %s, not %s\n%s" % (
+        got, m.asked_transport, m.tail())
+    return got
+
+
 def run_guest(m, test):
     """Waits for the guest test's verdict and for the guest to power off; returns its checks."""
+    if isinstance(m, lh.CoreioMachine):
+        check_transport(m)
     verdict, checks = m.result(test, TEST_TIMEOUT)
     assert verdict == "PASS", "guest test %s failed:\n%s\n%s" % (test, "\n".join(checks), m.tail())
     assert checks, "guest test %s made no checks" % test
@@ -91,10 +121,12 @@ def sums(m):
     return out
 
 
-def test_boot_and_hwrng(guest_image, models, machines, record_property):
+@pytest.mark.parametrize("transport", [VFIO_USER, MPQEMU])
+def test_boot_and_hwrng(guest_image, models, machines, record_property, transport):
     """Linux boots to /init (boot time printed and recorded) and reads 64 KiB from the CoreIO rng."""
-    m = machines(img=guest_image, test="hwrng", devices=[lh.Device("rng")])
+    m = machines(img=guest_image, test="hwrng", devices=[lh.Device("rng")], transport=transport)
     accel = m.accel()
+    assert check_transport(m) == transport
     t = m.boot_time(BOOT_TIMEOUT)
     record_property("boot_time_s", t)
     record_property("accel", accel)
@@ -171,17 +203,37 @@ def test_stress_smp2_two_disks_and_rng(guest_image, models, machines, tmp_path):
         assert found == 1, "%s: its pattern is on %d host images" % (name, found)
 
 
-def test_blk_model_killed_then_restarted(guest_image, models, machines, tmp_path, record_property):
+# coreio-vm's lines for a range's death and its next instance, per transport (src/vm/mpqemu.c, src/vm/vfu.c).
+DEAD_LINE = {MPQEMU: r"mpqemu device 0: its client went away: instance 1 is dead",
+             VFIO_USER: r"vfio-user device 0: its client went away: instance 1 is dead"}
+SERVING_LINE = {MPQEMU: r"mpqemu device 0: serving instance 2 ",
+                VFIO_USER: r"vfio-user device 0: serving instance 2 "}
+
+
+# Known: with the dead instance's BAR reads answered 0, the guest ejects the device and QEMU
+# 11.1.3 aborts in the unplug (system/memory.c memory_region_del_subregion: Assertion
+# `subregion->container == mr' failed), so "unplugged coreio0" never comes.
+KILLED_XFAIL = pytest.mark.xfail(
+    reason="vfio-user hot-unplug: QEMU 11.1.3 aborts in memory_region_del_subregion when the "
+    "guest ejects the dead vfio-user-pci device (coreio-qemu: QEMU exited with status -6)",
+    strict=False)
+
+
+@pytest.mark.parametrize("transport", [pytest.param(VFIO_USER, marks=KILLED_XFAIL), MPQEMU])
+def test_blk_model_killed_then_restarted(guest_image, models, machines, tmp_path, record_property,
+                                         transport):
     """Killing the blk model while the guest idles unplugs the disk: I/O errors, not a hang; a new model plugs a fresh disk that works."""
     disk = lh.make_disk(str(tmp_path / "io.img"), 16)
-    m = machines(img=guest_image, test="io-error", devices=[lh.Device("blk", disk)])
+    m = machines(img=guest_image, test="io-error", devices=[lh.Device("blk", disk)],
+                 transport=transport)
+    check_transport(m)
     m.wait_line(r"^IOERR READY kill", BOOT_TIMEOUT)
     n = len(m.err_lines)
     m.kill_model(0)
     m.wait_err(r"released range 0", 20, start=n)
     m.send("go")
     # coreio-vm declares the device dead, coreio-qemu unplugs it, the guest lets go.
-    m.wait_err(r"mpqemu device 0: its client went away: instance 1 is dead", 10, start=n)
+    m.wait_err(DEAD_LINE[transport], 10, start=n)
     _, unplugged = m.wait_err(r"^coreio-qemu: G0: unplugged coreio0 \(([0-9.]+) s", 30, start=n)
     _, r = m.wait_line(r"^IOERR after-kill (\w+)", 60)
     assert r.group(1) == "error", "a read with the model gone: %s\n%s" % (r.group(1), m.tail())
@@ -193,7 +245,7 @@ def test_blk_model_killed_then_restarted(guest_image, models, machines, tmp_path
     m.restart_model(0)
     m.wait_err(r"claimed range 0", 20, start=n)
     m.wait_err(r"^coreio-qemu: G0: plugged coreio0-2 ", 30, start=n)
-    m.wait_err(r"mpqemu device 0: serving instance 2 ", 5, start=n)
+    m.wait_err(SERVING_LINE[transport], 10, start=n)
     m.send("go")
     checks = run_guest(m, "io-error")
     (back,) = m.values("IOERR back ")
@@ -208,6 +260,127 @@ def test_blk_model_killed_then_restarted(guest_image, models, machines, tmp_path
     if shutil.which("debugfs"):
         for name, size in (("one.txt", 262144), ("two.txt", 262144), ("three.txt", 131072)):
             assert debugfs_cat(disk, name) == gen(name, size), name
+
+
+def interrupt_lines(m, when):
+    """The guest's 'IRQ before|after' lines (its /proc/interrupts virtio lines): {name: (count, line)}."""
+    out = {}
+    for v in m.values("IRQ %s " % when):
+        f = v.split()
+        counts = []
+        for x in f[1:]:
+            if not x.isdigit():
+                break
+            counts.append(int(x))
+        out[f[-1]] = (sum(counts), v)
+    return out
+
+
+IRQ_READS = 200
+
+
+@pytest.mark.parametrize("mode", ["msix", "intx"])
+def test_interrupts_arrive_without_irqpoll(guest_image, models, machines, tmp_path, mode,
+                                           record_property):
+    """vfio-user under TCG: the blk and rng interrupts reach the guest (MSI-X, or INTx with pci=nomsi), no irqpoll, I/O completes between timer ticks.
+
+    The guest (tests/linux/irq.sh) prints /proc/cmdline, each device's
+    interrupt mode (its PCI function's msi_irqs), the virtio lines of
+    /proc/interrupts before and after IRQ_READS synchronous 4 KiB reads, a
+    4 MiB read and 16 KiB of hwrng, and the local timer interrupts (LOC)
+    during the reads: with completions found only at timer ticks (mpqemu's
+    irqpoll) every read would need a tick of its own.
+    """
+    disk = lh.make_disk(str(tmp_path / "irq.img"), 16)
+    m = machines(img=guest_image, test="irq", devices=[lh.Device("blk", disk), lh.Device("rng")],
+                 extra_append="coreio.n=%d%s" % (IRQ_READS, " pci=nomsi" if mode == "intx" else ""))
+    run_guest(m, "irq")
+    (cmdline,) = m.values("IRQ cmdline ")
+    assert "irqpoll" not in cmdline.split(), cmdline
+    drivers = {}
+    for v in m.values("coreio-init: virtio"):
+        r = re.match(r"(\d+) device \S+ vendor \S+ driver (\S+)", v)
+        if r:
+            drivers[r.group(2)] = "virtio" + r.group(1)
+    assert set(drivers) >= {"virtio_blk", "virtio_rng"}, drivers
+    modes = {v.split()[0]: v for v in m.values("IRQ mode ")}
+    for dev in drivers.values():
+        line = modes.get(dev, "")
+        if mode == "msix":
+            assert ":msix" in line and ":msi " not in line + " ", "%s: %s" % (dev, line)
+        else:
+            assert line.endswith(" intx"), "%s: %s" % (dev, line)
+    before, after = interrupt_lines(m, "before"), interrupt_lines(m, "after")
+    rose = {k: after[k][0] - before.get(k, (0, ""))[0] for k in after}
+    print("interrupt counts that rose: %s" % rose)
+    for drv, dev in drivers.items():
+        mine = [k for k in after if k == dev or k.startswith(dev + "-")]
+        assert mine, "no /proc/interrupts line of %s (%s)\n%s" % (dev, drv, m.tail())
+        for k in mine:
+            line = after[k][1]
+            if mode == "msix":
+                assert "PCI-MSI" in line and "IO-APIC" not in line, line
+            else:
+                assert "IO-APIC" in line and "MSI" not in line, line
+        got = sum(rose[k] for k in mine)
+        # One completion interrupt per synchronous read at least (plus the 4 MiB read's).
+        want = IRQ_READS if drv == "virtio_blk" else 1
+        assert got >= want, "%s (%s): %d interrupts during the I/O, wanted >= %d\n%s" % (
+            dev, drv, got, want, "\n".join(after[k][1] for k in mine))
+    (reads,) = m.values("IRQ read4k ")
+    f = dict(kv.split("=") for kv in reads.split())
+    n, us, ticks = int(f["n"]), int(f["us"]), int(f["ticks"])
+    record_property("read4k_ms", round(us / 1000.0 / n, 3))
+    record_property("timer_ticks_per_read", round(ticks / n, 3))
+    print("%s: %d reads in %d us (%.3f ms each; a 250 Hz tick is 4 ms), %d timer interrupts"
+          % (mode, n, us, us / 1000.0 / n, ticks))
+    # Fewer timer interrupts than reads: completions did not wait for ticks.
+    assert ticks < n, "%d timer interrupts during %d reads: completions wait for ticks?" % (ticks, n)
+    # coreio-vm's own count of what it signalled (its statistics when it ends).
+    _, st = m.wait_err(r"vfio-user device 0: connections=.* intx_signals=(\d+) msix_signals=(\d+)",
+                       10)
+    intx, msix = int(st.group(1)), int(st.group(2))
+    if mode == "msix":
+        assert msix >= IRQ_READS, st.group(0)
+    else:
+        assert intx >= IRQ_READS and msix == 0, st.group(0)
+
+
+def test_dma_through_messages(guest_image, models, machines, tmp_path):
+    """Guest RAM that QEMU cannot share (plain memory-backend-ram, no fd): DMA_MAP comes without fds and the model's DMA must go through DMA_READ/DMA_WRITE messages.
+
+    The blk-write guest test, then e2fsck and the files on the host. QEMU's
+    -machine memory-backend= given again after coreio-qemu's overrides its
+    shared memfd (which stays unused).
+    """
+    disk = lh.make_disk(str(tmp_path / "msg.img"), 64)
+    m = machines(img=guest_image, test="blk-write", devices=[lh.Device("blk", disk)],
+                 qemu_args=["-object", "memory-backend-ram,id=coreio-noshare,size=256M",
+                            "-machine", "memory-backend=coreio-noshare"])
+    check_transport(m)
+    # Until the test starts in the guest: a server without message DMA says so when QEMU
+    # maps RAM without an fd (and the guest's virtio_blk probe then never ends).
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while True:
+        with m.cond:
+            nofd = [l for l in m.err_lines
+                    if re.search(r"DMA_MAP 0x0\+\S+ without an fd.*DMA there fails", l)]
+            started = any(l.startswith("coreio-init: running test") for l in m.lines)
+        if nofd:
+            pytest.xfail("coreio-vm's vfio-user server has no DMA_READ/DMA_WRITE: " + nofd[0])
+        if started:
+            break
+        assert time.monotonic() < deadline and m.p.poll() is None, (
+            "the guest test did not start\n" + m.tail())
+        time.sleep(0.2)
+    run_guest(m, "blk-write")
+    written = sums(m)
+    for name, size in FILES.items():
+        assert written.get(name) == hashlib.sha256(gen(name, size)).hexdigest(), name
+    if shutil.which("e2fsck"):
+        r = subprocess.run(["e2fsck", "-fn", disk], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        assert r.returncode == 0, r.stdout.decode(errors="replace")
 
 
 def test_guest_scripts_with_qemu_devices(guest_image, machines, tmp_path):

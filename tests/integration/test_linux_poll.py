@@ -1,4 +1,4 @@
-"""Polled block I/O in a Linux guest (io_uring IOPOLL on virtio_blk's poll queue) through the multi-queue CoreIO blk model."""
+"""Polled block I/O in a Linux guest (io_uring IOPOLL on virtio_blk's poll queue) through the multi-queue CoreIO blk model, over vfio-user (skips, saying why, without it)."""
 
 import array
 import re

@@ -13,29 +13,29 @@ nrand=$(karg nrand 200)
 sectors=$(cat "/sys/block/$d/size")
 blocks=$((sectors / 8))
 
-# Runs a command and prints the centiseconds it took (at least 1).
+# Runs a command and prints the microseconds it took (at least 1).
 timed() {
-	t0=$(now_cs)
+	t0=$(now_us)
 	"$@" >/dev/null 2>/tmp/bench.err || fail "$*: $(tail -n1 /tmp/bench.err)"
-	t1=$(now_cs)
+	t1=$(now_us)
 	t=$((t1 - t0))
 	[ $t -gt 0 ] || t=1
 	echo $t
 }
 
 # Rates with two decimals from integer arithmetic.
-rate() { # AMOUNT CENTISECONDS -> AMOUNT per second
-	awk -v a="$1" -v t="$2" 'BEGIN { printf "%.2f", a * 100 / t }'
+rate() { # AMOUNT MICROSECONDS -> AMOUNT per second
+	awk -v a="$1" -v t="$2" 'BEGIN { printf "%.2f", a * 1000000 / t }'
 }
 
 [ $((mib * 2048)) -le "$sectors" ] || fail "disk too small for $mib MiB"
 t=$(timed dd if=/dev/zero of="/dev/$d" bs=1048576 count="$mib" oflag=direct conv=fsync)
-echo "BENCH seq_write_mbs=$(rate "$mib" "$t") mib=$mib cs=$t"
+echo "BENCH seq_write_mbs=$(rate "$mib" "$t") mib=$mib us=$t"
 t=$(timed dd if="/dev/$d" of=/dev/null bs=1048576 count="$mib" iflag=direct)
-echo "BENCH seq_read_mbs=$(rate "$mib" "$t") mib=$mib cs=$t"
+echo "BENCH seq_read_mbs=$(rate "$mib" "$t") mib=$mib us=$t"
 # One process, one 4 KiB request at a time (queue depth 1).
 t=$(timed dd if="/dev/$d" of=/dev/null bs=4096 count="$n4k" iflag=direct)
-echo "BENCH read4k_qd1_iops=$(rate "$n4k" "$t") n=$n4k cs=$t"
+echo "BENCH read4k_qd1_iops=$(rate "$n4k" "$t") n=$n4k us=$t"
 # Random offsets: one dd per read, so the figure includes starting dd.
 randloop() {
 	i=0
@@ -46,5 +46,5 @@ randloop() {
 	done
 }
 t=$(timed randloop)
-echo "BENCH randread4k_iops=$(rate "$nrand" "$t") n=$nrand cs=$t"
+echo "BENCH randread4k_iops=$(rate "$nrand" "$t") n=$nrand us=$t"
 finish
