@@ -102,8 +102,20 @@ static int pci_notify(struct vio_dev *d, unsigned which)
 		v = d->pci.queue_vector[which];
 	else
 		return 0;
-	if (v >= vio_dev_msix_vectors(d) || !d->host || !d->host->irq_line)
+	if (v >= vio_dev_msix_vectors(d) || !d->host || !d->host->irq_line) {
+		/*
+		 * No vector. A driver using MSI-X gives the configuration
+		 * interrupt one (Linux always does): then NO_VECTOR means "no
+		 * interrupt" for that queue (virtio 1.x, 4.1.5.1.3), such as a
+		 * poll queue's, and the ISR path must not run: its line 0 is
+		 * MSI-X vector 0 now and would stay high with nobody to read the
+		 * ISR. Without a configuration vector the driver uses INTx.
+		 */
+		if (which != VIO_NOTIFY_CONFIG && d->pci.config_vector < vio_dev_msix_vectors(d) &&
+		    d->host && d->host->irq_line)
+			return 1;
 		return 0;
+	}
 	rc = d->host->irq_line(d->host_opaque, v, 1);
 	rc2 = d->host->irq_line(d->host_opaque, v, 0);
 	/* Line 0 is also the INTx line: it stays high while the ISR is set. */

@@ -477,6 +477,34 @@ static void test_mixed(void **state)
 	free_fake(f);
 }
 
+/*
+ * A driver using MSI-X (a configuration vector) that gives a queue no vector
+ * (a poll queue) gets no interrupt for it: no edge, no ISR, line 0 (MSI-X
+ * vector 0 now) stays low.
+ */
+static void test_no_vector_under_msix(void **state)
+{
+	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &host_lines);
+
+	(void)state;
+	pci_negotiate(f);
+	wr(f, VIO_PCI_MSIX_CONFIG, 2, 0);
+	pci_queue(f, 0, 1);
+	pci_queue(f, 1, VIO_PCI_NO_VECTOR);
+	pci_driver_ok(f);
+	request(f, 1, 0);
+	request(f, 1, 1);
+	assert_int_equal(f->edges[0], 0);
+	assert_int_equal(f->level[0], 0);
+	assert_int_equal(rd(f, COREIO_VPCI_ISR_OFF, 1), 0);
+	request(f, 0, 0);
+	assert_int_equal(f->edges[1], 1);
+	vio_dev_config_changed(&f->dev); /* the config vector, 0: an edge */
+	assert_int_equal(f->edges[0], 1);
+	assert_int_equal(f->level[0], 0);
+	free_fake(f);
+}
+
 /* Vector 0 shares line 0 with INTx: a pulse while the ISR holds it high still makes an edge. */
 static void test_vector0_with_isr_pending(void **state)
 {
@@ -613,6 +641,7 @@ int main(void)
 	    cmocka_unit_test(test_config_vector_pulses),
 	    cmocka_unit_test(test_intx_unchanged),
 	    cmocka_unit_test(test_mixed),
+	    cmocka_unit_test(test_no_vector_under_msix),
 	    cmocka_unit_test(test_vector0_with_isr_pending),
 	    cmocka_unit_test(test_host_without_lines),
 	    cmocka_unit_test(test_pulse_error),
