@@ -1077,6 +1077,7 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 		OPT_PEER_TIMEOUT,
 		OPT_TLS_CREDS,
 		OPT_TLS_PSK,
+		OPT_RECORD,
 	};
 	static const struct option opts[] = {
 	    {"accel", required_argument, NULL, OPT_ACCEL},
@@ -1089,6 +1090,7 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 	    {"peer-timeout", required_argument, NULL, OPT_PEER_TIMEOUT},
 	    {"tls-creds", required_argument, NULL, OPT_TLS_CREDS},
 	    {"tls-psk", required_argument, NULL, OPT_TLS_PSK},
+	    {"record", required_argument, NULL, OPT_RECORD},
 	    {"help", no_argument, NULL, OPT_HELP},
 	    {"kernel", required_argument, NULL, OPT_KERNEL},
 	    {"smp", required_argument, NULL, OPT_SMP},
@@ -1247,6 +1249,15 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 			strcpy(dst, optarg);
 			break;
 		}
+		case OPT_RECORD:
+			if (!optarg[0] || strlen(optarg) >= CONFIG_PATH_MAX)
+				return fail(err, errlen,
+					    "--record: expected a path of 1 to %d characters",
+					    CONFIG_PATH_MAX - 1);
+			if (cfg->record[0])
+				return fail(err, errlen, "--record given twice");
+			strcpy(cfg->record, optarg);
+			break;
 		case 'h':
 		case OPT_HELP:
 			cfg->help = true;
@@ -1274,7 +1285,7 @@ void config_usage(FILE *f, const char *prog)
 	fprintf(
 	    f,
 	    "Usage: %s [--accel kvm] --kernel GUEST.elf [--smp N] [--append TEXT]\n"
-	    "          [--mem SIZE] [--vmmio ...]... [--listen ADDR] [--trace]\n"
+	    "          [--mem SIZE] [--vmmio ...]... [--listen ADDR] [--trace] [--record FILE]\n"
 	    "       %s --accel qtest [--qtest stdio|unix:PATH] [--mem SIZE]\n"
 	    "          [--vmmio START,size=SIZE[,irq=LINE[:LINE...]],port=PORT"
 	    "[,writes=posted|acked]]...\n"
@@ -1409,6 +1420,10 @@ void config_usage(FILE *f, const char *prog)
 	    "                      DIR/server-cert.pem and DIR/server-key.pem.\n"
 	    "  --tls-psk FILE      Pre-shared keys of the tls=on ports instead: lines\n"
 	    "                      IDENTITY:HEXKEY (QEMU's keys.psk; keys of 16..64 bytes).\n"
+	    "  --record FILE       Record every event at the device boundary (frames both\n"
+	    "                      ways, claims, IRQs, DMA, faults, resets) in FILE, a\n"
+	    "                      pcapng file (docs/record-replay.md); shared-memory DMA\n"
+	    "                      is not offered then.\n"
 	    "  --help, -h          This text.\n"
 	    "\n"
 	    "Each port prints 'listening on ADDR:PORT' (or [v6]:PORT, unix:PATH) on stderr\n"

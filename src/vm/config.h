@@ -113,6 +113,7 @@ struct vm_config {
 	 * them when a port has tls=on, loaded by vmmio_init(). */
 	char tls_creds[CONFIG_PATH_MAX]; /* --tls-creds DIR (X.509), or empty */
 	char tls_psk[CONFIG_PATH_MAX];	 /* --tls-psk FILE (pre-shared keys), or empty */
+	char record[CONFIG_PATH_MAX];	 /* --record FILE (docs/record-replay.md), or empty */
 	bool help;
 	struct range_config ranges[CONFIG_MAX_RANGES];
 	unsigned nranges;

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "record.h"
+
 #define IOVA_LIMIT (1ull << 48) /* four levels of 9 bits above 4 KiB pages */
 
 void iommu_init(struct iommu *u, unsigned id, int irq_line, const struct mem *mem, iommu_irq_fn irq,
@@ -35,10 +37,32 @@ static void update_irq(struct iommu *u)
 		u->irq(u->irq_opaque, level);
 }
 
+/* The name of a fault reason in --record's events. */
+static const char *fault_name(unsigned reason)
+{
+	static const char *const names[] = {
+	    [IOMMU_F_NOT_PRESENT] = "not-present",
+	    [IOMMU_F_READ_ONLY] = "read-only",
+	    [IOMMU_F_CTX_DISABLED] = "context-disabled",
+	    [IOMMU_F_BAD_ADDRESS] = "bad-address",
+	    [IOMMU_F_TABLE_NOT_RAM] = "table-not-ram",
+	    [IOMMU_F_TARGET_NOT_RAM] = "target-not-ram",
+	    [IOMMU_F_DIRECT_REFUSED] = "direct-refused",
+	    [IOMMU_F_WRONG_ID] = "wrong-id",
+	};
+
+	return reason < sizeof(names) / sizeof(names[0]) && names[reason] ? names[reason] : "other";
+}
+
 /* Count a fault; latch it unless one is latched already (lock held). */
 static void record_fault(struct iommu *u, unsigned sid, uint64_t addr, bool write, unsigned reason,
 			 unsigned level)
 {
+	if (vm_record)
+		record_event(vm_record, record_conn_hint, REC_EV_IOMMU_FAULT,
+			     "iommu-fault mid=%u sid=%u addr=0x%llx dir=%s level=%u reason=%s",
+			     u->id, sid, (unsigned long long)addr, write ? "write" : "read", level,
+			     fault_name(reason));
 	u->fcount++;
 	if (u->fsts & IOMMU_FSTS_FAULT) {
 		u->fsts |= IOMMU_FSTS_OVERFLOW;

@@ -17,6 +17,7 @@
 #include "mem.h"
 #include "mpqemu.h"
 #include "qtest.h"
+#include "record.h"
 #include "vcpu.h"
 #include "vfu.h"
 #include "vmmio.h"
@@ -45,6 +46,45 @@ static void on_signal(int fd, uint32_t events, void *opaque)
 		atomic_store(&last_signal, (int)si.ssi_signo);
 	}
 	event_stop();
+}
+
+/* --record: open the file and write the start note. Returns 0 or -1 after printing why. */
+static int record_start(void)
+{
+	char err[600], ranges[CONFIG_MAX_RANGES * 48];
+	size_t off = 0;
+
+	if (record_open(&vm_record, cfg.record, err, sizeof(err)) < 0) {
+		fprintf(stderr, "coreio-vm: %s\n", err);
+		return -1;
+	}
+	ranges[0] = '\0';
+	for (unsigned i = 0; i < cfg.nranges && off < sizeof(ranges) - 48; i++)
+		off += (size_t)snprintf(ranges + off, sizeof(ranges) - off, "%s%u:0x%llx+0x%llx",
+					i ? "," : "", i, (unsigned long long)cfg.ranges[i].start,
+					(unsigned long long)cfg.ranges[i].size);
+	record_event(vm_record, 0, REC_EV_NOTE, "start accel=%s ranges=%s", cfg.accel, ranges);
+	return 0;
+}
+
+/* --record: write what is left and close the file; its summary on stderr. */
+static void record_stop(void)
+{
+	struct record_stats st;
+	int err;
+
+	if (!vm_record)
+		return;
+	err = record_close(vm_record, &st);
+	vm_record = NULL;
+	if (err < 0)
+		fprintf(stderr,
+			"coreio-vm: --record %s: write failed: %s; %llu record(s) lost, the file "
+			"is incomplete\n",
+			cfg.record, strerror(-err), (unsigned long long)st.lost);
+	else
+		fprintf(stderr, "coreio-vm: --record %s: %llu records, %llu bytes\n", cfg.record,
+			(unsigned long long)st.records, (unsigned long long)st.bytes);
 }
 
 static void request_exit(int status, void *opaque)
@@ -206,6 +246,12 @@ int main(int argc, char **argv)
 	}
 	ioreq_init(&io, &mem);
 	irq_init(&irqchip, NULL, NULL);
+	/* Before any port listens: an unwritable file ends the start-up. */
+	if (cfg.record[0] && record_start() < 0) {
+		ioreq_exit(&io);
+		mem_exit(&mem);
+		return 1;
+	}
 	if (strcmp(cfg.accel, "kvm") == 0)
 		status = run_kvm();
 	else if (strcmp(cfg.accel, "mpqemu") == 0)
@@ -215,6 +261,7 @@ int main(int argc, char **argv)
 	else
 		status = run_qtest();
 	event_exit();
+	record_stop();
 	close(sfd);
 	ioreq_exit(&io);
 	mem_exit(&mem);

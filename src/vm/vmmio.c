@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "event.h"
+#include "record.h"
 #include "vmmio_internal.h"
 
 /* True when another connection of c's client (same peer_key) sent a frame (VM lock held). */
@@ -109,6 +110,12 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 	v->verbose = cfg->verbose;
 	v->peer_timeout_ms = cfg->peer_timeout_ms;
 	v->io_thread = pthread_self();
+	if (vm_record) {
+		fprintf(stderr, "coreio-vm: --record: shared-memory DMA is not offered: every DMA "
+				"crosses the socket and is recorded\n");
+		record_event(vm_record, 0, REC_EV_NOTE,
+			     "shm off: --record sees every DMA on the wire");
+	}
 	/* Before any port listens: a bad file ends the start-up. */
 	if (tls_load_creds(v, cfg) < 0)
 		return -EINVAL;
@@ -277,6 +284,10 @@ void vmmio_reset(struct vmmio *v)
 	struct vmmio_conn *c, *next;
 
 	pthread_mutex_lock(&v->io->lock);
+	if (vm_record)
+		for (unsigned g = 0; g < v->nranges; g++)
+			record_event(vm_record, v->ranges[g].owner ? v->ranges[g].owner->id : 0,
+				     REC_EV_RESET, "reset range=%u", g);
 	for (c = v->conns; c; c = next) {
 		next = c->next; /* a failed queue closes and unlinks c */
 		req_abandon(c, NULL);
@@ -296,6 +307,8 @@ void vmmio_reset_range(struct vmmio *v, unsigned g)
 	pthread_mutex_lock(&v->io->lock);
 	c = rg ? rg->owner : NULL;
 	if (c && !conn_dead(c)) {
+		if (vm_record)
+			record_event(vm_record, c->id, REC_EV_RESET, "reset range=%u", g);
 		req_abandon(c, rg);
 		if (queue_reset(c) == 0)
 			connset_add_flush(&fs, c);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "event.h"
+#include "record.h"
 #include "vmmio_internal.h"
 
 static long long now_ms(void)
@@ -130,6 +131,8 @@ void conn_close(struct vmmio_conn *c, const char *why)
 	atomic_store(&c->dead, true);
 	if (!c->quiet)
 		conn_log(c, "%s", why);
+	if (vm_record)
+		record_event(vm_record, c->id, REC_EV_CLOSE, "close reason=%s", why);
 	if (c->dma_refused)
 		conn_log(c, "%llu DMA piece(s) refused by the dma= policy of %s",
 			 (unsigned long long)c->dma_refused, c->port->display);
@@ -143,6 +146,9 @@ void conn_close(struct vmmio_conn *c, const char *why)
 		if (rg->owner == c) {
 			rg->owner = NULL;
 			conn_log(c, "released range %u (rid %u)", rg->g, rg->rid);
+			if (vm_record)
+				record_event(vm_record, c->id, REC_EV_RELEASE,
+					     "release rid=%u range=%u", rg->rid, rg->g);
 			if (v->on_release)
 				v->on_release(rg->g, v->release_opaque);
 		}
@@ -232,6 +238,8 @@ int conn_queue(struct vmmio_conn *c, const uint8_t *frame, size_t len)
 	pthread_mutex_lock(&c->tx_lock);
 	err = out_append(c, frame, len);
 	pthread_mutex_unlock(&c->tx_lock);
+	if (err == 0 && vm_record) /* VM lock held: in the order queued */
+		record_frame(vm_record, c->id, RECORD_TO_CLIENT, 0, frame, len);
 	return err < 0 ? queue_failed(c, err) : 0;
 }
 
@@ -255,6 +263,8 @@ uint8_t *conn_reserve(struct vmmio_conn *c, size_t len, int *err)
 void conn_commit(struct vmmio_conn *c, size_t len)
 {
 	proto_trace(c, "<-", c->out + c->out_len);
+	if (vm_record)
+		record_frame(vm_record, c->id, RECORD_TO_CLIENT, 0, c->out + c->out_len, len);
 	c->out_len += len;
 	pthread_mutex_unlock(&c->tx_lock);
 }
@@ -285,6 +295,9 @@ int conn_queue_fd(struct vmmio_conn *c, const uint8_t *frame, int fd)
 		}
 	}
 	pthread_mutex_unlock(&c->tx_lock);
+	if (err == 0 && vm_record)
+		record_frame(vm_record, c->id, RECORD_TO_CLIENT, RECORD_FLAG_FD, frame,
+			     COREIO_WIRE_UNIT);
 	if (err == -EMFILE) {
 		close(dfd);
 		conn_close(c, "memory maps pile up unsent (the client does not read); closing");

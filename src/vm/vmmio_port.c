@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "event.h"
+#include "record.h"
 #include "vmmio_internal.h"
 
 /* "ADDR:PORT" or "[V6]:PORT" of a socket address. */
@@ -106,6 +107,25 @@ static bool unix_peer_ok(struct vmmio_port *port, int cfd, char *key, size_t key
 }
 
 /* A listening socket is ready: accept every waiting client (I/O thread). */
+/* --record: connection c's interface and its connect event (VM lock held). */
+static void record_accept(const struct vmmio_conn *c)
+{
+	const struct vmmio_port *port = c->port;
+	const char *where = port->display;
+	char rids[64];
+	size_t off = 0;
+
+	if (port->is_unix && strncmp(where, "unix:", 5) == 0)
+		where += 5;
+	rids[0] = '\0';
+	for (unsigned r = 0; r < port->nranges && off < sizeof(rids) - 8; r++)
+		off += (size_t)snprintf(rids + off, sizeof(rids) - off, "%s%u:%u", r ? "," : "", r,
+					port->ranges[r]->g);
+	record_conn(vm_record, c->id, port->is_unix ? "unix" : c->peer, where);
+	record_event(vm_record, c->id, REC_EV_CONNECT, "connect peer=%s port=%s rids=%s",
+		     port->is_unix ? "unix" : c->peer, where, rids);
+}
+
 static void port_accept(int fd, uint32_t events, void *opaque)
 {
 	struct vmmio_port *port = opaque;
@@ -166,6 +186,8 @@ static void port_accept(int fd, uint32_t events, void *opaque)
 			}
 		}
 		c = conn_new(port, cfd, peer, key);
+		if (c && vm_record)
+			record_accept(c);
 		/* tls=on: logged once the handshake is complete (vmmio_tls.c);
 		 * a refused handshake is one rate-limited refusal line. */
 		if (c && !port->tls)

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "record.h"
 #include "vmmio_internal.h"
 
 void proto_trace(const struct vmmio_conn *c, const char *dir, const uint8_t *frame)
@@ -44,6 +45,9 @@ static void handle_ping(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 		/* SHM: opted in, UNIX, and never around an IOMMU (config_parse() agrees). */
 		if (!c->port->shm || !c->port->is_unix || c->port->cfg->iommu)
 			c->caps &= ~COREIO_CAP_SHM;
+		/* --record: every DMA must cross the socket to be recorded. */
+		if (vm_record)
+			c->caps &= ~COREIO_CAP_SHM;
 		coreio__wire_hello_answer(out, c->caps);
 		conn_log(c, "hello: capabilities 0x%x", c->caps);
 		/* The memory map goes first, so it is complete when the client
@@ -76,6 +80,10 @@ static void handle_claim(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	if (!err && rg->owner != c) {
 		rg->owner = c;
 		conn_log(c, "claimed range %u (rid %u)", rg->g, rid);
+		if (vm_record)
+			record_event(vm_record, c->id, REC_EV_CLAIM,
+				     "claim rid=%u range=%u start=0x%llx size=0x%llx", rid, rg->g,
+				     (unsigned long long)rg->start, (unsigned long long)rg->size);
 	}
 	if (c->caps & COREIO_CAP_CLAIM_ACK) {
 		uint8_t out[COREIO_WIRE_UNIT];
@@ -157,6 +165,12 @@ static void dma_refused(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 {
 	c->v->lim.dma_refused++;
 	c->dma_refused++;
+	if (vm_record)
+		record_event(vm_record, c->id, REC_EV_DMA_REFUSED,
+			     "dma-refused conn=%u addr=0x%llx len=%u reason=%s mid=%u sid=%u op=%s",
+			     c->id, (unsigned long long)m->h.addr, m->len,
+			     c->port->cfg->dma == DMA_NONE ? "none" : "window", m->h.iface,
+			     m->h.sid, coreio__wire_op_name(m->h.op));
 	if (c->dma_logged && !c->v->verbose && !c->v->trace)
 		return;
 	c->dma_logged = true;
@@ -243,6 +257,11 @@ static void conn_frame(struct vmmio_conn *c, const uint8_t *frame, size_t len)
 {
 	struct coreio_wire_msg m;
 
+	if (vm_record) {
+		/* Before validation: a malformed frame is recorded too. */
+		record_frame(vm_record, c->id, RECORD_FROM_CLIENT, 0, frame, len);
+		record_conn_hint = c->id;
+	}
 	if (coreio__wire_decode(frame, len, COREIO_WIRE_AT_VM, &m) < 0) {
 		char line[256];
 
@@ -301,6 +320,8 @@ bool proto_run_frames(struct vmmio_conn *c)
 		if (atomic_load_explicit(&c->partial_since, memory_order_relaxed))
 			atomic_store(&c->partial_since, 0); /* a frame completed */
 		conn_frame(c, frame, len);
+		if (vm_record)
+			record_conn_hint = 0;
 	}
 	pthread_mutex_unlock(lock);
 	return full;

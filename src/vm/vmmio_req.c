@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "record.h"
 #include "vmmio_internal.h"
 
 /* Fill req as if its range had no client: reads 0xAA, writes dropped. */
@@ -17,6 +18,18 @@ static void unclaimed(struct io_request *req)
 		memset(m->data, 0xaa, sizeof(m->data));
 		memset(m->data2, 0xaa, sizeof(m->data2));
 	}
+}
+
+/* --record: an access that did not get a device's answer (conn 0: none). */
+static void record_bus_error(unsigned conn, const struct vmmio_range *rg,
+			     const struct io_request *req, const char *reason)
+{
+	const struct mmio_request *m = &req->reqs.mmio;
+
+	record_event(vm_record, conn, REC_EV_BUS_ERROR,
+		     "bus-error range=%u addr=0x%llx size=%u dir=%s reason=%s", rg->g,
+		     (unsigned long long)m->address, (unsigned)m->size * (m->pair ? 2u : 1u),
+		     m->direction == REQUEST_WRITE ? "write" : "read", reason);
 }
 
 static bool is_posted(uint8_t op)
@@ -70,6 +83,8 @@ void req_abandon(struct vmmio_conn *c, const struct vmmio_range *only)
 		p->pend.next = NULL;
 		if (rg->late.req == p)
 			rg->late.req = NULL;
+		if (vm_record)
+			record_bus_error(c->id, rg, p, "unclaimed");
 		unclaimed(p);
 		ioreq_complete(p);
 	}
@@ -102,9 +117,11 @@ void req_answer(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	*pp = p->pend.next;
 	p->pend.next = NULL;
 	mr = &p->reqs.mmio;
-	if (m->h.error)
+	if (m->h.error) {
 		p->result = -EIO;
-	else if (p->pend.op == COREIO_OP_READ || p->pend.op == COREIO_OP_READP)
+		if (vm_record)
+			record_bus_error(c->id, rg, p, "client-error");
+	} else if (p->pend.op == COREIO_OP_READ || p->pend.op == COREIO_OP_READP)
 		/* The size is ours; the answer's first unit always holds it. */
 		coreio__wire_answer_read(m, mr->size, mr->pair, mr->data, mr->data2);
 	if (rg->late.req == p) {
@@ -174,6 +191,8 @@ bool req_check_deadlines(struct vmmio_conn *c, long long now)
 			 rg->g, rg->rid, rg->timeout_ms);
 		/* A bus error: emulate_mmio_post() makes a read all ones. */
 		p->result = -EIO;
+		if (vm_record)
+			record_bus_error(c->id, rg, p, "timeout");
 		ioreq_complete(p);
 		/* The other requests waiting on c complete as after any disconnect. */
 		conn_close(c, why);
@@ -368,6 +387,8 @@ int vmmio_submit(struct io_request *req, void *opaque)
 	uint8_t frame[COREIO_WIRE_UNIT];
 
 	if (!c) {
+		if (vm_record)
+			record_bus_error(0, rg, req, "unclaimed");
 		unclaimed(req);
 		return 0;
 	}
@@ -386,6 +407,8 @@ int vmmio_submit(struct io_request *req, void *opaque)
 	    conn_queue(c, frame, sizeof(frame)) < 0) {
 		/* A size emulate_io() does not pass, or the connection is gone:
 		 * the access completes as unclaimed. */
+		if (vm_record)
+			record_bus_error(c->id, rg, req, "unclaimed");
 		unclaimed(req);
 		return 0;
 	}

@@ -1,0 +1,1 @@
+"""replaylib: reading (and replaying) coreio-vm recordings (docs/record-replay.md)."""
