@@ -559,3 +559,39 @@ void vfu_region_rw_encode(uint8_t *p, uint64_t offset, uint32_t region, uint32_t
 	st(p + 8, region, 4);
 	st(p + 12, count, 4);
 }
+
+void vfu_dma_read_encode(uint8_t *p, uint64_t addr, uint32_t count)
+{
+	st(p, addr, 8);
+	st(p + 8, count, 8);
+}
+
+size_t vfu_dma_write_encode(uint8_t *p, uint64_t addr, const uint8_t *data, uint32_t count)
+{
+	st(p, addr, 8);
+	st(p + 8, count, 4);
+	if (count)
+		memcpy(p + VFU_DMA_RW_DATA, data, count);
+	memset(p + VFU_DMA_RW_DATA + count, 0, VFU_DMA_RW_SIZE - VFU_DMA_RW_DATA);
+	return (size_t)VFU_DMA_RW_SIZE + count;
+}
+
+int vfu_dma_rw_decode(const uint8_t *p, size_t len, bool write, struct vfu_dma_rw *r, char *why,
+		      size_t whylen)
+{
+	const char *name = write ? "DMA_WRITE" : "DMA_READ reply";
+
+	if (len < VFU_DMA_RW_DATA)
+		return bad(why, whylen, "%s payload of %zu bytes (at least %u)", name, len,
+			   VFU_DMA_RW_DATA);
+	r->addr = ld(p, 8);
+	r->count = (uint32_t)ld(p + 8, 4);
+	r->data = p + VFU_DMA_RW_DATA;
+	if (len - VFU_DMA_RW_DATA < r->count)
+		return bad(why, whylen, "%s count %u with %zu data bytes", name, r->count,
+			   len - VFU_DMA_RW_DATA);
+	if (len - VFU_DMA_RW_DATA - r->count > VFU_DMA_RW_SIZE - VFU_DMA_RW_DATA)
+		return bad(why, whylen, "%s of %zu bytes for count %u (at most %u more)", name, len,
+			   r->count, VFU_DMA_RW_SIZE);
+	return 0;
+}

@@ -1,6 +1,7 @@
 """A small vfio-user client (QEMU's side of docs/interop/vfio-user.rst) for the tests of
 coreio-vm --accel vfio-user: VERSION, DEVICE_GET_INFO, GET_REGION_INFO, GET_IRQ_INFO, SET_IRQS
-with eventfds, REGION_READ/WRITE, DMA_MAP (memfd or no fd), DMA_UNMAP, DEVICE_RESET."""
+with eventfds, REGION_READ/WRITE, DMA_MAP (memfd or no fd), DMA_UNMAP, DEVICE_RESET; it answers the server's
+DMA_READ/DMA_WRITE from memory it was given (serve_dma), in QEMU 11.1's layout."""
 
 import json
 import os
@@ -26,6 +27,13 @@ ACTION_MASK, ACTION_UNMASK, ACTION_TRIGGER = 0x8, 0x10, 0x20
 QEMU_CAPS = {"capabilities": {"max_msg_fds": 16, "max_data_xfer_size": 1048576,
                               "pgsizes": 4096, "max_dma_maps": 65535,
                               "migration": {"pgsize": 4096, "max_bitmap_size": 1048576}}}
+
+
+# DMA_READ/DMA_WRITE as QEMU 11.1 lays them out (hw/vfio-user/protocol.h VFIOUserDMARW): address
+# (8), count (4), data from payload offset 12; messages sized as the C struct (16 + count bytes of
+# payload). QEMU refuses a count above the max_data_xfer_size the server announced (E2BIG).
+DMA_RW = struct.Struct("<QI")
+DMA_RW_SIZE = 16
 
 
 class VfuError(Exception):
@@ -56,6 +64,45 @@ class VfuClient:
                     raise
                 time.sleep(0.05)
         self.s = s
+        self.dma_mem = []  # (base, bytearray) the server's DMA_READ/DMA_WRITE go to
+        self.dma_log = []  # (cmd, addr, count, error) of every DMA request answered
+        self.dma_max = 4096  # the server's max_data_xfer_size
+        self.dma_hold = False  # True: queue DMA requests in dma_held instead of answering
+        self.dma_held = []
+
+    def serve_dma(self, base, mem):
+        """Answer the server's DMA_READ/DMA_WRITE to [base, base + len(mem)) from mem (a bytearray)."""
+        self.dma_mem.append((base, mem))
+
+    def answer_dma(self, msg_id, cmd, flags, payload):
+        """Answer one DMA_READ or DMA_WRITE request as QEMU 11.1 does (errors: EINVAL, E2BIG, EFAULT)."""
+        err, out = 0, b""
+        if len(payload) < DMA_RW_SIZE:
+            err = 22
+        else:
+            addr, count = DMA_RW.unpack(payload[:12])
+            if cmd == DMA_READ and count > self.dma_max:
+                err = 7
+            elif cmd == DMA_WRITE and count > len(payload) - DMA_RW_SIZE:
+                err = 7
+            else:
+                for base, mem in self.dma_mem:
+                    if base <= addr and addr + count <= base + len(mem):
+                        o = addr - base
+                        if cmd == DMA_READ:
+                            out = DMA_RW.pack(addr, count) + bytes(mem[o:o + count]) + bytes(4)
+                        else:
+                            mem[o:o + count] = payload[12:12 + count]
+                        break
+                else:
+                    err = 14
+            self.dma_log.append((cmd, addr, count, err))
+        if flags & F_NO_REPLY and not err:
+            return
+        if err:
+            self.send_raw(HDR.pack(msg_id, cmd, HDR.size, F_REPLY | F_ERROR, err))
+        else:
+            self.send_raw(HDR.pack(msg_id, cmd, HDR.size + len(out), F_REPLY, 0) + out)
 
     def close(self):
         try:
@@ -108,7 +155,16 @@ class VfuClient:
     def request(self, cmd, payload=b"", fds=(), timeout=None):
         """Send a command and wait for its reply; returns the reply payload or raises VfuError."""
         msg_id = self.send(cmd, payload, fds)
-        rid, rcmd, flags, err, data = self.recv(timeout)
+        while True:
+            rid, rcmd, flags, err, data = self.recv(timeout)
+            if flags & 0xF == 0 and rcmd in (DMA_READ, DMA_WRITE):
+                # The server's DMA while it serves our command: answered (or held) meanwhile.
+                if self.dma_hold:
+                    self.dma_held.append((rid, rcmd, flags, data))
+                else:
+                    self.answer_dma(rid, rcmd, flags, data)
+                continue
+            break
         assert flags & 0xF == F_REPLY, "expected a reply, got flags 0x%x" % flags
         assert rid == msg_id and rcmd == cmd, "reply %d/%d to %d/%d" % (rid, rcmd, msg_id, cmd)
         if flags & F_ERROR:
