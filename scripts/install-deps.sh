@@ -9,7 +9,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-pkgs=(gcc libc6-dev meson ninja-build pkg-config libcmocka-dev libgnutls28-dev openssl python3 python3-dev python3-venv python3-pytest qemu-system-x86 busybox-static cpio kmod e2fsprogs)
+pkgs=(gcc libc6-dev meson ninja-build pkg-config libcmocka-dev libgnutls28-dev openssl tshark python3 python3-dev python3-venv python3-pytest qemu-system-x86 busybox-static cpio kmod e2fsprogs)
 qemu_root=1
 if [ $# -gt 0 ]; then
 	pkgs+=("$@")
@@ -32,6 +32,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 		exit 1
 	fi
 	export DEBIAN_FRONTEND=noninteractive
+	# tshark (the dissector's tests) would ask whether non-root users may capture: no.
+	echo "wireshark-common wireshark-common/install-setuid boolean false" |
+		"${sudo[@]}" debconf-set-selections 2>/dev/null || true
 	"${sudo[@]}" apt-get update -q >/dev/null
 	"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
