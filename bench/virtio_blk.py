@@ -160,6 +160,10 @@ def main():
                     if path == "coreio-shm":
                         sock = os.path.join(work, "blk-%s.sock" % mode)
                         port = "unix:%s,shm=on" % sock
+                    if irq == "msix":
+                        # hotplug=on ranges offer INTx only (QEMU 11.1.3 aborts unplugging
+                        # a vfio-user device with MSI-X): the MSI-X rows use hotplug=off.
+                        port += ",hotplug=off"
                     args = ["--queues", str(queues)] if queues > 1 else []
                     m = lh.CoreioMachine(build, img, work, test=test,
                                          devices=[lh.Device("blk", disk, args=args, port=port)],

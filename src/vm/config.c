@@ -168,7 +168,8 @@ static int parse_port(const char *val, struct range_config *r, const char *arg, 
 }
 
 /* Keys of a PCI range (START "pci"), as bits of the "seen" mask of parse_pci_key(). */
-static const char *const pci_keys[] = {"pci", "class", "subsys", "rev", "profile", "hotplug"};
+static const char *const pci_keys[] = {"pci",	  "class",   "subsys", "rev",
+				       "profile", "hotplug", "msix"};
 
 /* "VVVV:DDDD" (or "DDDD" when allow_short: *a is left alone), hex with optional 0x. */
 static int parse_id_pair(const char *val, uint16_t *a, uint16_t *b, bool allow_short)
@@ -260,11 +261,17 @@ static int parse_pci_key(const char *tok, const char *val, struct range_config *
 				    arg, val);
 		r->virtio = true;
 		break;
-	default:
+	case 5:
 		if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
 			return fail(err, errlen, "--vmmio '%s': hotplug='%s' must be on or off",
 				    arg, val);
 		r->hotplug = strcmp(val, "on") == 0;
+		break;
+	default:
+		if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
+			return fail(err, errlen, "--vmmio '%s': msix='%s' must be on or off", arg,
+				    val);
+		r->msix_mode = strcmp(val, "on") == 0 ? CONFIG_MSIX_ON : CONFIG_MSIX_OFF;
 		break;
 	}
 	return 1;
@@ -603,11 +610,12 @@ static int parse_vmmio(const char *arg, struct range_config *r, char *err, size_
 	if (r->pci)
 		return finish_pci(r, pci_seen, have_irq, arg, err, errlen);
 	if (pci_seen)
-		return fail(err, errlen,
-			    "--vmmio '%s': pci=, class=, subsys=, rev=, profile= and hotplug= need "
-			    "START "
-			    "'pci' (--accel mpqemu)",
-			    arg);
+		return fail(
+		    err, errlen,
+		    "--vmmio '%s': pci=, class=, subsys=, rev=, profile=, hotplug= and msix= need "
+		    "START "
+		    "'pci' (--accel mpqemu)",
+		    arg);
 	if (r->start % PAGE)
 		return fail(err, errlen, "--vmmio '%s': START 0x%llx is not 4 KiB aligned", arg,
 			    (unsigned long long)r->start);
@@ -748,6 +756,16 @@ static int validate_qemu(struct vm_config *cfg, bool qtest_given, char *err, siz
 				    "--vmmio range %u: coalesce=on needs --accel kvm (QEMU runs "
 				    "the vCPUs with %s)",
 				    i, a);
+		if (!vfu && r->msix_mode == CONFIG_MSIX_ON)
+			return fail(
+			    err, errlen,
+			    "--vmmio range %u: msix=on needs --accel vfio-user (QEMU's proxy "
+			    "has no MSI-X)",
+			    i);
+		/* Without msix=: MSI-X unless hotplug=on (QEMU 11.1.3 aborts when it
+		 * unplugs a vfio-user device with MSI-X; docs/qemu-vfio-user.md). */
+		r->msix = vfu && (r->msix_mode == CONFIG_MSIX_ON ||
+				  (r->msix_mode == CONFIG_MSIX_AUTO && !r->hotplug));
 		if (vfu) {
 			/* Line 8i + k is the device's MSI-X vector k (k = 0 also its INTx),
 			 * which vfio-user's server watches. */
@@ -1367,6 +1385,9 @@ void config_usage(FILE *f, const char *prog)
 	    "                      adds the virtio 1.x PCI capabilities (BAR 0 >= 16K).\n"
 	    "                      IRQ index 0 of the range is the device's INTx (pin A);\n"
 	    "                      with vfio-user, IRQ index i (0..7) is also MSI-X vector i.\n"
+	    "                      msix=on|off (vfio-user): offer MSI-X (default: on unless\n"
+	    "                      hotplug=on, since QEMU 11.1.3 aborts when it unplugs a\n"
+	    "                      vfio-user device with MSI-X).\n"
 	    "                      hotplug=on (needs --mpqemu-control): when its client goes\n"
 	    "                      away the device instance is dead (BAR reads 0) until the\n"
 	    "                      orchestrator unplugs it and plugs a fresh one.\n"

@@ -59,6 +59,8 @@ struct range_config {
 	uint32_t pci_class;		   /* class=0xCCSSPP */
 	uint8_t pci_rev;		   /* rev=N */
 	bool hotplug;			   /* hotplug=on: replaced through --mpqemu-control */
+	uint8_t msix_mode;		   /* msix=: CONFIG_MSIX_AUTO (not given), _ON, _OFF */
+	bool msix;			   /* vfio-user: the device offers MSI-X (resolved) */
 	unsigned iommu;			   /* iommu=N: DMA only through IOMMU N (0: not bound) */
 	int iommu_sid;			   /* sid=S with iommu=N, or -1: any sid */
 	bool shm;			   /* shm=on: shared-memory DMA (unix ports only) */
@@ -79,6 +81,10 @@ struct range_config {
 	unsigned timeout_ms; /* timeout=MS: answer deadline of this range; 0: none */
 	bool tls;	     /* tls=on: TLS 1.3 on this (TCP) port, per port */
 };
+
+#define CONFIG_MSIX_AUTO 0
+#define CONFIG_MSIX_ON	 1
+#define CONFIG_MSIX_OFF	 2
 
 #define CONFIG_BUSY_US_DEFAULT	   50 /* poll=busy without :USEC */
 #define CONFIG_BUSY_US_MAX	   10000

@@ -300,7 +300,7 @@ static uint64_t region_size(const struct vfu_dev *d, uint32_t region)
 	case VFU_PCI_BAR0_REGION:
 		return d->bar0_size;
 	case VFU_PCI_BAR1_REGION:
-		return PCI_MSIX_BAR_SIZE;
+		return d->msix ? PCI_MSIX_BAR_SIZE : 0; /* the MSI-X table and PBA */
 	case VFU_PCI_CONFIG_REGION:
 		return PCI_CFG_SIZE;
 	default:
@@ -929,7 +929,12 @@ int vfu_init(struct vfu *s, const struct vm_config *cfg, struct vmmio *v, struct
 		d->instance = 1;
 		snprintf(d->path, sizeof(d->path), "%s", cfg->vfu_sockets[i]);
 		pci_dev_init(&d->pci, &cfg->ranges[i]);
-		pci_dev_add_msix(&d->pci, VFU_NVEC);
+		d->msix = cfg->ranges[i].msix;
+		if (d->msix)
+			pci_dev_add_msix(&d->pci, VFU_NVEC);
+		else if (d->hotplug && cfg->ranges[i].msix_mode == CONFIG_MSIX_AUTO)
+			vfu_log(d, "hotplug=on: INTx only, no MSI-X (QEMU 11.1.3 aborts when it "
+				   "unplugs a vfio-user device with MSI-X; msix=on overrides)");
 		ioreq_init(&d->bar_io, NULL);
 		bar_update(d);
 		s->ndevs++;

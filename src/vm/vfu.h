@@ -87,6 +87,7 @@ struct vfu_dev {
 	bool warned_msg_dma;
 	bool shm_pending; /* a shared-memory map update is deferred */
 	bool hotplug, dead;
+	bool msix; /* the device offers MSI-X (BAR 1 holds its table and PBA) */
 	unsigned instance;
 	/* Counters, printed at exit. */
 	uint64_t connections, cfg_reads, cfg_writes, bar_reads, bar_writes, msix_accesses;

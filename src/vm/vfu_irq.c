@@ -132,7 +132,6 @@ static void on_unmask_fd(int fd, uint32_t events, void *opaque)
 
 int vfu_irq_info(const struct vfu_dev *d, uint32_t index, uint32_t *flags, uint32_t *count)
 {
-	(void)d;
 	switch (index) {
 	case VFU_PCI_INTX_IRQ:
 		*flags = VFU_IRQ_INFO_EVENTFD | VFU_IRQ_INFO_MASKABLE | VFU_IRQ_INFO_AUTOMASKED;
@@ -140,7 +139,7 @@ int vfu_irq_info(const struct vfu_dev *d, uint32_t index, uint32_t *flags, uint3
 		return 0;
 	case VFU_PCI_MSIX_IRQ:
 		*flags = VFU_IRQ_INFO_EVENTFD | VFU_IRQ_INFO_MASKABLE;
-		*count = VFU_NVEC;
+		*count = d->msix ? VFU_NVEC : 0;
 		return 0;
 	case VFU_PCI_ERR_IRQ:
 		/* One vector, so that QEMU's vfio-pci sets up error recovery without a
@@ -290,6 +289,10 @@ int vfu_set_irqs(struct vfu_dev *d, const struct vfu_set_irqs *s, int *fds, unsi
 	case VFU_PCI_INTX_IRQ:
 		return set_intx(d, s, fds, nfds);
 	case VFU_PCI_MSIX_IRQ:
+		if (!d->msix) {
+			vfu_log(d, "SET_IRQS for MSI-X, which this device does not offer");
+			return -EINVAL;
+		}
 		return set_msix(d, s, fds, nfds);
 	case VFU_PCI_ERR_IRQ:
 		if (s->count == 0 ||

@@ -421,6 +421,36 @@ static void test_tls(void **state)
 		     "share a port but not their allow-uid=/allow-gid=/dma=/max-conns=/tls=");
 }
 
+/* vfio-user: eight lines per device, and MSI-X unless hotplug=on (or msix= says otherwise). */
+static void test_vfio_user(void **state)
+{
+	(void)state;
+	assert_int_equal(parse("--accel", "vfio-user", "--vmmio", "pci,size=16K,port=0", "--vmmio",
+			       "pci,size=4K,port=0,hotplug=on", "--vmmio",
+			       "pci,size=4K,port=0,hotplug=on,msix=on", "--vfio-user-socket",
+			       "/tmp/a", "--vfio-user-socket", "/tmp/b", "--vfio-user-socket",
+			       "/tmp/c", "--mpqemu-control", "9", NULL),
+			 0);
+	assert_int_equal(cfg.nvfu_sockets, 3);
+	assert_string_equal(cfg.vfu_sockets[1], "/tmp/b");
+	assert_true(cfg.ranges[0].msix);
+	assert_false(cfg.ranges[1].msix);
+	assert_true(cfg.ranges[2].msix);
+	assert_int_equal(cfg.ranges[1].nirq, CONFIG_VFU_IRQS);
+	assert_int_equal(cfg.ranges[1].irqs[0], 8);
+	assert_int_equal(cfg.ranges[2].irqs[7], 23);
+	expect_error(parse("--accel", "vfio-user", "--vmmio", "pci,size=16K,port=0,msix=maybe",
+			   "--vfio-user-socket", "/tmp/a", NULL),
+		     "msix='maybe'");
+	expect_error(parse("--accel", "vfio-user", "--vmmio", "pci,size=16K,port=0", NULL),
+		     "0 --vfio-user-socket for 1");
+	expect_error(parse("--accel", "mpqemu", "--vmmio", "pci,size=16K,port=0,msix=on",
+			   "--mpqemu-fd", "5", NULL),
+		     "msix=on needs --accel vfio-user");
+	expect_error(parse("--accel", "qtest", "--vfio-user-socket", "/tmp/a", NULL),
+		     "--vfio-user-socket needs --accel vfio-user");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -433,6 +463,7 @@ int main(void)
 	    cmocka_unit_test(test_kvm),
 	    cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_tls),
+	    cmocka_unit_test(test_vfio_user),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -104,6 +104,7 @@ static struct vfu_dev *setup_dev(void)
 		d->msix_fd[k] = -1;
 	pci_dev_init(&d->pci, &rc);
 	pci_dev_add_msix(&d->pci, VFU_NVEC);
+	d->msix = true;
 	return d;
 }
 
