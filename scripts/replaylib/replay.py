@@ -1,0 +1,670 @@
+"""The replay engine of coreio-replay: plays one side of a coreio-vm recording to a live peer and reports the first divergence.
+
+Two roles (docs/record-replay.md, "Replay"):
+
+- AgainstModel: we are the VM. We listen where the recorded clients connected,
+  send the recorded VM -> client frames and check that the live device model sends
+  the recorded client -> VM frames.
+- AsModel: we are the device model(s). We connect to a live coreio-vm, send the
+  recorded client -> VM frames and check the VM's frames against the recording.
+
+Both walk the records in seq order (the order coreio-vm processed and produced
+them): a frame of our side is sent once every frame of the peer recorded before
+it has arrived and matched; a frame of the peer is awaited (with a timeout) on its
+connection and compared, after masking the fields the peer chooses freely
+(frames.masked()).
+"""
+
+import collections
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from . import frames
+from .recording import KIND_EVENT
+
+EV_CONNECT = 1
+EV_CLOSE = 2
+EV_CLAIM = 3
+
+# Close reasons (event text "close reason=...", coreio-vm's log text) that mean
+# the client went away first; on any other reason ("closed at exit", a malformed
+# frame, a timeout) the VM closed the connection.
+PEER_CLOSE_REASONS = ("disconnected", "receive failed")
+
+
+class UsageError(Exception):
+    """Bad options, or a recording this tool cannot replay (exit status 2)."""
+
+
+class Divergence(Exception):
+    """The live peer did not do what the recording says.
+
+    index: position in the replayed records of the record that was expected (or
+    len(records) for something after the end); what: one line; received: the live
+    frame (bytes) when there was one; detail: where the frames differ."""
+
+    def __init__(self, index, what, received=None, detail=None, conn=None):
+        super().__init__(what)
+        self.index = index
+        self.what = what
+        self.received = received
+        self.detail = detail
+        self.conn = conn
+
+
+def parse_addr(text):
+    """(family, sockaddr, display) of "host:port", "[v6]:port", "host" (port 4800) or "unix:/path"."""
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path:
+            raise UsageError("empty UNIX socket path in %r" % text)
+        return socket.AF_UNIX, path, text
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise UsageError("bad address %r" % text)
+        port = rest[1:] if rest.startswith(":") else "4800"
+        fam = socket.AF_INET6
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = text, "4800"
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        p = int(port)
+    except ValueError:
+        raise UsageError("bad port in address %r" % text)
+    if not 0 <= p <= 65535:
+        raise UsageError("bad port in address %r" % text)
+    return fam, (host or "127.0.0.1", p), text
+
+
+def sock_display(sock):
+    """The address a socket listens on, as a client target."""
+    if sock.family == socket.AF_UNIX:
+        return "unix:" + sock.getsockname()
+    name = sock.getsockname()
+    if sock.family == socket.AF_INET6:
+        return "[%s]:%d" % (name[0], name[1])
+    return "%s:%d" % (name[0], name[1])
+
+
+class LiveConn:
+    """One live socket: a receive buffer cut into whole frames, and sends with a timeout."""
+
+    def __init__(self, sock, name):
+        self.sock = sock
+        self.sock.setblocking(False)
+        self.name = name
+        self.buf = bytearray()
+        self.frames = collections.deque()
+        self.eof = False
+        self.error = None
+        self.closed = False
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def fill(self):
+        """Read what the socket has (it is readable); cut whole frames."""
+        try:
+            chunk = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self.eof, self.error = True, e.strerror
+            return
+        if not chunk:
+            self.eof = True
+            return
+        self.buf += chunk
+        while len(self.buf) >= 8:
+            n = frames.frame_len(int.from_bytes(self.buf[:8], "little"))
+            if len(self.buf) < n:
+                break
+            self.frames.append(bytes(self.buf[:n]))
+            del self.buf[:n]
+
+    def send(self, data, timeout):
+        """Send all of data; False when the peer is gone or the socket stays full."""
+        view = memoryview(data)
+        deadline = time.monotonic() + timeout
+        sel = selectors.DefaultSelector()
+        try:
+            sel.register(self.sock, selectors.EVENT_WRITE)
+            while view:
+                try:
+                    n = self.sock.send(view)
+                    view = view[n:]
+                    continue
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError as e:
+                    self.error = e.strerror
+                    return False
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.error = "socket full for %gs" % timeout
+                    return False
+                sel.select(left)
+        finally:
+            sel.close()
+        return True
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+def conn_ports(interfaces, records):
+    """Recorded connection number -> the port it came in on (text), from the
+    interfaces' descriptions "PEER on PORT" or the connect events' port=."""
+    ports = {}
+    for info in interfaces.values():
+        name = info.get("name", "")
+        if name.startswith("coreio conn "):
+            try:
+                n = int(name.split()[2])
+            except (IndexError, ValueError):
+                continue
+            desc = info.get("description", "")
+            if " on " in desc:
+                ports[n] = desc.rsplit(" on ", 1)[1]
+    for r in records:
+        if r.kind == KIND_EVENT and r.event_type == EV_CONNECT and r.conn not in ports:
+            port = r.event_fields().get("port")
+            if port:
+                ports[r.conn] = port
+    return ports
+
+
+class Session:
+    """What both roles share: the records, the live connections, waiting, the report."""
+
+    role = "?"
+    ours = None  # the record kind we send
+
+    def __init__(self, interfaces, records, opts, out=sys.stdout, err=sys.stderr):
+        self.interfaces = interfaces
+        self.all_records = records
+        if opts.conn:
+            keep = set(opts.conn)
+            records = [r for r in records if r.conn in keep or (r.conn == 0 and r.kind ==
+                                                                 KIND_EVENT)]
+        self.records = sorted(records, key=lambda r: r.seq)
+        self.opts = opts
+        self.out = out
+        self.err = err
+        self.live = {}  # recorded conn -> LiveConn
+        self.ended = set()  # recorded conns whose recorded close we passed
+        self.pending_close = {}  # recorded conn -> (record index, deadline): the peer must close
+        self.tags = collections.defaultdict(dict)  # recorded conn -> {recorded tag: live tag}
+        self.t0_rec = self.records[0].ts_ns if self.records else 0
+        self.t0_live = None
+        self.start = time.monotonic()
+        self.sent = 0
+        self.matched = 0
+        self.walk_end = None
+        self.ports = conn_ports(interfaces, self.all_records)
+        port_order = []
+        for r in self.records:
+            p = self.ports.get(r.conn)
+            if r.conn and p is not None and p not in port_order:
+                port_order.append(p)
+        self.port_order = port_order
+        for r in self.records:
+            if r.kind != KIND_EVENT:
+                bad = frames.check_frame(r.body)
+                if bad:
+                    raise UsageError("record seq %d (offset %d): not one CoreIO frame: %s"
+                                     % (r.seq, getattr(r, "offset", 0), bad))
+                if r.flags & 1 and r.kind == self.ours:
+                    raise UsageError("record seq %d carried a file descriptor (SHM_MAP): "
+                                     "shared-memory DMA cannot be replayed (record with "
+                                     "coreio-vm --record, which turns it off)" % r.seq)
+
+    # --- time ---------------------------------------------------------------------
+    def rel(self, r):
+        """Seconds from the first replayed record to record r, in the recording."""
+        return (r.ts_ns - self.t0_rec) / 1e9
+
+    def pace(self, r):
+        """--timing recorded: wait until r's moment, counted from the first frame we sent."""
+        if self.opts.timing != "recorded":
+            return
+        now = time.monotonic()
+        if self.t0_live is None:
+            self.t0_live = now - self.rel(r)
+            return
+        delay = self.t0_live + self.rel(r) - now
+        if delay > 0:
+            self.wait_io(delay)
+
+    # --- waiting ------------------------------------------------------------------
+    def wait_io(self, timeout):
+        """Read whatever arrives on any live connection for up to timeout seconds
+        (returns early when something arrived)."""
+        conns = [c for c in self.live.values() if not c.closed and not c.eof]
+        if not conns:
+            time.sleep(max(0.0, min(timeout, 0.05)))
+            return
+        sel = selectors.DefaultSelector()
+        try:
+            for c in conns:
+                sel.register(c.sock, selectors.EVENT_READ, c)
+            for key, _ in sel.select(max(0.0, timeout)):
+                key.data.fill()
+        finally:
+            sel.close()
+
+    def next_frame(self, i, r):
+        """The next live frame on record r's connection (r is a peer frame, index i)."""
+        c = self.conn_for(i, r)
+        deadline = time.monotonic() + self.opts.timeout
+        while not c.frames:
+            if c.eof:
+                raise Divergence(i, "%s closed connection %d%s where the recording has "
+                                 "another frame from it" % (self.peer_name(), r.conn,
+                                                            " (%s)" % c.error if c.error else ""),
+                                 conn=r.conn)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Divergence(i, "no frame from %s on connection %d within %gs (--timeout)"
+                                 % (self.peer_name(), r.conn, self.opts.timeout), conn=r.conn)
+            self.check_alive(i)
+            self.check_ended()
+            self.wait_io(min(left, 0.2))
+        return c.frames.popleft()
+
+    def check_alive(self, i):
+        """Subclasses: raise Divergence when the peer process is gone."""
+
+    def peer_name(self):
+        return "the peer"
+
+    # --- the walk -----------------------------------------------------------------
+    def run(self):
+        """Replay every record; raises Divergence at the first one."""
+        self.setup()
+        for i, r in enumerate(self.records):
+            if r.kind == KIND_EVENT:
+                self.on_event(i, r)
+            elif r.kind == self.ours:
+                self.send_ours(i, r)
+            else:
+                self.expect_peer(i, r)
+        self.walk_end = time.monotonic()
+        self.settle()
+
+    def send_ours(self, i, r):
+        c = self.conn_for(i, r)
+        if r.conn in self.ended or c.closed:
+            return
+        self.pace(r)
+        data = self.rewrite(r)
+        if not c.send(data, self.opts.timeout):
+            if c.error and ("full" in c.error):
+                raise Divergence(i, "%s does not read connection %d: %s"
+                                 % (self.peer_name(), r.conn, c.error), conn=r.conn)
+            raise Divergence(i, "%s closed connection %d (%s) before it got this frame"
+                             % (self.peer_name(), r.conn, c.error), conn=r.conn)
+        self.sent += 1
+
+    def expect_peer(self, i, r):
+        got = self.next_frame(i, r)
+        diff = frames.compare(r.body, got, client_side=(r.kind == frames.KIND_TO_VM))
+        if diff:
+            raise Divergence(i, "the frame from %s differs from the recording"
+                             % self.peer_name(), received=got, detail=diff, conn=r.conn)
+        self.learn(r, got)
+        self.matched += 1
+
+    def on_event(self, i, r):
+        if r.event_type == EV_CONNECT and r.conn:
+            self.conn_for(i, r)
+        elif r.event_type == EV_CLOSE and r.conn and r.conn in self.live:
+            self.on_close(i, r)
+
+    def on_close(self, i, r):
+        """The recorded connection closed here: whoever closed it first in the
+        recording closes it now; the other side must end it too. That is checked
+        without blocking the walk (later records may be on other connections):
+        from here on, a frame on it is an extra frame, and its end must come
+        within --timeout (checked by check_ended() and at the end)."""
+        c = self.live[r.conn]
+        text = r.event_text or ""
+        reason = text.split("reason=", 1)[1] if "reason=" in text else text
+        peer_closed = reason.startswith(PEER_CLOSE_REASONS)
+        self.ended.add(r.conn)
+        self.check_ended()
+        if c.frames:
+            raise Divergence(i, "extra frame from %s on connection %d where the recording has "
+                             "it closed" % (self.peer_name(), r.conn), received=c.frames[0],
+                             conn=r.conn)
+        if self.closes_first(peer_closed):
+            c.close()
+        else:
+            self.pending_close[r.conn] = (i, time.monotonic() + self.opts.timeout)
+
+    def check_ended(self):
+        """Connections the peer must close (pending_close): a frame on one is extra,
+        its end completes it, a deadline passed is a divergence."""
+        for conn, (i, deadline) in list(self.pending_close.items()):
+            c = self.live[conn]
+            if c.frames:
+                raise Divergence(i, "extra frame from %s on connection %d where the recording "
+                                 "has it closed" % (self.peer_name(), conn),
+                                 received=c.frames[0], conn=conn)
+            if c.eof:
+                c.close()
+                del self.pending_close[conn]
+            elif time.monotonic() > deadline:
+                raise Divergence(i, "%s did not close connection %d within %gs, as it did in "
+                                 "the recording" % (self.peer_name(), conn, self.opts.timeout),
+                                 conn=conn)
+
+    def settle(self):
+        """After the last record: for --settle seconds (and until every connection the
+        peer must close is closed), any frame from the peer is extra."""
+        n = len(self.records)
+        deadline = time.monotonic() + self.opts.settle
+        while True:
+            self.check_ended()
+            for conn, c in self.live.items():
+                if c.frames:
+                    raise Divergence(n, "extra frame from %s on connection %d after the end of "
+                                     "the recording" % (self.peer_name(), conn),
+                                     received=c.frames[0], conn=conn)
+            left = deadline - time.monotonic()
+            if left <= 0 and not self.pending_close:
+                return
+            self.wait_io(min(max(left, 0.01), 0.2))
+
+    # --- the report ---------------------------------------------------------------
+    def record_line(self, r):
+        return record_line(r, self.t0_rec)
+
+    def report_divergence(self, d):
+        w = self.out.write
+        if d.index < len(self.records):
+            r = self.records[d.index]
+            w("coreio-replay: DIVERGENCE at seq %d (record %d of %d, conn %d, +%.6fs in the "
+              "recording, +%.6fs into the replay): %s\n" % (
+                  r.seq, d.index + 1, len(self.records), r.conn, self.rel(r),
+                  time.monotonic() - self.start, d.what))
+            w("  expected: %s\n" % self.record_line(r))
+        else:
+            w("coreio-replay: DIVERGENCE after the last record (+%.6fs into the replay): %s\n"
+              % (time.monotonic() - self.start, d.what))
+            w("  expected: nothing more\n")
+        if d.received is not None:
+            kind = frames.KIND_TO_VM if self.ours == frames.KIND_FROM_VM else frames.KIND_FROM_VM
+            direction = "client->vm" if kind == frames.KIND_TO_VM else "vm->client"
+            w("  received: conn %s %s %s\n" % (d.conn, direction,
+                                                frames.describe(d.received, kind)))
+        if d.detail:
+            w("  difference: %s\n" % d.detail)
+        lo = max(0, d.index - self.opts.context)
+        if lo < d.index:
+            w("  context (the %d records before):\n" % (d.index - lo))
+            for r in self.records[lo:d.index]:
+                w("    %s\n" % self.record_line(r))
+        self.out.flush()
+
+    def report_ok(self):
+        nframes = sum(1 for r in self.records if r.kind != KIND_EVENT)
+        rec_s = self.rel(self.records[-1]) if self.records else 0.0
+        self.out.write("coreio-replay: OK, no divergence (%s): %d records, %d frames (%d sent, "
+                       "%d matched), %d connections, %.3fs replayed (recorded %.3fs)\n" % (
+                           self.role, len(self.records), nframes, self.sent, self.matched,
+                           len(self.live), (self.walk_end or time.monotonic()) - self.start,
+                           rec_s))
+        self.out.flush()
+
+    def close(self):
+        for c in self.live.values():
+            c.close()
+
+
+class AgainstModel(Session):
+    """We play the VM; a live device model connects to us."""
+
+    role = "against the model"
+    ours = frames.KIND_FROM_VM
+
+    def __init__(self, interfaces, records, opts, command=None, **kw):
+        super().__init__(interfaces, records, opts, **kw)
+        self.command = command or []
+        self.listeners = {}  # recorded port -> socket
+        self.unix_paths = []
+        self.proc = None
+
+    def peer_name(self):
+        return "the model"
+
+    def setup(self):
+        if not self.port_order:
+            raise UsageError("the recording has no client connection to replay")
+        listen = list(self.opts.listen or [])
+        if len(listen) > len(self.port_order):
+            raise UsageError("%d --listen addresses for %d recorded ports"
+                             % (len(listen), len(self.port_order)))
+        subst = {}
+        for k, port in enumerate(self.port_order):
+            addr = listen[k] if k < len(listen) else "127.0.0.1:0"
+            fam, sa, _ = parse_addr(addr)
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            try:
+                if fam == socket.AF_UNIX:
+                    if os.path.exists(sa):
+                        os.unlink(sa)
+                    self.unix_paths.append(sa)
+                else:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(sa)
+                s.listen(64)
+            except OSError as e:
+                s.close()
+                raise UsageError("cannot listen on %s: %s" % (addr, e.strerror))
+            self.listeners[port] = s
+            shown = sock_display(s)
+            subst["P%d" % k] = shown
+            self.err.write("coreio-replay: listening on %s (recorded %s)\n" % (shown, port))
+        # {G<n>}: the address of range n, from the claims of the recording.
+        for r in self.all_records:
+            if r.kind == KIND_EVENT and r.event_type == EV_CLAIM:
+                g = r.event_fields().get("range")
+                port = self.ports.get(r.conn)
+                if g is not None and port in self.listeners:
+                    subst.setdefault("G" + g, sock_display(self.listeners[port]))
+        if len(self.port_order) == 1:
+            subst.setdefault("G0", subst["P0"])
+        self.err.flush()
+        if self.command:
+            argv = []
+            for a in self.command:
+                for k, v in subst.items():
+                    a = a.replace("{%s}" % k, v)
+                argv.append(a)
+            env = dict(os.environ)
+            for k, v in subst.items():
+                env["COREIO_" + k] = v
+            try:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                             stdout=self.err.fileno(), env=env,
+                                             start_new_session=True)
+            except OSError as e:
+                raise UsageError("cannot start %s: %s" % (argv[0], e.strerror))
+
+    def check_alive(self, i):
+        if self.proc is not None and self.proc.poll() is not None and all(
+                c.eof or c.closed for c in self.live.values()):
+            raise Divergence(i, "the model exited with status %s" % self.proc.returncode)
+
+    def conn_for(self, i, r):
+        c = self.live.get(r.conn)
+        if c is not None:
+            return c
+        port = self.ports.get(r.conn)
+        ls = self.listeners.get(port)
+        if ls is None:
+            raise UsageError("record seq %d: connection %d has no recorded port" % (r.seq,
+                                                                                     r.conn))
+        sel = selectors.DefaultSelector()
+        sel.register(ls, selectors.EVENT_READ)
+        deadline = time.monotonic() + self.opts.timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Divergence(i, "the model did not connect (connection %d, port %s) "
+                                     "within %gs" % (r.conn, port, self.opts.timeout),
+                                     conn=r.conn)
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise Divergence(i, "the model exited with status %s before connecting "
+                                     "(connection %d)" % (self.proc.returncode, r.conn),
+                                     conn=r.conn)
+                if sel.select(min(left, 0.2)):
+                    s, _ = ls.accept()
+                    break
+        finally:
+            sel.close()
+        if s.family != socket.AF_UNIX:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c = LiveConn(s, "conn %d" % r.conn)
+        self.live[r.conn] = c
+        return c
+
+    def closes_first(self, peer_closed):
+        return not peer_closed
+
+    def rewrite(self, r):
+        """A recorded VM frame as we send it: answers to the client's own frames
+        (origin 1) carry the tag the live client chose for the matching frame."""
+        body = r.body
+        if frames.origin(body):
+            t = self.tags[r.conn].get(frames.tag(body))
+            if t is not None:
+                body = frames.with_tag(body, t)
+        return body
+
+    def learn(self, r, got):
+        if frames.origin(r.body):
+            self.tags[r.conn][frames.tag(r.body)] = frames.tag(got)
+
+    def close(self):
+        super().close()
+        for s in self.listeners.values():
+            s.close()
+        for p in self.unix_paths:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
+class AsModel(Session):
+    """We play the device model(s); we connect to a live coreio-vm."""
+
+    role = "as the model"
+    ours = frames.KIND_TO_VM
+
+    def peer_name(self):
+        return "the VM"
+
+    def setup(self):
+        if not self.port_order:
+            raise UsageError("the recording has no client connection to replay")
+        targets = list(self.opts.as_model)
+        if len(targets) == 1:
+            targets = targets * len(self.port_order)
+        if len(targets) != len(self.port_order):
+            raise UsageError("%d --as-model targets for %d recorded ports (%s): give one, or "
+                             "one per port in that order" % (
+                                 len(self.opts.as_model), len(self.port_order),
+                                 ", ".join(self.port_order)))
+        self.targets = {p: parse_addr(t) for p, t in zip(self.port_order, targets)}
+
+    def conn_for(self, i, r):
+        c = self.live.get(r.conn)
+        if c is not None:
+            return c
+        port = self.ports.get(r.conn)
+        if port not in self.targets:
+            raise UsageError("record seq %d: connection %d has no recorded port" % (r.seq,
+                                                                                     r.conn))
+        fam, sa, shown = self.targets[port]
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(self.opts.timeout)
+        try:
+            s.connect(sa)
+        except OSError as e:
+            s.close()
+            raise Divergence(i, "cannot connect to the VM at %s (connection %d): %s"
+                             % (shown, r.conn, e.strerror or e), conn=r.conn)
+        if fam != socket.AF_UNIX:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c = LiveConn(s, "conn %d" % r.conn)
+        self.live[r.conn] = c
+        return c
+
+    def closes_first(self, peer_closed):
+        return peer_closed
+
+    def rewrite(self, r):
+        """A recorded client frame as we send it: answers to the VM's requests
+        (origin 0) carry the live VM's tag; a hello offers no SHM (the fds of
+        shared-memory DMA are not in the recording)."""
+        body = r.body
+        if not frames.origin(body):
+            t = self.tags[r.conn].get(frames.tag(body))
+            if t is not None:
+                body = frames.with_tag(body, t)
+        elif frames.is_hello(body):
+            body = frames.set_word(body, 4, frames.word(body, 4) & ~frames.CAP_SHM)
+        return body
+
+    def learn(self, r, got):
+        if not frames.origin(r.body):
+            self.tags[r.conn][frames.tag(r.body)] = frames.tag(got)
+
+
+def record_line(r, t0_ns):
+    """One line describing record r (times relative to t0_ns)."""
+    direction = {0: "client->vm", 1: "vm->client", 2: "event"}[r.kind]
+    what = r.event_text if r.kind == KIND_EVENT else frames.describe(r.body, r.kind)
+    return "seq %d +%.6fs conn %d %s %s" % (r.seq, (r.ts_ns - t0_ns) / 1e9, r.conn, direction,
+                                            what)
+
+
+def stop_process(p, grace=5.0):
+    """End a child we started (its own session): SIGTERM to its group, SIGKILL after grace."""
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except OSError:
+            pass
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            p.wait(grace)
+    return p.returncode
+
+
+__all__ = ["AgainstModel", "AsModel", "Divergence", "UsageError", "parse_addr", "record_line",
+           "stop_process"]
