@@ -441,10 +441,18 @@ void coreio__tran_close(struct coreio__conn *c);
 
 /*
  * Fill c->rx through c's TLS session, draining it: less than the room
- * comes back only when nothing is left to read without sleeping.
+ * comes back only when nothing is left to read without sleeping. With
+ * held_only, from what the session holds only (the socket is not read).
  * Returns as coreio__wire_rx_fill().
  */
-long coreio__tran_fill(struct coreio__conn *c);
+long coreio__tran_fill(struct coreio__conn *c, bool held_only);
+
+/*
+ * True when c's TLS session holds received bytes (decrypted, or read
+ * ahead): they never make the fd readable, so the receiver takes them
+ * (coreio__tran_fill()) before anyone sleeps on the fd.
+ */
+bool coreio__tran_held(const struct coreio__conn *c);
 
 /* Why c's TLS session failed, in words ("" for a plain connection). */
 const char *coreio__tran_error(const struct coreio__conn *c);

@@ -574,7 +574,7 @@ int coreio__rx_pull(struct coreio_ctx *ctx, int i)
 	struct coreio__conn *c = &ctx->conn[i];
 	struct coreio_wire_rx *rx = &c->rx;
 	const uint8_t *frame;
-	bool pause;
+	bool pause, held = false, dry = false;
 	size_t len;
 	int rc = 0;
 
@@ -587,7 +587,8 @@ int coreio__rx_pull(struct coreio_ctx *ctx, int i)
 		return rc;
 
 	c->rx_more = false;
-	if (!pause && rx->end - rx->start < sizeof(rx->buf)) {
+again:
+	if ((!pause || c->tls) && rx->end - rx->start < sizeof(rx->buf)) {
 		long n = 0;
 
 		if (i == COREIO__CONN_DMA && (c->caps & COREIO_CAP_LARGE_DMA) && !c->tls)
@@ -595,11 +596,13 @@ int coreio__rx_pull(struct coreio_ctx *ctx, int i)
 		if (n == 0) {
 			size_t room = rx_room(rx);
 
-			/* With TLS, fill() drains the session: nothing decrypted is left
-			 * behind unless the buffer filled up (then rx_more says so). */
-			n = c->tls ? coreio__tran_fill(c)
+			/* With TLS, fill() drains the session: nothing is left behind
+			 * unless the buffer filled up (see below). Paused, or again,
+			 * it takes what the session holds and reads no socket. */
+			n = c->tls ? coreio__tran_fill(c, pause || held)
 				   : coreio__wire_rx_fill_fds(rx, c->fd, &c->fdq);
 			c->rx_more = n > 0 && (size_t)n == room;
+			dry = n == -EAGAIN;
 			if (n == 0)
 				n = -ENODATA;
 		}
@@ -624,6 +627,13 @@ int coreio__rx_pull(struct coreio_ctx *ctx, int i)
 			coreio__fail(ctx, rc == -EPROTO ? -EPROTO : -ECONNRESET);
 			return rc;
 		}
+	}
+	/* Order: bytes a TLS session holds (decrypted, read ahead) never make
+	 * the fd readable, and event loops sleep on the fd: they are all taken
+	 * and routed before we return, paused or not (a bounded amount). */
+	if (c->tls && !dry && coreio__tran_held(c)) {
+		held = true;
+		goto again;
 	}
 	return 0;
 }

@@ -205,8 +205,9 @@ void coreio__tran_close(struct coreio__conn *c)
 /*
  * The reader of a TLS connection for coreio__wire_rx_fill_with(): as many
  * bytes as fit, record after record, until the socket has no more. It
- * returns less than len only when the session holds no decrypted bytes
- * and the socket is empty, so a caller that got less may sleep on the fd.
+ * returns less than len only when the session holds nothing (no decrypted
+ * bytes, none read ahead) and the socket is empty, so a caller that got
+ * less may sleep on the fd.
  */
 static long tls_read(void *opaque, void *buf, size_t len)
 {
@@ -227,9 +228,34 @@ static long tls_read(void *opaque, void *buf, size_t len)
 	return (long)got;
 }
 
-long coreio__tran_fill(struct coreio__conn *c)
+/* As tls_read(), from what the session holds only: the socket is not read. */
+static long tls_read_held(void *opaque, void *buf, size_t len)
 {
-	return coreio__wire_rx_fill_with(&c->rx, tls_read, c);
+	struct coreio__conn *c = opaque;
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = coreio__tls_recv_held(c->tls, (uint8_t *)buf + got, len - got);
+
+		if (n > 0) {
+			got += (size_t)n;
+			continue;
+		}
+		if (got)
+			return (long)got;
+		return n == -EACCES ? -EPROTO : (long)n;
+	}
+	return (long)got;
+}
+
+long coreio__tran_fill(struct coreio__conn *c, bool held_only)
+{
+	return coreio__wire_rx_fill_with(&c->rx, held_only ? tls_read_held : tls_read, c);
+}
+
+bool coreio__tran_held(const struct coreio__conn *c)
+{
+	return c->tls && coreio__tls_pending(c->tls) > 0;
 }
 
 const char *coreio__tran_error(const struct coreio__conn *c)
@@ -265,26 +291,47 @@ ssize_t coreio__tran_send_nb(struct coreio__conn *c, const void *buf, size_t len
 	return (ssize_t)done;
 }
 
+/*
+ * With TLS, the records are cut from the iovecs as a whole (a piece's
+ * header, payload and padding make one record), a batch of them per
+ * send() (coreio__tls_sendv()). -EAGAIN with bytes taken before it returns
+ * those bytes: the batch that said -EAGAIN begins right after them, and
+ * the caller offers its bytes first next time.
+ */
 ssize_t coreio__tran_sendv_nb(struct coreio__conn *c, const struct iovec *iov, int niov)
 {
 	size_t done = 0;
 
-	for (int i = 0; i < niov; i++) {
-		size_t off = 0;
+	if (!c->tls) {
+		for (int i = 0; i < niov; i++) {
+			size_t off = 0;
 
-		while (off < iov[i].iov_len) {
-			ssize_t n = coreio__tran_send_nb(c, (const uint8_t *)iov[i].iov_base + off,
+			while (off < iov[i].iov_len) {
+				ssize_t n =
+				    coreio__tran_send_nb(c, (const uint8_t *)iov[i].iov_base + off,
 							 iov[i].iov_len - off);
 
-			if (n > 0) {
-				off += (size_t)n;
-				done += (size_t)n;
-				continue;
+				if (n > 0) {
+					off += (size_t)n;
+					done += (size_t)n;
+					continue;
+				}
+				return done ? (ssize_t)done : n;
 			}
-			return done ? (ssize_t)done : n;
 		}
+		return (ssize_t)done;
 	}
-	return (ssize_t)done;
+	for (;;) {
+		ssize_t n = coreio__tls_sendv(c->tls, iov, niov, done);
+
+		if (n > 0) {
+			done += (size_t)n;
+			continue;
+		}
+		if (n == 0)
+			return (ssize_t)done; /* every byte of iov is taken */
+		return done ? (ssize_t)done : n;
+	}
 }
 
 int coreio__tran_send_all(struct coreio__conn *c, const void *buf, size_t len, int timeout_ms)

@@ -268,8 +268,9 @@ static int sg_send(struct coreio_ctx *ctx, struct coreio__conn *c, struct iovec 
 	size_t skip, len = 0;
 
 	if (c->tls) {
-		/* TLS: record by record; what is left goes to the batch as below
-		 * (its first byte is where the record that said -EAGAIN began). */
+		/* TLS: records cut across the iovecs, a batch of them per send();
+		 * what is left goes to the batch as below (its first byte is where
+		 * the batch of records that said -EAGAIN began). */
 		k = coreio__tran_sendv_nb(c, iov, niov);
 		if (k < 0 && k != -EAGAIN)
 			return -ECONNRESET;

@@ -4,17 +4,43 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
-#define PRIO_X509 "NORMAL:-VERS-ALL:+VERS-TLS1.3"
-#define PRIO_PSK  "NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+DHE-PSK:+PSK"
+/*
+ * TLS 1.3 only, with the AEAD ciphers fastest first: AES-128-GCM (about
+ * 12% faster than AES-256-GCM with AES-NI, and as safe for our use), then
+ * AES-256-GCM; ChaCha20-Poly1305 first on an x86 without AES-NI and
+ * PCLMUL, where it is the fast one (and about 15 times slower where they
+ * are).
+ */
+#define PRIO_BASE   "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL"
+#define PRIO_AES    ":+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305"
+#define PRIO_CHACHA ":+CHACHA20-POLY1305:+AES-128-GCM:+AES-256-GCM"
+#define PRIO_PSK_KX ":+ECDHE-PSK:+DHE-PSK:+PSK"
+
+/*
+ * After the handshake a session moves records through its own buffers
+ * (push(), pull()): a send encrypts up to TX_BATCH bytes, record after
+ * record, and hands all of them to the socket in one send(); a receive
+ * reads up to RX_AHEAD bytes of records at once and GnuTLS takes them
+ * from there. Both buffers start at BUF_MIN and grow with bulk transfers.
+ * GnuTLS's own way costs a send() per record and two recv() per record
+ * (its header, then its body), which held bulk transfers far below what
+ * the cipher does.
+ */
+#define TX_BATCH   (256u * 1024)
+#define RX_AHEAD   (256u * 1024)
+#define RECORD_MAX 16384u	/* TLS 1.3's largest plaintext record */
+#define BUF_MIN	   (32u * 1024) /* in and out at first: MMIO alone needs no more */
 
 #define PSK_MAX_KEYS	 64
 #define PSK_IDENTITY_MAX 128
@@ -40,7 +66,18 @@ struct coreio__tls_creds {
 struct coreio__tls {
 	gnutls_session_t s;
 	const struct coreio__tls_creds *creds;
-	size_t again_len; /* a send that returned -EAGAIN: its length, else 0 */
+	int fd;
+	bool batched;	  /* the handshake is done: records go through out and in */
+	size_t again_len; /* a send that returned -EAGAIN: the bytes it took, else 0 */
+	uint8_t *out;	  /* records built (push()) and not sent yet: out_off to out_len */
+	size_t out_off, out_len, out_cap;
+	uint8_t *in; /* bytes read ahead (pull()) that GnuTLS has not taken: in_off to in_len */
+	size_t in_off, in_len, in_cap;
+	bool in_full;	/* the last read filled in: it grows, up to RX_AHEAD */
+	int rx_failed;	/* a receive that failed: its errno, returned again */
+	int tx_failed;	/* a send that failed: its errno, returned again */
+	bool held_only; /* a receive from what the session holds: pull() reads no socket */
+	uint8_t stage[RECORD_MAX]; /* a record's plaintext gathered from several iovecs */
 	char err[COREIO__TLS_ERR_MAX];
 	char peer[COREIO__TLS_ERR_MAX];
 };
@@ -282,6 +319,19 @@ void coreio__tls_creds_free(struct coreio__tls_creds *c)
 	free(c);
 }
 
+/* The priority string of a session (PRIO_BASE). */
+static const char *priority(bool psk)
+{
+	bool aes = true;
+
+#if defined(__x86_64__) || defined(__i386__)
+	aes = __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
+#endif
+	if (psk)
+		return aes ? PRIO_BASE PRIO_AES PRIO_PSK_KX : PRIO_BASE PRIO_CHACHA PRIO_PSK_KX;
+	return aes ? PRIO_BASE PRIO_AES : PRIO_BASE PRIO_CHACHA;
+}
+
 int coreio__tls_new(struct coreio__tls **out, const struct coreio__tls_creds *c, int fd,
 		    const char *server_name, char *err, size_t errlen)
 {
@@ -296,13 +346,14 @@ int coreio__tls_new(struct coreio__tls **out, const struct coreio__tls_creds *c,
 	if (!t)
 		return say(err, errlen, -ENOMEM, "out of memory");
 	t->creds = c;
+	t->fd = fd;
 	flags |= c->role == COREIO__TLS_SERVER ? GNUTLS_SERVER : GNUTLS_CLIENT;
 	if (gnutls_init(&t->s, flags) < 0) {
 		free(t);
 		return say(err, errlen, -ENOMEM, "cannot start a TLS session");
 	}
 	gnutls_session_set_ptr(t->s, t);
-	rc = gnutls_priority_set_direct(t->s, c->psk ? PRIO_PSK : PRIO_X509, NULL);
+	rc = gnutls_priority_set_direct(t->s, priority(c->psk), NULL);
 	if (rc >= 0) {
 		if (c->psk)
 			rc = gnutls_credentials_set(t->s, GNUTLS_CRD_PSK,
@@ -436,13 +487,139 @@ static int fail(struct coreio__tls *t, int rc)
 	}
 }
 
+/* GnuTLS's push once the handshake is done: the record joins t->out (flush_out() sends it). */
+static ssize_t push(gnutls_transport_ptr_t p, const void *buf, size_t len)
+{
+	struct coreio__tls *t = p;
+
+	if (len > t->out_cap - t->out_len) {
+		size_t cap = t->out_cap ? t->out_cap : BUF_MIN;
+		uint8_t *o;
+
+		while (cap - t->out_len < len)
+			cap *= 2;
+		o = realloc(t->out, cap);
+		if (!o) {
+			gnutls_transport_set_errno(t->s, ENOMEM);
+			return -1;
+		}
+		t->out = o;
+		t->out_cap = cap;
+	}
+	memcpy(t->out + t->out_len, buf, len);
+	t->out_len += len;
+	return (ssize_t)len;
+}
+
+/*
+ * GnuTLS's pull once the handshake is done: from the bytes read ahead, and
+ * when there are none, one recv() of up to RX_AHEAD bytes. It says EAGAIN
+ * only when nothing is read ahead and the socket is empty.
+ */
+static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
+{
+	struct coreio__tls *t = p;
+	size_t n;
+
+	if (t->in_off == t->in_len && t->held_only) {
+		gnutls_transport_set_errno(t->s, EAGAIN);
+		return -1;
+	}
+	if (t->in_off == t->in_len) {
+		uint8_t *to = t->in;
+		size_t room = t->in_cap;
+		ssize_t k;
+
+		if (t->in_full && t->in_cap < RX_AHEAD) {
+			/* The last read filled it: a bulk transfer, read further ahead. */
+			to = realloc(t->in, t->in_cap * 2);
+			if (to) {
+				t->in = to;
+				t->in_cap *= 2;
+			}
+			to = t->in;
+			room = t->in_cap;
+		}
+		if (!to) {
+			to = t->in = malloc(BUF_MIN);
+			room = t->in_cap = to ? BUF_MIN : 0;
+			if (!to) {
+				to = buf; /* no read-ahead: what GnuTLS asked for */
+				room = len;
+			}
+		}
+		do {
+			k = recv(t->fd, to, room, MSG_DONTWAIT);
+		} while (k < 0 && errno == EINTR);
+		if (k < 0) {
+			gnutls_transport_set_errno(t->s, errno == EWOULDBLOCK ? EAGAIN : errno);
+			return -1;
+		}
+		if (to == buf || k == 0)
+			return k;
+		t->in_full = (size_t)k == room;
+		t->in_off = 0;
+		t->in_len = (size_t)k;
+	}
+	n = t->in_len - t->in_off < len ? t->in_len - t->in_off : len;
+	memcpy(buf, t->in + t->in_off, n);
+	t->in_off += n;
+	return (ssize_t)n;
+}
+
+/* GnuTLS asks this only with a timeout set (never here); answered all the same. */
+static int pull_timeout(gnutls_transport_ptr_t p, unsigned ms)
+{
+	struct coreio__tls *t = p;
+	struct pollfd pfd = {.fd = t->fd, .events = POLLIN};
+
+	if (t->in_off < t->in_len)
+		return 1;
+	return poll(&pfd, 1, ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int)ms);
+}
+
+/*
+ * Send what t->out holds. Returns 0 when all of it went, -EAGAIN when the
+ * socket is full (the rest stays for the next call), or -ECONNRESET.
+ */
+static int flush_out(struct coreio__tls *t)
+{
+	while (t->out_off < t->out_len) {
+		ssize_t n = send(t->fd, t->out + t->out_off, t->out_len - t->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n > 0) {
+			t->out_off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return -EAGAIN;
+		snprintf(t->err, sizeof(t->err), "the connection was closed during TLS: %s",
+			 n < 0 ? strerror(errno) : "send() took nothing");
+		return -ECONNRESET;
+	}
+	t->out_off = t->out_len = 0;
+	return 0;
+}
+
 int coreio__tls_handshake(struct coreio__tls *t)
 {
-	int rc = gnutls_handshake(t->s);
+	int rc;
 
+	if (t->batched)
+		return 0;
+	rc = gnutls_handshake(t->s);
 	if (rc == GNUTLS_E_SUCCESS) {
 		t->err[0] = '\0';
 		note_peer(t);
+		/* From now on records go through t->out and t->in (TX_BATCH). */
+		gnutls_transport_set_ptr(t->s, t);
+		gnutls_transport_set_push_function(t->s, push);
+		gnutls_transport_set_pull_function(t->s, pull);
+		gnutls_transport_set_pull_timeout_function(t->s, pull_timeout);
+		t->batched = true;
 		return 0;
 	}
 	if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED ||
@@ -462,51 +639,154 @@ bool coreio__tls_want_write(const struct coreio__tls *t)
 	return gnutls_record_get_direction(t->s) == 1;
 }
 
-ssize_t coreio__tls_send(struct coreio__tls *t, const void *buf, size_t len)
+/*
+ * Encrypt up to TX_BATCH bytes of iov (skip bytes in) into t->out, one
+ * record per RECORD_MAX bytes; a record that spans iovecs is gathered in
+ * t->stage first. Returns the bytes taken (> 0), or a negative errno.
+ */
+static ssize_t seal(struct coreio__tls *t, const struct iovec *iov, int niov, size_t skip)
 {
-	size_t max = gnutls_record_get_max_size(t->s);
-	ssize_t rc;
+	size_t max = gnutls_record_get_max_size(t->s), taken = 0, off = skip;
+	int i = 0;
 
-	if (t->again_len)
-		len = t->again_len; /* the record built by the call that said -EAGAIN */
-	else if (len > max)
-		len = max;
-	if (len == 0)
-		return 0;
-	rc = gnutls_record_send(t->s, buf, len);
-	if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) {
-		t->again_len = len;
+	if (max > RECORD_MAX)
+		max = RECORD_MAX;
+	while (i < niov && taken < TX_BATCH) {
+		size_t want = TX_BATCH - taken < max ? TX_BATCH - taken : max, n = 0;
+		const uint8_t *p;
+		ssize_t rc;
+
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			i++;
+			continue;
+		}
+		if (iov[i].iov_len - off >= want) {
+			p = (const uint8_t *)iov[i].iov_base + off;
+			n = want;
+		} else {
+			/* The record's bytes from this iovec and the next ones. */
+			for (int k = i; k < niov && n < want; k++) {
+				size_t o = k == i ? off : 0, l = iov[k].iov_len - o;
+
+				if (l > want - n)
+					l = want - n;
+				memcpy(t->stage + n, (const uint8_t *)iov[k].iov_base + o, l);
+				n += l;
+			}
+			p = t->stage;
+		}
+		rc = gnutls_record_send(t->s, p, n);
+		if (rc < 0)
+			return fail(t, (int)rc);
+		taken += (size_t)rc;
+		off += (size_t)rc;
+		if ((size_t)rc < n)
+			break; /* not expected: the caller offers the rest again */
+	}
+	return (ssize_t)taken;
+}
+
+ssize_t coreio__tls_sendv(struct coreio__tls *t, const struct iovec *iov, int niov, size_t skip)
+{
+	ssize_t taken;
+	int rc;
+
+	if (!t->batched) {
+		/* Not expected before the handshake is done: refused like GnuTLS does. */
+		snprintf(t->err, sizeof(t->err), "TLS failed: the handshake is not done");
+		return -EPROTO;
+	}
+	if (t->tx_failed)
+		return t->tx_failed;
+	if (t->again_len) {
+		/* The batch of the call that said -EAGAIN: the rest of its records. */
+		taken = (ssize_t)t->again_len;
+	} else {
+		taken = seal(t, iov, niov, skip);
+		if (taken < 0)
+			t->tx_failed = (int)taken;
+		if (taken <= 0)
+			return taken;
+	}
+	rc = flush_out(t);
+	if (rc == -EAGAIN) {
+		t->again_len = (size_t)taken;
 		return -EAGAIN;
 	}
 	t->again_len = 0;
 	if (rc < 0)
-		return fail(t, (int)rc);
+		t->tx_failed = rc;
+	return rc < 0 ? rc : taken;
+}
+
+ssize_t coreio__tls_send(struct coreio__tls *t, const void *buf, size_t len)
+{
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+
+	if (len == 0 && !t->again_len)
+		return 0;
+	return coreio__tls_sendv(t, &iov, 1, 0);
+}
+
+/* A receive (coreio__tls_recv()); with held_only, pull() does not read the socket. */
+static ssize_t recv_some(struct coreio__tls *t, void *buf, size_t len, bool held_only)
+{
+	ssize_t rc;
+
+	if (len == 0)
+		return 0;
+	if (t->rx_failed)
+		return t->rx_failed; /* the first failure's reason stays in t->err */
+	t->held_only = held_only;
+	for (int tries = 0;; tries++) {
+		rc = gnutls_record_recv(t->s, buf, len);
+		/* Records the receive made GnuTLS send (a key update's answer)
+		 * leave now, unless a send that said -EAGAIN carries them. */
+		if (t->out_len > t->out_off && !t->again_len)
+			(void)flush_out(t);
+		if (rc >= 0)
+			break;
+		if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED ||
+		    (!gnutls_error_is_fatal((int)rc) && rc != GNUTLS_E_PREMATURE_TERMINATION)) {
+			/* Order: -EAGAIN only when nothing is held (the caller may
+			 * sleep on the fd); a record that was not data (a key
+			 * update) may leave more behind it. Each try takes a
+			 * record: a peer sending thousands without data fails. */
+			if (coreio__tls_pending(t) == 0) {
+				rc = -EAGAIN;
+				break;
+			}
+			if (tries < 1024)
+				continue;
+			rc = GNUTLS_E_UNEXPECTED_PACKET;
+		}
+		if (rc == GNUTLS_E_PREMATURE_TERMINATION) {
+			/* The peer's process ended without close_notify: a close, like EOF. */
+			rc = 0;
+			break;
+		}
+		t->rx_failed = fail(t, (int)rc);
+		rc = t->rx_failed;
+		break;
+	}
+	t->held_only = false;
 	return rc;
 }
 
 ssize_t coreio__tls_recv(struct coreio__tls *t, void *buf, size_t len)
 {
-	ssize_t rc;
+	return recv_some(t, buf, len, false);
+}
 
-	if (len == 0)
-		return 0;
-	rc = gnutls_record_recv(t->s, buf, len);
-	if (rc >= 0)
-		return rc;
-	if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED)
-		return -EAGAIN;
-	if (rc == GNUTLS_E_PREMATURE_TERMINATION) {
-		/* The peer's process ended without close_notify: a close, like EOF. */
-		return 0;
-	}
-	if (!gnutls_error_is_fatal((int)rc))
-		return -EAGAIN;
-	return fail(t, (int)rc);
+ssize_t coreio__tls_recv_held(struct coreio__tls *t, void *buf, size_t len)
+{
+	return recv_some(t, buf, len, true);
 }
 
 size_t coreio__tls_pending(const struct coreio__tls *t)
 {
-	return gnutls_record_check_pending(t->s);
+	return gnutls_record_check_pending(t->s) + (t->in_len - t->in_off);
 }
 
 const char *coreio__tls_error(const struct coreio__tls *t)
@@ -524,5 +804,7 @@ void coreio__tls_free(struct coreio__tls *t)
 	if (!t)
 		return;
 	gnutls_deinit(t->s);
+	free(t->out);
+	free(t->in);
 	free(t);
 }

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 /*
  * Why GnuTLS: QEMU's own TLS credentials (tls-creds-x509, tls-creds-psk) are
@@ -81,25 +82,47 @@ int coreio__tls_handshake(struct coreio__tls *t);
 bool coreio__tls_want_write(const struct coreio__tls *t);
 
 /*
- * Encrypt and send up to len bytes of buf (at most one record, 16 KiB).
- * Returns the number of bytes taken (> 0), or -EAGAIN when the socket is
- * full: then call again with the same buf (the record is already built and
- * partly sent; the call returns how many of buf's bytes it carried), or
- * another negative errno when the session failed.
+ * Encrypt and send up to len bytes of buf (after the handshake): up to
+ * 256 KiB at a time, as full records, all of them in one send(). Returns
+ * the number of bytes taken (> 0) once the socket took every record built
+ * from them, or -EAGAIN when the socket is full: the records are already
+ * built and partly sent, so call again with the same bytes (the same buf,
+ * or a copy of them) once the fd is writable; that call sends the rest
+ * and returns how many bytes they carried. Any other negative errno: the
+ * session failed. Nothing is left unsent when a call returns > 0.
  */
 ssize_t coreio__tls_send(struct coreio__tls *t, const void *buf, size_t len);
 
 /*
+ * As coreio__tls_send(), for the bytes of niov iovecs in order, skip
+ * bytes in: a record may span iovecs (a 24-byte header, its payload and
+ * its padding make one record, not three). After -EAGAIN, call again with
+ * the same bytes first.
+ */
+ssize_t coreio__tls_sendv(struct coreio__tls *t, const struct iovec *iov, int niov, size_t skip);
+
+/*
  * Receive and decrypt up to len bytes into buf. Returns the number of
  * bytes (> 0), 0 when the peer closed the connection, -EAGAIN when nothing
- * is there yet, or another negative errno (coreio__tls_error() says why).
+ * is there yet (then the session holds nothing: coreio__tls_pending() is
+ * 0 and the caller may sleep on the fd), or another negative errno
+ * (coreio__tls_error() says why). After the handshake the session reads
+ * the socket ahead, up to 256 KiB at once.
  */
 ssize_t coreio__tls_recv(struct coreio__tls *t, void *buf, size_t len);
 
 /*
- * Decrypted bytes the session holds that coreio__tls_recv() will return
- * without reading the socket. A caller must take them before it sleeps on
- * the fd: they will never make it readable.
+ * As coreio__tls_recv(), from what the session holds only (see
+ * coreio__tls_pending()): the socket is not read. -EAGAIN when that is all.
+ */
+ssize_t coreio__tls_recv_held(struct coreio__tls *t, void *buf, size_t len);
+
+/*
+ * Bytes the session holds that coreio__tls_recv() will go through without
+ * reading the socket: decrypted ones, and records read ahead. A caller
+ * must take them before it sleeps on the fd: they will never make it
+ * readable. Not 0 means "call coreio__tls_recv() again", not a count of
+ * data bytes to expect.
  */
 size_t coreio__tls_pending(const struct coreio__tls *t);
 

@@ -123,8 +123,9 @@ size_t tls_flush_some(struct vmmio_conn *c, int *err)
 			total += (size_t)n;
 			c->sent += (uint64_t)n;
 		} else {
-			/* -EAGAIN: the record waits in the session; the head of
-			 * the queue stays put for the next call (EPOLLOUT). */
+			/* -EAGAIN: the batch of records waits in the session,
+			 * partly sent; the head of the queue stays put for the
+			 * next call (EPOLLOUT), which sends the rest. */
 			if (n != -EAGAIN)
 				*err = n < 0 ? (int)-n : EPIPE;
 			break;
@@ -133,10 +134,23 @@ size_t tls_flush_some(struct vmmio_conn *c, int *err)
 	return total;
 }
 
-/* The reader of coreio__wire_rx_fill_with(): the session's decrypted bytes. */
+/*
+ * The reader of coreio__wire_rx_fill_with(): the session's decrypted bytes,
+ * record after record until len is reached or nothing is left (a receive
+ * returns one record at most; the session reads the socket ahead).
+ */
 static long tls_read(void *opaque, void *buf, size_t len)
 {
-	return (long)coreio__tls_recv(opaque, buf, len);
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = coreio__tls_recv(opaque, (uint8_t *)buf + got, len - got);
+
+		if (n <= 0)
+			return got ? (long)got : (long)n;
+		got += (size_t)n;
+	}
+	return (long)got;
 }
 
 long tls_fill(struct vmmio_conn *c)
