@@ -17,7 +17,7 @@ case "$secs" in
 	;;
 esac
 build=${COREIO_FUZZ_BUILD_DIR:-build-fuzz}
-harnesses=(wire stream target virtq config qtest vfu mpqemu)
+harnesses=(wire stream target virtq config qtest inject vfu mpqemu)
 
 scripts/install-deps.sh clang libclang-rt-14-dev
 if [ ! -f "$build/build.ninja" ]; then

@@ -1096,6 +1096,7 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 		OPT_TLS_CREDS,
 		OPT_TLS_PSK,
 		OPT_RECORD,
+		OPT_FAULT_SOCKET,
 	};
 	static const struct option opts[] = {
 	    {"accel", required_argument, NULL, OPT_ACCEL},
@@ -1109,6 +1110,7 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 	    {"tls-creds", required_argument, NULL, OPT_TLS_CREDS},
 	    {"tls-psk", required_argument, NULL, OPT_TLS_PSK},
 	    {"record", required_argument, NULL, OPT_RECORD},
+	    {"fault-socket", required_argument, NULL, OPT_FAULT_SOCKET},
 	    {"help", no_argument, NULL, OPT_HELP},
 	    {"kernel", required_argument, NULL, OPT_KERNEL},
 	    {"smp", required_argument, NULL, OPT_SMP},
@@ -1275,6 +1277,18 @@ int config_parse(int argc, char **argv, struct vm_config *cfg, char *err, size_t
 			if (cfg->record[0])
 				return fail(err, errlen, "--record given twice");
 			strcpy(cfg->record, optarg);
+			break;
+		case OPT_FAULT_SOCKET:
+			if (strncmp(optarg, "unix:", 5) != 0 || !optarg[5] ||
+			    strlen(optarg + 5) >= CONFIG_NAME_MAX)
+				return fail(
+				    err, errlen,
+				    "--fault-socket '%s': expected unix:PATH (PATH at most %d "
+				    "characters)",
+				    optarg, CONFIG_NAME_MAX - 1);
+			if (cfg->fault_socket[0])
+				return fail(err, errlen, "--fault-socket given twice");
+			strcpy(cfg->fault_socket, optarg + 5);
 			break;
 		case 'h':
 		case OPT_HELP:
@@ -1445,6 +1459,10 @@ void config_usage(FILE *f, const char *prog)
 	    "                      ways, claims, IRQs, DMA, faults, resets) in FILE, a\n"
 	    "                      pcapng file (docs/record-replay.md); shared-memory DMA\n"
 	    "                      is not offered then.\n"
+	    "  --fault-socket unix:PATH\n"
+	    "                      Accept fault-injection commands (inject, inject_clear,\n"
+	    "                      inject_list, inject_stats) on a UNIX socket, one per\n"
+	    "                      line, while the guest runs (docs/fault-injection.md).\n"
 	    "  --help, -h          This text.\n"
 	    "\n"
 	    "Each port prints 'listening on ADDR:PORT' (or [v6]:PORT, unix:PATH) on stderr\n"

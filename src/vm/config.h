@@ -117,9 +117,10 @@ struct vm_config {
 	unsigned peer_timeout_ms; /* --peer-timeout: hello and partial-frame deadline; 0: off */
 	/* TLS credentials of the tls=on ports (docs/security.md): exactly one of
 	 * them when a port has tls=on, loaded by vmmio_init(). */
-	char tls_creds[CONFIG_PATH_MAX]; /* --tls-creds DIR (X.509), or empty */
-	char tls_psk[CONFIG_PATH_MAX];	 /* --tls-psk FILE (pre-shared keys), or empty */
-	char record[CONFIG_PATH_MAX];	 /* --record FILE (docs/record-replay.md), or empty */
+	char tls_creds[CONFIG_PATH_MAX];    /* --tls-creds DIR (X.509), or empty */
+	char tls_psk[CONFIG_PATH_MAX];	    /* --tls-psk FILE (pre-shared keys), or empty */
+	char record[CONFIG_PATH_MAX];	    /* --record FILE (docs/record-replay.md), or empty */
+	char fault_socket[CONFIG_NAME_MAX]; /* --fault-socket unix:PATH: the PATH, or empty */
 	bool help;
 	struct range_config ranges[CONFIG_MAX_RANGES];
 	unsigned nranges;

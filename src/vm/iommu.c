@@ -49,6 +49,7 @@ static const char *fault_name(unsigned reason)
 	    [IOMMU_F_TARGET_NOT_RAM] = "target-not-ram",
 	    [IOMMU_F_DIRECT_REFUSED] = "direct-refused",
 	    [IOMMU_F_WRONG_ID] = "wrong-id",
+	    [IOMMU_F_INJECTED] = "injected",
 	};
 
 	return reason < sizeof(names) / sizeof(names[0]) && names[reason] ? names[reason] : "other";

@@ -62,6 +62,7 @@ enum iommu_fault_reason {
 	IOMMU_F_TARGET_NOT_RAM = 6, /* the translated page lies outside guest RAM */
 	IOMMU_F_DIRECT_REFUSED = 7, /* mid 0 DMA from a range bound to this IOMMU */
 	IOMMU_F_WRONG_ID = 8,	    /* a bound range's client used another mid or sid */
+	IOMMU_F_INJECTED = 9,	    /* an iommu-fault rule refused it (docs/fault-injection.md) */
 };
 
 /* Page-table entry bits. */
@@ -154,8 +155,9 @@ int iommu_map(struct iommu *u, unsigned sid, uint64_t iova, uint64_t len, bool w
 
 /*
  * Record a fault found outside the page walk (a refused DMA of a range
- * bound to u) exactly as a translation fault: FSTS, FADDR, FINFO, FCOUNT
- * and the interrupt.
+ * bound to u, or one an iommu-fault rule injects, IOMMU_F_INJECTED)
+ * exactly as a translation fault: FSTS, FADDR, FINFO, FCOUNT and the
+ * interrupt.
  */
 void iommu_record_fault(struct iommu *u, unsigned sid, uint64_t addr, bool write,
 			enum iommu_fault_reason reason);

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "inject.h"
 #include "qtest_parse.h"
 
 #define FLUSH_AT (64u << 10)
@@ -682,6 +683,15 @@ static void exec_line(struct qtest *q, char *line)
 	int k = 0;
 	const struct qtest_cmd_spec *c;
 
+	/* Fault injection takes a variable number of words: its own parser,
+	 * the same as --fault-socket's (docs/fault-injection.md). */
+	if (inject_is_command(line)) {
+		static char ans[VMMIO_INJECT_ANSWER_MAX];
+
+		vmmio_inject_command(q->v, line, ans, sizeof(ans));
+		answer(q, "%s", ans);
+		return;
+	}
 	switch (qtest_parse_line(line, t, &n, &k, &badtok)) {
 	case QTEST_PARSE_EMPTY:
 		return; /* an empty line is not a command */

@@ -103,6 +103,7 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 {
 	memset(v, 0, sizeof(*v));
 	v->timer_fd = -1;
+	v->inject_timer_fd = -1;
 	v->io = io;
 	v->mem = mem;
 	v->irq = irq;
@@ -188,6 +189,13 @@ int vmmio_init(struct vmmio *v, const struct vm_config *cfg, struct ioreq_ctx *i
 		if (err < 0)
 			return err;
 	}
+	/* The delay timer and --fault-socket (docs/fault-injection.md). */
+	{
+		int err = inject_init(v, cfg);
+
+		if (err < 0)
+			return err;
+	}
 	if (v->nports > 0) {
 		struct itimerspec its = {.it_interval = {0, VMMIO_TICK_MS * 1000000L},
 					 .it_value = {0, VMMIO_TICK_MS * 1000000L}};
@@ -249,6 +257,8 @@ void vmmio_exit(struct vmmio *v)
 		if (v->ranges[i].waits)
 			print_waits(&v->ranges[i]);
 	print_limits(v);
+	/* Accesses a delay= rule holds complete (as unclaimed) first. */
+	inject_abandon(v);
 	/* A vCPU still waiting wakes (its request completes) and lets go of
 	 * its reference; the memory goes from the loop (event_exit() at the
 	 * latest). */
@@ -263,6 +273,7 @@ void vmmio_exit(struct vmmio *v)
 		close(v->timer_fd);
 		v->timer_fd = -1;
 	}
+	inject_exit(v);
 	for (unsigned p = 0; p < v->nports; p++)
 		port_close(&v->ports[p]);
 	tls_creds_put(v); /* freed once the last session is */

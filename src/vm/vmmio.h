@@ -7,7 +7,8 @@
  * threads): vmmio.c this API; vmmio_req.c the ioreq adapter (vmmio_submit()
  * and the wait); vmmio_conn.c the connection object; vmmio_proto.c the
  * protocol handlers; vmmio_port.c the listeners; vmmio_shm.c the shared
- * memory map; vmmio_poll.c the adaptive spin.
+ * memory map; vmmio_poll.c the adaptive spin; vmmio_inject.c fault injection
+ * (inject.h's rules applied, the delay timer, --fault-socket).
  */
 
 #include <pthread.h>
@@ -16,6 +17,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "inject.h"
 #include "iommu.h"
 #include "ioreq.h"
 #include "irq.h"
@@ -98,6 +100,20 @@ struct vmmio_range {
 	unsigned rid;
 	struct vmmio_conn *owner; /* the claiming connection, or NULL */
 	unsigned timeout_ms;	  /* timeout=MS: answer deadline; 0: none */
+	struct inject_set inject; /* fault-injection rules and counters (VM lock) */
+};
+
+#define VMMIO_DELAY_MAX		64    /* accesses held back by delay= rules at once */
+#define VMMIO_INJECT_ANSWER_MAX 16384 /* an answer line of vmmio_inject_command() */
+#define VMMIO_FAULT_CLIENTS	8     /* --fault-socket connections at once */
+
+struct vmmio_fault_srv; /* --fault-socket (vmmio_inject.c) */
+
+/* An access held back by a delay= rule until due_ns (VM lock). */
+struct vmmio_delayed {
+	struct io_request *req; /* NULL: a free slot */
+	struct vmmio_range *rg;
+	long long due_ns;
 };
 
 #define VMMIO_SPIN_MIN_NS 10000 /* poll=adaptive: a spin halved below this stops */
@@ -163,6 +179,12 @@ struct vmmio {
 	struct vmmio_shm_region shm[VMMIO_SHM_MAX]; /* our own fds */
 	unsigned nshm;
 	uint64_t shm_gen; /* generation of that map */
+
+	/* Fault injection (vmmio_inject.c, docs/fault-injection.md). VM lock. */
+	unsigned inject_next_id;		       /* the id of the last rule added */
+	int inject_timer_fd;			       /* fires when a delayed access is due */
+	struct vmmio_delayed delayed[VMMIO_DELAY_MAX]; /* accesses held back by delay= */
+	struct vmmio_fault_srv *fault;		       /* --fault-socket, or NULL */
 };
 
 /*
@@ -247,6 +269,17 @@ void *vm_dma_ptr(const struct vmmio *v, uint64_t gpa, uint64_t len);
  * (then no memory is offered).
  */
 int vmmio_shm_set(struct vmmio *v, const struct vmmio_shm_region *r, unsigned n);
+
+/*
+ * Run one fault-injection command (docs/fault-injection.md): inject RANGE
+ * RULE..., inject_clear [RANGE], inject_list [RANGE] or inject_stats
+ * [RANGE], the same words from qtest and from --fault-socket. line is
+ * modified. Takes the VM lock (the caller must not hold it). The one-line
+ * answer ("OK ..." or "FAIL reason", no newline) goes to ans (len bytes,
+ * VMMIO_INJECT_ANSWER_MAX is enough); an empty line gives an empty answer
+ * (none is due). No errors beyond the answer.
+ */
+void vmmio_inject_command(struct vmmio *v, char *line, char *ans, size_t len);
 
 /* Range g, or NULL if there is no such range. */
 const struct vmmio_range *vmmio_range(const struct vmmio *v, unsigned g);

@@ -365,6 +365,60 @@ void req_abandon(struct vmmio_conn *c, const struct vmmio_range *rg);
 /* A fresh tag for a frame on c: none of c's pending requests uses it (VM lock held). */
 uint32_t req_new_tag(struct vmmio_conn *c);
 
+/*
+ * vmmio_submit() past fault injection: send req to rg's client now (VM
+ * lock held). Returns 0 when req is done (no client: reads 0xAA, writes
+ * dropped), or IOREQ_PENDING with the frame queued on the owner and
+ * req->wait set to the normal wait (vmmio_submit()).
+ */
+int req_submit_now(struct io_request *req, struct vmmio_range *rg);
+
+/* True for a posted write opcode (WRITE, WRITEP): nothing answers it. */
+bool req_is_posted(uint8_t op);
+
+/* ---- vmmio_inject.c: fault injection (docs/fault-injection.md) ----------- */
+
+/*
+ * Start fault injection for v (vmmio_init()): the delay timer, and the
+ * --fault-socket listener of cfg when given (announced on stderr). Returns
+ * 0 or a negative errno after printing why.
+ */
+int inject_init(struct vmmio *v, const struct vm_config *cfg);
+
+/*
+ * Complete every access a delay= rule still holds as unclaimed (VM lock
+ * held; vmmio_exit(), so that no vCPU waits for it).
+ */
+void inject_abandon(struct vmmio *v);
+
+/* Close the --fault-socket listener and its clients and the delay timer (VM lock not held). */
+void inject_exit(struct vmmio *v);
+
+/*
+ * The rules of a guest access of rg (vmmio_submit(), VM lock held).
+ * Returns 0 (nothing injected: submit it), -EIO (bus-error: req completes
+ * as a bus error, never sent), or IOREQ_PENDING (delay=: held back, the
+ * timer submits it; req->wait set).
+ */
+int inject_access(struct vmmio_range *rg, struct io_request *req);
+
+/*
+ * The rules of a client's IRQ update of rg's line iid to level, through
+ * src (VM lock held). Returns true when a rule handled it (irq-drop: the
+ * source stays low; irq-repeat: raise, lower, raise), false when the caller
+ * sets the level as usual.
+ */
+bool inject_irq(struct vmmio_conn *c, struct vmmio_range *rg, unsigned iid, struct irq_source *src,
+		bool level);
+
+/*
+ * The rules of a client's DMA piece m on c (the rules of every range of
+ * c's port; VM lock held). rd: the piece reads guest memory. Returns true
+ * when it must fail (the error bit); an iommu-fault rule has recorded the
+ * fault in the IOMMU of the piece's mid.
+ */
+bool inject_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m, bool rd);
+
 /* ---- vmmio_shm.c: the shared memory map ---------------------------------- */
 
 /*

@@ -119,6 +119,8 @@ static void handle_irq(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	if (c->v->trace)
 		conn_log(c, "IRQ rid %u iid %llu (line %d) -> %d", rid, (unsigned long long)iid,
 			 rg->irqs[iid], level);
+	if (rg->inject.n && inject_irq(c, rg, (unsigned)iid, &c->src[rid][iid], level))
+		return; /* irq-drop or irq-repeat */
 	irq_source_set(c->v->irq, &c->src[rid][iid], level);
 }
 
@@ -192,14 +194,19 @@ static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	uint32_t hl[IOMMU_MAX_SEGS], done = 0;
 	int nseg, err;
 	size_t flen;
-	bool refused;
+	bool refused, injected;
 
 	if (large && !(c->caps & COREIO_CAP_LARGE_DMA)) {
 		proto_malformed(c, "%s without negotiated LARGE_DMA",
 				coreio__wire_op_name(m->h.op));
 		return;
 	}
-	nseg = dma_map(c, m, !rd, hp, hl, &refused);
+	/* Fault injection (dma-fail, iommu-fault) first: the piece fails
+	 * before it is translated, as the rule's log line says. */
+	injected = inject_dma(c, m, rd);
+	nseg = injected ? 0 : dma_map(c, m, !rd, hp, hl, &refused);
+	if (injected)
+		refused = false;
 	if (nseg > 0)
 		p = hp[0];
 	h.origin = true;
@@ -209,6 +216,8 @@ static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	if (!p && refused) {
 		v->io->stats.dma_faults++;
 		dma_refused(c, m);
+	} else if (!p && injected) {
+		v->io->stats.dma_faults++; /* logged and counted as injected */
 	} else if (!p) {
 		v->io->stats.dma_faults++;
 		conn_log(c, "DMA %s mid %u sid %u addr 0x%llx len %u faulted",

@@ -37,6 +37,11 @@ static bool is_posted(uint8_t op)
 	return op == COREIO_OP_WRITE || op == COREIO_OP_WRITEP;
 }
 
+bool req_is_posted(uint8_t op)
+{
+	return is_posted(op);
+}
+
 uint32_t req_new_tag(struct vmmio_conn *c)
 {
 	for (;;) {
@@ -380,6 +385,16 @@ static int vmmio_wait(struct io_request *req)
 int vmmio_submit(struct io_request *req, void *opaque)
 {
 	struct vmmio_range *rg = opaque;
+	int rc;
+
+	/* Fault injection first (one branch when the range has no rule). */
+	if (rg->inject.n && (rc = inject_access(rg, req)) != 0)
+		return rc;
+	return req_submit_now(req, rg);
+}
+
+int req_submit_now(struct io_request *req, struct vmmio_range *rg)
+{
 	struct vmmio_conn *c = rg->owner;
 	struct mmio_request *m = &req->reqs.mmio;
 	bool wr = m->direction == REQUEST_WRITE;
