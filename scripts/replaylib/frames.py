@@ -30,6 +30,8 @@ ERROR_BIT = 1 << 30
 ORIGIN_BIT = 1 << 31
 TAG_MASK = 0xFFFFFFFF << 32
 MAGIC = 0x3178456F4965726F
+CAP_LARGE_DMA = 1
+CAP_CLAIM_ACK = 2
 CAP_SHM = 4
 
 # Recording kinds (the 16-byte record header of docs/record-replay.md).

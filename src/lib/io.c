@@ -298,59 +298,6 @@ static int route(struct coreio_ctx *ctx, int i, const uint8_t *frame, size_t len
  */
 #define DIRECT_IOV (2 * COREIO__DIRECT_MAX + 2)
 
-/*
- * recvmsg() into iov without blocking; fds that come along are queued in
- * q as coreio__wire_rx_fill_fds() does (bound to the last byte read).
- * Returns the bytes read, 0 at end of stream, or a negative errno.
- */
-static long recv_iov(int fd, struct iovec *iov, int niov, struct coreio_wire_fdq *q)
-{
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int) * COREIO_WIRE_FDQ_MAX)];
-	} ctl;
-	struct msghdr mh;
-	ssize_t n;
-
-	do {
-		memset(&mh, 0, sizeof(mh));
-		mh.msg_iov = iov;
-		mh.msg_iovlen = (size_t)niov;
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = sizeof(ctl.buf);
-		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	} while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	q->total += (uint64_t)n;
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-		size_t nfd;
-
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS ||
-		    cm->cmsg_len < CMSG_LEN(0))
-			continue;
-		nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t k = 0; k < nfd; k++) {
-			int f;
-
-			memcpy(&f, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
-			if (f < 0)
-				continue;
-			if (q->n < COREIO_WIRE_FDQ_MAX && n > 0) {
-				q->fd[q->n] = f;
-				q->pos[q->n] = q->total - 1;
-				q->n++;
-			} else {
-				close(f);
-				q->dropped++;
-			}
-		}
-	}
-	if (mh.msg_flags & MSG_CTRUNC)
-		q->dropped++;
-	return (long)n;
-}
-
 /* Copy bytes [from, to) of the stream that iov (niov of them) received into dst. */
 static void iov_copy_out(const struct iovec *iov, int niov, size_t from, size_t to, uint8_t *dst)
 {
@@ -504,7 +451,7 @@ static long rx_direct(struct coreio_ctx *ctx, struct coreio__conn *c)
 		iov[niov++] = (struct iovec){d->hdr[d->n], fs[d->n] - pos};
 	iov[niov++] = (struct iovec){rx->buf + COREIO_WIRE_MAX_MSG, cap - COREIO_WIRE_MAX_MSG};
 
-	n = recv_iov(c->fd, iov, niov, &c->fdq);
+	n = coreio__wire_recv_iov_fds(c->fd, iov, niov, &c->fdq);
 	if (n <= 0) {
 		if (hdr0 && n == -EAGAIN) {
 			d->cont = g0; /* the payload part stays in place */

@@ -22,19 +22,14 @@ static void dev_log(const struct mpqemu_dev *d, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "coreio-vm: mpqemu device %u: ", d->g);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	qside_vlog("mpqemu", d->g, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
-	fflush(stderr);
 }
 
 static void close_rx_fds(struct mpqemu_dev *d)
 {
-	for (unsigned i = 0; i < d->rx_nfds; i++)
-		close(d->rx_fds[i]);
-	d->rx_nfds = 0;
+	qside_close_fds(d->rx_fds, &d->rx_nfds);
 }
 
 static void rx_reset(struct mpqemu_dev *d)
@@ -57,35 +52,11 @@ static void dev_close(struct mpqemu_dev *d, const char *why)
 		return;
 	dev_log(d, "%s; closing its socket", why);
 	close_rx_fds(d);
-	event_del(d->fd);
-	close(d->fd);
-	d->fd = -1;
-	if (--d->mq->nopen == 0 && d->mq->ctl_fd < 0) {
+	qside_sock_close(&d->fd);
+	if (--d->mq->nopen == 0 && d->mq->q.ctl.fd < 0) {
 		fprintf(stderr, "coreio-vm: every mpqemu device socket is closed; exiting\n");
 		event_stop();
 	}
-}
-
-/* Send one message to the orchestrator (--mpqemu-control); never blocks. */
-static void ctl_send(struct mpqemu *mq, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void ctl_send(struct mpqemu *mq, const char *fmt, ...)
-{
-	char msg[MPQEMU_CTL_MSG_MAX];
-	va_list ap;
-	int n;
-
-	if (mq->ctl_fd < 0)
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(msg))
-		return;
-	if (mq->trace)
-		fprintf(stderr, "coreio-vm: control: sending '%s'\n", msg);
-	if (send(mq->ctl_fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) != n)
-		fprintf(stderr, "coreio-vm: control: cannot send '%s': %s\n", msg, strerror(errno));
 }
 
 static void malformed(struct mpqemu_dev *d, const char *fmt, ...)
@@ -99,7 +70,7 @@ static void malformed(struct mpqemu_dev *d, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	d->mq->v->io->stats.malformed++;
+	d->mq->q.v->io->stats.malformed++;
 	snprintf(why, sizeof(why), "malformed message: %s", reason);
 	dev_close(d, why);
 }
@@ -108,27 +79,19 @@ static void malformed(struct mpqemu_dev *d, const char *fmt, ...)
 static void reply(struct mpqemu_dev *d, uint64_t val)
 {
 	uint8_t out[MPQEMU_HDR_SIZE + MPQEMU_RET_SIZE];
-	size_t len = mpqemu_ret_encode(out, val), done = 0;
+	size_t len = mpqemu_ret_encode(out, val);
+	const char *err;
 
 	if (d->fd < 0)
 		return;
-	while (done < len) {
-		ssize_t n = send(d->fd, out + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+	/* The proxy reads each answer before its next request: a full socket is a
+	 * peer that does not. */
+	err = qside_send_all(d->fd, out, len);
+	if (err) {
+		char why[128];
 
-		if (n > 0) {
-			done += (size_t)n;
-		} else if (n < 0 && errno == EINTR) {
-			continue;
-		} else {
-			char why[128];
-
-			/* The proxy reads each answer before its next request: a full socket is a
-			 * peer that does not. */
-			snprintf(why, sizeof(why), "cannot send an answer: %s",
-				 n < 0 ? strerror(errno) : "short send");
-			dev_close(d, why);
-			return;
-		}
+		snprintf(why, sizeof(why), "cannot send an answer: %s", err);
+		dev_close(d, why);
 	}
 }
 
@@ -156,7 +119,7 @@ static void irq_backend(int line, bool level, void *opaque)
 	if (d->dead)
 		return; /* the line belongs to the range's next device instance */
 	pci_set_intx_status(&d->pci, level);
-	if (mq->trace)
+	if (mq->q.trace)
 		dev_log(d, "INTx %s", level ? "high" : "low");
 	signal_intx(d);
 }
@@ -178,20 +141,12 @@ static void on_resample(int fd, uint32_t events, void *opaque)
 static void bar_update(struct mpqemu_dev *d)
 {
 	uint32_t base = pci_bar0(&d->pci);
-	struct vm_stats keep;
 	int rc;
 
 	if (base == d->bar_base)
 		return;
-	keep = d->bar_io.stats;
-	ioreq_exit(&d->bar_io);
-	ioreq_init(&d->bar_io, NULL);
-	d->bar_io.stats = keep;
 	d->bar_base = base;
-	if (!base)
-		return;
-	rc = register_mmio_emulation_handler(&d->bar_io, base, (uint64_t)base + d->pci.bar_size,
-					     vmmio_submit, d->range);
+	rc = qside_bar_move(&d->bar_io, base, d->pci.bar_size, d->range, base != 0);
 	if (rc < 0)
 		dev_log(d, "cannot place BAR 0 at 0x%x: %s", base, strerror(-rc));
 }
@@ -251,23 +206,13 @@ static void start_access(struct mpqemu_dev *d, enum mpqemu_wait w, bool write, u
 			 uint64_t val, unsigned size)
 {
 	struct io_request *req = &d->req;
-	struct mmio_request *m = &req->reqs.mmio;
-	int rc;
+	uint8_t data[8];
 
-	memset(req, 0, sizeof(*req));
-	req->type = REQ_MMIO;
-	req->state = REQ_STATE_FREE;
-	req->complete = req_done;
-	req->complete_opaque = d;
-	m->direction = write ? REQUEST_WRITE : REQUEST_READ;
-	m->address = addr;
-	m->size = size;
-	m->flags = 0; /* QEMU does not say the CPU's privilege level */
-	if (write)
-		for (unsigned i = 0; i < 8; i++) /* little-endian bytes in address order */
-			m->data[i] = (uint8_t)(val >> (8 * i));
+	for (unsigned i = 0; i < 8; i++) /* little-endian bytes in address order */
+		data[i] = (uint8_t)(val >> (8 * i));
+	qside_req_init(req, write, addr, data, size, req_done, d);
 	d->wait = w;
-	if (d->mq->trace)
+	if (d->mq->q.trace)
 		dev_log(d, "%s 0x%llx size %u%s%s", write ? "write" : "read",
 			(unsigned long long)addr, size, d->bar_base ? "" : " (BAR 0 unassigned)",
 			d->dead ? " (dead: 0)" : "");
@@ -280,23 +225,8 @@ static void start_access(struct mpqemu_dev *d, enum mpqemu_wait w, bool write, u
 		finish(d);
 		return;
 	}
-	/* As a vCPU: the VM lock (the vmmio service's) around the access and
-	 * the handler's wait, which sends the request (vmmio_submit()); the
-	 * answer completes it later through req_done(), a posted write in the
-	 * wait already. */
-	pthread_mutex_lock(&d->mq->v->io->lock);
-	rc = emulate_io(&d->bar_io, req);
-	if (rc == IOREQ_PENDING && req->state != REQ_STATE_COMPLETE && req->wait)
-		req->wait(req);
-	pthread_mutex_unlock(&d->mq->v->io->lock);
-	if (rc == IOREQ_PENDING)
-		return;
-	if (rc < 0) {
-		/* A straddle (counted by emulate_io) or a bad size: a bus error. */
-		req->result = -EIO;
-		req->state = REQ_STATE_COMPLETE;
-	}
-	finish(d);
+	if (qside_req_run(d->mq->q.v, &d->bar_io, req) != IOREQ_PENDING)
+		finish(d);
 }
 
 static void handle_bar(struct mpqemu_dev *d, const struct mpqemu_bar *b, bool write)
@@ -376,11 +306,10 @@ static void handle_cfg(struct mpqemu_dev *d, const struct mpqemu_conf *c, bool w
 	reply(d, 0);
 }
 
-static void unmap_regions(struct mpqemu_region *r, unsigned n)
+static void unmap_regions(struct qside_map *r, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++)
-		if (r[i].map)
-			munmap(r[i].map, r[i].maplen);
+		qside_unmap(&r[i]);
 }
 
 /*
@@ -393,26 +322,32 @@ static void unmap_regions(struct mpqemu_region *r, unsigned n)
 static int handle_sysmem(struct mpqemu_dev *d, const struct mpqemu_msg *m)
 {
 	struct mpqemu *mq = d->mq;
-	struct mpqemu_region nr[MPQEMU_MAX_FDS];
-	long page = sysconf(_SC_PAGESIZE);
+	struct qside_map nr[MPQEMU_MAX_FDS];
 	unsigned n = m->sysmem.n;
 	char bad[200] = "";
 
 	memset(nr, 0, sizeof(nr));
 	for (unsigned i = 0; i < n && !bad[0]; i++) {
 		const struct mpqemu_sysmem_region *r = &m->sysmem.r[i];
-		struct stat st;
+		uint64_t end;
 
-		if (fstat(d->rx_fds[i], &st) < 0 || !S_ISREG(st.st_mode))
+		switch (qside_mem_check(d->rx_fds[i], r->offset, r->size, &end)) {
+		case QSIDE_MEM_NOT_FILE:
 			snprintf(bad, sizeof(bad), "region %u: the fd is not a memory file", i);
-		else if (r->offset + r->size > (uint64_t)st.st_size)
+			break;
+		case QSIDE_MEM_PAST_END:
 			snprintf(
 			    bad, sizeof(bad),
 			    "region %u: offset %lld + size 0x%llx passes the file's end (0x%llx)",
 			    i, (long long)r->offset, (unsigned long long)r->size,
-			    (unsigned long long)st.st_size);
-		else if (r->size > SIZE_MAX - (size_t)page)
+			    (unsigned long long)end);
+			break;
+		case QSIDE_MEM_TOO_LARGE:
 			snprintf(bad, sizeof(bad), "region %u: too large", i);
+			break;
+		default:
+			break;
+		}
 		nr[i].gpa = r->gpa;
 		nr[i].size = r->size;
 	}
@@ -421,25 +356,18 @@ static int handle_sysmem(struct mpqemu_dev *d, const struct mpqemu_msg *m)
 		return -1;
 	}
 	for (unsigned i = 0; i < n; i++) {
-		uint64_t off = m->sysmem.r[i].offset;
-		uint64_t delta = off % (uint64_t)page;
-		void *p;
+		int err = qside_map(&nr[i], d->rx_fds[i], m->sysmem.r[i].offset, true);
 
-		nr[i].maplen = (size_t)(nr[i].size + delta);
-		p = mmap(NULL, nr[i].maplen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-			 d->rx_fds[i], (off_t)(off - delta));
-		if (p == MAP_FAILED) {
+		if (err < 0) {
 			dev_log(d,
 				"SYNC_SYSMEM: cannot map region %u (gpa 0x%llx size 0x%llx): %s; "
 				"keeping the previous memory map",
 				i, (unsigned long long)nr[i].gpa, (unsigned long long)nr[i].size,
-				strerror(errno));
+				strerror(-err));
 			unmap_regions(nr, i);
 			close_rx_fds(d);
 			return 0;
 		}
-		nr[i].map = p;
-		nr[i].host = (uint8_t *)p + delta;
 	}
 	{
 		/* The same map for clients with shared-memory DMA (shm=on ports). */
@@ -448,32 +376,18 @@ static int handle_sysmem(struct mpqemu_dev *d, const struct mpqemu_msg *m)
 		for (unsigned i = 0; i < n; i++)
 			shm[i] = (struct vmmio_shm_region){nr[i].gpa, nr[i].size,
 							   m->sysmem.r[i].offset, d->rx_fds[i]};
-		vmmio_shm_set(mq->v, shm, n);
+		vmmio_shm_set(mq->q.v, shm, n);
 	}
 	close_rx_fds(d);
 	unmap_regions(mq->mem, mq->nmem);
 	memcpy(mq->mem, nr, sizeof(nr));
 	mq->nmem = n;
-	if (mq->trace || n == 0)
+	if (mq->q.trace || n == 0)
 		dev_log(d, "guest memory map: %u region(s)", n);
-	for (unsigned i = 0; i < n && mq->trace; i++)
+	for (unsigned i = 0; i < n && mq->q.trace; i++)
 		dev_log(d, "  region %u: gpa 0x%llx size 0x%llx", i, (unsigned long long)nr[i].gpa,
 			(unsigned long long)nr[i].size);
 	return 0;
-}
-
-/* True when fd is an eventfd. */
-static bool is_eventfd(int fd)
-{
-	char path[64], target[64];
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, target, sizeof(target) - 1);
-	if (n < 0)
-		return false;
-	target[n] = '\0';
-	return strcmp(target, "anon_inode:[eventfd]") == 0;
 }
 
 static void drop_irqfds(struct mpqemu_dev *d)
@@ -489,7 +403,7 @@ static void drop_irqfds(struct mpqemu_dev *d)
 
 static int handle_irqfd(struct mpqemu_dev *d)
 {
-	if (!is_eventfd(d->rx_fds[0]) || !is_eventfd(d->rx_fds[1])) {
+	if (!qside_is_eventfd(d->rx_fds[0]) || !qside_is_eventfd(d->rx_fds[1])) {
 		malformed(d, "SET_IRQFD with fds that are not eventfds");
 		return -1;
 	}
@@ -499,7 +413,7 @@ static int handle_irqfd(struct mpqemu_dev *d)
 	d->rx_nfds = 0;
 	if (event_add(d->resample_fd, EPOLLIN, on_resample, d) < 0)
 		dev_log(d, "cannot watch the resample eventfd: %s", strerror(errno));
-	if (d->mq->trace)
+	if (d->mq->q.trace)
 		dev_log(d, "SET_IRQFD: intr fd %d, resample fd %d", d->intr_fd, d->resample_fd);
 	signal_intx(d); /* a line already high */
 	return 0;
@@ -508,10 +422,10 @@ static int handle_irqfd(struct mpqemu_dev *d)
 static void handle_reset(struct mpqemu_dev *d)
 {
 	d->resets++;
-	if (d->mq->trace)
+	if (d->mq->q.trace)
 		dev_log(d, "DEVICE_RESET");
 	if (!d->dead) /* a dead instance's range may already have a new client */
-		vmmio_reset_range(d->mq->v, d->g);
+		vmmio_reset_range(d->mq->q.v, d->g);
 	pci_dev_reset(&d->pci);
 	pci_set_intx_status(&d->pci, d->line);
 	bar_update(d);
@@ -554,33 +468,6 @@ static void dispatch(struct mpqemu_dev *d)
 	}
 }
 
-/* Keep the fds of one recvmsg() (at most MPQEMU_MAX_FDS per message; the rest are closed). */
-static void take_fds(struct mpqemu_dev *d, struct msghdr *mh)
-{
-	if (mh->msg_flags & MSG_CTRUNC)
-		d->rx_fd_overflow = true;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
-		size_t n;
-		int fds[64];
-
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
-		    c->cmsg_len < CMSG_LEN(0))
-			continue;
-		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		if (n > sizeof(fds) / sizeof(fds[0]))
-			n = sizeof(fds) / sizeof(fds[0]);
-		memcpy(fds, CMSG_DATA(c), n * sizeof(int));
-		for (size_t i = 0; i < n; i++) {
-			if (d->rx_nfds < MPQEMU_MAX_FDS) {
-				d->rx_fds[d->rx_nfds++] = fds[i];
-			} else {
-				close(fds[i]);
-				d->rx_fd_overflow = true;
-			}
-		}
-	}
-}
-
 /* The proxy's socket is readable: read at most one message's bytes per recvmsg(). */
 static void dev_event(int fd, uint32_t events, void *opaque)
 {
@@ -588,36 +475,24 @@ static void dev_event(int fd, uint32_t events, void *opaque)
 
 	(void)events;
 	for (int round = 0; round < 16 && d->fd >= 0; round++) {
-		union {
-			struct cmsghdr align;
-			char buf[CMSG_SPACE(sizeof(int) * 16)];
-		} ctl;
-		struct iovec iov;
-		struct msghdr mh = {0};
 		size_t want = d->rx_have < MPQEMU_HDR_SIZE
 				  ? MPQEMU_HDR_SIZE - d->rx_have
 				  : MPQEMU_HDR_SIZE + (size_t)d->rx_size - d->rx_have;
-		ssize_t n;
+		/* At most one message's bytes, and the fds that come with them. */
+		ssize_t n = qside_recv(fd, d->rx + d->rx_have, want, d->rx_fds, &d->rx_nfds,
+				       MPQEMU_MAX_FDS, &d->rx_fd_overflow);
 
-		iov.iov_base = d->rx + d->rx_have;
-		iov.iov_len = want;
-		mh.msg_iov = &iov;
-		mh.msg_iovlen = 1;
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = sizeof(ctl.buf);
-		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-		if (n < 0 && errno == EINTR)
+		if (n == -EINTR)
 			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (n == -EAGAIN || n == -EWOULDBLOCK)
 			return;
 		if (n < 0) {
 			char why[128];
 
-			snprintf(why, sizeof(why), "receive failed: %s", strerror(errno));
+			snprintf(why, sizeof(why), "receive failed: %s", strerror((int)-n));
 			dev_close(d, why);
 			return;
 		}
-		take_fds(d, &mh);
 		if (n == 0) {
 			dev_close(d, d->rx_have ? "the proxy closed the socket inside a message"
 						: "the proxy closed the socket");
@@ -644,17 +519,6 @@ static void dev_event(int fd, uint32_t events, void *opaque)
 	}
 }
 
-/* Is fd an open stream socket (what QEMU's proxy talks on)? */
-static bool is_stream_socket(int fd)
-{
-	int type = 0;
-	socklen_t tl = sizeof(type);
-	struct stat st;
-
-	return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
-	       getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
-}
-
 /* Watch fd as the device's socket (non-blocking, close-on-exec). Returns 0 or a negative errno. */
 static int dev_attach(struct mpqemu_dev *d, int fd)
 {
@@ -670,12 +534,6 @@ static int dev_attach(struct mpqemu_dev *d, int fd)
 	return 0;
 }
 
-/* A client claimed range g: tell the orchestrator. */
-static void on_claim(unsigned g, void *opaque)
-{
-	ctl_send(opaque, "claimed %u", g);
-}
-
 /*
  * Range g lost its client (VM lock held). A hot-pluggable device instance
  * dies with it: from now on it reads 0 and drops writes, never reaches the
@@ -686,7 +544,7 @@ static void on_release(unsigned g, void *opaque)
 	struct mpqemu *mq = opaque;
 	struct mpqemu_dev *d = g < mq->ndevs ? &mq->devs[g] : NULL;
 
-	ctl_send(mq, "released %u", g);
+	qside_ctl_send(&mq->q.ctl, "released %u", g);
 	if (!d || !d->hotplug || d->dead)
 		return;
 	d->dead = true;
@@ -695,7 +553,7 @@ static void on_release(unsigned g, void *opaque)
 		"its client went away: instance %u is dead (BAR reads 0, writes dropped) "
 		"until it is unplugged",
 		d->instance);
-	ctl_send(mq, "dead %u", g);
+	qside_ctl_send(&mq->q.ctl, "dead %u", g);
 }
 
 /*
@@ -713,7 +571,7 @@ static const char *ctl_device(struct mpqemu *mq, unsigned g, int fd)
 	d = &mq->devs[g];
 	if (!d->hotplug)
 		return "not hotplug=on";
-	if (!is_stream_socket(fd))
+	if (!qside_is_stream_socket(fd))
 		return "the fd is not a stream socket";
 	if (d->fd >= 0 && !d->dead)
 		return "its device is alive";
@@ -725,9 +583,7 @@ static const char *ctl_device(struct mpqemu *mq, unsigned g, int fd)
 		/* The orchestrator has replaced the old proxy without waiting for QEMU to close
 		 * its socket. */
 		close_rx_fds(d);
-		event_del(d->fd);
-		close(d->fd);
-		d->fd = -1;
+		qside_sock_close(&d->fd);
 		mq->nopen--;
 	}
 	drop_irqfds(d);
@@ -768,90 +624,49 @@ static int parse_device_msg(const char *msg, unsigned *g)
 static void ctl_event(int fd, uint32_t events, void *opaque)
 {
 	struct mpqemu *mq = opaque;
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-	} ctl;
-	char msg[MPQEMU_CTL_MSG_MAX + 1];
-	struct iovec iov = {.iov_base = msg, .iov_len = MPQEMU_CTL_MSG_MAX};
-	struct msghdr mh = {0};
-	int fds[4], nfds = 0;
+	char msg[QSIDE_CTL_MSG_MAX + 1];
+	int fds[QSIDE_CTL_MAX_FDS];
+	unsigned nfds;
 	unsigned g;
 	const char *why;
-	ssize_t n;
+	bool trunc;
 
+	(void)fd;
 	(void)events;
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = ctl.buf;
-	mh.msg_controllen = sizeof(ctl.buf);
-	n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+	if (qside_ctl_recv(&mq->q.ctl, msg, fds, &nfds, &trunc) <= 0)
 		return;
-	for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
-		size_t k;
-
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
-		    c->cmsg_len < CMSG_LEN(0))
-			continue;
-		k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < k; i++) {
-			int one;
-
-			memcpy(&one, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			if (nfds < 4)
-				fds[nfds++] = one;
-			else
-				close(one);
-		}
-	}
-	if (n <= 0) {
-		fprintf(stderr, "coreio-vm: the control socket %s; exiting\n",
-			n == 0 ? "closed (the orchestrator ended)" : strerror(errno));
-		for (int i = 0; i < nfds; i++)
-			close(fds[i]);
-		event_del(fd);
-		close(fd);
-		mq->ctl_fd = -1;
-		event_stop();
-		return;
-	}
-	msg[n] = '\0';
-	if (mq->trace)
-		fprintf(stderr, "coreio-vm: control: received '%s' with %d fd(s)\n", msg, nfds);
+	if (mq->q.trace)
+		fprintf(stderr, "coreio-vm: control: received '%s' with %u fd(s)\n", msg, nfds);
 	if (parse_device_msg(msg, &g) < 0) {
 		fprintf(stderr, "coreio-vm: control: unknown message '%.40s' ignored\n", msg);
-		ctl_send(mq, "refused ? unknown message");
+		qside_ctl_send(&mq->q.ctl, "refused ? unknown message");
 		why = NULL;
 		g = ~0u;
-	} else if (nfds != 1 || (mh.msg_flags & MSG_CTRUNC)) {
+	} else if (nfds != 1 || trunc) {
 		why = "needs exactly one fd";
 	} else {
 		why = ctl_device(mq, g, fds[0]);
 		if (!why) {
 			nfds = 0; /* the device owns it now */
-			ctl_send(mq, "serving %u", g);
+			qside_ctl_send(&mq->q.ctl, "serving %u", g);
 		}
 	}
 	if (why) {
 		fprintf(stderr, "coreio-vm: control: device %u refused: %s\n", g, why);
-		ctl_send(mq, "refused %u %s", g, why);
+		qside_ctl_send(&mq->q.ctl, "refused %u %s", g, why);
 	}
-	for (int i = 0; i < nfds; i++)
-		close(fds[i]);
+	qside_close_fds(fds, &nfds);
 }
 
 void *mpqemu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len)
 {
 	struct mpqemu *mq = opaque;
 
-	if (len == 0)
-		return NULL;
 	for (unsigned i = 0; i < mq->nmem; i++) {
-		const struct mpqemu_region *r = &mq->mem[i];
+		void *p = qside_map_ptr(&mq->mem[i], gpa, len);
 
-		if (gpa >= r->gpa && gpa - r->gpa < r->size && len <= r->size - (gpa - r->gpa))
-			return r->host + (gpa - r->gpa);
+		if (p)
+			return p;
 	}
 	return NULL;
 }
@@ -859,11 +674,12 @@ void *mpqemu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len)
 int mpqemu_init(struct mpqemu *mq, const struct vm_config *cfg, struct vmmio *v,
 		struct irq_chip *irq)
 {
+	int err;
+
 	memset(mq, 0, sizeof(*mq));
-	mq->v = v;
-	mq->irq = irq;
-	mq->trace = cfg->trace;
-	mq->ctl_fd = -1;
+	err = qside_init(&mq->q, cfg, v, irq, ctl_event, mq);
+	if (err < 0)
+		return err;
 	for (unsigned i = 0; i < cfg->nranges; i++) {
 		struct mpqemu_dev *d = &mq->devs[i];
 
@@ -878,29 +694,11 @@ int mpqemu_init(struct mpqemu *mq, const struct vm_config *cfg, struct vmmio *v,
 		ioreq_init(&d->bar_io, NULL);
 		mq->ndevs++;
 	}
-	if (cfg->mpqemu_control >= 0) {
-		int fd = cfg->mpqemu_control, type = 0, err;
-		socklen_t tl = sizeof(type);
-
-		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_SEQPACKET) {
-			fprintf(stderr,
-				"coreio-vm: --mpqemu-control %d is not an open SOCK_SEQPACKET "
-				"socket\n",
-				fd);
-			return -ENOTSOCK;
-		}
-		if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-			return -errno;
-		err = event_add(fd, EPOLLIN, ctl_event, mq);
-		if (err < 0)
-			return err;
-		mq->ctl_fd = fd;
-	}
 	for (unsigned i = 0; i < mq->ndevs; i++) {
 		struct mpqemu_dev *d = &mq->devs[i];
-		int fd = cfg->mpqemu_fds[i], err;
+		int fd = cfg->mpqemu_fds[i];
 
-		if (!is_stream_socket(fd)) {
+		if (!qside_is_stream_socket(fd)) {
 			fprintf(
 			    stderr,
 			    "coreio-vm: --mpqemu-fd %d (range %u) is not an open stream socket\n",
@@ -915,39 +713,28 @@ int mpqemu_init(struct mpqemu *mq, const struct vm_config *cfg, struct vmmio *v,
 			cfg->ranges[i].pci_class, cfg->ranges[i].virtio ? ", virtio" : "",
 			d->hotplug ? ", hotplug" : "", fd, (unsigned long long)cfg->ranges[i].size);
 	}
-	irq_set_backend(irq, irq_backend, mq);
-	vmmio_set_dma_ptr(v, mpqemu_dma_ptr, mq);
-	if (mq->ctl_fd >= 0) {
-		vmmio_set_claim_cb(v, on_claim, mq);
-		vmmio_set_release_cb(v, on_release, mq);
-	}
+	/* Without a control socket nobody replaces dead instances: no claim callbacks. */
+	qside_hook(&mq->q, &(struct qside_hooks){.irq = irq_backend,
+						 .dma_ptr = mpqemu_dma_ptr,
+						 .release = on_release,
+						 .opaque = mq});
 	return 0;
 }
 
 void mpqemu_stop(struct mpqemu *mq)
 {
-	if (mq->v) {
-		vmmio_set_claim_cb(mq->v, NULL, NULL);
-		vmmio_set_release_cb(mq->v, NULL, NULL);
-	}
+	qside_stop(&mq->q);
 }
 
 void mpqemu_exit(struct mpqemu *mq)
 {
-	mpqemu_stop(mq);
-	if (mq->ctl_fd >= 0) {
-		event_del(mq->ctl_fd);
-		close(mq->ctl_fd);
-		mq->ctl_fd = -1;
-	}
+	qside_exit(&mq->q);
 	for (unsigned i = 0; i < mq->ndevs; i++) {
 		struct mpqemu_dev *d = &mq->devs[i];
 
 		if (d->fd >= 0) {
 			close_rx_fds(d);
-			event_del(d->fd);
-			close(d->fd);
-			d->fd = -1;
+			qside_sock_close(&d->fd);
 		}
 		drop_irqfds(d);
 		dev_log(d,
@@ -964,10 +751,6 @@ void mpqemu_exit(struct mpqemu *mq)
 			d->instance, (unsigned long long)d->dead_accesses);
 		ioreq_exit(&d->bar_io);
 	}
-	if (mq->irq)
-		irq_set_backend(mq->irq, NULL, NULL);
-	if (mq->v)
-		vmmio_set_dma_ptr(mq->v, NULL, NULL);
 	unmap_regions(mq->mem, mq->nmem);
 	mq->nmem = 0;
 	mq->ndevs = 0;

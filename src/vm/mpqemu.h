@@ -11,15 +11,8 @@
 #include "irq.h"
 #include "mpqemu_msg.h" /* the message layouts (src/wire) */
 #include "pci.h"
+#include "qside.h"
 #include "vmmio.h"
-
-/* One piece of guest RAM that QEMU shared with SYNC_SYSMEM. */
-struct mpqemu_region {
-	uint64_t gpa, size;
-	uint8_t *host; /* host address of gpa */
-	void *map;     /* the mmap() (page-aligned), for munmap() */
-	size_t maplen;
-};
 
 /* What the device's one outstanding request is waiting for. */
 enum mpqemu_wait {
@@ -63,19 +56,13 @@ struct mpqemu_dev {
 };
 
 struct mpqemu {
-	struct vmmio *v;
-	struct irq_chip *irq;
-	bool trace;
+	struct qside q; /* the service, IRQ chip, trace flag and control socket */
 	struct mpqemu_dev devs[CONFIG_MPQEMU_MAX_DEVS];
 	unsigned ndevs;
-	unsigned nopen; /* device sockets still open */
-	struct mpqemu_region mem[MPQEMU_MAX_FDS];
+	unsigned nopen;			      /* device sockets still open */
+	struct qside_map mem[MPQEMU_MAX_FDS]; /* the guest RAM QEMU shared (SYNC_SYSMEM) */
 	unsigned nmem;
-	int ctl_fd; /* --mpqemu-control (SOCK_SEQPACKET), or -1 */
 };
-
-/* The longest message on the control socket (docs/qemu-proxy.md, "Hot-plug"). */
-#define MPQEMU_CTL_MSG_MAX 128
 
 /*
  * Serve every --vmmio pci range of cfg as one PCI device on its --mpqemu-fd

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "wire_le.h"
+
 #define PCAPNG_SHB 0x0A0D0D0Au
 #define PCAPNG_IDB 0x00000001u
 #define PCAPNG_EPB 0x00000006u
@@ -46,24 +48,6 @@ struct vm_record {
 	struct record_stats st;
 };
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)v);
-	put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)v);
-	put32(p + 4, (uint32_t)(v >> 32));
-}
-
 static size_t pad4(size_t n)
 {
 	return (n + 3) & ~(size_t)3;
@@ -81,8 +65,8 @@ static size_t opt_put(uint8_t *p, uint16_t code, const void *val, size_t len)
 	size_t n = opt_size(len);
 
 	memset(p, 0, n);
-	put16(p, code);
-	put16(p + 2, (uint16_t)len);
+	wire_put16(p, code);
+	wire_put16(p + 2, (uint16_t)len);
 	memcpy(p + 4, val, len);
 	return n;
 }
@@ -104,6 +88,20 @@ static int write_all(int fd, const uint8_t *buf, size_t len)
 	return 0;
 }
 
+/* Wait (r->lock held) until a record comes or RECORD_FLUSH_MS pass. */
+static void wait_more(struct vm_record *r)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_nsec += RECORD_FLUSH_MS * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&r->more, &r->lock, &ts);
+}
+
 static void *writer_main(void *opaque)
 {
 	struct vm_record *r = opaque;
@@ -115,17 +113,9 @@ static void *writer_main(void *opaque)
 		int err;
 
 		if (r->len == 0) {
-			struct timespec ts;
-
 			if (r->stop)
 				break;
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_nsec += RECORD_FLUSH_MS * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&r->more, &r->lock, &ts);
+			wait_more(r);
 			continue;
 		}
 		out = r->buf;
@@ -145,15 +135,7 @@ static void *writer_main(void *opaque)
 		if (!r->stop && r->len == 0) {
 			/* Wait a while before the next write: records pile up into
 			 * one write() instead of one each. */
-			struct timespec ts;
-
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_nsec += RECORD_FLUSH_MS * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&r->more, &r->lock, &ts);
+			wait_more(r);
 		}
 	}
 	pthread_mutex_unlock(&r->lock);
@@ -204,18 +186,18 @@ static void put_idb(struct vm_record *r, const char *name, const char *desc)
 	r->next_iface++; /* counted even when lost: numbering stays that of the reader */
 	if (!p)
 		return;
-	put32(p, PCAPNG_IDB);
-	put32(p + 4, (uint32_t)n);
-	put16(p + 8, RECORD_LINKTYPE);
-	put16(p + 10, 0);
-	put32(p + 12, 0); /* snaplen: no limit */
+	wire_put32(p, PCAPNG_IDB);
+	wire_put32(p + 4, (uint32_t)n);
+	wire_put16(p + 8, RECORD_LINKTYPE);
+	wire_put16(p + 10, 0);
+	wire_put32(p + 12, 0); /* snaplen: no limit */
 	q = p + 16;
 	q += opt_put(q, OPT_IF_NAME, name, nl);
 	if (dl)
 		q += opt_put(q, OPT_IF_DESC, desc, dl);
 	q += opt_put(q, OPT_IF_TSRESOL, &tsres, 1);
-	put32(q, OPT_END);
-	put32(q + 4, (uint32_t)n);
+	wire_put32(q, OPT_END);
+	wire_put32(q + 4, (uint32_t)n);
 	block_commit(r, n);
 }
 
@@ -239,27 +221,27 @@ static void put_epb(struct vm_record *r, unsigned conn, unsigned kind, unsigned 
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	t = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-	put32(p, PCAPNG_EPB);
-	put32(p + 4, (uint32_t)n);
-	put32(p + 8, iface_of(r, conn));
-	put32(p + 12, (uint32_t)(t >> 32));
-	put32(p + 16, (uint32_t)t);
-	put32(p + 20, (uint32_t)cap);
-	put32(p + 24, (uint32_t)cap);
+	wire_put32(p, PCAPNG_EPB);
+	wire_put32(p + 4, (uint32_t)n);
+	wire_put32(p + 8, iface_of(r, conn));
+	wire_put32(p + 12, (uint32_t)(t >> 32));
+	wire_put32(p + 16, (uint32_t)t);
+	wire_put32(p + 20, (uint32_t)cap);
+	wire_put32(p + 24, (uint32_t)cap);
 	p += EPB_FIXED;
 	p[0] = RECORD_MAGIC;
 	p[1] = RECORD_VERSION;
 	p[2] = (uint8_t)kind;
 	p[3] = (uint8_t)flags;
-	put32(p + 4, conn);
-	put64(p + 8, ++r->seq);
+	wire_put32(p + 4, conn);
+	wire_put64(p + 8, ++r->seq);
 	p += RECORD_HDR_LEN;
 	if (hl)
 		memcpy(p, head, hl);
 	if (bl)
 		memcpy(p + hl, body, bl);
 	memset(p + hl + bl, 0, pad4(cap) - cap);
-	put32(p - RECORD_HDR_LEN + pad4(cap), (uint32_t)n);
+	wire_put32(p - RECORD_HDR_LEN + pad4(cap), (uint32_t)n);
 	r->st.records++;
 	block_commit(r, n);
 }
@@ -297,17 +279,17 @@ int record_open(struct vm_record **out, const char *path, char *err, size_t errl
 	}
 	/* The section header, written at once: a full disk shows now. */
 	n = 8 + 4 + 4 + 8 + opt_size(strlen(comment)) + opt_size(strlen(app)) + 4 + 4;
-	put32(shb, PCAPNG_SHB);
-	put32(shb + 4, (uint32_t)n);
-	put32(shb + 8, PCAPNG_BOM);
-	put16(shb + 12, 1);
-	put16(shb + 14, 0);
-	put64(shb + 16, UINT64_MAX); /* section length: not given */
+	wire_put32(shb, PCAPNG_SHB);
+	wire_put32(shb + 4, (uint32_t)n);
+	wire_put32(shb + 8, PCAPNG_BOM);
+	wire_put16(shb + 12, 1);
+	wire_put16(shb + 14, 0);
+	wire_put64(shb + 16, UINT64_MAX); /* section length: not given */
 	q = shb + 24;
 	q += opt_put(q, OPT_COMMENT, comment, strlen(comment));
 	q += opt_put(q, OPT_SHB_USERAPP, app, strlen(app));
-	put32(q, OPT_END);
-	put32(q + 4, (uint32_t)n);
+	wire_put32(q, OPT_END);
+	wire_put32(q + 4, (uint32_t)n);
 	rc = write_all(r->fd, shb, n);
 	if (rc < 0) {
 		snprintf(err, errlen, "--record %s: cannot write: %s", path, strerror(-rc));
@@ -387,9 +369,9 @@ void record_eventv(struct vm_record *r, unsigned conn, unsigned type, const char
 	int n = vsnprintf((char *)body + 8, RECORD_TEXT_MAX + 1, fmt, ap);
 	size_t tl = n < 0 ? 0 : (size_t)n > RECORD_TEXT_MAX ? RECORD_TEXT_MAX : (size_t)n;
 
-	put16(body, (uint16_t)type);
-	put16(body + 2, 0);
-	put32(body + 4, (uint32_t)tl);
+	wire_put16(body, (uint16_t)type);
+	wire_put16(body + 2, 0);
+	wire_put32(body + 4, (uint32_t)tl);
 	pthread_mutex_lock(&r->lock);
 	put_epb(r, conn, RECORD_EVENT, 0, body, 8 + tl, NULL, 0);
 	pthread_mutex_unlock(&r->lock);

@@ -20,57 +20,19 @@ void vfu_log(const struct vfu_dev *d, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "coreio-vm: vfio-user device %u: ", d->g);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	qside_vlog("vfio-user", d->g, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
-	fflush(stderr);
 }
 
 bool vfu_is_eventfd(int fd)
 {
-	char path[64], target[64];
-	ssize_t n;
-
-	if (fd < 0)
-		return false;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, target, sizeof(target) - 1);
-	if (n < 0)
-		return false;
-	target[n] = '\0';
-	return strcmp(target, "anon_inode:[eventfd]") == 0;
-}
-
-/* Send one message to the orchestrator (--mpqemu-control); never blocks. */
-static void ctl_send(struct vfu *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void ctl_send(struct vfu *s, const char *fmt, ...)
-{
-	char msg[VFU_CTL_MSG_MAX];
-	va_list ap;
-	int n;
-
-	if (s->ctl_fd < 0)
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(msg))
-		return;
-	if (s->trace)
-		fprintf(stderr, "coreio-vm: control: sending '%s'\n", msg);
-	if (send(s->ctl_fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) != n)
-		fprintf(stderr, "coreio-vm: control: cannot send '%s': %s\n", msg, strerror(errno));
+	return qside_is_eventfd(fd);
 }
 
 static void close_rx_fds(struct vfu_dev *d)
 {
-	for (unsigned i = 0; i < d->rx_nfds; i++)
-		if (d->rx_fds[i] >= 0)
-			close(d->rx_fds[i]);
-	d->rx_nfds = 0;
+	qside_close_fds(d->rx_fds, &d->rx_nfds);
 }
 
 static void rx_reset(struct vfu_dev *d)
@@ -100,9 +62,7 @@ static void conn_close(struct vfu_dev *d, const char *why)
 	vfu_log(d, "%s; closing the connection", why);
 	close_rx_fds(d);
 	rx_reset(d);
-	event_del(d->fd);
-	close(d->fd);
-	d->fd = -1;
+	qside_sock_close(&d->fd);
 	d->negotiated = false;
 	vfu_irq_reset(d, false);
 	vfu_dma_clear(d);
@@ -120,7 +80,7 @@ static void malformed(struct vfu_dev *d, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	d->s->v->io->stats.malformed++;
+	d->s->q.v->io->stats.malformed++;
 	snprintf(why, sizeof(why), "malformed message: %s", reason);
 	conn_close(d, why);
 }
@@ -131,7 +91,7 @@ static void send_reply(struct vfu_dev *d, const struct vfu_hdr *h, uint32_t err,
 {
 	uint8_t out[VFU_MSG_MAX];
 	struct vfu_hdr r = {h->id, h->cmd, (uint32_t)(VFU_HDR_SIZE + len), VFU_F_TYPE_REPLY, 0};
-	size_t done = 0, total = VFU_HDR_SIZE + len;
+	const char *why;
 
 	if (d->fd < 0 || (h->flags & VFU_F_NO_REPLY) || len > sizeof(out) - VFU_HDR_SIZE)
 		return;
@@ -143,22 +103,13 @@ static void send_reply(struct vfu_dev *d, const struct vfu_hdr *h, uint32_t err,
 	vfu_hdr_encode(out, &r);
 	if (len)
 		memcpy(out + VFU_HDR_SIZE, payload, len);
-	while (done < total) {
-		ssize_t n = send(d->fd, out + done, total - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+	/* The client reads every reply; a full socket is one that does not. */
+	why = qside_send_all(d->fd, out, VFU_HDR_SIZE + len);
+	if (why) {
+		char msg[128];
 
-		if (n > 0) {
-			done += (size_t)n;
-		} else if (n < 0 && errno == EINTR) {
-			continue;
-		} else {
-			char why[128];
-
-			/* The client reads every reply; a full socket is one that does not. */
-			snprintf(why, sizeof(why), "cannot send a reply: %s",
-				 n < 0 ? strerror(errno) : "short send");
-			conn_close(d, why);
-			return;
-		}
+		snprintf(msg, sizeof(msg), "cannot send a reply: %s", why);
+		conn_close(d, msg);
 	}
 }
 
@@ -189,18 +140,12 @@ static void reply_dead(struct vfu_dev *d, const struct vfu_hdr *h, uint64_t offs
 static void bar_update(struct vfu_dev *d)
 {
 	uint32_t base = pci_bar0(&d->pci);
-	struct vm_stats keep;
 	int rc;
 
 	if (d->bar_registered && base == d->bar_base)
 		return;
-	keep = d->bar_io.stats;
-	ioreq_exit(&d->bar_io);
-	ioreq_init(&d->bar_io, NULL);
-	d->bar_io.stats = keep;
 	d->bar_base = base;
-	rc = register_mmio_emulation_handler(&d->bar_io, base, (uint64_t)base + d->bar0_size,
-					     vmmio_submit, d->range);
+	rc = qside_bar_move(&d->bar_io, base, d->bar0_size, d->range, true);
 	d->bar_registered = rc == 0;
 	if (rc < 0)
 		vfu_log(d, "cannot place BAR 0 at 0x%x: %s", base, strerror(-rc));
@@ -261,37 +206,15 @@ static void start_access(struct vfu_dev *d, bool write, uint64_t addr, const uin
 			 unsigned size)
 {
 	struct io_request *req = &d->req;
-	struct mmio_request *m = &req->reqs.mmio;
-	int rc;
 
-	memset(req, 0, sizeof(*req));
-	req->type = REQ_MMIO;
-	req->state = REQ_STATE_FREE;
-	req->complete = req_done;
-	req->complete_opaque = d;
-	m->direction = write ? REQUEST_WRITE : REQUEST_READ;
-	m->address = addr;
-	m->size = size;
-	m->flags = 0;
-	if (write)
-		memcpy(m->data, data, size);
-	if (d->s->trace)
+	qside_req_init(req, write, addr, data, size, req_done, d);
+	if (d->s->q.trace)
 		vfu_log(d, "%s 0x%llx size %u", write ? "write" : "read", (unsigned long long)addr,
 			size);
 	d->busy = true;
 	event_mod(d->fd, 0);
-	pthread_mutex_lock(&d->s->v->io->lock);
-	rc = emulate_io(&d->bar_io, req);
-	if (rc == IOREQ_PENDING && req->state != REQ_STATE_COMPLETE && req->wait)
-		req->wait(req);
-	pthread_mutex_unlock(&d->s->v->io->lock);
-	if (rc == IOREQ_PENDING)
-		return;
-	if (rc < 0) {
-		req->result = -EIO;
-		req->state = REQ_STATE_COMPLETE;
-	}
-	finish(d);
+	if (qside_req_run(d->s->q.v, &d->bar_io, req) != IOREQ_PENDING)
+		finish(d);
 }
 
 static uint64_t region_size(const struct vfu_dev *d, uint32_t region)
@@ -443,7 +366,7 @@ static void handle_version(struct vfu_dev *d, const struct vfu_hdr *h)
 			       v.minor < VFU_VERSION_MINOR ? v.minor : VFU_VERSION_MINOR,
 			       VFU_MAX_FDS, VFU_MAX_XFER, VFU_MAX_DMA);
 	d->negotiated = true;
-	if (d->s->trace)
+	if (d->s->q.trace)
 		vfu_log(d, "VERSION %u.%u%s negotiated", v.major, v.minor,
 			v.has_json ? " with capabilities" : "");
 	send_reply(d, h, 0, out, n);
@@ -452,10 +375,10 @@ static void handle_version(struct vfu_dev *d, const struct vfu_hdr *h)
 static void handle_reset(struct vfu_dev *d, const struct vfu_hdr *h)
 {
 	d->resets++;
-	if (d->s->trace)
+	if (d->s->q.trace)
 		vfu_log(d, "DEVICE_RESET");
 	if (!d->dead) /* a dead instance's range may have a new client already */
-		vmmio_reset_range(d->s->v, d->g);
+		vmmio_reset_range(d->s->q.v, d->g);
 	pci_dev_reset(&d->pci);
 	pci_set_intx_status(&d->pci, d->dead ? false : d->lines[0]);
 	bar_update(d);
@@ -646,32 +569,6 @@ static void dispatch(struct vfu_dev *d)
 	}
 }
 
-/* Keep the fds of one recvmsg() (at most VFU_MAX_FDS per message; the rest are closed). */
-static void take_fds(struct vfu_dev *d, struct msghdr *mh)
-{
-	if (mh->msg_flags & MSG_CTRUNC)
-		d->rx_fd_overflow = true;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
-		size_t n;
-
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
-		    c->cmsg_len < CMSG_LEN(0))
-			continue;
-		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < n; i++) {
-			int fd;
-
-			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			if (d->rx_nfds < VFU_MAX_FDS) {
-				d->rx_fds[d->rx_nfds++] = fd;
-			} else {
-				close(fd);
-				d->rx_fd_overflow = true;
-			}
-		}
-	}
-}
-
 /* The connection is readable: read at most one message's bytes per recvmsg(). */
 static void conn_event(int fd, uint32_t events, void *opaque)
 {
@@ -679,36 +576,24 @@ static void conn_event(int fd, uint32_t events, void *opaque)
 
 	(void)events;
 	for (int round = 0; round < 16 && d->fd >= 0 && !d->busy; round++) {
-		union {
-			struct cmsghdr align;
-			char buf[CMSG_SPACE(sizeof(int) * (VFU_MAX_FDS + 8))];
-		} ctl;
-		struct iovec iov;
-		struct msghdr mh = {0};
 		size_t want =
 		    d->rx_have < VFU_HDR_SIZE ? VFU_HDR_SIZE - d->rx_have : d->rx_size - d->rx_have;
-		ssize_t n;
+		/* At most one message's bytes, and the fds that come with them. */
+		ssize_t n = want ? qside_recv(fd, d->rx + d->rx_have, want, d->rx_fds, &d->rx_nfds,
+					      VFU_MAX_FDS, &d->rx_fd_overflow)
+				 : 0;
 
-		iov.iov_base = d->rx + d->rx_have;
-		iov.iov_len = want;
-		mh.msg_iov = &iov;
-		mh.msg_iovlen = 1;
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = sizeof(ctl.buf);
-		n = want ? recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) : 0;
-		if (n < 0 && errno == EINTR)
+		if (n == -EINTR)
 			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (n == -EAGAIN || n == -EWOULDBLOCK)
 			return;
 		if (n < 0) {
 			char why[128];
 
-			snprintf(why, sizeof(why), "receive failed: %s", strerror(errno));
+			snprintf(why, sizeof(why), "receive failed: %s", strerror((int)-n));
 			conn_close(d, why);
 			return;
 		}
-		if (want)
-			take_fds(d, &mh);
 		if (n == 0 && want) {
 			conn_close(d, d->rx_have ? "the client closed the socket inside a message"
 						 : "the client closed the socket");
@@ -794,12 +679,6 @@ static void on_accept(int lfd, uint32_t events, void *opaque)
 		(unsigned long long)d->connections, d->dead ? ", the device is dead" : "");
 }
 
-/* A client claimed range g: tell the orchestrator. */
-static void on_claim(unsigned g, void *opaque)
-{
-	ctl_send(opaque, "claimed %u", g);
-}
-
 /*
  * Range g lost its client (VM lock held). A hot-pluggable device dies with
  * it: BAR 0 accesses get EIO replies until it is unplugged; the
@@ -810,7 +689,7 @@ static void on_release(unsigned g, void *opaque)
 	struct vfu *s = opaque;
 	struct vfu_dev *d = g < s->ndevs ? &s->devs[g] : NULL;
 
-	ctl_send(s, "released %u", g);
+	qside_ctl_send(&s->q.ctl, "released %u", g);
 	if (!d || !d->hotplug || d->dead)
 		return;
 	d->dead = true;
@@ -819,54 +698,26 @@ static void on_release(unsigned g, void *opaque)
 		"its client went away: instance %u is dead (BAR 0 reads 0, writes dropped) "
 		"until a new connection after a new claim",
 		d->instance);
-	ctl_send(s, "dead %u", g);
+	qside_ctl_send(&s->q.ctl, "dead %u", g);
 }
 
 /* A message from the orchestrator: coreio-vm ends when the socket closes. */
 static void ctl_event(int fd, uint32_t events, void *opaque)
 {
 	struct vfu *s = opaque;
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-	} ctl;
-	char msg[VFU_CTL_MSG_MAX + 1];
-	struct iovec iov = {.iov_base = msg, .iov_len = VFU_CTL_MSG_MAX};
-	struct msghdr mh = {0};
-	ssize_t n;
+	char msg[QSIDE_CTL_MSG_MAX + 1];
+	int fds[QSIDE_CTL_MAX_FDS];
+	unsigned nfds;
+	bool trunc;
 
+	(void)fd;
 	(void)events;
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = ctl.buf;
-	mh.msg_controllen = sizeof(ctl.buf);
-	n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+	if (qside_ctl_recv(&s->q.ctl, msg, fds, &nfds, &trunc) <= 0)
 		return;
-	for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
-		    c->cmsg_len < CMSG_LEN(0))
-			continue;
-		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-			int one;
-
-			memcpy(&one, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			close(one);
-		}
-	}
-	if (n <= 0) {
-		fprintf(stderr, "coreio-vm: the control socket %s; exiting\n",
-			n == 0 ? "closed (the orchestrator ended)" : strerror(errno));
-		event_del(fd);
-		close(fd);
-		s->ctl_fd = -1;
-		event_stop();
-		return;
-	}
-	msg[n] = '\0';
+	qside_close_fds(fds, &nfds);
 	/* vfio-user devices come back on their own socket path: no "device G" here. */
 	fprintf(stderr, "coreio-vm: control: message '%.40s' ignored (vfio-user mode)\n", msg);
-	ctl_send(s, "refused ? unknown message");
+	qside_ctl_send(&s->q.ctl, "refused ? unknown message");
 }
 
 /* Create, bind and listen on the device's UNIX socket path (a stale socket file is replaced). */
@@ -909,11 +760,12 @@ static int listen_on(struct vfu_dev *d)
 
 int vfu_init(struct vfu *s, const struct vm_config *cfg, struct vmmio *v, struct irq_chip *irq)
 {
+	int err;
+
 	memset(s, 0, sizeof(*s));
-	s->v = v;
-	s->irq = irq;
-	s->trace = cfg->trace;
-	s->ctl_fd = -1;
+	err = qside_init(&s->q, cfg, v, irq, ctl_event, s);
+	if (err < 0)
+		return err;
 	for (unsigned i = 0; i < cfg->nranges && i < CONFIG_MPQEMU_MAX_DEVS; i++) {
 		struct vfu_dev *d = &s->devs[i];
 
@@ -939,27 +791,10 @@ int vfu_init(struct vfu *s, const struct vm_config *cfg, struct vmmio *v, struct
 		bar_update(d);
 		s->ndevs++;
 	}
-	if (cfg->mpqemu_control >= 0) {
-		int fd = cfg->mpqemu_control, type = 0, err;
-		socklen_t tl = sizeof(type);
-
-		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_SEQPACKET) {
-			fprintf(stderr,
-				"coreio-vm: --mpqemu-control %d is not an open SOCK_SEQPACKET "
-				"socket\n",
-				fd);
-			return -ENOTSOCK;
-		}
-		if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-			return -errno;
-		err = event_add(fd, EPOLLIN, ctl_event, s);
-		if (err < 0)
-			return err;
-		s->ctl_fd = fd;
-	}
 	for (unsigned i = 0; i < s->ndevs; i++) {
 		struct vfu_dev *d = &s->devs[i];
-		int err = listen_on(d);
+
+		err = listen_on(d);
 
 		if (err < 0) {
 			fprintf(stderr, "coreio-vm: vfio-user device %u: cannot listen on %s: %s\n",
@@ -974,37 +809,29 @@ int vfu_init(struct vfu *s, const struct vm_config *cfg, struct vmmio *v, struct
 			d->hotplug ? ", hotplug" : "", d->path,
 			(unsigned long long)cfg->ranges[i].size, VFU_NVEC);
 	}
-	irq_set_backend(irq, vfu_irq_backend, s);
-	vmmio_set_dma_ptr(v, vfu_dma_ptr, s);
-	vmmio_set_claim_cb(v, on_claim, s);
-	vmmio_set_release_cb(v, on_release, s);
+	/* Dead devices are marked with or without an orchestrator. */
+	qside_hook(&s->q, &(struct qside_hooks){.irq = vfu_irq_backend,
+						.dma_ptr = vfu_dma_ptr,
+						.release = on_release,
+						.claims_always = true,
+						.opaque = s});
 	return 0;
 }
 
 void vfu_stop(struct vfu *s)
 {
-	if (s->v) {
-		vmmio_set_claim_cb(s->v, NULL, NULL);
-		vmmio_set_release_cb(s->v, NULL, NULL);
-	}
+	qside_stop(&s->q);
 }
 
 void vfu_exit(struct vfu *s)
 {
-	vfu_stop(s);
-	if (s->ctl_fd >= 0) {
-		event_del(s->ctl_fd);
-		close(s->ctl_fd);
-		s->ctl_fd = -1;
-	}
+	qside_exit(&s->q);
 	for (unsigned i = 0; i < s->ndevs; i++) {
 		struct vfu_dev *d = &s->devs[i];
 
 		if (d->fd >= 0) {
 			close_rx_fds(d);
-			event_del(d->fd);
-			close(d->fd);
-			d->fd = -1;
+			qside_sock_close(&d->fd);
 		}
 		if (d->listen_fd >= 0) {
 			event_del(d->listen_fd);
@@ -1014,8 +841,7 @@ void vfu_exit(struct vfu *s)
 		}
 		vfu_irq_reset(d, false);
 		for (unsigned w = 0; w < d->ndma; w++) {
-			if (d->dma[w].map)
-				munmap(d->dma[w].map, d->dma[w].maplen);
+			qside_unmap(&d->dma[w].m);
 			if (d->dma[w].fd >= 0)
 				close(d->dma[w].fd);
 		}
@@ -1035,9 +861,5 @@ void vfu_exit(struct vfu *s)
 			(unsigned long long)d->dma_maps);
 		ioreq_exit(&d->bar_io);
 	}
-	if (s->irq)
-		irq_set_backend(s->irq, NULL, NULL);
-	if (s->v)
-		vmmio_set_dma_ptr(s->v, NULL, NULL);
 	s->ndevs = 0;
 }

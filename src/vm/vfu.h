@@ -11,6 +11,7 @@
 #include "ioreq.h"
 #include "irq.h"
 #include "pci.h"
+#include "qside.h"
 #include "vfio_user.h"
 #include "vmmio.h"
 
@@ -18,25 +19,23 @@
  * The server is split by concern: vfu.c the sockets, message reception and
  * dispatch, regions and reset; vfu_irq.c INTx, the MSI-X table and PBA and
  * the line -> vector mapping; vfu_dma.c the DMA_MAP table and mid 0 DMA.
+ * What it shares with the mpqemu mode (the control socket, socket I/O, the
+ * memory-file maps, BAR 0 placement, guest accesses) is in qside.c.
  * docs/coreio-vm.md ("vfio-user") describes the behaviour.
  */
 
-#define VFU_MAX_XFER	4096u /* max_data_xfer_size coreio-vm announces and accepts */
-#define VFU_MSG_MAX	(VFU_HDR_SIZE + VFU_REGION_RW_SIZE + VFU_MAX_XFER) /* also VERSION */
-#define VFU_MAX_FDS	8u		/* max_msg_fds: at most this many fds per message */
-#define VFU_MAX_DMA	64u		/* max_dma_maps */
-#define VFU_NVEC	CONFIG_VFU_IRQS /* MSI-X vectors = client lines per device */
-#define VFU_CTL_MSG_MAX 128
+#define VFU_MAX_XFER 4096u /* max_data_xfer_size coreio-vm announces and accepts */
+#define VFU_MSG_MAX  (VFU_HDR_SIZE + VFU_REGION_RW_SIZE + VFU_MAX_XFER) /* also VERSION */
+#define VFU_MAX_FDS  8u		     /* max_msg_fds: at most this many fds per message */
+#define VFU_MAX_DMA  64u	     /* max_dma_maps */
+#define VFU_NVEC     CONFIG_VFU_IRQS /* MSI-X vectors = client lines per device */
 
 /* One DMA_MAP window. */
 struct vfu_dma {
-	uint64_t addr, size;
-	uint64_t offset; /* in the fd */
-	uint32_t flags;	 /* VFU_DMA_READABLE / WRITEABLE */
-	int fd;		 /* -1: no fd (message DMA, which coreio-vm does not do) */
-	uint8_t *host;	 /* host address of addr, NULL without fd */
-	void *map;
-	size_t maplen;
+	struct qside_map m; /* guest-physical gpa and size; host NULL without fd */
+	uint64_t offset;    /* in the fd */
+	uint32_t flags;	    /* VFU_DMA_READABLE / WRITEABLE */
+	int fd;		    /* -1: no fd (message DMA, which coreio-vm does not do) */
 };
 
 struct vfu;
@@ -95,12 +94,9 @@ struct vfu_dev {
 };
 
 struct vfu {
-	struct vmmio *v;
-	struct irq_chip *irq;
-	bool trace;
+	struct qside q; /* the service, IRQ chip, trace flag and control socket */
 	struct vfu_dev devs[CONFIG_MPQEMU_MAX_DEVS];
 	unsigned ndevs;
-	int ctl_fd;
 };
 
 /*

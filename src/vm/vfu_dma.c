@@ -2,8 +2,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "event.h"
@@ -26,14 +24,14 @@ static void shm_flush(void *opaque)
 		const struct vfu_dma *w = &d->dma[i];
 
 		if (w->fd >= 0 && (w->flags & VFU_DMA_WRITEABLE))
-			r[n++] = (struct vmmio_shm_region){w->addr, w->size, w->offset, w->fd};
+			r[n++] = (struct vmmio_shm_region){w->m.gpa, w->m.size, w->offset, w->fd};
 	}
-	vmmio_shm_set(d->s->v, r, n);
+	vmmio_shm_set(d->s->q.v, r, n);
 }
 
 static void shm_update(struct vfu_dev *d)
 {
-	if (d->shm_pending || !d->s->v->any_shm)
+	if (d->shm_pending || !d->s->q.v->any_shm)
 		return;
 	if (event_defer(shm_flush, d) == 0)
 		d->shm_pending = true;
@@ -41,8 +39,7 @@ static void shm_update(struct vfu_dev *d)
 
 static void window_free(struct vfu_dma *w)
 {
-	if (w->map)
-		munmap(w->map, w->maplen);
+	qside_unmap(&w->m);
 	if (w->fd >= 0)
 		close(w->fd);
 	memset(w, 0, sizeof(*w));
@@ -51,17 +48,15 @@ static void window_free(struct vfu_dma *w)
 
 int vfu_dma_map(struct vfu_dev *d, const struct vfu_dma_map *m, int fd)
 {
-	long page = sysconf(_SC_PAGESIZE);
 	struct vfu_dma *w;
-	struct stat st;
 
 	for (unsigned i = 0; i < d->ndma; i++) {
 		const struct vfu_dma *o = &d->dma[i];
 
-		if (m->addr < o->addr + o->size && o->addr < m->addr + m->size) {
+		if (m->addr < o->m.gpa + o->m.size && o->m.gpa < m->addr + m->size) {
 			vfu_log(d, "DMA_MAP 0x%llx+0x%llx overlaps window 0x%llx+0x%llx",
 				(unsigned long long)m->addr, (unsigned long long)m->size,
-				(unsigned long long)o->addr, (unsigned long long)o->size);
+				(unsigned long long)o->m.gpa, (unsigned long long)o->m.size);
 			if (fd >= 0)
 				close(fd);
 			return -EEXIST;
@@ -75,48 +70,41 @@ int vfu_dma_map(struct vfu_dev *d, const struct vfu_dma_map *m, int fd)
 	}
 	w = &d->dma[d->ndma];
 	memset(w, 0, sizeof(*w));
-	w->addr = m->addr;
-	w->size = m->size;
+	w->m.gpa = m->addr;
+	w->m.size = m->size;
 	w->offset = m->offset;
 	w->flags = m->flags;
 	w->fd = -1;
 	if (fd >= 0) {
-		uint64_t delta = m->offset % (uint64_t)page;
-		bool wr = m->flags & VFU_DMA_WRITEABLE;
-		void *p;
+		uint64_t end;
+		int err;
 
-		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		switch (qside_mem_check(fd, m->offset, m->size, &end)) {
+		case QSIDE_MEM_OK:
+			break;
+		case QSIDE_MEM_NOT_FILE:
 			vfu_log(d, "DMA_MAP 0x%llx: the fd is not a memory file",
 				(unsigned long long)m->addr);
 			close(fd);
 			return -EINVAL;
-		}
-		if (m->offset + m->size > (uint64_t)st.st_size ||
-		    m->size > SIZE_MAX - (size_t)page) {
+		default:
 			vfu_log(d,
 				"DMA_MAP 0x%llx: offset 0x%llx + size 0x%llx passes the file's "
 				"end (0x%llx)",
 				(unsigned long long)m->addr, (unsigned long long)m->offset,
-				(unsigned long long)m->size, (unsigned long long)st.st_size);
+				(unsigned long long)m->size, (unsigned long long)end);
 			close(fd);
 			return -EINVAL;
 		}
 		/* A window the client may not write is mapped private: a client's DMA
 		 * write there never reaches the guest, and never faults. */
-		w->maplen = (size_t)(m->size + delta);
-		p = mmap(NULL, w->maplen, PROT_READ | PROT_WRITE,
-			 (wr ? MAP_SHARED : MAP_PRIVATE) | MAP_NORESERVE, fd,
-			 (off_t)(m->offset - delta));
-		if (p == MAP_FAILED) {
-			int err = errno;
-
+		err = qside_map(&w->m, fd, m->offset, m->flags & VFU_DMA_WRITEABLE);
+		if (err < 0) {
 			vfu_log(d, "DMA_MAP 0x%llx: cannot map: %s", (unsigned long long)m->addr,
-				strerror(err));
+				strerror(-err));
 			close(fd);
-			return -err;
+			return err;
 		}
-		w->map = p;
-		w->host = (uint8_t *)p + delta;
 		w->fd = fd;
 	} else if (!d->warned_msg_dma) {
 		d->warned_msg_dma = true;
@@ -127,7 +115,7 @@ int vfu_dma_map(struct vfu_dev *d, const struct vfu_dma_map *m, int fd)
 	}
 	d->ndma++;
 	d->dma_maps++;
-	if (d->s->trace)
+	if (d->s->q.trace)
 		vfu_log(d, "DMA_MAP 0x%llx+0x%llx offset 0x%llx flags 0x%x%s",
 			(unsigned long long)m->addr, (unsigned long long)m->size,
 			(unsigned long long)m->offset, m->flags, fd >= 0 ? " (fd)" : "");
@@ -147,13 +135,13 @@ int vfu_dma_unmap(struct vfu_dev *d, const struct vfu_dma_unmap *u)
 	for (unsigned i = 0; i < d->ndma; i++) {
 		struct vfu_dma *w = &d->dma[i];
 
-		if (w->addr != u->addr || w->size != u->size)
+		if (w->m.gpa != u->addr || w->m.size != u->size)
 			continue;
 		had_fd = w->fd >= 0;
 		window_free(w);
 		d->dma[i] = d->dma[d->ndma - 1];
 		d->ndma--;
-		if (d->s->trace)
+		if (d->s->q.trace)
 			vfu_log(d, "DMA_UNMAP 0x%llx+0x%llx", (unsigned long long)u->addr,
 				(unsigned long long)u->size);
 		if (had_fd)
@@ -182,17 +170,14 @@ void *vfu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len)
 {
 	struct vfu *s = opaque;
 
-	if (len == 0)
-		return NULL;
 	for (unsigned g = 0; g < s->ndevs; g++) {
 		const struct vfu_dev *d = &s->devs[g];
 
 		for (unsigned i = 0; i < d->ndma; i++) {
-			const struct vfu_dma *w = &d->dma[i];
+			void *p = qside_map_ptr(&d->dma[i].m, gpa, len);
 
-			if (w->host && gpa >= w->addr && gpa - w->addr < w->size &&
-			    len <= w->size - (gpa - w->addr))
-				return w->host + (gpa - w->addr);
+			if (p)
+				return p;
 		}
 	}
 	return NULL;

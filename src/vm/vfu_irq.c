@@ -25,7 +25,7 @@ static void intx_check(struct vfu_dev *d)
 		return;
 	d->intx_masked = true; /* automasked until the client unmasks (the guest's EOI) */
 	signal_fd(d->intx_fd, &d->intx_signals);
-	if (d->s->trace)
+	if (d->s->q.trace)
 		vfu_log(d, "INTx signalled");
 }
 
@@ -74,7 +74,7 @@ void vfu_irq_backend(int line, bool level, void *opaque)
 		return; /* the lines belong to the range's next device instance */
 	if (k == 0)
 		pci_set_intx_status(&d->pci, level);
-	if (s->trace)
+	if (s->q.trace)
 		vfu_log(d, "line %u %s", k, level ? "high" : "low");
 	if (rising && pci_msix_enabled(&d->pci)) {
 		/* An edge is one message: pending while it cannot be delivered. */
@@ -282,7 +282,7 @@ int vfu_set_irqs(struct vfu_dev *d, const struct vfu_set_irqs *s, int *fds, unsi
 		vfu_log(d, "SET_IRQS index %u: fds without DATA_EVENTFD", s->index);
 		return -EINVAL;
 	}
-	if (d->s->trace)
+	if (d->s->q.trace)
 		vfu_log(d, "SET_IRQS index %u start %u count %u flags 0x%x fds %u", s->index,
 			s->start, s->count, s->flags, nfds);
 	switch (s->index) {

@@ -3,40 +3,10 @@
 #include "mpqemu_msg.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-/* Little-endian load / store of n (<= 8) bytes. */
-static uint64_t ld(const uint8_t *p, unsigned n)
-{
-	uint64_t v = 0;
-
-	for (unsigned i = n; i-- > 0;)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static void st(uint8_t *p, uint64_t v, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static int bad(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int bad(char *why, size_t whylen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why && whylen) {
-		va_start(ap, fmt);
-		vsnprintf(why, whylen, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
+#include "wire_le.h"
 
 const char *mpqemu_cmd_name(uint32_t cmd)
 {
@@ -82,21 +52,22 @@ unsigned mpqemu_cmd_data_size(uint32_t cmd)
 
 int mpqemu_hdr_decode(const uint8_t *buf, struct mpqemu_hdr *h, char *why, size_t whylen)
 {
-	h->cmd = (uint32_t)ld(buf, 4);
-	h->size = ld(buf + 8, 8);
+	h->cmd = (uint32_t)wire_ld(buf, 4);
+	h->size = wire_ld(buf + 8, 8);
 	if (h->cmd >= MPQEMU_CMD_MAX)
-		return bad(why, whylen, "unknown command %u", h->cmd);
+		return wire_bad(why, whylen, "unknown command %u", h->cmd);
 	if (h->size > MPQEMU_DATA_MAX)
-		return bad(why, whylen, "%s with size %llu (at most %u)", mpqemu_cmd_name(h->cmd),
-			   (unsigned long long)h->size, MPQEMU_DATA_MAX);
+		return wire_bad(why, whylen, "%s with size %llu (at most %u)",
+				mpqemu_cmd_name(h->cmd), (unsigned long long)h->size,
+				MPQEMU_DATA_MAX);
 	return 0;
 }
 
 void mpqemu_hdr_encode(uint8_t *buf, const struct mpqemu_hdr *h)
 {
-	st(buf, h->cmd, 4);
-	st(buf + 4, 0, 4);
-	st(buf + 8, h->size, 8);
+	wire_st(buf, h->cmd, 4);
+	wire_st(buf + 4, 0, 4);
+	wire_st(buf + 8, h->size, 8);
 }
 
 /* SYNC_SYSMEM's n regions: each valid on its own, then no two overlapping. */
@@ -106,25 +77,26 @@ static int sysmem_decode(const uint8_t *p, unsigned n, struct mpqemu_msg *m, cha
 	m->sysmem.n = n;
 	for (unsigned i = 0; i < n; i++) {
 		struct mpqemu_sysmem_region *r = &m->sysmem.r[i];
-		uint64_t gpa = ld(p + 8 * i, 8), size = ld(p + 64 + 8 * i, 8);
-		uint64_t off = ld(p + 128 + 8 * i, 8);
+		uint64_t gpa = wire_ld(p + 8 * i, 8), size = wire_ld(p + 64 + 8 * i, 8);
+		uint64_t off = wire_ld(p + 128 + 8 * i, 8);
 
 		/* offset is an off_t: its top bit set is a negative offset. */
 		if (size == 0 || gpa > UINT64_MAX - size || off > (uint64_t)INT64_MAX ||
 		    off > UINT64_MAX - size)
-			return bad(why, whylen,
-				   "SYNC_SYSMEM region %u: gpa 0x%llx size 0x%llx offset %lld is "
-				   "not valid",
-				   i, (unsigned long long)gpa, (unsigned long long)size,
-				   off > (uint64_t)INT64_MAX ? -(long long)(UINT64_MAX - off) - 1
-							     : (long long)off);
+			return wire_bad(
+			    why, whylen,
+			    "SYNC_SYSMEM region %u: gpa 0x%llx size 0x%llx offset %lld is "
+			    "not valid",
+			    i, (unsigned long long)gpa, (unsigned long long)size,
+			    off > (uint64_t)INT64_MAX ? -(long long)(UINT64_MAX - off) - 1
+						      : (long long)off);
 		for (unsigned j = 0; j < i; j++) {
 			const struct mpqemu_sysmem_region *o = &m->sysmem.r[j];
 
 			/* Both ends are exact: neither sum wraps (checked above). */
 			if (gpa < o->gpa + o->size && o->gpa < gpa + size)
-				return bad(why, whylen, "SYNC_SYSMEM regions %u and %u overlap", j,
-					   i);
+				return wire_bad(why, whylen,
+						"SYNC_SYSMEM regions %u and %u overlap", j, i);
 		}
 		r->gpa = gpa;
 		r->size = size;
@@ -150,8 +122,8 @@ int mpqemu_msg_decode(const uint8_t *hdr, const uint8_t *data, size_t len, unsig
 	m->nfds = nfds;
 	name = mpqemu_cmd_name(h.cmd);
 	if (h.size != len)
-		return bad(why, whylen, "%s with %zu of its %llu data bytes", name, len,
-			   (unsigned long long)h.size);
+		return wire_bad(why, whylen, "%s with %zu of its %llu data bytes", name, len,
+				(unsigned long long)h.size);
 	switch (h.cmd) {
 	case MPQEMU_CMD_SYNC_SYSMEM:
 		fds_any = true;
@@ -160,32 +132,33 @@ int mpqemu_msg_decode(const uint8_t *hdr, const uint8_t *data, size_t len, unsig
 		want_fds = 2;
 		break;
 	case MPQEMU_CMD_RET:
-		return bad(why, whylen, "command %u (%s) is not one the proxy sends", h.cmd, name);
+		return wire_bad(why, whylen, "command %u (%s) is not one the proxy sends", h.cmd,
+				name);
 	default:
 		break;
 	}
 	want_size = mpqemu_cmd_data_size(h.cmd);
 	if (h.size != want_size)
-		return bad(why, whylen, "%s with %llu data bytes (expected %u)", name,
-			   (unsigned long long)h.size, want_size);
+		return wire_bad(why, whylen, "%s with %llu data bytes (expected %u)", name,
+				(unsigned long long)h.size, want_size);
 	if (fds_lost || nfds > MPQEMU_MAX_FDS || (!fds_any && nfds != want_fds))
-		return bad(why, whylen, "%s with %s%u fd(s) (expected %s%u)", name,
-			   fds_lost || nfds > MPQEMU_MAX_FDS ? "more than " : "", nfds,
-			   fds_any ? "at most " : "", fds_any ? MPQEMU_MAX_FDS : want_fds);
+		return wire_bad(why, whylen, "%s with %s%u fd(s) (expected %s%u)", name,
+				fds_lost || nfds > MPQEMU_MAX_FDS ? "more than " : "", nfds,
+				fds_any ? "at most " : "", fds_any ? MPQEMU_MAX_FDS : want_fds);
 	switch (h.cmd) {
 	case MPQEMU_CMD_SYNC_SYSMEM:
 		return sysmem_decode(data, nfds, m, why, whylen);
 	case MPQEMU_CMD_PCI_CFGWRITE:
 	case MPQEMU_CMD_PCI_CFGREAD:
-		m->conf.addr = (uint32_t)ld(data, 4);
-		m->conf.val = (uint32_t)ld(data + 4, 4);
-		m->conf.len = (int32_t)(uint32_t)ld(data + 8, 4);
+		m->conf.addr = (uint32_t)wire_ld(data, 4);
+		m->conf.val = (uint32_t)wire_ld(data + 4, 4);
+		m->conf.len = (int32_t)(uint32_t)wire_ld(data + 8, 4);
 		break;
 	case MPQEMU_CMD_BAR_WRITE:
 	case MPQEMU_CMD_BAR_READ:
-		m->bar.addr = ld(data, 8);
-		m->bar.val = ld(data + 8, 8);
-		m->bar.size = (uint32_t)ld(data + 16, 4);
+		m->bar.addr = wire_ld(data, 8);
+		m->bar.val = wire_ld(data + 8, 8);
+		m->bar.size = (uint32_t)wire_ld(data + 16, 4);
 		m->bar.memory = data[20] != 0;
 		break;
 	default: /* SET_IRQFD, DEVICE_RESET: no data */
@@ -211,25 +184,25 @@ size_t mpqemu_msg_encode(uint8_t *buf, size_t room, const struct mpqemu_msg *m)
 	switch (m->cmd) {
 	case MPQEMU_CMD_SYNC_SYSMEM:
 		for (unsigned i = 0; i < m->sysmem.n; i++) {
-			st(p + 8 * i, m->sysmem.r[i].gpa, 8);
-			st(p + 64 + 8 * i, m->sysmem.r[i].size, 8);
-			st(p + 128 + 8 * i, m->sysmem.r[i].offset, 8);
+			wire_st(p + 8 * i, m->sysmem.r[i].gpa, 8);
+			wire_st(p + 64 + 8 * i, m->sysmem.r[i].size, 8);
+			wire_st(p + 128 + 8 * i, m->sysmem.r[i].offset, 8);
 		}
 		break;
 	case MPQEMU_CMD_RET:
-		st(p, m->ret, 8);
+		wire_st(p, m->ret, 8);
 		break;
 	case MPQEMU_CMD_PCI_CFGWRITE:
 	case MPQEMU_CMD_PCI_CFGREAD:
-		st(p, m->conf.addr, 4);
-		st(p + 4, m->conf.val, 4);
-		st(p + 8, (uint32_t)m->conf.len, 4);
+		wire_st(p, m->conf.addr, 4);
+		wire_st(p + 4, m->conf.val, 4);
+		wire_st(p + 8, (uint32_t)m->conf.len, 4);
 		break;
 	case MPQEMU_CMD_BAR_WRITE:
 	case MPQEMU_CMD_BAR_READ:
-		st(p, m->bar.addr, 8);
-		st(p + 8, m->bar.val, 8);
-		st(p + 16, m->bar.size, 4);
+		wire_st(p, m->bar.addr, 8);
+		wire_st(p + 8, m->bar.val, 8);
+		wire_st(p + 16, m->bar.size, 4);
 		p[20] = m->bar.memory ? 1 : 0;
 		break;
 	default:

@@ -2,57 +2,28 @@
 #include "vfio_user.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-static uint64_t ld(const uint8_t *p, unsigned n)
-{
-	uint64_t v = 0;
-
-	for (unsigned i = n; i-- > 0;)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static void st(uint8_t *p, uint64_t v, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static int bad(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int bad(char *why, size_t whylen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why && whylen) {
-		va_start(ap, fmt);
-		vsnprintf(why, whylen, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
+#include "wire_le.h"
 
 int vfu_hdr_decode(const uint8_t *buf, struct vfu_hdr *h)
 {
-	h->id = (uint16_t)ld(buf, 2);
-	h->cmd = (uint16_t)ld(buf + 2, 2);
-	h->size = (uint32_t)ld(buf + 4, 4);
-	h->flags = (uint32_t)ld(buf + 8, 4);
-	h->error = (uint32_t)ld(buf + 12, 4);
+	h->id = (uint16_t)wire_ld(buf, 2);
+	h->cmd = (uint16_t)wire_ld(buf + 2, 2);
+	h->size = (uint32_t)wire_ld(buf + 4, 4);
+	h->flags = (uint32_t)wire_ld(buf + 8, 4);
+	h->error = (uint32_t)wire_ld(buf + 12, 4);
 	return h->size < VFU_HDR_SIZE ? -EINVAL : 0;
 }
 
 void vfu_hdr_encode(uint8_t *buf, const struct vfu_hdr *h)
 {
-	st(buf, h->id, 2);
-	st(buf + 2, h->cmd, 2);
-	st(buf + 4, h->size, 4);
-	st(buf + 8, h->flags, 4);
-	st(buf + 12, h->error, 4);
+	wire_st(buf, h->id, 2);
+	wire_st(buf + 2, h->cmd, 2);
+	wire_st(buf + 4, h->size, 4);
+	wire_st(buf + 8, h->flags, 4);
+	wire_st(buf + 12, h->error, 4);
 }
 
 const char *vfu_cmd_name(unsigned cmd)
@@ -102,7 +73,7 @@ static void ws(struct json *j)
 
 static int jfail(struct json *j, const char *what)
 {
-	return bad(j->why, j->whylen, "VERSION JSON: %s at byte %zu", what, j->pos);
+	return wire_bad(j->why, j->whylen, "VERSION JSON: %s at byte %zu", what, j->pos);
 }
 
 /* A string; when out is not NULL, its raw bytes (escapes kept) go there (NUL-terminated). */
@@ -224,20 +195,52 @@ static bool jword(struct json *j, const char *w)
  * An object. level 0 is the document, 1 its "capabilities" member: the
  * members coreio-vm reads are checked there.
  */
-static int jobject(struct json *j, struct vfu_version *caps, int level)
+/*
+ * Enter the object or array at j->pos (its opener) that ends with close.
+ * Returns 1 when it is empty (and was left), 0 when a member follows, or
+ * a negative errno.
+ */
+static int jopen(struct json *j, char close)
 {
 	if (++j->depth > JSON_MAX_DEPTH)
 		return jfail(j, "nested too deep");
-	j->pos++; /* '{' */
+	j->pos++;
 	ws(j);
-	if (j->pos < j->len && j->s[j->pos] == '}') {
+	if (j->pos < j->len && j->s[j->pos] == close) {
+		j->pos++;
+		j->depth--;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * After a member of the object or array that ends with close: 1 for ','
+ * (another member follows), 0 for close (it was left), or a negative errno.
+ */
+static int jnext(struct json *j, char close)
+{
+	ws(j);
+	if (j->pos < j->len && j->s[j->pos] == ',') {
+		j->pos++;
+		return 1;
+	}
+	if (j->pos < j->len && j->s[j->pos] == close) {
 		j->pos++;
 		j->depth--;
 		return 0;
 	}
+	return jfail(j, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+}
+
+static int jobject(struct json *j, struct vfu_version *caps, int level)
+{
+	int rc = jopen(j, '}'); /* at '{' */
+
+	if (rc)
+		return rc < 0 ? rc : 0;
 	for (;;) {
 		char name[32];
-		int rc;
 
 		ws(j);
 		rc = jstring(j, name, sizeof(name));
@@ -277,17 +280,9 @@ static int jobject(struct json *j, struct vfu_version *caps, int level)
 		}
 		if (rc)
 			return rc;
-		ws(j);
-		if (j->pos < j->len && j->s[j->pos] == ',') {
-			j->pos++;
-			continue;
-		}
-		if (j->pos < j->len && j->s[j->pos] == '}') {
-			j->pos++;
-			j->depth--;
-			return 0;
-		}
-		return jfail(j, "expected ',' or '}'");
+		rc = jnext(j, '}');
+		if (rc <= 0)
+			return rc;
 	}
 }
 
@@ -299,33 +294,20 @@ static int jvalue(struct json *j, struct vfu_version *caps, int level)
 	switch (j->s[j->pos]) {
 	case '{':
 		return jobject(j, caps, level);
-	case '[':
-		if (++j->depth > JSON_MAX_DEPTH)
-			return jfail(j, "nested too deep");
-		j->pos++;
-		ws(j);
-		if (j->pos < j->len && j->s[j->pos] == ']') {
-			j->pos++;
-			j->depth--;
-			return 0;
-		}
-		for (;;) {
-			int rc = jvalue(j, caps, 2);
+	case '[': {
+		int rc = jopen(j, ']');
 
+		if (rc)
+			return rc < 0 ? rc : 0;
+		for (;;) {
+			rc = jvalue(j, caps, 2);
 			if (rc)
 				return rc;
-			ws(j);
-			if (j->pos < j->len && j->s[j->pos] == ',') {
-				j->pos++;
-				continue;
-			}
-			if (j->pos < j->len && j->s[j->pos] == ']') {
-				j->pos++;
-				j->depth--;
-				return 0;
-			}
-			return jfail(j, "expected ',' or ']'");
+			rc = jnext(j, ']');
+			if (rc <= 0)
+				return rc;
 		}
+	}
 	case '"':
 		return jstring(j, NULL, 0);
 	case 't':
@@ -370,19 +352,19 @@ int vfu_version_decode(const uint8_t *p, size_t len, struct vfu_version *v, char
 	v->max_msg_fds = 1;
 	v->max_data_xfer_size = 1u << 20;
 	if (len < VFU_VERSION_FIXED)
-		return bad(why, whylen, "VERSION payload of %zu bytes (at least %u)", len,
-			   VFU_VERSION_FIXED);
-	v->major = (uint16_t)ld(p, 2);
-	v->minor = (uint16_t)ld(p + 2, 2);
+		return wire_bad(why, whylen, "VERSION payload of %zu bytes (at least %u)", len,
+				VFU_VERSION_FIXED);
+	v->major = (uint16_t)wire_ld(p, 2);
+	v->minor = (uint16_t)wire_ld(p + 2, 2);
 	if (len == VFU_VERSION_FIXED)
 		return 0;
 	json = (const char *)p + VFU_VERSION_FIXED;
 	jlen = len - VFU_VERSION_FIXED;
 	if (jlen > VFU_JSON_MAX)
-		return bad(why, whylen, "VERSION JSON of %zu bytes (at most %u)", jlen,
-			   VFU_JSON_MAX);
+		return wire_bad(why, whylen, "VERSION JSON of %zu bytes (at most %u)", jlen,
+				VFU_JSON_MAX);
 	if (json[jlen - 1] != '\0' || memchr(json, '\0', jlen - 1))
-		return bad(why, whylen, "VERSION JSON is not one NUL-terminated string");
+		return wire_bad(why, whylen, "VERSION JSON is not one NUL-terminated string");
 	v->has_json = true;
 	return vfu_json_caps(json, jlen - 1, v, why, whylen);
 }
@@ -398,8 +380,8 @@ size_t vfu_version_encode(uint8_t *p, size_t room, uint16_t major, uint16_t mino
 
 	if (n < 0 || (size_t)n >= sizeof(json) || room < VFU_VERSION_FIXED + (size_t)n + 1)
 		return 0;
-	st(p, major, 2);
-	st(p + 2, minor, 2);
+	wire_st(p, major, 2);
+	wire_st(p + 2, minor, 2);
 	memcpy(p + VFU_VERSION_FIXED, json, (size_t)n + 1);
 	return VFU_VERSION_FIXED + (size_t)n + 1;
 }
@@ -408,22 +390,22 @@ int vfu_dma_map_decode(const uint8_t *p, size_t len, struct vfu_dma_map *m, char
 		       size_t whylen)
 {
 	if (len != VFU_DMA_MAP_SIZE)
-		return bad(why, whylen, "DMA_MAP payload of %zu bytes (expected %u)", len,
-			   VFU_DMA_MAP_SIZE);
-	m->argsz = (uint32_t)ld(p, 4);
-	m->flags = (uint32_t)ld(p + 4, 4);
-	m->offset = ld(p + 8, 8);
-	m->addr = ld(p + 16, 8);
-	m->size = ld(p + 24, 8);
+		return wire_bad(why, whylen, "DMA_MAP payload of %zu bytes (expected %u)", len,
+				VFU_DMA_MAP_SIZE);
+	m->argsz = (uint32_t)wire_ld(p, 4);
+	m->flags = (uint32_t)wire_ld(p + 4, 4);
+	m->offset = wire_ld(p + 8, 8);
+	m->addr = wire_ld(p + 16, 8);
+	m->size = wire_ld(p + 24, 8);
 	if (m->argsz < VFU_DMA_MAP_SIZE)
-		return bad(why, whylen, "DMA_MAP argsz %u (at least %u)", m->argsz,
-			   VFU_DMA_MAP_SIZE);
+		return wire_bad(why, whylen, "DMA_MAP argsz %u (at least %u)", m->argsz,
+				VFU_DMA_MAP_SIZE);
 	if (m->flags & ~(VFU_DMA_READABLE | VFU_DMA_WRITEABLE))
-		return bad(why, whylen, "DMA_MAP flags 0x%x", m->flags);
+		return wire_bad(why, whylen, "DMA_MAP flags 0x%x", m->flags);
 	if (m->size == 0 || m->addr + m->size < m->addr || m->offset + m->size < m->offset)
-		return bad(why, whylen, "DMA_MAP address 0x%llx size 0x%llx offset 0x%llx",
-			   (unsigned long long)m->addr, (unsigned long long)m->size,
-			   (unsigned long long)m->offset);
+		return wire_bad(why, whylen, "DMA_MAP address 0x%llx size 0x%llx offset 0x%llx",
+				(unsigned long long)m->addr, (unsigned long long)m->size,
+				(unsigned long long)m->offset);
 	return 0;
 }
 
@@ -431,22 +413,22 @@ int vfu_dma_unmap_decode(const uint8_t *p, size_t len, struct vfu_dma_unmap *u, 
 			 size_t whylen)
 {
 	if (len != VFU_DMA_UNMAP_SIZE)
-		return bad(why, whylen, "DMA_UNMAP payload of %zu bytes (expected %u)", len,
-			   VFU_DMA_UNMAP_SIZE);
-	u->argsz = (uint32_t)ld(p, 4);
-	u->flags = (uint32_t)ld(p + 4, 4);
-	u->addr = ld(p + 8, 8);
-	u->size = ld(p + 16, 8);
+		return wire_bad(why, whylen, "DMA_UNMAP payload of %zu bytes (expected %u)", len,
+				VFU_DMA_UNMAP_SIZE);
+	u->argsz = (uint32_t)wire_ld(p, 4);
+	u->flags = (uint32_t)wire_ld(p + 4, 4);
+	u->addr = wire_ld(p + 8, 8);
+	u->size = wire_ld(p + 16, 8);
 	if (u->argsz < VFU_DMA_UNMAP_SIZE)
-		return bad(why, whylen, "DMA_UNMAP argsz %u (at least %u)", u->argsz,
-			   VFU_DMA_UNMAP_SIZE);
+		return wire_bad(why, whylen, "DMA_UNMAP argsz %u (at least %u)", u->argsz,
+				VFU_DMA_UNMAP_SIZE);
 	if (u->flags & ~VFU_DMA_UNMAP_FLAG_ALL)
-		return bad(why, whylen, "DMA_UNMAP flags 0x%x", u->flags);
+		return wire_bad(why, whylen, "DMA_UNMAP flags 0x%x", u->flags);
 	if ((u->flags & VFU_DMA_UNMAP_FLAG_ALL) && (u->addr || u->size))
-		return bad(why, whylen, "DMA_UNMAP of everything with an address or size");
+		return wire_bad(why, whylen, "DMA_UNMAP of everything with an address or size");
 	if (u->addr + u->size < u->addr)
-		return bad(why, whylen, "DMA_UNMAP address 0x%llx size 0x%llx wraps",
-			   (unsigned long long)u->addr, (unsigned long long)u->size);
+		return wire_bad(why, whylen, "DMA_UNMAP address 0x%llx size 0x%llx wraps",
+				(unsigned long long)u->addr, (unsigned long long)u->size);
 	return 0;
 }
 
@@ -455,37 +437,37 @@ int vfu_words_decode(const uint8_t *p, size_t len, uint32_t *w, unsigned n)
 	if (len != (size_t)n * 4)
 		return -EINVAL;
 	for (unsigned i = 0; i < n; i++)
-		w[i] = (uint32_t)ld(p + 4 * i, 4);
+		w[i] = (uint32_t)wire_ld(p + 4 * i, 4);
 	return 0;
 }
 
 void vfu_words_encode(uint8_t *p, const uint32_t *w, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++)
-		st(p + 4 * i, w[i], 4);
+		wire_st(p + 4 * i, w[i], 4);
 }
 
 int vfu_region_info_decode(const uint8_t *p, size_t len, struct vfu_region_info *r)
 {
 	if (len != VFU_REGION_INFO_SIZE)
 		return -EINVAL;
-	r->argsz = (uint32_t)ld(p, 4);
-	r->flags = (uint32_t)ld(p + 4, 4);
-	r->index = (uint32_t)ld(p + 8, 4);
-	r->cap_offset = (uint32_t)ld(p + 12, 4);
-	r->size = ld(p + 16, 8);
-	r->offset = ld(p + 24, 8);
+	r->argsz = (uint32_t)wire_ld(p, 4);
+	r->flags = (uint32_t)wire_ld(p + 4, 4);
+	r->index = (uint32_t)wire_ld(p + 8, 4);
+	r->cap_offset = (uint32_t)wire_ld(p + 12, 4);
+	r->size = wire_ld(p + 16, 8);
+	r->offset = wire_ld(p + 24, 8);
 	return 0;
 }
 
 void vfu_region_info_encode(uint8_t *p, const struct vfu_region_info *r)
 {
-	st(p, r->argsz, 4);
-	st(p + 4, r->flags, 4);
-	st(p + 8, r->index, 4);
-	st(p + 12, r->cap_offset, 4);
-	st(p + 16, r->size, 8);
-	st(p + 24, r->offset, 8);
+	wire_st(p, r->argsz, 4);
+	wire_st(p + 4, r->flags, 4);
+	wire_st(p + 8, r->index, 4);
+	wire_st(p + 12, r->cap_offset, 4);
+	wire_st(p + 16, r->size, 8);
+	wire_st(p + 24, r->offset, 8);
 }
 
 int vfu_set_irqs_decode(const uint8_t *p, size_t len, struct vfu_set_irqs *s, char *why,
@@ -494,36 +476,37 @@ int vfu_set_irqs_decode(const uint8_t *p, size_t len, struct vfu_set_irqs *s, ch
 	uint32_t data, action;
 
 	if (len < VFU_SET_IRQS_SIZE)
-		return bad(why, whylen, "SET_IRQS payload of %zu bytes (at least %u)", len,
-			   VFU_SET_IRQS_SIZE);
-	s->argsz = (uint32_t)ld(p, 4);
-	s->flags = (uint32_t)ld(p + 4, 4);
-	s->index = (uint32_t)ld(p + 8, 4);
-	s->start = (uint32_t)ld(p + 12, 4);
-	s->count = (uint32_t)ld(p + 16, 4);
+		return wire_bad(why, whylen, "SET_IRQS payload of %zu bytes (at least %u)", len,
+				VFU_SET_IRQS_SIZE);
+	s->argsz = (uint32_t)wire_ld(p, 4);
+	s->flags = (uint32_t)wire_ld(p + 4, 4);
+	s->index = (uint32_t)wire_ld(p + 8, 4);
+	s->start = (uint32_t)wire_ld(p + 12, 4);
+	s->count = (uint32_t)wire_ld(p + 16, 4);
 	s->data = NULL;
 	data = s->flags & VFU_IRQ_SET_DATA_MASK;
 	action = s->flags & VFU_IRQ_SET_ACTION_ALL;
 	if (s->flags & ~(VFU_IRQ_SET_DATA_MASK | VFU_IRQ_SET_ACTION_ALL))
-		return bad(why, whylen, "SET_IRQS flags 0x%x", s->flags);
+		return wire_bad(why, whylen, "SET_IRQS flags 0x%x", s->flags);
 	if (data != VFU_IRQ_SET_DATA_NONE && data != VFU_IRQ_SET_DATA_BOOL &&
 	    data != VFU_IRQ_SET_DATA_EVENTFD)
-		return bad(why, whylen, "SET_IRQS flags 0x%x: not exactly one DATA flag", s->flags);
+		return wire_bad(why, whylen, "SET_IRQS flags 0x%x: not exactly one DATA flag",
+				s->flags);
 	if (action != VFU_IRQ_SET_ACTION_MASK && action != VFU_IRQ_SET_ACTION_UNMASK &&
 	    action != VFU_IRQ_SET_ACTION_TRIGGER)
-		return bad(why, whylen, "SET_IRQS flags 0x%x: not exactly one ACTION flag",
-			   s->flags);
+		return wire_bad(why, whylen, "SET_IRQS flags 0x%x: not exactly one ACTION flag",
+				s->flags);
 	if (s->count > 65536 || s->start > UINT32_MAX - s->count)
-		return bad(why, whylen, "SET_IRQS start %u count %u", s->start, s->count);
+		return wire_bad(why, whylen, "SET_IRQS start %u count %u", s->start, s->count);
 	if (data == VFU_IRQ_SET_DATA_BOOL) {
 		if (len - VFU_SET_IRQS_SIZE != s->count)
-			return bad(why, whylen,
-				   "SET_IRQS DATA_BOOL with %zu data bytes for count %u",
-				   len - VFU_SET_IRQS_SIZE, s->count);
+			return wire_bad(why, whylen,
+					"SET_IRQS DATA_BOOL with %zu data bytes for count %u",
+					len - VFU_SET_IRQS_SIZE, s->count);
 		s->data = p + VFU_SET_IRQS_SIZE;
 	} else if (len != VFU_SET_IRQS_SIZE) {
-		return bad(why, whylen, "SET_IRQS payload of %zu bytes (expected %u)", len,
-			   VFU_SET_IRQS_SIZE);
+		return wire_bad(why, whylen, "SET_IRQS payload of %zu bytes (expected %u)", len,
+				VFU_SET_IRQS_SIZE);
 	}
 	return 0;
 }
@@ -534,42 +517,43 @@ int vfu_region_rw_decode(const uint8_t *p, size_t len, bool write, struct vfu_re
 	const char *name = write ? "REGION_WRITE" : "REGION_READ";
 
 	if (len < VFU_REGION_RW_SIZE)
-		return bad(why, whylen, "%s payload of %zu bytes (at least %u)", name, len,
-			   VFU_REGION_RW_SIZE);
-	r->offset = ld(p, 8);
-	r->region = (uint32_t)ld(p + 8, 4);
-	r->count = (uint32_t)ld(p + 12, 4);
+		return wire_bad(why, whylen, "%s payload of %zu bytes (at least %u)", name, len,
+				VFU_REGION_RW_SIZE);
+	r->offset = wire_ld(p, 8);
+	r->region = (uint32_t)wire_ld(p + 8, 4);
+	r->count = (uint32_t)wire_ld(p + 12, 4);
 	r->data = NULL;
 	if (!write) {
 		if (len != VFU_REGION_RW_SIZE)
-			return bad(why, whylen, "REGION_READ payload of %zu bytes (expected %u)",
-				   len, VFU_REGION_RW_SIZE);
+			return wire_bad(why, whylen,
+					"REGION_READ payload of %zu bytes (expected %u)", len,
+					VFU_REGION_RW_SIZE);
 		return 0;
 	}
 	if (len - VFU_REGION_RW_SIZE != r->count)
-		return bad(why, whylen, "REGION_WRITE count %u with %zu data bytes", r->count,
-			   len - VFU_REGION_RW_SIZE);
+		return wire_bad(why, whylen, "REGION_WRITE count %u with %zu data bytes", r->count,
+				len - VFU_REGION_RW_SIZE);
 	r->data = p + VFU_REGION_RW_SIZE;
 	return 0;
 }
 
 void vfu_region_rw_encode(uint8_t *p, uint64_t offset, uint32_t region, uint32_t count)
 {
-	st(p, offset, 8);
-	st(p + 8, region, 4);
-	st(p + 12, count, 4);
+	wire_st(p, offset, 8);
+	wire_st(p + 8, region, 4);
+	wire_st(p + 12, count, 4);
 }
 
 void vfu_dma_read_encode(uint8_t *p, uint64_t addr, uint32_t count)
 {
-	st(p, addr, 8);
-	st(p + 8, count, 8);
+	wire_st(p, addr, 8);
+	wire_st(p + 8, count, 8);
 }
 
 size_t vfu_dma_write_encode(uint8_t *p, uint64_t addr, const uint8_t *data, uint32_t count)
 {
-	st(p, addr, 8);
-	st(p + 8, count, 4);
+	wire_st(p, addr, 8);
+	wire_st(p + 8, count, 4);
 	if (count)
 		memcpy(p + VFU_DMA_RW_DATA, data, count);
 	memset(p + VFU_DMA_RW_DATA + count, 0, VFU_DMA_RW_SIZE - VFU_DMA_RW_DATA);
@@ -582,16 +566,16 @@ int vfu_dma_rw_decode(const uint8_t *p, size_t len, bool write, struct vfu_dma_r
 	const char *name = write ? "DMA_WRITE" : "DMA_READ reply";
 
 	if (len < VFU_DMA_RW_DATA)
-		return bad(why, whylen, "%s payload of %zu bytes (at least %u)", name, len,
-			   VFU_DMA_RW_DATA);
-	r->addr = ld(p, 8);
-	r->count = (uint32_t)ld(p + 8, 4);
+		return wire_bad(why, whylen, "%s payload of %zu bytes (at least %u)", name, len,
+				VFU_DMA_RW_DATA);
+	r->addr = wire_ld(p, 8);
+	r->count = (uint32_t)wire_ld(p + 8, 4);
 	r->data = p + VFU_DMA_RW_DATA;
 	if (len - VFU_DMA_RW_DATA < r->count)
-		return bad(why, whylen, "%s count %u with %zu data bytes", name, r->count,
-			   len - VFU_DMA_RW_DATA);
+		return wire_bad(why, whylen, "%s count %u with %zu data bytes", name, r->count,
+				len - VFU_DMA_RW_DATA);
 	if (len - VFU_DMA_RW_DATA - r->count > VFU_DMA_RW_SIZE - VFU_DMA_RW_DATA)
-		return bad(why, whylen, "%s of %zu bytes for count %u (at most %u more)", name, len,
-			   r->count, VFU_DMA_RW_SIZE);
+		return wire_bad(why, whylen, "%s of %zu bytes for count %u (at most %u more)", name,
+				len, r->count, VFU_DMA_RW_SIZE);
 	return 0;
 }

@@ -310,30 +310,25 @@ void coreio__wire_fdq_clear(struct coreio_wire_fdq *q)
 	q->n = 0;
 }
 
-long coreio__wire_rx_fill_fds(struct coreio_wire_rx *rx, int fd, struct coreio_wire_fdq *q)
+long coreio__wire_recv_iov_fds(int fd, struct iovec *iov, int niov, struct coreio_wire_fdq *q)
 {
 	union {
 		struct cmsghdr align;
 		char buf[CMSG_SPACE(sizeof(int) * COREIO_WIRE_FDQ_MAX)];
 	} ctl;
-	struct iovec iov;
 	struct msghdr mh;
 	ssize_t n;
 
-	rx_make_room(rx);
-	iov.iov_base = rx->buf + rx->end;
-	iov.iov_len = sizeof(rx->buf) - rx->end;
 	do {
 		memset(&mh, 0, sizeof(mh));
-		mh.msg_iov = &iov;
-		mh.msg_iovlen = 1;
+		mh.msg_iov = iov;
+		mh.msg_iovlen = (size_t)niov;
 		mh.msg_control = ctl.buf;
 		mh.msg_controllen = sizeof(ctl.buf);
 		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	rx->end += (size_t)n;
 	q->total += (uint64_t)n;
 	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
 		size_t nfd;
@@ -361,6 +356,20 @@ long coreio__wire_rx_fill_fds(struct coreio_wire_rx *rx, int fd, struct coreio_w
 	if (mh.msg_flags & MSG_CTRUNC)
 		q->dropped++;
 	return (long)n;
+}
+
+long coreio__wire_rx_fill_fds(struct coreio_wire_rx *rx, int fd, struct coreio_wire_fdq *q)
+{
+	struct iovec iov;
+	long n;
+
+	rx_make_room(rx);
+	iov.iov_base = rx->buf + rx->end;
+	iov.iov_len = sizeof(rx->buf) - rx->end;
+	n = coreio__wire_recv_iov_fds(fd, &iov, 1, q);
+	if (n > 0)
+		rx->end += (size_t)n;
+	return n;
 }
 
 uint64_t coreio__wire_rx_frame_pos(const struct coreio_wire_rx *rx, const struct coreio_wire_fdq *q,

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "coreio.h"
 
@@ -378,6 +379,16 @@ void coreio__wire_fdq_clear(struct coreio_wire_fdq *q);
  * Returns as coreio__wire_rx_fill().
  */
 long coreio__wire_rx_fill_fds(struct coreio_wire_rx *rx, int fd, struct coreio_wire_fdq *q);
+
+/*
+ * recvmsg() on fd into the niov buffers of iov without blocking (retrying
+ * on EINTR), queueing the fds that come along in q as
+ * coreio__wire_rx_fill_fds() does (bound to the last byte read; q->total
+ * follows the stream). For a receive that bypasses rx (the client's direct
+ * DMA receive). Returns the bytes read, 0 at end of stream, or a negative
+ * errno (-EAGAIN when nothing is there).
+ */
+long coreio__wire_recv_iov_fds(int fd, struct iovec *iov, int niov, struct coreio_wire_fdq *q);
 
 /*
  * Stream offset of the first byte of frame, a frame coreio__wire_rx_next()

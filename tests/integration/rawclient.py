@@ -1,31 +1,20 @@
 """Raw-frame CoreIO client: speaks the base wire format (docs/protocol.md) directly, as the reference client would."""
 
+import os
 import select
 import socket
 import struct
+import sys
 import time
 
-# Opcodes (w[1] bits 0..7).
-OP_PING = 0x00
-OP_READ = 0x01
-OP_WRITE = 0x02
-OP_READP = 0x03
-OP_WRITEP = 0x04
-OP_WRITEA = 0x05
-OP_WRITEAP = 0x06
-OP_LREAD = 0x21
-OP_LWRITE = 0x25
-OP_IRQ_UPDATE = 0x41
-OP_RGN_CLAIM = 0xF0
-OP_RESET = 0xFF
-
-ERROR_BIT = 1 << 30
-ORIGIN_BIT = 1 << 31
-MAGIC = 0x3178456F4965726F
-CAP_LARGE_DMA = 1
-CAP_CLAIM_ACK = 2
-
-UNIT = 64
+# The wire constants are those of coreio-replay's frame module (one list for both).
+_SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts")
+if _SCRIPTS not in sys.path:
+    sys.path.insert(0, _SCRIPTS)
+from replaylib.frames import (  # noqa: E402,F401  (re-exported for the tests)
+    CAP_CLAIM_ACK, CAP_LARGE_DMA, ERROR_BIT, MAGIC, OP_IRQ_UPDATE, OP_LREAD, OP_LWRITE, OP_PING,
+    OP_READ, OP_READP, OP_RESET, OP_RGN_CLAIM, OP_WRITE, OP_WRITEA, OP_WRITEAP, OP_WRITEP,
+    ORIGIN_BIT, UNIT)
 
 
 def make_w0(iface=0, extra=0, error=False, origin=False, tag=0):

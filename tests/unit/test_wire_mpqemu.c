@@ -10,18 +10,7 @@
 #include <cmocka.h>
 
 #include "mpqemu_msg.h"
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
+#include "wire_put.h"
 
 /* A header written by hand (not by the encoder under test); pad goes in the padding bytes. */
 static void hdr(uint8_t *h, uint32_t cmd, uint64_t size, uint32_t pad)

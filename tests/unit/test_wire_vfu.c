@@ -10,18 +10,7 @@
 #include <cmocka.h>
 
 #include "vfio_user.h"
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
+#include "wire_put.h"
 
 static void test_header_roundtrip(void **state)
 {
@@ -83,6 +72,13 @@ static void test_version_json(void **state)
 	assert_true(v.has_json);
 	assert_int_equal(v.max_msg_fds, 16);
 	assert_int_equal(v.max_data_xfer_size, 1048576);
+	/* Empty objects and arrays, nested. */
+	{
+		static const char empty[] = "{\"a\":[],\"b\":{},\"c\":[[],{}],\"capabilities\":{}}";
+
+		assert_int_equal(version(empty, sizeof(empty), &v, why), 0);
+		assert_true(v.has_json);
+	}
 	/* No JSON: defaults. */
 	assert_int_equal(vfu_version_decode(fixed, 4, &v, why, sizeof(why)), 0);
 	assert_false(v.has_json);
