@@ -13,8 +13,24 @@ them): a frame of our side is sent once every frame of the peer recorded before
 it has arrived and matched; a frame of the peer is awaited (with a timeout) on its
 connection and compared, after masking the fields the peer chooses freely
 (frames.masked()).
+
+Two freedoms of a live peer that the recorded order does not bind (a Linux
+guest's models use both, depending on when a frame reaches them):
+- Across connections: while the walk waits for the peer on one connection, the
+  peer may already have sent its next frame on another (a model that started a
+  kick's DMA before answering an MMIO read that came in meanwhile). Such a frame
+  is matched ahead of its turn when it is the next record of its connection, and
+  our answers to it (DMA and hello answers against a model, MMIO answers as the
+  model) follow at once: they depend only on their request. run_ahead().
+- Within a connection: a frame of the peer may come before frames recorded
+  ahead of it, up to our next request on that connection (our answers are no
+  barrier) and within WINDOW records: a model raising its interrupt before
+  answering a register read that arrived meanwhile, or reading the available
+  index before the completion of a posted write let it publish a used element.
+  IRQ updates keep their order among themselves. reordered().
 """
 
+import bisect
 import collections
 import os
 import selectors
@@ -35,6 +51,10 @@ EV_CLAIM = 3
 # the client went away first; on any other reason ("closed at exit", a malformed
 # frame, a timeout) the VM closed the connection.
 PEER_CLOSE_REASONS = ("disconnected", "receive failed")
+
+# How far ahead on one connection a frame of the peer may be matched out of its
+# recorded order (Session.reordered()), in records of that connection.
+WINDOW = 64
 
 
 class UsageError(Exception):
@@ -201,6 +221,10 @@ class Session:
             records = [r for r in records if r.conn in keep or (r.conn == 0 and r.kind ==
                                                                  KIND_EVENT)]
         self.records = sorted(records, key=lambda r: r.seq)
+        self.by_conn = collections.defaultdict(list)  # conn -> its record indices, in order
+        for k, r in enumerate(self.records):
+            self.by_conn[r.conn].append(k)
+        self.done = set()  # record indices handled ahead of the walk (run_ahead, reordered)
         self.opts = opts
         self.out = out
         self.err = err
@@ -276,14 +300,146 @@ class Session:
                                  "another frame from it" % (self.peer_name(), r.conn,
                                                             " (%s)" % c.error if c.error else ""),
                                  conn=r.conn)
+            if self.run_ahead(i, r.conn):
+                continue
             left = deadline - time.monotonic()
             if left <= 0:
+                self.stuck_elsewhere(i, r.conn)
                 raise Divergence(i, "no frame from %s on connection %d within %gs (--timeout)"
                                  % (self.peer_name(), r.conn, self.opts.timeout), conn=r.conn)
             self.check_alive(i)
             self.check_ended()
             self.wait_io(min(left, 0.2))
         return c.frames.popleft()
+
+    # --- the peer's freedoms (see the module's docstring) ------------------------------
+    def next_open(self, conn, after):
+        """Index of the first record of conn after index after not yet handled, or None."""
+        idx = self.by_conn.get(conn, [])
+        for k in idx[bisect.bisect_right(idx, after):]:
+            if k not in self.done:
+                return k
+        return None
+
+    def is_answer(self, r):
+        """True for a frame of ours that answers a request of the peer (origin: the peer)."""
+        return frames.origin(r.body) == (self.ours == frames.KIND_FROM_VM)
+
+    def run_ahead(self, i, waiting):
+        """While the walk waits at record i for connection waiting: match frames the
+        peer already sent on other connections (each the next record of its
+        connection, or one reordered() allows), and send our answers that follow
+        them. True when it did something."""
+        did = False
+        progress = True
+        while progress:
+            progress = False
+            for conn, c in self.live.items():
+                if conn == waiting or conn in self.ended or c.closed:
+                    continue
+                while True:
+                    j = self.next_open(conn, i)
+                    if j is None:
+                        break
+                    rj = self.records[j]
+                    if rj.kind == self.ours and self.is_answer(rj):
+                        self.send_ours(j, rj)
+                        self.done.add(j)
+                    elif rj.kind in (KIND_EVENT, self.ours) or not c.frames:
+                        break
+                    elif not frames.compare(rj.body, c.frames[0],
+                                            client_side=(rj.kind == frames.KIND_TO_VM)):
+                        self.take(j, c.frames.popleft())
+                    else:
+                        k = self.reordered(j, rj, c.frames[0])
+                        if k is None:
+                            break
+                        self.take(k, c.frames.popleft())
+                    did = progress = True
+        return did
+
+    def take(self, k, got):
+        """Record k (a peer frame) matched got ahead of the walk: done; our answer to it
+        (the next frame of ours on its connection with its tag) goes out at once."""
+        rk = self.records[k]
+        self.learn(rk, got)
+        self.matched += 1
+        self.done.add(k)
+        m = k
+        for _ in range(WINDOW):
+            m = self.next_open(rk.conn, m)
+            if m is None:
+                return
+            rm = self.records[m]
+            if rm.kind == self.ours and self.is_answer(rm) and \
+                    frames.tag(rm.body) == frames.tag(rk.body) and \
+                    frames.op(rm.body) == frames.op(rk.body):
+                self.send_ours(m, rm)
+                self.done.add(m)
+                return
+            if rm.kind == KIND_EVENT or (rm.kind == self.ours and not self.is_answer(rm)):
+                return
+
+    def stuck_elsewhere(self, i, waiting):
+        """The peer sent nothing on connection waiting: when a frame it sent on another
+        connection differs from that connection's next record, that is the divergence
+        (the peer may be waiting for us there)."""
+        for conn, c in self.live.items():
+            if conn == waiting or not c.frames or conn in self.ended:
+                continue
+            j = self.next_open(conn, i)
+            if j is None or self.records[j].kind in (KIND_EVENT, self.ours):
+                continue
+            self.diverge(j, self.records[j], c.frames[0])
+
+    def diverge(self, i, r, got):
+        """Raise the divergence of got, a frame of the peer that matches no record
+        reordered() allows: at the record it stands for (the first open one in that
+        window with its operation, length and address; the one the peer sent early),
+        else at record i."""
+        at, rat = i, r
+        k = i - 1
+        for _ in range(WINDOW):
+            k = self.next_open(r.conn, k)
+            if k is None:
+                break
+            rk = self.records[k]
+            if rk.kind == KIND_EVENT or (rk.kind == self.ours and not self.is_answer(rk)):
+                break
+            if rk.kind != self.ours and frames.word(rk.body, 1) == frames.word(got, 1) and \
+                    frames.word(rk.body, 2) == frames.word(got, 2):
+                at, rat = k, rk
+                break
+        diff = frames.compare(rat.body, got, client_side=(rat.kind == frames.KIND_TO_VM))
+        raise Divergence(at, "the frame from %s differs from the recording" % self.peer_name(),
+                         received=got, detail=diff, conn=r.conn)
+
+    def reordered(self, i, r, got):
+        """The later open record of r's connection that got matches, when the peer may
+        have sent it before record i: within WINDOW records, before our next frame on
+        that connection that is not an answer (a request of ours, or an event: the
+        peer's frames after it may depend on it). IRQ updates keep their order among
+        themselves. Else None."""
+        def is_irq(body):
+            return frames.op(body) == frames.OP_IRQ_UPDATE
+
+        client_side = r.kind == frames.KIND_TO_VM
+        irq = is_irq(got)
+        k = i
+        for _ in range(WINDOW):
+            k = self.next_open(r.conn, k)
+            if k is None:
+                return None
+            rk = self.records[k]
+            if rk.kind == KIND_EVENT or (rk.kind == self.ours and not self.is_answer(rk)):
+                return None
+            if rk.kind == self.ours:
+                continue  # an answer of ours to an earlier request: no barrier
+            if not frames.compare(rk.body, got, client_side):
+                return k
+            if irq and is_irq(rk.body):
+                return None  # an earlier IRQ update is still due
+        return None
 
     def check_alive(self, i):
         """Subclasses: raise Divergence when the peer process is gone."""
@@ -296,6 +452,8 @@ class Session:
         """Replay every record; raises Divergence at the first one."""
         self.setup()
         for i, r in enumerate(self.records):
+            if i in self.done:
+                continue
             if r.kind == KIND_EVENT:
                 self.on_event(i, r)
             elif r.kind == self.ours:
@@ -320,11 +478,15 @@ class Session:
         self.sent += 1
 
     def expect_peer(self, i, r):
-        got = self.next_frame(i, r)
-        diff = frames.compare(r.body, got, client_side=(r.kind == frames.KIND_TO_VM))
-        if diff:
-            raise Divergence(i, "the frame from %s differs from the recording"
-                             % self.peer_name(), received=got, detail=diff, conn=r.conn)
+        while True:
+            got = self.next_frame(i, r)
+            diff = frames.compare(r.body, got, client_side=(r.kind == frames.KIND_TO_VM))
+            if not diff:
+                break
+            k = self.reordered(i, r, got)
+            if k is None:
+                self.diverge(i, r, got)
+            self.take(k, got)
         self.learn(r, got)
         self.matched += 1
 
