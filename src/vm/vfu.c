@@ -802,12 +802,12 @@ int vfu_init(struct vfu *s, const struct vm_config *cfg, struct vmmio *v, struct
 			return err;
 		}
 		vfu_log(d,
-			"serving %04x:%04x (class 0x%06x%s%s) on %s; BAR 0 size 0x%llx, "
-			"BAR 1 MSI-X (%u vectors)",
+			"serving %04x:%04x (class 0x%06x%s%s) on %s; BAR 0 size 0x%llx, %s",
 			cfg->ranges[i].pci_vendor, cfg->ranges[i].pci_device,
 			cfg->ranges[i].pci_class, cfg->ranges[i].virtio ? ", virtio" : "",
 			d->hotplug ? ", hotplug" : "", d->path,
-			(unsigned long long)cfg->ranges[i].size, VFU_NVEC);
+			(unsigned long long)cfg->ranges[i].size,
+			d->msix ? "BAR 1 MSI-X (8 vectors), INTx" : "INTx");
 	}
 	/* Dead devices are marked with or without an orchestrator. */
 	qside_hook(&s->q, &(struct qside_hooks){.irq = vfu_irq_backend,
