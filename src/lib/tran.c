@@ -203,19 +203,19 @@ void coreio__tran_close(struct coreio__conn *c)
 }
 
 /*
- * The reader of a TLS connection for coreio__wire_rx_fill_with(): as many
- * bytes as fit, record after record, until the socket has no more. It
- * returns less than len only when the session holds nothing (no decrypted
- * bytes, none read ahead) and the socket is empty, so a caller that got
- * less may sleep on the fd.
+ * Read into buf with recv (coreio__tls_recv, or coreio__tls_recv_held for
+ * what the session holds only) as many bytes as fit, record after record,
+ * until there are no more. Returns less than len only when nothing is left
+ * to read that way (with coreio__tls_recv: no decrypted byte, none read
+ * ahead, and the socket empty, so a caller that got less may sleep on the fd).
  */
-static long tls_read(void *opaque, void *buf, size_t len)
+static long tls_read_with(struct coreio__conn *c, void *buf, size_t len,
+			  ssize_t (*recv)(struct coreio__tls *, void *, size_t))
 {
-	struct coreio__conn *c = opaque;
 	size_t got = 0;
 
 	while (got < len) {
-		ssize_t n = coreio__tls_recv(c->tls, (uint8_t *)buf + got, len - got);
+		ssize_t n = recv(c->tls, (uint8_t *)buf + got, len - got);
 
 		if (n > 0) {
 			got += (size_t)n;
@@ -228,24 +228,16 @@ static long tls_read(void *opaque, void *buf, size_t len)
 	return (long)got;
 }
 
+/* The reader of a TLS connection for coreio__wire_rx_fill_with(). */
+static long tls_read(void *opaque, void *buf, size_t len)
+{
+	return tls_read_with(opaque, buf, len, coreio__tls_recv);
+}
+
 /* As tls_read(), from what the session holds only: the socket is not read. */
 static long tls_read_held(void *opaque, void *buf, size_t len)
 {
-	struct coreio__conn *c = opaque;
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = coreio__tls_recv_held(c->tls, (uint8_t *)buf + got, len - got);
-
-		if (n > 0) {
-			got += (size_t)n;
-			continue;
-		}
-		if (got)
-			return (long)got;
-		return n == -EACCES ? -EPROTO : (long)n;
-	}
-	return (long)got;
+	return tls_read_with(opaque, buf, len, coreio__tls_recv_held);
 }
 
 long coreio__tran_fill(struct coreio__conn *c, bool held_only)

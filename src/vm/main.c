@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,15 +123,17 @@ static int run_qtest(void)
 }
 
 /*
- * The mpqemu mode: QEMU runs the guest; each range is the remote PCI device
- * of one x-pci-proxy-dev, served on the I/O thread alone (as with qtest).
+ * The QEMU-hosted modes: QEMU runs the guest; each range is a PCI device,
+ * the remote side of an x-pci-proxy-dev (mpqemu) or a vfio-user device on
+ * its own UNIX socket (vfu), served on the I/O thread alone (as with qtest).
  */
-static int run_mpqemu(void)
+static int run_qemu(bool vfu_mode)
 {
 	int status = 0;
 
 	if (vmmio_init(&vmmio, &cfg, &io, &mem, &irqchip) < 0 ||
-	    mpqemu_init(&mpq, &cfg, &vmmio, &irqchip) < 0) {
+	    (vfu_mode ? vfu_init(&vfu, &cfg, &vmmio, &irqchip)
+		      : mpqemu_init(&mpq, &cfg, &vmmio, &irqchip)) < 0) {
 		status = 1;
 	} else if (event_run() < 0) {
 		fprintf(stderr, "coreio-vm: event loop failed: %s\n", strerror(errno));
@@ -139,32 +142,15 @@ static int run_mpqemu(void)
 	if (atomic_load(&last_signal))
 		status = 128 + atomic_load(&last_signal);
 	/* Closing the clients first completes requests in flight into the still-open sockets. */
-	mpqemu_stop(&mpq);
+	if (vfu_mode)
+		vfu_stop(&vfu);
+	else
+		mpqemu_stop(&mpq);
 	vmmio_exit(&vmmio);
-	mpqemu_exit(&mpq);
-	return status;
-}
-
-/*
- * The vfio-user mode: QEMU runs the guest; each range is one vfio-user
- * device on its own UNIX socket, served on the I/O thread alone.
- */
-static int run_vfio_user(void)
-{
-	int status = 0;
-
-	if (vmmio_init(&vmmio, &cfg, &io, &mem, &irqchip) < 0 ||
-	    vfu_init(&vfu, &cfg, &vmmio, &irqchip) < 0) {
-		status = 1;
-	} else if (event_run() < 0) {
-		fprintf(stderr, "coreio-vm: event loop failed: %s\n", strerror(errno));
-		status = 1;
-	}
-	if (atomic_load(&last_signal))
-		status = 128 + atomic_load(&last_signal);
-	vfu_stop(&vfu);
-	vmmio_exit(&vmmio);
-	vfu_exit(&vfu);
+	if (vfu_mode)
+		vfu_exit(&vfu);
+	else
+		mpqemu_exit(&mpq);
 	return status;
 }
 
@@ -255,9 +241,9 @@ int main(int argc, char **argv)
 	if (strcmp(cfg.accel, "kvm") == 0)
 		status = run_kvm();
 	else if (strcmp(cfg.accel, "mpqemu") == 0)
-		status = run_mpqemu();
+		status = run_qemu(false);
 	else if (strcmp(cfg.accel, "vfio-user") == 0)
-		status = run_vfio_user();
+		status = run_qemu(true);
 	else
 		status = run_qtest();
 	event_exit();
