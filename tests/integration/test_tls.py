@@ -84,12 +84,25 @@ def test_unmodified_program_with_coreio_tls_on(env, pki):
     assert vm.value("readb %#x" % R0) == 0x5A
 
 
+class Refused:
+    """A client whose connect failed: its first line, and a wait for its stderr."""
+
+    def __init__(self, c):
+        self.c = c
+        self.first = c.first
+
+    def says(self, regex):
+        """Wait (bounded) until the client's stderr has a line matching regex."""
+        return self.c.wait_stderr(regex)
+
+
 def refused(env, target, cenv):
-    """A client whose connect must fail: returns (its first line, its stderr)."""
+    """A client whose connect must fail (the line is read before the process ends, and its
+    stderr through its own reader: wait for lines, never read a tail that may be short)."""
     c = env.client(target, env=cenv, expect_ok=False)
     assert c.first.startswith("ERR "), c.first
     c.wait_exit(10)
-    return c.first, c.stderr_tail()
+    return Refused(c)
 
 
 def test_client_certificate_from_another_ca(env, pki):
@@ -101,8 +114,8 @@ def test_client_certificate_from_another_ca(env, pki):
         with open(os.path.join(src, name), "rb") as f, open(os.path.join(mixed, name), "wb") as g:
             g.write(f.read())
     vm = env.vm(RANGE, extra=["--tls-creds", pki[0]])
-    first, err = refused(env, tls_target(vm), {"COREIO_TLS_CREDS": mixed})
-    assert "TLS" in err and "refused" in err, err
+    r = refused(env, tls_target(vm), {"COREIO_TLS_CREDS": mixed})
+    r.says(r"TLS.*refused")
     vm.wait_stderr(r"TLS refused: .*certificate")
     # Nothing of the guest was touched: the range is still free for a good client.
     c = env.client(tls_target(vm), env={"COREIO_TLS_CREDS": pki[0]})
@@ -112,38 +125,40 @@ def test_client_certificate_from_another_ca(env, pki):
 
 def test_vm_certificate_from_another_ca(env, pki):
     vm = env.vm(RANGE, extra=["--tls-creds", pki[0]])
-    first, err = refused(env, tls_target(vm), {"COREIO_TLS_CREDS": pki[1]})
+    r = refused(env, tls_target(vm), {"COREIO_TLS_CREDS": pki[1]})
+    first = r.first
     assert first.startswith("ERR -111"), first  # ECONNREFUSED
-    assert "certificate is refused" in err, err
+    r.says(r"certificate is refused")
 
 
 def test_wrong_psk(env, tmp_path):
     good = make_psk_file(str(tmp_path / "good.psk"))
     bad = make_psk_file(str(tmp_path / "bad.psk"))  # the same identity, another key
     vm = env.vm(RANGE, extra=["--tls-psk", good])
-    first, err = refused(env, tls_target(vm), {"COREIO_TLS_PSK": bad})
-    assert "TLS" in err, err
+    r = refused(env, tls_target(vm), {"COREIO_TLS_PSK": bad})
+    r.says(r"TLS")
     vm.wait_stderr(r"TLS refused")
 
 
 def test_tls_client_on_a_plain_port(env, pki):
     vm = env.vm(PLAIN)
-    first, err = refused(env, tls_target(vm), {"COREIO_TLS_CREDS": pki[0]})
-    assert "plain one" in err, err
+    r = refused(env, tls_target(vm), {"COREIO_TLS_CREDS": pki[0]})
+    r.says(r"plain one")
     vm.wait_stderr(r"a TLS client on plain port")
 
 
 def test_plain_client_on_a_tls_port(env, pki):
     vm = env.vm(RANGE, extra=["--tls-creds", pki[0], "--peer-timeout", "2000"])
-    first, err = refused(env, vm.target(0), {})
-    assert "tls:" in err, err
+    r = refused(env, vm.target(0), {})
+    r.says(r"tls:")
     vm.wait_stderr(r"does not speak TLS")
 
 
 def test_missing_credentials(env, pki, tmp_path):
     vm = env.vm(RANGE, extra=["--tls-creds", pki[0]])
-    first, err = refused(env, tls_target(vm), {})
+    r = refused(env, tls_target(vm), {})
+    first = r.first
     assert first.startswith("ERR -22"), first
-    assert "COREIO_TLS_CREDS" in err, err
-    first, err = refused(env, tls_target(vm), {"COREIO_TLS_CREDS": str(tmp_path / "nowhere")})
-    assert "nowhere/ca-cert.pem" in err, err
+    r.says(r"COREIO_TLS_CREDS")
+    r = refused(env, tls_target(vm), {"COREIO_TLS_CREDS": str(tmp_path / "nowhere")})
+    r.says(r"nowhere/ca-cert\.pem")
