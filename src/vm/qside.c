@@ -25,6 +25,7 @@ void qside_hook(struct qside *q, const struct qside_hooks *h)
 {
 	irq_set_backend(q->irq, h->irq, h->opaque);
 	vmmio_set_dma_ptr(q->v, h->dma_ptr, h->opaque);
+	vmmio_set_dma_async(q->v, h->dma_async, h->opaque);
 	if (q->ctl.fd >= 0 || h->claims_always) {
 		vmmio_set_claim_cb(q->v, qside_ctl_on_claim, &q->ctl);
 		vmmio_set_release_cb(q->v, h->release, h->opaque);
@@ -45,8 +46,10 @@ void qside_exit(struct qside *q)
 	qside_ctl_close(&q->ctl);
 	if (q->irq)
 		irq_set_backend(q->irq, NULL, NULL);
-	if (q->v)
+	if (q->v) {
 		vmmio_set_dma_ptr(q->v, NULL, NULL);
+		vmmio_set_dma_async(q->v, NULL, NULL);
+	}
 }
 
 void qside_vlog(const char *mode, unsigned g, const char *fmt, va_list ap)

@@ -38,10 +38,11 @@ struct qside {
 
 /* What a mode hooks into the VM (qside_hook()); opaque is passed to each. */
 struct qside_hooks {
-	irq_backend_fn irq;	  /* the IRQ backend */
-	vmmio_dma_ptr_fn dma_ptr; /* the DMA target (mid 0) */
-	vmmio_release_fn release; /* a range lost its client */
-	bool claims_always;	  /* claim and release callbacks even without a control socket */
+	irq_backend_fn irq;	      /* the IRQ backend */
+	vmmio_dma_ptr_fn dma_ptr;     /* the DMA target (mid 0) */
+	vmmio_dma_async_fn dma_async; /* where what dma_ptr does not reach goes; NULL: none */
+	vmmio_release_fn release;     /* a range lost its client */
+	bool claims_always; /* claim and release callbacks even without a control socket */
 	void *opaque;
 };
 

@@ -37,6 +37,7 @@ static void close_rx_fds(struct vfu_dev *d)
 
 static void rx_reset(struct vfu_dev *d)
 {
+	d->held = false;
 	d->rx_have = 0;
 	d->rx_size = 0;
 	d->rx_nfds = 0;
@@ -64,9 +65,27 @@ static void conn_close(struct vfu_dev *d, const char *why)
 	rx_reset(d);
 	qside_sock_close(&d->fd);
 	d->negotiated = false;
+	d->warned_stray_reply = false;
+	vfu_dma_conn_closed(d); /* our DMA_READ/DMA_WRITE in flight fail */
 	vfu_irq_reset(d, false);
 	vfu_dma_clear(d);
 	listen_resume(d);
+}
+
+int vfu_send(struct vfu_dev *d, const void *buf, size_t len)
+{
+	const char *why;
+	char msg[128];
+
+	if (d->fd < 0)
+		return -EIO;
+	/* The client reads every message; a full socket is one that does not. */
+	why = qside_send_all(d->fd, buf, len);
+	if (!why)
+		return 0;
+	snprintf(msg, sizeof(msg), "cannot send: %s", why);
+	conn_close(d, msg);
+	return -EIO;
 }
 
 static void malformed(struct vfu_dev *d, const char *fmt, ...)
@@ -91,7 +110,6 @@ static void send_reply(struct vfu_dev *d, const struct vfu_hdr *h, uint32_t err,
 {
 	uint8_t out[VFU_MSG_MAX];
 	struct vfu_hdr r = {h->id, h->cmd, (uint32_t)(VFU_HDR_SIZE + len), VFU_F_TYPE_REPLY, 0};
-	const char *why;
 
 	if (d->fd < 0 || (h->flags & VFU_F_NO_REPLY) || len > sizeof(out) - VFU_HDR_SIZE)
 		return;
@@ -103,14 +121,7 @@ static void send_reply(struct vfu_dev *d, const struct vfu_hdr *h, uint32_t err,
 	vfu_hdr_encode(out, &r);
 	if (len)
 		memcpy(out + VFU_HDR_SIZE, payload, len);
-	/* The client reads every reply; a full socket is one that does not. */
-	why = qside_send_all(d->fd, out, VFU_HDR_SIZE + len);
-	if (why) {
-		char msg[128];
-
-		snprintf(msg, sizeof(msg), "cannot send a reply: %s", why);
-		conn_close(d, msg);
-	}
+	vfu_send(d, out, VFU_HDR_SIZE + len);
 }
 
 static void reply_err(struct vfu_dev *d, const struct vfu_hdr *h, int err)
@@ -151,20 +162,31 @@ static void bar_update(struct vfu_dev *d)
 		vfu_log(d, "cannot place BAR 0 at 0x%x: %s", base, strerror(-rc));
 }
 
-/* The answer of the request that went to the client, and reading resumes. */
-static void finish(struct vfu_dev *d)
+static void dispatch(struct vfu_dev *d);
+
+/* The command held while an access was in flight runs now (from the loop). */
+static void held_run(void *opaque)
 {
-	struct io_request *req = &d->req;
-	bool rd = req->reqs.mmio.direction == REQUEST_READ;
-	int rc = emulate_mmio_post(&d->bar_io, req);
+	struct vfu_dev *d = opaque;
+
+	if (d->fd < 0 || !d->held || d->busy)
+		return;
+	d->held = false;
+	dispatch(d);
+	if (d->fd < 0)
+		return;
+	qside_close_fds(d->rx_fds, &d->rx_nfds); /* fds the handler did not take */
+	rx_reset(d);
+	event_mod(d->fd, EPOLLIN); /* level-triggered: what waits in the socket is read next */
+}
+
+/* finish()'s reply. */
+static void finish_reply(struct vfu_dev *d, struct io_request *req, bool rd, int rc)
+{
 	uint8_t out[VFU_REGION_RW_SIZE + 8];
 
-	d->busy = false;
-	if (d->fd < 0) {
-		listen_resume(d);
+	if (d->fd < 0)
 		return;
-	}
-	event_mod(d->fd, EPOLLIN);
 	if (d->req_cfg) {
 		uint32_t n = d->req_count;
 
@@ -191,6 +213,25 @@ static void finish(struct vfu_dev *d)
 	send_reply(d, &d->req_hdr, 0, out, VFU_REGION_RW_SIZE + (rd ? d->req_count : 0));
 }
 
+/* The answer of the request that went to the client, then the command held meanwhile. */
+static void finish(struct vfu_dev *d)
+{
+	struct io_request *req = &d->req;
+	bool rd = req->reqs.mmio.direction == REQUEST_READ;
+	int rc = emulate_mmio_post(&d->bar_io, req);
+
+	d->busy = false;
+	if (d->fd < 0) {
+		listen_resume(d);
+		return;
+	}
+	finish_reply(d, req, rd, rc);
+	/* Deferred: a completion may hold the VM lock, which a held REGION
+	 * access takes. */
+	if (d->fd >= 0 && d->held && event_defer(held_run, d) < 0)
+		conn_close(d, "out of memory");
+}
+
 static void req_done(struct io_request *req, void *opaque)
 {
 	(void)req;
@@ -212,7 +253,6 @@ static void start_access(struct vfu_dev *d, bool write, uint64_t addr, const uin
 		vfu_log(d, "%s 0x%llx size %u", write ? "write" : "read", (unsigned long long)addr,
 			size);
 	d->busy = true;
-	event_mod(d->fd, 0);
 	if (qside_req_run(d->s->q.v, &d->bar_io, req) != IOREQ_PENDING)
 		finish(d);
 }
@@ -569,13 +609,57 @@ static void dispatch(struct vfu_dev *d)
 	}
 }
 
-/* The connection is readable: read at most one message's bytes per recvmsg(). */
+/*
+ * A complete message in rx: a reply (to our DMA_READ/DMA_WRITE) is taken at
+ * once; a command runs, or, while a REGION access is at the client, is held
+ * (the socket is not read until it ran). Returns false when reading stops.
+ */
+static bool rx_message(struct vfu_dev *d)
+{
+	struct vfu_hdr h;
+
+	vfu_hdr_decode(d->rx, &h);
+	if ((h.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
+		char why[200] = "";
+
+		if (d->rx_nfds || d->rx_fd_overflow) {
+			malformed(d, "a %s reply with fds", vfu_cmd_name(h.cmd));
+			return false;
+		}
+		if (vfu_dma_reply(d, &h, d->rx + VFU_HDR_SIZE, h.size - VFU_HDR_SIZE, why,
+				  sizeof(why)) < 0) {
+			malformed(d, "%s", why);
+			return false;
+		}
+		rx_reset(d);
+		return true;
+	}
+	if (d->busy) {
+		/* Order: commands run one at a time; replies to our DMA may pass. */
+		d->held = true;
+		event_mod(d->fd, 0);
+		return false;
+	}
+	dispatch(d);
+	if (d->fd < 0)
+		return false;
+	close_rx_fds(d); /* fds a handler did not take */
+	rx_reset(d);
+	return true;
+}
+
+/*
+ * The connection is readable: read at most one message's bytes per
+ * recvmsg(). Also while a REGION access waits for the CoreIO client: the
+ * replies to our DMA_READ/DMA_WRITE, which that client's DMA may need,
+ * must get through.
+ */
 static void conn_event(int fd, uint32_t events, void *opaque)
 {
 	struct vfu_dev *d = opaque;
 
 	(void)events;
-	for (int round = 0; round < 16 && d->fd >= 0 && !d->busy; round++) {
+	for (int round = 0; round < 16 && d->fd >= 0 && !d->held; round++) {
 		size_t want =
 		    d->rx_have < VFU_HDR_SIZE ? VFU_HDR_SIZE - d->rx_have : d->rx_size - d->rx_have;
 		/* At most one message's bytes, and the fds that come with them. */
@@ -613,23 +697,24 @@ static void conn_event(int fd, uint32_t events, void *opaque)
 					  h.size, VFU_MSG_MAX);
 				return;
 			}
-			if ((h.flags & VFU_F_TYPE_MASK) != VFU_F_TYPE_CMD ||
-			    (h.flags & VFU_F_ERROR)) {
-				malformed(d,
-					  "%s with flags 0x%x (not a command; this server "
-					  "sends no requests)",
+			if ((h.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
+				if (h.cmd != VFU_CMD_DMA_READ && h.cmd != VFU_CMD_DMA_WRITE) {
+					malformed(d,
+						  "a %s reply, not a command (this server "
+						  "sends only DMA_READ/DMA_WRITE)",
+						  vfu_cmd_name(h.cmd));
+					return;
+				}
+			} else if ((h.flags & VFU_F_TYPE_MASK) != VFU_F_TYPE_CMD ||
+				   (h.flags & VFU_F_ERROR)) {
+				malformed(d, "%s with flags 0x%x (neither a command nor a reply)",
 					  vfu_cmd_name(h.cmd), h.flags);
 				return;
 			}
 			d->rx_size = h.size;
 		}
-		if (d->rx_size && d->rx_have == d->rx_size) {
-			dispatch(d);
-			if (d->fd < 0)
-				return;
-			close_rx_fds(d); /* fds a handler did not take */
-			rx_reset(d);
-		}
+		if (d->rx_size && d->rx_have == d->rx_size && !rx_message(d))
+			return;
 	}
 }
 
@@ -763,7 +848,11 @@ int vfu_init(struct vfu *s, const struct vm_config *cfg, struct vmmio *v, struct
 	int err;
 
 	memset(s, 0, sizeof(*s));
+	s->dma_timer_fd = -1;
 	err = qside_init(&s->q, cfg, v, irq, ctl_event, s);
+	if (err < 0)
+		return err;
+	err = vfu_dma_init(s);
 	if (err < 0)
 		return err;
 	for (unsigned i = 0; i < cfg->nranges && i < CONFIG_MPQEMU_MAX_DEVS; i++) {
@@ -801,8 +890,7 @@ int vfu_init(struct vfu *s, const struct vm_config *cfg, struct vmmio *v, struct
 				i, d->path, strerror(-err));
 			return err;
 		}
-		vfu_log(d,
-			"serving %04x:%04x (class 0x%06x%s%s) on %s; BAR 0 size 0x%llx, %s",
+		vfu_log(d, "serving %04x:%04x (class 0x%06x%s%s) on %s; BAR 0 size 0x%llx, %s",
 			cfg->ranges[i].pci_vendor, cfg->ranges[i].pci_device,
 			cfg->ranges[i].pci_class, cfg->ranges[i].virtio ? ", virtio" : "",
 			d->hotplug ? ", hotplug" : "", d->path,
@@ -812,6 +900,7 @@ int vfu_init(struct vfu *s, const struct vm_config *cfg, struct vmmio *v, struct
 	/* Dead devices are marked with or without an orchestrator. */
 	qside_hook(&s->q, &(struct qside_hooks){.irq = vfu_irq_backend,
 						.dma_ptr = vfu_dma_ptr,
+						.dma_async = vfu_dma_async,
 						.release = on_release,
 						.claims_always = true,
 						.opaque = s});
@@ -821,6 +910,10 @@ int vfu_init(struct vfu *s, const struct vm_config *cfg, struct vmmio *v, struct
 void vfu_stop(struct vfu *s)
 {
 	qside_stop(&s->q);
+	/* No new piece comes; those waiting fail now, while the service runs. */
+	if (s->q.v)
+		vmmio_set_dma_async(s->q.v, NULL, NULL);
+	vfu_dma_stop(s);
 }
 
 void vfu_exit(struct vfu *s)
@@ -850,7 +943,7 @@ void vfu_exit(struct vfu *s)
 			"connections=%llu cfg_reads=%llu cfg_writes=%llu bar_reads=%llu "
 			"bar_writes=%llu msix_accesses=%llu bus_errors=%llu intx_signals=%llu "
 			"msix_signals=%llu resets=%llu instances=%u dead_accesses=%llu "
-			"errors=%llu dma_maps=%llu",
+			"errors=%llu dma_maps=%llu dma_msgs=%llu dma_failed=%llu",
 			(unsigned long long)d->connections, (unsigned long long)d->cfg_reads,
 			(unsigned long long)d->cfg_writes, (unsigned long long)d->bar_reads,
 			(unsigned long long)d->bar_writes, (unsigned long long)d->msix_accesses,
@@ -858,7 +951,8 @@ void vfu_exit(struct vfu *s)
 			(unsigned long long)d->intx_signals, (unsigned long long)d->msix_signals,
 			(unsigned long long)d->resets, d->instance,
 			(unsigned long long)d->dead_accesses, (unsigned long long)d->errors,
-			(unsigned long long)d->dma_maps);
+			(unsigned long long)d->dma_maps, (unsigned long long)d->dma_msgs,
+			(unsigned long long)d->dma_failed);
 		ioreq_exit(&d->bar_io);
 	}
 	s->ndevs = 0;

@@ -30,15 +30,40 @@
 #define VFU_MAX_DMA  64u	     /* max_dma_maps */
 #define VFU_NVEC     CONFIG_VFU_IRQS /* MSI-X vectors = client lines per device */
 
+#define VFU_DMA_TIMEOUT_MS 5000 /* a DMA_READ/DMA_WRITE of ours without a reply fails then */
+#define VFU_DMA_TICK_MS	   100	/* the timeouts are checked this often while any waits */
+
 /* One DMA_MAP window. */
 struct vfu_dma {
 	struct qside_map m; /* guest-physical gpa and size; host NULL without fd */
 	uint64_t offset;    /* in the fd */
 	uint32_t flags;	    /* VFU_DMA_READABLE / WRITEABLE */
-	int fd;		    /* -1: no fd (message DMA, which coreio-vm does not do) */
+	int fd;		    /* -1: no fd: clients' DMA goes through DMA_READ/DMA_WRITE */
 };
 
 struct vfu;
+struct vfu_dev;
+
+/* One DMA_READ/DMA_WRITE message of ours. */
+struct vfu_dma_msg {
+	uint16_t id;
+	bool answered;
+	uint64_t gpa;
+	uint32_t count;
+	uint32_t off; /* of its bytes in the piece's data */
+};
+
+/* A client's DMA piece moved by DMA_READ/DMA_WRITE messages (vfu_dma.c). */
+struct vfu_dma_op {
+	struct vfu_dma_op *next;    /* s->ops */
+	struct vmmio_dma_async *op; /* the service's piece */
+	struct vfu_dev *d;	    /* whose socket carries the messages; NULL once over */
+	long long deadline_ms;	    /* CLOCK_MONOTONIC */
+	int err;		    /* the first error */
+	bool over;		    /* done() is due (ops_finish()) */
+	unsigned nmsg, nleft;	    /* messages, and those not answered yet */
+	struct vfu_dma_msg msg[];   /* nmsg */
+};
 
 /* One device: a --vmmio pci range and the socket QEMU's vfio-user-pci connects to. */
 struct vfu_dev {
@@ -84,19 +109,28 @@ struct vfu_dev {
 	struct vfu_dma dma[VFU_MAX_DMA];
 	unsigned ndma;
 	bool warned_msg_dma;
-	bool shm_pending; /* a shared-memory map update is deferred */
+	uint16_t next_dma_id;	 /* the id of our next DMA_READ/DMA_WRITE */
+	bool warned_stray_reply; /* a reply to no message of ours was logged */
+	bool held;		 /* rx holds a command that waits for the access in flight */
+	bool shm_pending;	 /* a shared-memory map update is deferred */
 	bool hotplug, dead;
 	bool msix; /* the device offers MSI-X (BAR 1 holds its table and PBA) */
 	unsigned instance;
 	/* Counters, printed at exit. */
 	uint64_t connections, cfg_reads, cfg_writes, bar_reads, bar_writes, msix_accesses;
 	uint64_t intx_signals, msix_signals, resets, dead_accesses, errors, dma_maps;
+	uint64_t dma_msgs, dma_failed; /* DMA_READ/DMA_WRITE sent; client pieces failed */
 };
 
 struct vfu {
 	struct qside q; /* the service, IRQ chip, trace flag and control socket */
 	struct vfu_dev devs[CONFIG_MPQEMU_MAX_DEVS];
 	unsigned ndevs;
+	/* Clients' DMA pieces that wait for DMA_READ/DMA_WRITE replies (I/O thread). */
+	struct vfu_dma_op *ops;
+	int dma_timer_fd; /* every VFU_DMA_TICK_MS while ops is not empty; -1: none */
+	bool timer_armed;
+	bool finish_queued; /* ops_finish() is deferred */
 };
 
 /*
@@ -167,5 +201,48 @@ int vfu_dma_unmap(struct vfu_dev *d, const struct vfu_dma_unmap *u);
 
 /* Drop every DMA window of d (connection closed). */
 void vfu_dma_clear(struct vfu_dev *d);
+
+/*
+ * The vmmio_dma_async_fn of this mode (opaque: the struct vfu): move a
+ * client's DMA piece whose memory no fd maps with DMA_READ/DMA_WRITE
+ * messages of at most VFU_MAX_XFER bytes on the socket of one device whose
+ * window without an fd holds each such segment (the device of the
+ * client's range first); segments inside an fd window are copied at once.
+ * Returns 0 (op->done() comes later) or -EFAULT when some segment lies in
+ * no window that allows the access (logged).
+ */
+int vfu_dma_async(void *opaque, struct vmmio_dma_async *op);
+
+/*
+ * A reply of the peer of d (the REPLY flag) of len bytes: h, then payload.
+ * It completes one of our DMA_READ/DMA_WRITE messages; a DMA reply that
+ * matches none is ignored (logged once per connection; a late reply after
+ * a timeout). Returns 0, or -EINVAL with why for a malformed reply (the
+ * caller closes the connection).
+ */
+int vfu_dma_reply(struct vfu_dev *d, const struct vfu_hdr *h, const uint8_t *payload, size_t len,
+		  char *why, size_t whylen);
+
+/* d's connection closed: the pieces whose messages went on it fail (-ECONNRESET). */
+void vfu_dma_conn_closed(struct vfu_dev *d);
+
+/*
+ * Start the DMA timeout timer (vfu_init()). Returns 0 or a negative errno
+ * after printing why.
+ */
+int vfu_dma_init(struct vfu *s);
+
+/*
+ * Fail every piece still waiting and complete them now (vfu_stop(), VM
+ * lock not held), then close the timer. No piece is taken afterwards
+ * (the caller unhooked vfu_dma_async()).
+ */
+void vfu_dma_stop(struct vfu *s);
+
+/*
+ * Send len bytes on d's connection; a failed send closes it (logged).
+ * Returns 0 or -EIO.
+ */
+int vfu_send(struct vfu_dev *d, const void *buf, size_t len);
 
 #endif

@@ -356,6 +356,12 @@ void vmmio_set_dma_ptr(struct vmmio *v, vmmio_dma_ptr_fn fn, void *opaque)
 	v->dma_opaque = opaque;
 }
 
+void vmmio_set_dma_async(struct vmmio *v, vmmio_dma_async_fn fn, void *opaque)
+{
+	v->dma_async = fn;
+	v->dma_async_opaque = opaque;
+}
+
 void *vm_dma_ptr(const struct vmmio *v, uint64_t gpa, uint64_t len)
 {
 	if (v->dma_ptr)

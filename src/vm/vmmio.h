@@ -148,6 +148,48 @@ typedef void (*vmmio_release_fn)(unsigned g, void *opaque);
  */
 typedef void *(*vmmio_dma_ptr_fn)(void *opaque, uint64_t gpa, uint64_t len);
 
+#define VMMIO_DMA_ASYNC_SEGS 32 /* guest-physical pieces of one asynchronous DMA piece */
+
+/* One guest-physical piece of an asynchronous DMA piece. */
+struct vmmio_dma_seg {
+	uint64_t gpa;
+	uint32_t len;
+	uint32_t off; /* where its bytes are in the piece's data */
+};
+
+/*
+ * A client's DMA piece into guest memory that vm_dma_ptr() does not reach
+ * (vfio-user guest RAM without an fd), handed to the owner of that memory
+ * (vmmio_set_dma_async()). The service fills everything; the owner moves
+ * the bytes (write: data -> guest memory; read: guest memory -> data) and
+ * then calls done() exactly once.
+ */
+struct vmmio_dma_async {
+	bool write; /* into guest memory */
+	unsigned nseg;
+	/* In data order; each already allowed by the port's dma= policy (and
+	 * translated by its IOMMU). A masked write has one per run of enabled
+	 * bytes. */
+	struct vmmio_dma_seg seg[VMMIO_DMA_ASYNC_SEGS];
+	uint32_t len;  /* bytes of data */
+	uint8_t *data; /* the piece's bytes */
+	unsigned g;    /* a hint: the global index of the first range of the client's port */
+	/*
+	 * The piece is over: err 0, or a negative errno (the client's piece
+	 * gets the error bit; the owner logs why). On the I/O thread, with the
+	 * VM lock NOT held, never from inside the vmmio_dma_async_fn call.
+	 * It answers the client, unparks its connection and frees op.
+	 */
+	void (*done)(struct vmmio_dma_async *op, int err);
+};
+
+/*
+ * Take op (on the I/O thread, VM lock held): return 0 when op->done() will
+ * be called later, or a negative errno when the piece fails at once
+ * (done() is not called; the service answers with the error bit).
+ */
+typedef int (*vmmio_dma_async_fn)(void *opaque, struct vmmio_dma_async *op);
+
 struct vmmio {
 	struct ioreq_ctx *io;
 	struct mem *mem;
@@ -168,6 +210,8 @@ struct vmmio {
 	void *release_opaque;
 	vmmio_dma_ptr_fn dma_ptr; /* NULL: guest RAM (mem_ptr()) */
 	void *dma_opaque;
+	vmmio_dma_async_fn dma_async; /* NULL: a piece without a pointer fails */
+	void *dma_async_opaque;
 	struct iommu_set *iommu; /* the IOMMUs DMA with mid > 0 goes through, or NULL */
 	int timer_fd;		 /* every VMMIO_TICK_MS: stuck output and deadlines */
 	pthread_t io_thread;	 /* the thread that ran vmmio_init() and runs the loop */
@@ -250,6 +294,15 @@ void vmmio_reset_range(struct vmmio *v, unsigned g);
  * back to RAM). Call after vmmio_init().
  */
 void vmmio_set_dma_ptr(struct vmmio *v, vmmio_dma_ptr_fn fn, void *opaque);
+
+/*
+ * Where a client's DMA piece goes when vm_dma_ptr() gives no pointer for
+ * one of its guest-physical segments (NULL: it fails): fn gets the piece
+ * and moves it asynchronously. Meanwhile that client connection is parked:
+ * its later frames wait (its DMA is answered in order), nothing else does.
+ * Only pieces received on the I/O thread go there. Call after vmmio_init().
+ */
+void vmmio_set_dma_async(struct vmmio *v, vmmio_dma_async_fn fn, void *opaque);
 
 /*
  * Host pointer for a DMA (mid 0) to guest-physical [gpa, gpa + len): through

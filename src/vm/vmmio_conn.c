@@ -92,6 +92,7 @@ struct vmmio_conn *conn_new(struct vmmio_port *port, int fd, const char *peer, c
 	atomic_init(&c->refs, 1); /* v->conns' */
 	atomic_init(&c->dead, false);
 	atomic_init(&c->rx_more, false);
+	atomic_init(&c->dma_parked, false);
 	atomic_init(&c->tls_ready, false);
 	pthread_mutex_init(&c->tx_lock, NULL);
 	pthread_mutex_init(&c->rx_lock, NULL);
@@ -604,6 +605,10 @@ enum conn_drain conn_rx_drain(struct vmmio_conn *c, unsigned max_fills)
 		} while (more && !conn_dead(c) && conn_queued(c) <= VMMIO_OUT_PAUSE);
 		if (conn_dead(c))
 			return DRAIN_CLOSED;
+		/* A DMA piece waits for the owner of its memory: the frames
+		 * behind it wait, unread (its answer kicks the receiver). */
+		if (atomic_load(&c->dma_parked))
+			return DRAIN_PAUSED;
 		/* A client that sends requests faster than it reads the answers
 		 * is not read until it catches up (conn_flush() resumes). */
 		if (conn_queued(c) > VMMIO_OUT_PAUSE)

@@ -27,7 +27,7 @@
  *   c->rx_lock             the receive buffer, every recv() on the socket,
  *                          and so the order in which frames run. Taken
  *                          with trylock; the "receive role".
- *   atomics                c->refs, c->dead, c->rx_more.
+ *   atomics                c->refs, c->dead, c->rx_more, c->dma_parked.
  *
  * Lock order: rx_lock, then the VM lock, then tx_lock, then the event
  * loop's internal mutex. No thread makes a send() or recv() system call on
@@ -79,6 +79,10 @@ struct vmmio_conn {
 	atomic_uint refs;    /* v->conns' own, plus one per thread using it unlocked */
 	atomic_bool dead;    /* closed: set once, with the VM lock held */
 	atomic_bool rx_more; /* input may wait that the rx_lock holder has not run yet */
+	/* A DMA piece of this connection waits for the owner of its memory
+	 * (vmmio_set_dma_async()): its later frames are not run. Set with the
+	 * VM lock held, cleared when the piece is answered. */
+	atomic_bool dma_parked;
 
 	/* VM lock. */
 	struct vmmio_conn *next; /* v->conns */
@@ -137,7 +141,8 @@ struct vmmio_conn {
 /* What conn_rx_drain() stopped at. */
 enum conn_drain {
 	DRAIN_EMPTY,  /* every complete frame ran; the socket had nothing more */
-	DRAIN_PAUSED, /* output above VMMIO_OUT_PAUSE: frames wait until conn_flush() */
+	DRAIN_PAUSED, /* output above VMMIO_OUT_PAUSE: frames wait until conn_flush(); or
+		       * a parked DMA piece: they wait for its answer (dma_parked) */
 	DRAIN_LIMIT,  /* max_fills receives done; more may be waiting */
 	DRAIN_CLOSED, /* the connection is closed */
 };

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "record.h"
@@ -131,16 +132,20 @@ static void handle_irq(struct vmmio_conn *c, const struct coreio_wire_msg *m)
  * port's dma= policy: every guest-physical segment (mid 0: the piece
  * itself; mid > 0: the IOMMU's output) must lie inside one window
  * (docs/security.md); *refused tells that this check failed. Returns the
- * number of segments, or 0 when the DMA fails (faults are recorded).
+ * number of segments, or 0 when the DMA fails (faults are recorded). When
+ * it fails only because some segment has no host pointer (vm_dma_ptr()),
+ * *unreached is set and seg[0 .. *nseg) holds the allowed guest-physical
+ * segments (for vmmio_set_dma_async()'s owner).
  */
 static int dma_map(struct vmmio_conn *c, const struct coreio_wire_msg *m, bool write, uint8_t **hp,
-		   uint32_t *hl, bool *refused)
+		   uint32_t *hl, bool *refused, struct iommu_seg *seg, int *nseg, bool *unreached)
 {
 	const struct range_config *pc = c->port->cfg;
-	struct iommu_seg seg[IOMMU_MAX_SEGS];
 	int n;
 
 	*refused = false;
+	*unreached = false;
+	*nseg = 0;
 	if (pc->dma == DMA_NONE) {
 		*refused = true;
 		return 0;
@@ -156,8 +161,11 @@ static int dma_map(struct vmmio_conn *c, const struct coreio_wire_msg *m, bool w
 	for (int i = 0; i < n; i++) {
 		hp[i] = vm_dma_ptr(c->v, seg[i].gpa, seg[i].len);
 		hl[i] = seg[i].len;
-		if (!hp[i])
+		if (!hp[i]) {
+			*unreached = true;
+			*nseg = n;
 			return 0;
+		}
 	}
 	return n < 0 ? 0 : n;
 }
@@ -183,18 +191,158 @@ static void dma_refused(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 		 m->len, c->port->display);
 }
 
+/*
+ * Queue the answer to the DMA request whose header is req (VM lock held):
+ * the error bit when !ok; a read's len bytes gathered from the nsrc host
+ * pieces src[i] of srclen[i] bytes.
+ */
+static void dma_answer(struct vmmio_conn *c, const struct coreio_wire_hdr *req, uint32_t len,
+		       bool ok, uint8_t *const *src, const uint32_t *srclen, int nsrc)
+{
+	bool large = req->op == COREIO_OP_LREAD || req->op == COREIO_OP_LWRITE;
+	bool rd = req->op == COREIO_OP_READ || req->op == COREIO_OP_LREAD;
+	struct coreio_wire_hdr h = *req;
+	uint8_t *out, *data;
+	uint32_t done = 0;
+	size_t flen;
+	int err;
+
+	h.origin = true;
+	h.error = !ok;
+	h.extra = (ok && rd && large) ? coreio__wire_extra_for(len) : 0;
+	flen = ((size_t)h.extra + 1) * COREIO_WIRE_UNIT;
+	/* The decoder bounds a read's length (COREIO_WIRE_LARGE_PIECE, 32 for
+	 * READ), so its data fits in the answer; checked again all the same. */
+	if (rd && ok && len > flen - COREIO_WIRE_DATA_OFF) {
+		proto_malformed(c, "%s of %u bytes does not fit an answer",
+				coreio__wire_op_name(req->op), len);
+		return;
+	}
+	/* The answer is built where it is queued (no staging copy): tx_lock is
+	 * held from conn_reserve() to conn_commit(), nothing but the frame's
+	 * bytes in between. */
+	out = conn_reserve(c, flen, &err);
+	if (!out)
+		return;
+	data = out + COREIO_WIRE_DATA_OFF;
+	coreio__wire_encode(out, &h);
+	/* The encoder cleared the first unit; past it, only the padding after
+	 * the data needs clearing (flen > one unit only for a large read). */
+	if (flen > COREIO_WIRE_UNIT)
+		memset(data + len, 0, flen - COREIO_WIRE_DATA_OFF - len);
+	for (int s = 0; rd && ok && s < nsrc; done += srclen[s], s++)
+		memcpy(data + done, src[s], srclen[s]);
+	conn_commit(c, flen);
+}
+
+/* A DMA piece parked on its connection while the owner of its memory moves it. */
+struct dma_parked {
+	struct vmmio_dma_async op; /* first: done() gets it */
+	struct vmmio_conn *c;	   /* a reference */
+	struct coreio_wire_hdr h;  /* the request's header */
+	uint8_t data[];		   /* op.len bytes */
+};
+
+/*
+ * The owner moved a parked piece (I/O thread, VM lock not held): answer it,
+ * unpark its connection and run the frames that waited behind it.
+ */
+static void dma_async_done(struct vmmio_dma_async *op, int err)
+{
+	struct dma_parked *p = (struct dma_parked *)op;
+	struct vmmio_conn *c = p->c;
+	struct vmmio *v = c->v;
+	uint8_t *src = p->data;
+	uint32_t srclen = op->len;
+
+	pthread_mutex_lock(&v->io->lock);
+	if (!conn_dead(c)) {
+		if (err)
+			v->io->stats.dma_faults++; /* the owner logged why */
+		else
+			v->io->stats.dma_ok++;
+		dma_answer(c, &p->h, op->len, err == 0, &src, &srclen, 1);
+	}
+	atomic_store(&c->dma_parked, false);
+	pthread_mutex_unlock(&v->io->lock);
+	/* Order: the answer leaves before the frames that waited behind it run. */
+	conn_flush(c);
+	conn_rx_kick(c);
+	conn_put(c);
+	free(p);
+}
+
+/*
+ * Hand piece m, whose allowed guest-physical segments seg[0 .. n) are not
+ * all reachable by pointer, to the owner of that memory and park c (VM
+ * lock held). A masked write becomes one segment per run of enabled bytes.
+ * Returns true when parked (the answer comes from dma_async_done()).
+ */
+static bool dma_park(struct vmmio_conn *c, const struct coreio_wire_msg *m, bool rd,
+		     const struct iommu_seg *seg, int n)
+{
+	struct vmmio *v = c->v;
+	bool large = m->h.op == COREIO_OP_LREAD || m->h.op == COREIO_OP_LWRITE;
+	bool whole = rd || large || m->h.mask == 0;
+	struct dma_parked *p;
+	uint32_t off = 0;
+
+	if (!v->dma_async || !vmmio_on_io_thread(v) || n <= 0)
+		return false;
+	p = calloc(1, sizeof(*p) + (m->len ? m->len : 1));
+	if (!p)
+		return false;
+	for (int s = 0; s < n; off += seg[s].len, s++) {
+		for (uint32_t i = 0; i < seg[s].len;) {
+			uint32_t j = i;
+
+			if (!whole && !(m->h.mask & (1u << (off + i)))) {
+				i++;
+				continue;
+			}
+			/* A run of enabled bytes (the whole segment when unmasked). */
+			while (j < seg[s].len && (whole || (m->h.mask & (1u << (off + j)))))
+				j++;
+			if (p->op.nseg == VMMIO_DMA_ASYNC_SEGS) {
+				free(p);
+				return false;
+			}
+			p->op.seg[p->op.nseg++] =
+			    (struct vmmio_dma_seg){seg[s].gpa + i, j - i, off + i};
+			i = j;
+		}
+	}
+	p->op.write = !rd;
+	p->op.len = m->len;
+	p->op.data = p->data;
+	p->op.g = c->port->nranges ? c->port->ranges[0]->g : 0;
+	p->op.done = dma_async_done;
+	p->c = c;
+	p->h = m->h;
+	if (!rd)
+		memcpy(p->data, m->data, m->len);
+	conn_get(c);
+	atomic_store(&c->dma_parked, true);
+	if (v->dma_async(v->dma_async_opaque, &p->op) < 0) {
+		atomic_store(&c->dma_parked, false);
+		conn_put(c);
+		free(p);
+		return false;
+	}
+	return true;
+}
+
 /* A DMA request (origin 1): READ/WRITEA of up to 32 bytes, LREAD/LWRITE larger. */
 static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 {
 	struct vmmio *v = c->v;
 	bool large = m->h.op == COREIO_OP_LREAD || m->h.op == COREIO_OP_LWRITE;
 	bool rd = m->h.op == COREIO_OP_READ || m->h.op == COREIO_OP_LREAD;
-	struct coreio_wire_hdr h = m->h;
-	uint8_t *p = NULL, *hp[IOMMU_MAX_SEGS], *out, *data;
+	struct iommu_seg seg[IOMMU_MAX_SEGS];
+	uint8_t *p = NULL, *hp[IOMMU_MAX_SEGS];
 	uint32_t hl[IOMMU_MAX_SEGS], done = 0;
-	int nseg, err;
-	size_t flen;
-	bool refused, injected;
+	int nseg, nall = 0;
+	bool refused, injected, unreached = false;
 
 	if (large && !(c->caps & COREIO_CAP_LARGE_DMA)) {
 		proto_malformed(c, "%s without negotiated LARGE_DMA",
@@ -204,15 +352,15 @@ static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	/* Fault injection (dma-fail, iommu-fault) first: the piece fails
 	 * before it is translated, as the rule's log line says. */
 	injected = inject_dma(c, m, rd);
-	nseg = injected ? 0 : dma_map(c, m, !rd, hp, hl, &refused);
+	nseg = injected ? 0 : dma_map(c, m, !rd, hp, hl, &refused, seg, &nall, &unreached);
 	if (injected)
 		refused = false;
+	/* Memory no pointer reaches (vfio-user without an fd): its owner moves
+	 * it while c's later frames wait (vmmio_set_dma_async()). */
+	if (unreached && dma_park(c, m, rd, seg, nall))
+		return;
 	if (nseg > 0)
 		p = hp[0];
-	h.origin = true;
-	h.error = p == NULL;
-	h.extra = (p && rd && large) ? coreio__wire_extra_for(m->len) : 0;
-	flen = ((size_t)h.extra + 1) * COREIO_WIRE_UNIT;
 	if (!p && refused) {
 		v->io->stats.dma_faults++;
 		dma_refused(c, m);
@@ -221,7 +369,7 @@ static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 	} else if (!p) {
 		v->io->stats.dma_faults++;
 		conn_log(c, "DMA %s mid %u sid %u addr 0x%llx len %u faulted",
-			 coreio__wire_op_name(h.op), m->h.iface, m->h.sid,
+			 coreio__wire_op_name(m->h.op), m->h.iface, m->h.sid,
 			 (unsigned long long)m->h.addr, m->len);
 	} else {
 		v->io->stats.dma_ok++;
@@ -237,28 +385,7 @@ static void handle_dma(struct vmmio_conn *c, const struct coreio_wire_msg *m)
 			}
 		}
 	}
-	/* The decoder bounds a read's length (COREIO_WIRE_LARGE_PIECE, 32 for
-	 * READ), so its data fits in the answer; checked again all the same. */
-	if (rd && p && m->len > flen - COREIO_WIRE_DATA_OFF) {
-		proto_malformed(c, "%s of %u bytes does not fit an answer",
-				coreio__wire_op_name(m->h.op), m->len);
-		return;
-	}
-	/* The answer is built where it is queued (no staging copy): tx_lock is
-	 * held from conn_reserve() to conn_commit(), nothing but the frame's
-	 * bytes in between. */
-	out = conn_reserve(c, flen, &err);
-	if (!out)
-		return;
-	data = out + COREIO_WIRE_DATA_OFF;
-	coreio__wire_encode(out, &h);
-	/* The encoder cleared the first unit; past it, only the padding after
-	 * the data needs clearing (flen > one unit only for a large read). */
-	if (flen > COREIO_WIRE_UNIT)
-		memset(data + m->len, 0, flen - COREIO_WIRE_DATA_OFF - m->len);
-	for (int s = 0; rd && p && s < nseg; done += hl[s], s++)
-		memcpy(data + done, hp[s], hl[s]);
-	conn_commit(c, flen);
+	dma_answer(c, &m->h, m->len, p != NULL, hp, hl, nseg);
 }
 
 /* Validate one frame and hand it to its handler (VM lock held). */
@@ -313,7 +440,8 @@ bool proto_run_frames(struct vmmio_conn *c)
 	bool full = false;
 
 	pthread_mutex_lock(lock);
-	while (!conn_dead(c)) {
+	/* A parked DMA piece holds c's later frames (dma_park()). */
+	while (!conn_dead(c) && !atomic_load(&c->dma_parked)) {
 		const uint8_t *frame;
 		size_t len, q = conn_queued(c);
 

@@ -359,18 +359,20 @@ def test_dma_through_messages(guest_image, models, machines, tmp_path):
                  qemu_args=["-object", "memory-backend-ram,id=coreio-noshare,size=256M",
                             "-machine", "memory-backend=coreio-noshare"])
     check_transport(m)
-    # Until the test starts in the guest: a server without message DMA says so when QEMU
-    # maps RAM without an fd (and the guest's virtio_blk probe then never ends).
+    # coreio-vm now sends DMA_READ/DMA_WRITE (docs/coreio-vm.md, "DMA"; test_vfio_user.py
+    # test_dma_through_messages), but with this QEMU 11.1.3 setup the guest stalls in the BIOS:
+    # QEMU's DMA_READ replies give 0 for the virtqueue's avail index SeaBIOS wrote (seen with
+    # coreio-qemu --trace), so the model never sees a request. Until that is understood:
     deadline = time.monotonic() + BOOT_TIMEOUT
     while True:
         with m.cond:
             nofd = [l for l in m.err_lines
-                    if re.search(r"DMA_MAP 0x0\+\S+ without an fd.*DMA there fails", l)]
+                    if re.search(r"DMA_MAP 0x0\+\S+ without an fd.*DMA_READ/DMA_WRITE", l)]
             started = any(l.startswith("coreio-init: running test") for l in m.lines)
         if nofd:
-            pytest.xfail("QEMU 11.1.3 answers DMA_READ/DMA_WRITE (hw/vfio-user/pci.c "
-                        "vfio_user_pci_process_req), but coreio-vm's vfio-user server does not "
-                        "send them yet: " + nofd[0])
+            pytest.xfail("guest RAM without an fd: the BIOS's virtio-blk request is never seen "
+                         "(QEMU 11.1.3's DMA_READ replies read 0 where SeaBIOS wrote the avail "
+                         "index): " + nofd[0])
         if started:
             break
         assert time.monotonic() < deadline and m.p.poll() is None, (

@@ -4,18 +4,20 @@ import errno
 import mmap
 import os
 import queue
+import random
 import select
 import socket
 import struct
 import subprocess
 import threading
+import time
 
 import pytest
 
 from conftest import VM_EXE, Proc, build_path, fnv64, seed_pattern
 from vfu_client import (ACTION_MASK, ACTION_TRIGGER, ACTION_UNMASK, BAR0, BAR1, CONFIG,
-                        DATA_BOOL, DATA_EVENTFD, DATA_NONE, GET_INFO, INTX, MSI, MSIX,
-                        REGION_READ, REGION_WRITE, DEVICE_FEATURE, VfuClient, VfuError,
+                        DATA_BOOL, DATA_EVENTFD, DATA_NONE, DMA_READ, DMA_WRITE, GET_INFO, INTX,
+                        MSI, MSIX, REGION_READ, REGION_WRITE, DEVICE_FEATURE, VfuClient, VfuError,
                         eventfd_wait)
 
 PLAIN = "pci,size=4K,pci=1234:5678,class=0x058000,subsys=abcd:ef01,rev=7,port=0"
@@ -473,10 +475,11 @@ def test_dma_map_memfd(env):
         # Unmapped: DMA there fails.
         d.dma_unmap(0x100000, 1 << 20)
         assert c.err("dma_read 0 0 0x100010 4") < 0
-        # A window without an fd: recorded, but clients' DMA there fails (no DMA messages).
+        # A window without an fd: clients' DMA there goes through DMA_READ/DMA_WRITE messages
+        # (test_dma_through_messages); here the peer answers them with EFAULT.
         d.dma_map(0x200000, 0x10000, 0, 3)
-        vm.wait_stderr(r"DMA_MAP 0x200000\+0x10000 without an fd")
-        assert c.err("dma_read 0 0 0x200000 4") < 0
+        vm.wait_stderr(r"DMA_MAP 0x200000\+0x10000 without an fd.*DMA_READ/DMA_WRITE messages")
+        assert dma_served(c, d, "dma_read 0 0 0x200000 4").startswith("ERR")
         # Unmap everything.
         d.dma_unmap(0, 0, flags=2)
         assert c.err("dma_read 0 0 0x40000200 16") < 0
@@ -488,6 +491,157 @@ def test_dma_map_memfd(env):
         m.close()
     finally:
         os.close(ram)
+
+
+def dma_served(c, d, line, timeout=15):
+    """Run a test-client command while d answers the server's DMA_READ/DMA_WRITE; its answer."""
+    c.send(line)
+    box = []
+
+    def done():
+        if not box:
+            try:
+                box.append(c.answers.get_nowait())
+            except queue.Empty:
+                pass
+        return bool(box)
+
+    d.serve_until(done, timeout)
+    return box[0]
+
+
+def dma_ok(c, d, line):
+    a = dma_served(c, d, line)
+    assert a.startswith("OK"), "%r -> %r; stderr:\n%s" % (line, a, c.stderr_tail())
+    return a
+
+
+def fnv_of(answer):
+    return int(answer.split("fnv=")[1].split()[0], 16)
+
+
+MSG_BASE = 0x200000  # a window without an fd (QEMU's non-shared RAM)
+MSG_SIZE = 0x40000
+
+
+def msg_setup(env):
+    vm = start(env, PLAIN)
+    d = vm.connect(0)
+    c = claimed_client(env, vm, log=False)
+    seed = random.randrange(1 << 32)
+    print("seed", seed)
+    rnd = random.Random(seed)
+    mem = bytearray(rnd.randbytes(MSG_SIZE))
+    d.dma_map(MSG_BASE, MSG_SIZE, 0, 3)
+    d.serve_dma(MSG_BASE, mem)
+    vm.wait_stderr(r"without an fd: clients' DMA there goes through DMA_READ/DMA_WRITE")
+    return vm, d, c, mem, rnd
+
+
+def test_dma_through_messages(env):
+    """A window without an fd: the client's DMA reads and writes reach the peer's memory through
+    DMA_READ/DMA_WRITE of at most 4096 bytes, blocking and non-blocking, 1 byte to 64 KiB+."""
+    vm, d, c, mem, rnd = msg_setup(env)
+    sizes = [1, 3, 31, 32, 33, 100, 4095, 4096, 4097, 8192 + 5, 16320, 16321, 65536 + 123]
+    for i, n in enumerate(sizes):
+        nb = " nb" if i % 2 else ""
+        off = rnd.randrange(0, MSG_SIZE - n)
+        seed = rnd.randrange(256)
+        a = dma_ok(c, d, "dma_write 0 0 0x%x %d %d%s" % (MSG_BASE + off, n, seed, nb))
+        assert bytes(mem[off:off + n]) == seed_pattern(seed, n), (n, nb)
+        assert fnv_of(a) == fnv64(seed_pattern(seed, n))
+        off = rnd.randrange(0, MSG_SIZE - n)
+        mem[off:off + n] = rnd.randbytes(n)
+        a = dma_ok(c, d, "dma_read 0 0 0x%x %d%s" % (MSG_BASE + off, n, nb))
+        assert fnv_of(a) == fnv64(bytes(mem[off:off + n])), (n, nb)
+        if n <= 64:
+            assert "data=" + bytes(mem[off:off + n]).hex() in a
+    # Every message within max_data_xfer_size, and a 64 KiB transfer needs several.
+    assert all(0 < e[2] <= 4096 and e[3] == 0 for e in d.dma_log), d.dma_log[:5]
+    assert sum(1 for e in d.dma_log if e[0] == DMA_READ) >= 2 * len(sizes)
+    assert sum(1 for e in d.dma_log if e[0] == DMA_WRITE) >= 2 * len(sizes)
+    # The data a write left is what a read returns (the server keeps nothing).
+    dma_ok(c, d, "dma_write 0 0 0x%x 5000 77" % (MSG_BASE + 0x1234))
+    a = dma_ok(c, d, "dma_read 0 0 0x%x 5000" % (MSG_BASE + 0x1234))
+    assert fnv_of(a) == fnv64(seed_pattern(77, 5000))
+    # Not in a window, across a window's end, a write into a read-only window: no message.
+    before = len(d.dma_log)
+    assert dma_served(c, d, "dma_read 0 0 0x%x 16" % (MSG_BASE + MSG_SIZE - 8)).startswith("ERR")
+    assert dma_served(c, d, "dma_write 0 0 0x100000 16 1").startswith("ERR")
+    d.dma_map(0x800000, 0x1000, 0, 1)  # readable only
+    d.serve_dma(0x800000, bytearray(b"\x5a" * 0x1000))
+    assert dma_served(c, d, "dma_write 0 0 0x800000 16 1").startswith("ERR")
+    assert len(d.dma_log) == before
+    a = dma_ok(c, d, "dma_read 0 0 0x800010 16")
+    assert "data=" + "5a" * 16 in a
+    vm.stop()
+    n = counters(vm, 0)
+    assert n["dma_msgs"] == len(d.dma_log) and n["dma_failed"] == 0, n
+
+
+def test_dma_messages_errors(env):
+    """An error reply fails the client's DMA and the next one works; no reply within 5 s fails
+    it (a late reply is ignored); REGION_READs are answered while a DMA waits; the connection
+    closing fails a waiting DMA at once."""
+    vm, d, c, mem, rnd = msg_setup(env)
+    d.cfg_write(0x10, BASE)
+    d.cfg_write(0x04, 0x0006, 2)
+    # The peer answers EFAULT for what its memory does not hold (as QEMU for unassigned RAM).
+    d.dma_mem[:] = [(MSG_BASE, mem[:0x10000])]
+    mem = d.dma_mem[0][1]
+    a = dma_served(c, d, "dma_read 0 0 0x%x 8192" % (MSG_BASE + 0xF000))
+    assert a.startswith("ERR"), a
+    vm.wait_stderr(r"DMA_READ 0x210000 count 4096 for a client: error reply 14")
+    assert 14 in [e[3] for e in d.dma_log]
+    a = dma_ok(c, d, "dma_read 0 0 0x%x 100" % (MSG_BASE + 0x100))
+    assert fnv_of(a) == fnv64(bytes(mem[0x100:0x100 + 100]))
+
+    # MMIO goes on while a DMA waits for its replies (held by the peer); non-blocking, so that
+    # the test client serves its MMIO meanwhile.
+    d.dma_hold = True
+    c.send("dma_read 0 0 0x%x 6000 nb" % (MSG_BASE + 0x2000))
+    d.serve_until(lambda: len(d.dma_held) == 2, 10)
+    d.write(BAR0, 0x20, 0x11223344, 4)
+    assert d.read(BAR0, 0x20, 4) == 0x11223344
+    assert d.cfg_read(0) == 0x56781234
+    assert c.answers.empty(), c.answers.get()
+    assert d.release_held() == 2
+    d.dma_hold = False
+    box = []
+    d.serve_until(lambda: box or (not c.answers.empty() and box.append(c.answers.get())), 10)
+    assert box[0].startswith("OK") and fnv_of(box[0]) == fnv64(bytes(mem[0x2000:0x2000 + 6000]))
+
+    # No reply: the DMA fails after 5 s; the late reply is ignored; the next DMA works.
+    d.dma_hold = True
+    t0 = time.monotonic()
+    a = dma_served(c, d, "dma_write 0 0 0x%x 64 3" % MSG_BASE, timeout=20)
+    took = time.monotonic() - t0
+    assert a.startswith("ERR") and 4 < took < 12, (a, took)
+    vm.wait_stderr(r"DMA_WRITE 0x200000 count 64 for a client: no reply within 5000 ms")
+    d.dma_hold = False
+    assert d.release_held() == 1
+    vm.wait_stderr(r"DMA_WRITE reply id \d+ matches no message in flight: ignored")
+    a = dma_ok(c, d, "dma_read 0 0 0x%x 32" % (MSG_BASE + 0x40))
+    assert "data=" + bytes(mem[0x40:0x60]).hex() in a
+
+    # The connection closes while a DMA waits: it fails at once, and a new connection serves.
+    d.dma_hold = True
+    c.send("dma_read 0 0 0x%x 20000" % MSG_BASE)
+    d.serve_until(lambda: len(d.dma_held) >= 1, 10)
+    t0 = time.monotonic()
+    d.close()
+    a = c.answer(5, "DMA answer after the close")
+    assert a.startswith("ERR") and time.monotonic() - t0 < 3, a
+    vm.wait_stderr(r"client DMA piece\(s\) waited for DMA_READ/DMA_WRITE replies: they fail")
+    d2 = vm.connect(0)
+    d2.dma_map(MSG_BASE, MSG_SIZE, 0, 3)
+    mem2 = bytearray(rnd.randbytes(MSG_SIZE))
+    d2.serve_dma(MSG_BASE, mem2)
+    a = dma_ok(c, d2, "dma_read 0 0 0x%x 20000 nb" % MSG_BASE)
+    assert fnv_of(a) == fnv64(bytes(mem2[:20000]))
+    vm.stop()
+    n = counters(vm, 0)
+    assert n["dma_failed"] == 3, n
 
 
 def fd_count(pid):
@@ -510,6 +664,8 @@ def test_hostile_peers(env):
         (hdr.pack(1, 4, 32, 0, 0) + struct.pack("<IIII", 16, 0, 0, 0),
          r"DEVICE_GET_INFO with 2 fd"),  # sent with fds
         (hdr.pack(1, 4, 32, 1, 0) + struct.pack("<IIII", 16, 0, 0, 0), r"not a command"),
+        (hdr.pack(1, 4, 16, 0x20, 5), r"DEVICE_GET_INFO with flags 0x20 \(neither a command"),
+        (hdr.pack(1, 11, 16 + 16, 1, 0) + bytes(16), r"DMA_READ reply with fds"),  # sent with fds
         (hdr.pack(1, 9, 16 + 20, 0, 0) + bytes(20), r"REGION_READ with a payload of 20 bytes"),
         (hdr.pack(1, 13, 16 + 4, 0, 0) + bytes(4), r"DEVICE_RESET with a payload of 4 bytes"),
         (hdr.pack(1, 8, 16 + 20, 0, 0) + struct.pack("<IIIII", 20, 0x24, 2, 0, 8),
@@ -520,11 +676,19 @@ def test_hostile_peers(env):
         for i, (msg, why) in enumerate(cases):
             d = vm.connect(0)
             fds = [evr, evw] if "2 fd" in why else ([ev] * 9 if "more than 8" in why else [])
+            fds = [ev] if "reply with fds" in why else fds
             d.send_raw(msg, fds)
             assert d.closed(), "case %d: not dropped" % i
             d.close()
             vm.wait_stderr(r"device 0: malformed message: .*" + why)
             assert good.cfg_read(0) == 0x56781234
+        # A DMA reply that matches no DMA of ours (none is in flight) is ignored, logged once.
+        d = vm.connect(0)
+        d.send_raw(hdr.pack(7, 12, 16, 1, 0) + hdr.pack(8, 11, 16 + 16 + 4, 1, 0) +
+                   struct.pack("<QI", 0x1000, 4) + bytes(8))
+        assert d.cfg_read(0) == 0x56781234
+        vm.wait_stderr(r"device 0: DMA_WRITE reply id 7 matches no message in flight: ignored")
+        d.close()
         # A peer that stops mid-message: the device waits, the others are served; its close
         # is logged.
         d = vm.connect(0)

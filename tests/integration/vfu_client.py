@@ -104,6 +104,38 @@ class VfuClient:
         else:
             self.send_raw(HDR.pack(msg_id, cmd, HDR.size + len(out), F_REPLY, 0) + out)
 
+    def serve_once(self, timeout):
+        """Wait up to timeout for one message and take it: the server's DMA_READ/DMA_WRITE is
+        answered (or held, with dma_hold). Returns (id, cmd, flags, error, payload) or None."""
+        try:
+            msg = self.recv(timeout)
+        except TimeoutError:
+            return None
+        rid, rcmd, flags, err, data = msg
+        if flags & 0xF == 0 and rcmd in (DMA_READ, DMA_WRITE):
+            if self.dma_hold:
+                self.dma_held.append((rid, rcmd, flags, data))
+            else:
+                self.answer_dma(rid, rcmd, flags, data)
+        return msg
+
+    def release_held(self):
+        """Answer the DMA requests held so far, in order."""
+        held, self.dma_held = self.dma_held, []
+        for rid, rcmd, flags, data in held:
+            self.answer_dma(rid, rcmd, flags, data)
+        return len(held)
+
+    def serve_until(self, done, timeout=10):
+        """Answer the server's DMA requests until done() is true; raises TimeoutError after
+        timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("serve_until: not done within %ss" % timeout)
+            self.serve_once(min(left, 0.05))
+
     def close(self):
         try:
             self.s.close()
