@@ -24,7 +24,10 @@ def pytest_configure(config):
 
 
 # Files marked concurrency as a whole here, for files that do not carry the marker themselves.
-CONCURRENCY_FILES = {"test_order.py", "test_torture.py"}
+CONCURRENCY_FILES = {"test_order.py", "test_torture.py",
+                     # the recorder's writer thread, fault-injection delays beside vCPUs,
+                     # and TLS sessions sending and receiving from two threads
+                     "test_record.py", "test_inject.py", "test_tls.py"}
 
 
 def pytest_collection_modifyitems(config, items):
