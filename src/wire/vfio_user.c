@@ -553,10 +553,9 @@ void vfu_dma_read_encode(uint8_t *p, uint64_t addr, uint32_t count)
 size_t vfu_dma_write_encode(uint8_t *p, uint64_t addr, const uint8_t *data, uint32_t count)
 {
 	wire_st(p, addr, 8);
-	wire_st(p + 8, count, 4);
+	wire_st(p + 8, count, 8);
 	if (count)
 		memcpy(p + VFU_DMA_RW_DATA, data, count);
-	memset(p + VFU_DMA_RW_DATA + count, 0, VFU_DMA_RW_SIZE - VFU_DMA_RW_DATA);
 	return (size_t)VFU_DMA_RW_SIZE + count;
 }
 
@@ -569,6 +568,9 @@ int vfu_dma_rw_decode(const uint8_t *p, size_t len, bool write, struct vfu_dma_r
 		return wire_bad(why, whylen, "%s payload of %zu bytes (at least %u)", name, len,
 				VFU_DMA_RW_DATA);
 	r->addr = wire_ld(p, 8);
+	if (wire_ld(p + 8, 8) > UINT32_MAX)
+		return wire_bad(why, whylen, "%s count 0x%llx", name,
+				(unsigned long long)wire_ld(p + 8, 8));
 	r->count = (uint32_t)wire_ld(p + 8, 4);
 	r->data = p + VFU_DMA_RW_DATA;
 	if (len - VFU_DMA_RW_DATA < r->count)

@@ -103,13 +103,13 @@ enum vfu_cmd {
 #define VFU_REGION_RW_SIZE   16u /* offset, region, count; then data */
 #define VFU_DMA_RW_SIZE	     16u /* address, count; then data */
 /*
- * DMA_READ/DMA_WRITE as QEMU 10.1..11.1 (hw/vfio-user/protocol.h VFIOUserDMARW)
- * lays them out: address (8), count (4), data from payload offset 12, and the
- * message is sized as its C struct (header + 16 + count: 4 bytes of padding
- * after the data). QEMU rejects a DMA_READ shorter than header + 16 and a
- * DMA_WRITE whose size is below header + 16 + count.
+ * DMA_READ/DMA_WRITE as QEMU 11.1.3 sends and reads them (seen on the wire,
+ * and as the protocol specifies): address (8), count (8), data from payload
+ * offset 16, the message header + 16 + count bytes, no padding. QEMU rejects
+ * a DMA_READ shorter than header + 16 and a DMA_WRITE whose size is below
+ * header + 16 + count.
  */
-#define VFU_DMA_RW_DATA 12u
+#define VFU_DMA_RW_DATA 16u
 
 #define VFU_JSON_MAX 4096u /* the longest VERSION JSON coreio-vm takes, with its NUL */
 
@@ -262,15 +262,16 @@ void vfu_dma_read_encode(uint8_t *p, uint64_t addr, uint32_t count);
 
 /*
  * Encode a DMA_WRITE request payload at p (VFU_DMA_RW_SIZE + count bytes of
- * room): address, count, the count bytes of data at VFU_DMA_RW_DATA and 4
- * zero bytes of padding. Returns the payload's length (VFU_DMA_RW_SIZE + count).
+ * room): address, count (8 bytes), the count bytes of data at
+ * VFU_DMA_RW_DATA. Returns the payload's length (VFU_DMA_RW_SIZE + count).
  */
 size_t vfu_dma_write_encode(uint8_t *p, uint64_t addr, const uint8_t *data, uint32_t count);
 
 /*
  * Decode a DMA_READ reply (write false) or a DMA_WRITE request (write true)
- * payload of len bytes: its count must fit (VFU_DMA_RW_DATA + count <= len,
- * overflow-safe) and len be at most VFU_DMA_RW_SIZE + count (the padding).
+ * payload of len bytes: its count (8 bytes, at most 2^32 - 1) must fit
+ * (VFU_DMA_RW_DATA + count <= len, overflow-safe) and len be at most
+ * VFU_DMA_RW_SIZE + count.
  * Returns 0, or -EINVAL with why.
  */
 int vfu_dma_rw_decode(const uint8_t *p, size_t len, bool write, struct vfu_dma_rw *r, char *why,

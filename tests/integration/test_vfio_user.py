@@ -779,10 +779,9 @@ def test_killed_model_no_hotplug(env):
 
 
 def test_client_answers_dma_like_qemu():
-    """vfu_client.py answers a server's DMA_READ/DMA_WRITE as QEMU 11.1 does (hw/vfio-user/pci.c
-    vfio_user_dma_read/write): data at payload offset 12, messages 16 + count bytes of payload,
-    E2BIG above max_data_xfer_size, EFAULT outside memory. coreio-vm's server does not send them
-    yet (docs/coreio-vm.md, "DMA"); this pins the client half for it."""
+    """vfu_client.py answers a server's DMA_READ/DMA_WRITE as QEMU 11.1.3 does (seen on the
+    wire): address and an 8-byte count, data at payload offset 16, no padding, E2BIG above
+    max_data_xfer_size, EFAULT outside memory."""
     import vfu_client as vc
 
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -796,25 +795,24 @@ def test_client_answers_dma_like_qemu():
         mem = bytearray(os.urandom(8192))
         client.serve_dma(0x10000, mem)
         data = os.urandom(3000)
-        # DMA_WRITE: address, count (4 bytes), data at 12, 4 bytes of padding.
-        server.send(vc.DMA_WRITE, struct.pack("<QI", 0x10100, len(data)) + data + bytes(4),
-                    msg_id=7)
+        # DMA_WRITE: address, count (8 bytes), data at 16.
+        server.send(vc.DMA_WRITE, struct.pack("<QQ", 0x10100, len(data)) + data, msg_id=7)
         mid, cmd, flags, err, payload = client.recv()
         client.answer_dma(mid, cmd, flags, payload)
         rid, rcmd, rflags, rerr, rdata = server.recv()
         assert (rid, rcmd, rflags, rerr, rdata) == (7, vc.DMA_WRITE, vc.F_REPLY, 0, b"")
         assert bytes(mem[0x100:0x100 + len(data)]) == data
-        # DMA_READ of what was written, back with the data at payload offset 12.
+        # DMA_READ of what was written, back with the data at payload offset 16.
         server.send(vc.DMA_READ, struct.pack("<QQ", 0x10100, len(data)), msg_id=8)
         client.answer_dma(*[x for i, x in enumerate(client.recv()) if i != 3])
         rid, rcmd, rflags, rerr, rdata = server.recv()
         assert (rid, rcmd, rflags, rerr) == (8, vc.DMA_READ, vc.F_REPLY, 0)
-        assert len(rdata) == 16 + len(data) and rdata[12:12 + len(data)] == data
-        assert struct.unpack("<QI", rdata[:12]) == (0x10100, len(data))
+        assert len(rdata) == 16 + len(data) and rdata[16:16 + len(data)] == data
+        assert struct.unpack("<QQ", rdata[:16]) == (0x10100, len(data))
         # Above max_data_xfer_size, and outside the memory.
         for cmd, payload, want in ((vc.DMA_READ, struct.pack("<QQ", 0x10000, 4097), errno.E2BIG),
                                    (vc.DMA_READ, struct.pack("<QQ", 0x11f00, 512), errno.EFAULT),
-                                   (vc.DMA_WRITE, struct.pack("<QI", 0x10000, 64) + bytes(8),
+                                   (vc.DMA_WRITE, struct.pack("<QQ", 0x10000, 64) + bytes(8),
                                     errno.E2BIG)):
             server.send(cmd, payload, msg_id=9)
             client.answer_dma(*[x for i, x in enumerate(client.recv()) if i != 3])

@@ -29,10 +29,10 @@ QEMU_CAPS = {"capabilities": {"max_msg_fds": 16, "max_data_xfer_size": 1048576,
                               "migration": {"pgsize": 4096, "max_bitmap_size": 1048576}}}
 
 
-# DMA_READ/DMA_WRITE as QEMU 11.1 lays them out (hw/vfio-user/protocol.h VFIOUserDMARW): address
-# (8), count (4), data from payload offset 12; messages sized as the C struct (16 + count bytes of
-# payload). QEMU refuses a count above the max_data_xfer_size the server announced (E2BIG).
-DMA_RW = struct.Struct("<QI")
+# DMA_READ/DMA_WRITE as QEMU 11.1.3 sends and reads them (seen on the wire): address (8), count
+# (8), data from payload offset 16, no padding (16 + count bytes of payload). QEMU refuses a count
+# above the max_data_xfer_size the server announced (E2BIG).
+DMA_RW = struct.Struct("<QQ")
 DMA_RW_SIZE = 16
 
 
@@ -80,7 +80,7 @@ class VfuClient:
         if len(payload) < DMA_RW_SIZE:
             err = 22
         else:
-            addr, count = DMA_RW.unpack(payload[:12])
+            addr, count = DMA_RW.unpack(payload[:DMA_RW_SIZE])
             if cmd == DMA_READ and count > self.dma_max:
                 err = 7
             elif cmd == DMA_WRITE and count > len(payload) - DMA_RW_SIZE:
@@ -90,9 +90,9 @@ class VfuClient:
                     if base <= addr and addr + count <= base + len(mem):
                         o = addr - base
                         if cmd == DMA_READ:
-                            out = DMA_RW.pack(addr, count) + bytes(mem[o:o + count]) + bytes(4)
+                            out = DMA_RW.pack(addr, count) + bytes(mem[o:o + count])
                         else:
-                            mem[o:o + count] = payload[12:12 + count]
+                            mem[o:o + count] = payload[DMA_RW_SIZE:DMA_RW_SIZE + count]
                         break
                 else:
                     err = 14
