@@ -199,6 +199,8 @@ def corpus_target():
         "embedded_nul": "host\0:80",
         "host_named_unix": "unix",
         "host_named_unix_port": "[unix]:80",
+        "tls-v4": "tls:127.0.0.1:4300",
+        "tls-v6": "tls:[::1]",
     }
     return {k: v.encode() for k, v in strings.items()}
 
@@ -302,6 +304,11 @@ def main():
         "target": write_dir("target", corpus_target()),
         "virtq": write_dir("virtq", corpus_virtq()),
     }
+    # The QEMU-side parsers' seeds come from their own modules, written the same way.
+    import make_corpus_mpqemu
+    import make_corpus_vfu
+    counts["mpqemu"] = write_dir("mpqemu", make_corpus_mpqemu.files())
+    counts["vfu"] = write_dir("vfu", make_corpus_vfu.files())
     for k, v in counts.items():
         print("corpus/%s: %d files" % (k, v))
     return 0

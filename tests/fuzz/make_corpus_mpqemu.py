@@ -10,12 +10,11 @@ The outputs are committed; run this again after changing it:
     python3 tests/fuzz/make_corpus_mpqemu.py
 """
 import os
-import shutil
 import struct
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CORPUS = os.path.join(HERE, "corpus", "mpqemu")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_corpus import write_dir  # noqa: E402
 
 SYNC_SYSMEM, RET, PCI_CFGWRITE, PCI_CFGREAD, BAR_WRITE, BAR_READ, SET_IRQFD, DEVICE_RESET = range(8)
 LOST = 0x10
@@ -97,13 +96,7 @@ def files():
 
 
 def main():
-    shutil.rmtree(CORPUS, ignore_errors=True)
-    os.makedirs(CORPUS)
-    fs = files()
-    for name, data in sorted(fs.items()):
-        with open(os.path.join(CORPUS, name), "wb") as fh:
-            fh.write(data)
-    print("corpus/mpqemu: %d files" % len(fs))
+    print("corpus/mpqemu: %d files" % write_dir("mpqemu", files()))
     return 0
 
 

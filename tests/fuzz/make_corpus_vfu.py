@@ -7,12 +7,11 @@ The outputs are committed; run this again after changing it:
 """
 import json
 import os
-import shutil
 import struct
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CORPUS = os.path.join(HERE, "corpus", "vfu")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_corpus import write_dir  # noqa: E402
 
 
 def msg(cmd, payload=b"", msg_id=1, flags=0, size=None):
@@ -56,13 +55,7 @@ def files():
 
 
 def main():
-    shutil.rmtree(CORPUS, ignore_errors=True)
-    os.makedirs(CORPUS)
-    fs = files()
-    for name, data in sorted(fs.items()):
-        with open(os.path.join(CORPUS, name), "wb") as fh:
-            fh.write(data)
-    print("corpus/vfu: %d files" % len(fs))
+    print("corpus/vfu: %d files" % write_dir("vfu", files()))
     return 0
 
 
