@@ -5,23 +5,7 @@
 #include <string.h>
 
 #include "virtio-pci-layout.h"
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)v);
-	put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
+#include "wire_le.h"
 
 /*
  * One virtio PCI capability (struct virtio_pci_cap, 16 bytes; 20 with the
@@ -37,8 +21,8 @@ static void virtio_cap(struct pci_dev *p, unsigned off, unsigned next, uint8_t t
 	c[2] = (uint8_t)len;
 	c[3] = type;
 	c[4] = 0; /* BAR 0 */
-	put32(c + 8, bar_off);
-	put32(c + 12, length);
+	wire_put32(c + 8, bar_off);
+	wire_put32(c + 12, length);
 }
 
 static void virtio_caps(struct pci_dev *p)
@@ -50,7 +34,7 @@ static void virtio_caps(struct pci_dev *p)
 		   COREIO_VPCI_COMMON_LEN);
 	virtio_cap(p, notify, isr, VIRTIO_PCI_CAP_NOTIFY, 20, COREIO_VPCI_NOTIFY_OFF,
 		   COREIO_VPCI_NOTIFY_LEN);
-	put32(p->cfg + notify + 16, COREIO_VPCI_NOTIFY_MULT);
+	wire_put32(p->cfg + notify + 16, COREIO_VPCI_NOTIFY_MULT);
 	virtio_cap(p, isr, device, VIRTIO_PCI_CAP_ISR, 16, COREIO_VPCI_ISR_OFF,
 		   COREIO_VPCI_ISR_LEN);
 	virtio_cap(p, device, cfgcap, VIRTIO_PCI_CAP_DEVICE, 16, COREIO_VPCI_DEVICE_OFF,
@@ -61,7 +45,7 @@ static void virtio_caps(struct pci_dev *p)
 	memset(p->wmask + cfgcap + 8, 0xff, 12);
 	p->cfgcap = cfgcap;
 	p->cfg[PCI_CFG_CAP_PTR] = (uint8_t)common;
-	put16(p->cfg + PCI_CFG_STATUS, PCI_STATUS_CAP_LIST);
+	wire_put16(p->cfg + PCI_CFG_STATUS, PCI_STATUS_CAP_LIST);
 }
 
 void pci_dev_init(struct pci_dev *p, const struct range_config *rc)
@@ -70,21 +54,21 @@ void pci_dev_init(struct pci_dev *p, const struct range_config *rc)
 
 	memset(p, 0, sizeof(*p));
 	p->bar_size = rc->size;
-	put16(p->cfg + PCI_CFG_VENDOR, rc->pci_vendor);
-	put16(p->cfg + PCI_CFG_DEVICE, rc->pci_device);
+	wire_put16(p->cfg + PCI_CFG_VENDOR, rc->pci_vendor);
+	wire_put16(p->cfg + PCI_CFG_DEVICE, rc->pci_device);
 	p->cfg[PCI_CFG_REVISION] = rc->pci_rev;
 	p->cfg[PCI_CFG_CLASS_PROG] = (uint8_t)rc->pci_class;
-	put16(p->cfg + PCI_CFG_CLASS_PROG + 1, (uint16_t)(rc->pci_class >> 8));
+	wire_put16(p->cfg + PCI_CFG_CLASS_PROG + 1, (uint16_t)(rc->pci_class >> 8));
 	p->cfg[PCI_CFG_HEADER_TYPE] = 0; /* type 0, single function */
-	put16(p->cfg + PCI_CFG_SUBSYS_VEN, rc->subsys_vendor);
-	put16(p->cfg + PCI_CFG_SUBSYS_ID, rc->subsys_id);
+	wire_put16(p->cfg + PCI_CFG_SUBSYS_VEN, rc->subsys_vendor);
+	wire_put16(p->cfg + PCI_CFG_SUBSYS_ID, rc->subsys_id);
 	p->cfg[PCI_CFG_INT_PIN] = 1; /* INTA# */
 	/* BAR 0: 32-bit, non-prefetchable memory; the low bits of the size read 0. */
 	bar_mask = (uint32_t) ~(rc->size - 1) & 0xfffffff0u;
-	put32(p->wmask + PCI_CFG_BAR0, bar_mask);
-	put16(p->wmask + PCI_CFG_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER |
-					      PCI_COMMAND_PARITY | PCI_COMMAND_SERR |
-					      PCI_COMMAND_INTX_DISABLE);
+	wire_put32(p->wmask + PCI_CFG_BAR0, bar_mask);
+	wire_put16(p->wmask + PCI_CFG_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER |
+						   PCI_COMMAND_PARITY | PCI_COMMAND_SERR |
+						   PCI_COMMAND_INTX_DISABLE);
 	p->wmask[PCI_CFG_CACHE_LINE] = 0xff;
 	p->wmask[PCI_CFG_LATENCY] = 0xff;
 	p->wmask[PCI_CFG_INT_LINE] = 0xff;
@@ -102,16 +86,16 @@ void pci_dev_add_msix(struct pci_dev *p, unsigned nvec)
 		return;
 	c[0] = PCI_CAP_ID_MSIX;
 	c[1] = 0;
-	put16(c + 2, (uint16_t)(nvec - 1)); /* table size - 1; enable and mask clear */
-	put32(c + 4, PCI_MSIX_TABLE_OFF | PCI_MSIX_BAR);
-	put32(c + 8, PCI_MSIX_PBA_OFF | PCI_MSIX_BAR);
+	wire_put16(c + 2, (uint16_t)(nvec - 1)); /* table size - 1; enable and mask clear */
+	wire_put32(c + 4, PCI_MSIX_TABLE_OFF | PCI_MSIX_BAR);
+	wire_put32(c + 8, PCI_MSIX_PBA_OFF | PCI_MSIX_BAR);
 	p->wmask[off + 3] = (uint8_t)((PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL) >> 8);
 	if (p->cfgcap)
 		p->cfg[p->cfgcap + 1] = (uint8_t)off; /* the virtio list's last capability */
 	else
 		p->cfg[PCI_CFG_CAP_PTR] = (uint8_t)off;
 	p->cfg[PCI_CFG_STATUS] |= PCI_STATUS_CAP_LIST;
-	put32(p->wmask + PCI_CFG_BAR1, (uint32_t) ~(PCI_MSIX_BAR_SIZE - 1) & 0xfffffff0u);
+	wire_put32(p->wmask + PCI_CFG_BAR1, (uint32_t) ~(PCI_MSIX_BAR_SIZE - 1) & 0xfffffff0u);
 	p->msix_cap = off;
 	p->msix_vectors = nvec;
 	memcpy(p->initial, p->cfg, sizeof(p->cfg));
@@ -171,7 +155,8 @@ int pci_cfg_write(struct pci_dev *p, uint32_t addr, uint32_t val, unsigned len)
 
 uint32_t pci_bar0(const struct pci_dev *p)
 {
-	return get32(p->cfg + PCI_CFG_BAR0) & (uint32_t) ~(p->bar_size - 1) & 0xfffffff0u;
+	return (uint32_t)wire_ld(p->cfg + PCI_CFG_BAR0, 4) & (uint32_t) ~(p->bar_size - 1) &
+	       0xfffffff0u;
 }
 
 static uint16_t command(const struct pci_dev *p)
@@ -208,8 +193,8 @@ bool pci_cfg_window(const struct pci_dev *p, uint32_t addr, unsigned len, uint32
 	data = p->cfgcap + 16;
 	if (addr >= data + 4 || addr + len <= data)
 		return false;
-	o = get32(p->cfg + p->cfgcap + 8);
-	l = get32(p->cfg + p->cfgcap + 12);
+	o = (uint32_t)wire_ld(p->cfg + p->cfgcap + 8, 4);
+	l = (uint32_t)wire_ld(p->cfg + p->cfgcap + 12, 4);
 	/* virtio 1.x 4.1.4.9: BAR 0 only, lengths 1, 2, 4, aligned, inside the BAR. */
 	if (p->cfg[p->cfgcap + 4] != 0 || (l != 1 && l != 2 && l != 4) || o % l ||
 	    o >= p->bar_size || l > p->bar_size - o)
