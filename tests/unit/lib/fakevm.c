@@ -25,3 +25,11 @@ size_t fakevm_recv(int fd, uint8_t *buf, size_t cap, int timeout_ms)
 		return 0;
 	return flen;
 }
+
+void *fakevm_connect_thread(void *p)
+{
+	struct fakevm_connect *a = p;
+
+	a->rc = coreio_ctx_connect(a->ctx, a->target);
+	return NULL;
+}

@@ -76,27 +76,13 @@ static size_t mk(uint8_t *f, unsigned iface, unsigned extra, bool origin, uint32
 	return coreio__wire_encode(f, &h);
 }
 
-struct connect_arg {
-	coreio_ctx_t *ctx;
-	const char *target;
-	int rc;
-};
-
-static void *connect_thread(void *p)
-{
-	struct connect_arg *a = p;
-
-	a->rc = coreio_ctx_connect(a->ctx, a->target);
-	return NULL;
-}
-
 enum hello_mode { HELLO_NONE, HELLO_ECHO, HELLO_ANSWER };
 
 /* Connect a new context to the fake VM; the VM plays the hello as told. */
 static void fvm_connect(struct fvm *v, unsigned offer, enum hello_mode mode, unsigned vm_caps)
 {
 	char target[128];
-	struct connect_arg a;
+	struct fakevm_connect a;
 	pthread_t th;
 
 	fvm_listen(v);
@@ -106,7 +92,7 @@ static void fvm_connect(struct fvm *v, unsigned offer, enum hello_mode mode, uns
 	a.ctx = v->ctx;
 	a.target = target;
 	a.rc = -1;
-	assert_int_equal(pthread_create(&th, NULL, connect_thread, &a), 0);
+	assert_int_equal(pthread_create(&th, NULL, fakevm_connect_thread, &a), 0);
 	for (int i = 0; i < 2; i++) {
 		v->c[i] = accept(v->lfd, NULL, NULL);
 		assert_true(v->c[i] >= 0);
@@ -1101,7 +1087,7 @@ static void test_hello_silent_vm(void **state)
 {
 	struct fvm v;
 	char target[128];
-	struct connect_arg a;
+	struct fakevm_connect a;
 	pthread_t th;
 	uint8_t f[64];
 
@@ -1111,7 +1097,7 @@ static void test_hello_silent_vm(void **state)
 	snprintf(target, sizeof(target), "unix:%s", v.path);
 	a.ctx = v.ctx;
 	a.target = target;
-	pthread_create(&th, NULL, connect_thread, &a);
+	pthread_create(&th, NULL, fakevm_connect_thread, &a);
 	for (int i = 0; i < 2; i++)
 		v.c[i] = accept(v.lfd, NULL, NULL);
 	/* Read the hellos but never answer: after 2 s the client speaks base. */

@@ -64,26 +64,12 @@ static void vm_send(int fd, const uint8_t *f, size_t len)
 	}
 }
 
-struct connect_arg {
-	coreio_ctx_t *ctx;
-	const char *target;
-	int rc;
-};
-
-static void *connect_thread(void *p)
-{
-	struct connect_arg *a = p;
-
-	a->rc = coreio_ctx_connect(a->ctx, a->target);
-	return NULL;
-}
-
 /* A context connected to the fake VM with LARGE_DMA on both connections. */
 static void vm_connect(struct vm *v, unsigned seed)
 {
 	struct sockaddr_un sun;
 	char target[128];
-	struct connect_arg a;
+	struct fakevm_connect a;
 	pthread_t th;
 
 	memset(v, 0, sizeof(*v));
@@ -108,7 +94,7 @@ static void vm_connect(struct vm *v, unsigned seed)
 	a.ctx = v->ctx;
 	a.target = target;
 	a.rc = -1;
-	assert_int_equal(pthread_create(&th, NULL, connect_thread, &a), 0);
+	assert_int_equal(pthread_create(&th, NULL, fakevm_connect_thread, &a), 0);
 	for (int i = 0; i < 2; i++) {
 		v->c[i] = accept(v->lfd, NULL, NULL);
 		assert_true(v->c[i] >= 0);

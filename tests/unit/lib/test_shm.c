@@ -124,20 +124,6 @@ static void send_map(int s, const struct map *m)
 		send_region(s, m->gpa[i], m->size[i], m->off[i], i, m->gen, m->n, &m->fd[i], 1);
 }
 
-struct connect_arg {
-	coreio_ctx_t *ctx;
-	const char *target;
-	int rc;
-};
-
-static void *connect_thread(void *p)
-{
-	struct connect_arg *a = p;
-
-	a->rc = coreio_ctx_connect(a->ctx, a->target);
-	return NULL;
-}
-
 /*
  * Connect a new context offering offer; the VM answers vm_caps and, when m
  * is given, sends m on both connections before the answer (as coreio-vm).
@@ -146,7 +132,7 @@ static void fvm_connect(struct fvm *v, unsigned offer, unsigned vm_caps, const s
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	char target[128];
-	struct connect_arg a;
+	struct fakevm_connect a;
 	pthread_t th;
 
 	memset(v, 0, sizeof(*v));
@@ -161,8 +147,8 @@ static void fvm_connect(struct fvm *v, unsigned offer, unsigned vm_caps, const s
 	assert_int_equal(coreio_ctx_new(&v->ctx), 0);
 	assert_int_equal(coreio_ctx_set_offer(v->ctx, offer), 0);
 	snprintf(target, sizeof(target), "unix:%s", v->path);
-	a = (struct connect_arg){v->ctx, target, -1};
-	assert_int_equal(pthread_create(&th, NULL, connect_thread, &a), 0);
+	a = (struct fakevm_connect){v->ctx, target, -1};
+	assert_int_equal(pthread_create(&th, NULL, fakevm_connect_thread, &a), 0);
 	for (int i = 0; i < 2; i++) {
 		v->c[i] = accept4(v->lfd, NULL, NULL, SOCK_CLOEXEC);
 		assert_true(v->c[i] >= 0);
