@@ -24,11 +24,12 @@
  * docs/coreio-vm.md ("vfio-user") describes the behaviour.
  */
 
-#define VFU_MAX_XFER 4096u /* max_data_xfer_size coreio-vm announces and accepts */
-#define VFU_MSG_MAX  (VFU_HDR_SIZE + VFU_REGION_RW_SIZE + VFU_MAX_XFER) /* also VERSION */
-#define VFU_MAX_FDS  8u		     /* max_msg_fds: at most this many fds per message */
-#define VFU_MAX_DMA  64u	     /* max_dma_maps */
-#define VFU_NVEC     CONFIG_VFU_IRQS /* MSI-X vectors = client lines per device */
+#define VFU_MAX_XFER	 4096u	    /* max_data_xfer_size coreio-vm announces and accepts */
+#define VFU_DMA_MAX_MSGS (1u << 16) /* DMA_READ/DMA_WRITE messages of one client piece, at most */
+#define VFU_MSG_MAX	 (VFU_HDR_SIZE + VFU_REGION_RW_SIZE + VFU_MAX_XFER) /* also VERSION */
+#define VFU_MAX_FDS	 8u		 /* max_msg_fds: at most this many fds per message */
+#define VFU_MAX_DMA	 64u		 /* max_dma_maps */
+#define VFU_NVEC	 CONFIG_VFU_IRQS /* MSI-X vectors = client lines per device */
 
 #define VFU_DMA_TIMEOUT_MS 5000 /* a DMA_READ/DMA_WRITE of ours without a reply fails then */
 #define VFU_DMA_TICK_MS	   100	/* the timeouts are checked this often while any waits */
@@ -208,8 +209,9 @@ void vfu_dma_clear(struct vfu_dev *d);
  * messages of at most VFU_MAX_XFER bytes on the socket of one device whose
  * window without an fd holds each such segment (the device of the
  * client's range first); segments inside an fd window are copied at once.
- * Returns 0 (op->done() comes later) or -EFAULT when some segment lies in
- * no window that allows the access (logged).
+ * Returns 0 (op->done() comes later), -EFAULT when some segment lies in
+ * no window that allows the access (logged), or -E2BIG for a piece of
+ * more than VFU_DMA_MAX_MSGS messages (the service never asks for one).
  */
 int vfu_dma_async(void *opaque, struct vmmio_dma_async *op);
 

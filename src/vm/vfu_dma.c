@@ -334,7 +334,8 @@ int vfu_dma_async(void *opaque, struct vmmio_dma_async *op)
 	struct vfu *s = opaque;
 	struct vfu_dev *d = NULL;
 	struct vfu_dma_op *o;
-	unsigned nmsg = 0, k = 0;
+	uint64_t nmsg = 0;
+	unsigned k = 0;
 
 	/* Check every segment first: a refused piece has no side effect. */
 	for (unsigned i = 0; i < op->nseg; i++) {
@@ -350,14 +351,17 @@ int vfu_dma_async(void *opaque, struct vmmio_dma_async *op)
 			d = NULL;
 		if (!d)
 			return -EFAULT; /* the service logs the fault */
-		nmsg += (g->len + VFU_MAX_XFER - 1) / VFU_MAX_XFER;
+		/* In 64 bits: a length near 4 GiB must not wrap the count. */
+		nmsg += (uint64_t)g->len / VFU_MAX_XFER + (g->len % VFU_MAX_XFER != 0);
+		if (nmsg > VFU_DMA_MAX_MSGS)
+			return -E2BIG; /* not reached: the service cuts pieces far smaller */
 	}
 	o = calloc(1, sizeof(*o) + (size_t)nmsg * sizeof(o->msg[0]));
 	if (!o)
 		return -ENOMEM;
 	o->op = op;
 	o->d = d;
-	o->nmsg = o->nleft = nmsg;
+	o->nmsg = o->nleft = (unsigned)nmsg;
 	o->deadline_ms = now_ms() + VFU_DMA_TIMEOUT_MS;
 	for (unsigned i = 0; i < op->nseg; i++) {
 		const struct vmmio_dma_seg *g = &op->seg[i];
