@@ -115,8 +115,9 @@ def main():
     a = ap.parse_args()
     build = os.path.abspath(a.build)
 
-    if not lh.qemu_binary():
-        emit({"bench": "virtio_blk", "skipped": "qemu-system-x86_64 is not installed"})
+    why = lh.no_qemu_reason()
+    if why:
+        emit({"bench": "virtio_blk", "skipped": why})
         return 0
     transport = a.transport
     if transport != "mpqemu":
@@ -125,6 +126,11 @@ def main():
             emit({"bench": "virtio_blk", "skipped": why})
             return 0
         transport = "mpqemu" if why else "vfio-user"
+    if transport == "mpqemu":
+        why = lh.mpqemu_missing()
+        if why:
+            emit({"bench": "virtio_blk", "skipped": why})
+            return 0
     img = lh.image_dir(build)
     ok, log = lh.build_image(img)
     if not ok:

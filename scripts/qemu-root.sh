@@ -7,9 +7,12 @@
 # the root's own loader and libraries:
 #     ROOT/coreio-qemu-system -machine q35 ...     (same arguments as QEMU)
 # When ROOT already has a working QEMU >= 10.1 it only says so (and writes the
-# wrapper if missing). Else it builds the root: debootstrap --variant=minbase
-# trixie from deb.debian.org, trixie-backports in apt's sources, apt-get
-# install qemu-system-x86 -t trixie-backports in a chroot; about a minute and
+# wrapper and its module link when missing or out of date: an existing root is
+# brought up to date in well under a second, no download), then checks that
+# the wrapper lists every device (-device help). Else it builds the root:
+# debootstrap --variant=minbase trixie from deb.debian.org, trixie-backports in
+# apt's sources, apt-get install qemu-system-x86 -t trixie-backports in a
+# chroot, the wrapper and the same check; about a minute and
 # ~500 MB of downloads, needs root (or sudo). It builds in ROOT.tmp and renames
 # it to ROOT only once QEMU runs, so an interrupted run never leaves a root that
 # looks complete; step output goes to ROOT.log (shown with --verbose).
@@ -33,7 +36,7 @@ root=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-h | --help)
-		sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	-v | --verbose) verbose=1 ;;
@@ -90,16 +93,34 @@ good_version() {
 	[ "$major" -gt $want_major ] || { [ "$major" -eq $want_major ] && [ "$minor" -ge $want_minor ]; }
 }
 
-# The wrapper: QEMU from the root, on the host. QEMU_MODULE_DIR keeps it from
-# loading the host's QEMU 7.2 modules ("Only modules from the same build can be
-# loaded"); -L finds the root's firmware (some of /usr/share/qemu links into
-# /usr/share/seabios). The root's directory is found from the wrapper's own
-# path, so the root can be renamed or moved.
+# The wrapper: QEMU from the root, on the host. QEMU_MODULE_DIR makes it load
+# the root's modules first; -L finds the root's firmware (some of
+# /usr/share/qemu links into /usr/share/seabios). The root's directory is found
+# from the wrapper's own path, so the root can be renamed or moved.
+#
+# QEMU_MODULE_DIR alone is not enough: for a module missing there (the minbase
+# root has no qemu-system-modules-opengl/-spice/-gui, which would pull in ~40
+# packages, LLVM and Mesa among them) QEMU goes on to its built-in module
+# directory, /usr/lib/x86_64-linux-gnu/qemu, which on the host holds QEMU 7.2's
+# modules: "Only modules from the same build can be loaded", and QEMU 11.1 then
+# aborts (util/module.c: Assertion `QTAILQ_EMPTY(&dso_init_list)'), e.g. on
+# -device help, which loads every device module: hw-display-virtio-gpu-pci-gl.so
+# (the one that aborts) and ui-opengl.so, which the -gl modules depend on.
+# So the root also gets the link $bundle_link -> ../../.. (the root itself): QEMU
+# looks for "qemu-bundle" next to its executable (/proc/self/exe, here the
+# root's loader in usr/lib/x86_64-linux-gnu) and, when it is there, prefixes
+# every built-in path with it (util/cutils.c get_relocated_path), so the module
+# directory (and data directory) it falls back to are the root's own and a
+# module the root lacks is simply not there.
+bundle_link=usr/lib/x86_64-linux-gnu/qemu-bundle
+bundle_target=../../..
 wrapper_text() {
 	cat <<'EOF'
 #!/bin/sh
 # Written by scripts/qemu-root.sh: QEMU from this Debian trixie root, run on the
 # host through the root's own loader and libraries. Arguments as for QEMU.
+# The root's usr/lib/x86_64-linux-gnu/qemu-bundle link (-> the root) keeps QEMU
+# away from the host's modules in /usr/lib/x86_64-linux-gnu/qemu.
 r=$(cd "$(dirname "$0")" && pwd)
 QEMU_MODULE_DIR=$r/usr/lib/x86_64-linux-gnu/qemu
 export QEMU_MODULE_DIR
@@ -122,23 +143,60 @@ need_privileges() {
 	fi
 }
 
-# write_wrapper DIR: (re)writes DIR's wrapper when missing or different.
+# as_owner DIR COMMAND...: runs COMMAND directly when DIR is writable, else through sudo.
+as_owner() {
+	local dir=$1
+	shift
+	if [ -w "$dir" ]; then
+		"$@"
+	else
+		need_privileges "write in $dir"
+		"${sudo[@]}" "$@"
+	fi
+}
+
+# write_wrapper DIR: (re)writes DIR's wrapper and its qemu-bundle link when
+# missing or different. The wrapper is written next to it and renamed, so a
+# QEMU started meanwhile never runs a half-written one.
 write_wrapper() {
-	local w=$1/$wrapper_name
+	local w=$1/$wrapper_name l=$1/$bundle_link
+	if ! [ -L "$l" ] || [ "$(readlink "$l")" != "$bundle_target" ]; then
+		if [ -e "$l" ] && ! [ -L "$l" ]; then
+			fail "$l exists and is not a symbolic link; remove it"
+		fi
+		as_owner "$(dirname "$l")" ln -sfn "$bundle_target" "$l" || fail "cannot create $l"
+		say "linked $l -> $bundle_target (QEMU's built-in paths now stay in the root)"
+	fi
 	if [ -x "$w" ] && [ "$(cat "$w")" = "$(wrapper_text)" ]; then
 		return 0
 	fi
 	if [ -w "$1" ]; then
-		wrapper_text >"$w" && chmod 755 "$w"
+		wrapper_text >"$w.tmp" && chmod 755 "$w.tmp" && mv -f "$w.tmp" "$w"
 	else
 		need_privileges "write $w"
-		wrapper_text | "${sudo[@]}" tee "$w" >/dev/null && "${sudo[@]}" chmod 755 "$w"
+		wrapper_text | "${sudo[@]}" tee "$w.tmp" >/dev/null && "${sudo[@]}" chmod 755 "$w.tmp" &&
+			"${sudo[@]}" mv -f "$w.tmp" "$w"
 	fi || fail "cannot write $w"
+}
+
+# check_wrapper DIR: the wrapper lists every device (-device help loads every
+# device module QEMU knows of), vfio-user-pci among them, without loading a
+# module of another QEMU build.
+check_wrapper() {
+	local w=$1/$wrapper_name out status=0
+	out=$(timeout 30 "$w" -machine none -nodefaults -display none -device help 2>&1) || status=$?
+	if [ $status -ne 0 ] || ! grep -q '"vfio-user-pci"' <<<"$out" ||
+		grep -q 'failed to initialize module' <<<"$out"; then
+		say "error: '$w -device help' failed (exit status $status), loaded a foreign module or does not list vfio-user-pci:"
+		grep -vE '^(name |$)|devices:$' <<<"$out" | tail -n 8 | sed 's/^/    /' >&2
+		exit 1
+	fi
 }
 
 # The quick path: a complete root.
 if v=$(qemu_version "$root") && good_version "$v"; then
 	write_wrapper "$root"
+	check_wrapper "$root"
 	read -r major minor patch <<<"$v"
 	[ $quiet -eq 1 ] || say "QEMU $major.$minor.$patch ready in $root (run it as $root/$wrapper_name)"
 	exit 0
@@ -219,6 +277,7 @@ run "apt-get clean (in $tmp)" "${sudo[@]}" chroot "$tmp" apt-get clean
 v=$(qemu_version "$tmp") || fail "the QEMU installed in $tmp does not run on this host (try it: $tmp/usr/bin/qemu-system-x86_64 through $tmp/lib64/ld-linux-x86-64.so.2)"
 good_version "$v" || fail "$suite-backports gave QEMU ${v// /.}, older than $want_major.$want_minor"
 write_wrapper "$tmp"
+check_wrapper "$tmp"
 remove_tree "$root"
 "${sudo[@]}" mv "$tmp" "$root" || fail "cannot rename $tmp to $root"
 read -r major minor patch <<<"$v"

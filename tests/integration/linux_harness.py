@@ -21,9 +21,79 @@ BOOT_TIME = re.compile(r"coreio-init: boot time ([0-9.]+) s")
 RESULT = re.compile(r"^RESULT: (PASS|FAIL) (\S+)")
 
 
+# Which QEMU a Linux test can use. Two kinds:
+# - the system qemu-system-x86_64 (Debian 12: QEMU 7.2), looked up on PATH: the
+#   only QEMU coreio-qemu's mpqemu transport runs on (x-pci-proxy-dev), and the
+#   first choice for the baseline boots with QEMU's own devices (qemu_argv);
+# - ROOT/coreio-qemu-system, ROOT being $COREIO_QEMU_ROOT or build/qemu-root
+#   (QEMU 11.1 in the Debian trixie root scripts/qemu-root.sh makes): what
+#   coreio-qemu runs vfio-user on, and the baseline's QEMU without a system one.
+# Both are looked up afresh each time, the system one on PATH: to run the tests
+# as if there were no system QEMU, run them with a PATH of links to everything
+# but qemu-system-* (tests/integration/test_linux.py's docstring says how).
+
+SYSTEM_QEMU_PACKAGE = "Debian package qemu-system-x86"
+
+
 def qemu_binary():
-    """Path of qemu-system-x86_64, or None."""
+    """Path of the system qemu-system-x86_64 (on PATH), or None."""
     return shutil.which("qemu-system-x86_64")
+
+
+def qemu_root_dir():
+    """The QEMU 11.1 root coreio-qemu looks in: $COREIO_QEMU_ROOT, else build/qemu-root."""
+    return os.environ.get("COREIO_QEMU_ROOT") or os.path.join(REPO, "build", "qemu-root")
+
+
+def root_qemu():
+    """Path of ROOT/coreio-qemu-system (scripts/qemu-root.sh's wrapper), or None when absent."""
+    w = os.path.join(qemu_root_dir(), "coreio-qemu-system")
+    return w if os.access(w, os.X_OK) else None
+
+
+def baseline_qemu():
+    """The QEMU for boots with QEMU's own devices: the system one, else the root's; or None."""
+    return qemu_binary() or root_qemu()
+
+
+def no_qemu_reason():
+    """Why no Linux test can run for want of any QEMU, or None when there is one."""
+    if baseline_qemu():
+        return None
+    return ("no QEMU at all: no system qemu-system-x86_64 on PATH (%s; QEMU 7.2, for the "
+            "mpqemu transport) and no %s (scripts/qemu-root.sh makes it: QEMU 11.1, for "
+            "vfio-user)" % (SYSTEM_QEMU_PACKAGE, os.path.join(qemu_root_dir(),
+                                                                "coreio-qemu-system")))
+
+
+_MPQEMU_MISSING = {}
+
+
+def mpqemu_missing():
+    """Why coreio-qemu --transport mpqemu cannot run here, or None when it can.
+
+    mpqemu runs the system qemu-system-x86_64 (QEMU 7.2's multi-process proxy
+    device x-pci-proxy-dev); the root's QEMU is not used for it. Cached per
+    QEMU path.
+    """
+    qemu = qemu_binary()
+    if not qemu:
+        return ("the mpqemu transport needs the system qemu-system-x86_64 (QEMU 7.2's "
+                "x-pci-proxy-dev, %s): none on PATH" % SYSTEM_QEMU_PACKAGE)
+    if qemu not in _MPQEMU_MISSING:
+        why = None
+        try:
+            r = subprocess.run([qemu, "-machine", "none", "-device", "x-pci-proxy-dev,help"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, timeout=30)
+            if r.returncode != 0 or "fd=" not in r.stdout:
+                why = ("the mpqemu transport needs x-pci-proxy-dev, which the system QEMU %s "
+                       "does not offer (status %d): %s"
+                       % (qemu, r.returncode, " ".join(r.stdout.split())[-300:]))
+        except (OSError, subprocess.TimeoutExpired) as e:
+            why = "the system QEMU %s does not run: %s" % (qemu, e)
+        _MPQEMU_MISSING[qemu] = why
+    return _MPQEMU_MISSING[qemu]
 
 
 def image_dir(build_dir):
@@ -196,8 +266,11 @@ def append_line(test=None, extra=""):
 
 def qemu_argv(img, test=None, disks=(), rng=False, smp=1, mem=256, extra_append="",
               accel="tcg"):
-    """QEMU with its own in-process virtio devices (the baseline), console on stdio."""
-    argv = [qemu_binary() or "qemu-system-x86_64", "-M", "pc", "-accel", accel, "-smp", str(smp),
+    """QEMU with its own in-process virtio devices (the baseline), console on stdio.
+
+    The system QEMU, else the root's (baseline_qemu()).
+    """
+    argv = [baseline_qemu() or "qemu-system-x86_64", "-M", "pc", "-accel", accel, "-smp", str(smp),
             "-m", str(mem), "-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
             "-kernel", os.path.join(img, "vmlinuz"),
             "-initrd", os.path.join(img, "initramfs.cpio.gz"),
@@ -238,8 +311,8 @@ def vfio_user_missing(build_dir):
         why = None
         if r.returncode != 0 or "vfio-user-pci" not in r.stdout:
             why = ("coreio-qemu --transport vfio-user cannot run here (status %d): %s "
-                   "(scripts/qemu-root.sh makes build/qemu-root with QEMU 11.1)"
-                   % (r.returncode, " ".join(r.stderr.split())[-400:]))
+                   "(scripts/qemu-root.sh makes %s with QEMU 11.1)"
+                   % (r.returncode, " ".join(r.stderr.split())[-400:], qemu_root_dir()))
     except (OSError, subprocess.TimeoutExpired) as e:
         why = "coreio-qemu --transport vfio-user --dry-run failed: %s" % e
     _VFIO_USER_MISSING[build_dir] = why

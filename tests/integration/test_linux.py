@@ -4,6 +4,22 @@ The main path is vfio-user (QEMU 11.1 from build/qemu-root, coreio-vm --accel
 vfio-user; interrupts reach the guest, no irqpoll); those tests skip, with
 coreio-qemu's reason, where it cannot run. mpqemu (QEMU 7.2's proxy) keeps
 two smoke tests: boot and hwrng, and the killed and restarted model.
+
+Which QEMU each test needs (linux_harness.py): the vfio-user tests the root's
+QEMU 11.1 (scripts/qemu-root.sh); the mpqemu ones the system
+qemu-system-x86_64 (QEMU 7.2); test_guest_scripts_with_qemu_devices either
+(the system one first). Each skips on its own, naming what is missing; only
+with no QEMU at all does the guest_image fixture skip everything. To run as if
+there were no system QEMU (without uninstalling it), give PATH a directory of
+links to everything in /usr/bin and /usr/sbin but qemu-system-*:
+
+    d=/tmp/no-system-qemu; mkdir -p $d
+    for f in /usr/bin/* /usr/sbin/*; do case ${f##*/} in qemu-system-*) ;;
+        *) [ -e $d/${f##*/} ] || ln -s $f $d/ ;; esac; done
+    PATH=$d COREIO_BUILD_DIR=$PWD/build /usr/bin/python3 -m pytest -q \
+        tests/integration/test_linux.py -k boot
+
+(the mpqemu tests then skip, the vfio-user ones run on build/qemu-root).
 """
 
 import hashlib
@@ -35,9 +51,14 @@ def gen(name, size):
 
 @pytest.fixture(scope="session")
 def guest_image():
-    """The kernel and initramfs (built once per session, cached across sessions)."""
-    if not lh.qemu_binary():
-        pytest.skip("qemu-system-x86_64 is not installed (Debian package qemu-system-x86)")
+    """The kernel and initramfs (built once per session, cached across sessions).
+
+    Skips only when there is no QEMU at all; each test then checks the one it
+    needs (need_transport, need_baseline_qemu).
+    """
+    why = lh.no_qemu_reason()
+    if why:
+        pytest.skip(why)
     if not lh.coreio_qemu_available():
         pytest.skip("scripts/coreio-qemu is missing")
     out = lh.image_dir(BUILD_DIR)
@@ -60,6 +81,7 @@ def machines(tmp_path):
                                  **kw)
             m.asked_transport = transport
         else:
+            need_baseline_qemu()
             m = lh.Console("qemu", lh.qemu_argv(kw.pop("img"), **kw))
         started.append(m)
         return m
@@ -80,11 +102,25 @@ def models():
 
 
 def need_transport(transport):
-    """Skips the test when coreio-qemu cannot run the transport here (it says why)."""
+    """Skips the test when coreio-qemu cannot run the transport here, saying why.
+
+    vfio-user: coreio-qemu's own reason (no QEMU >= 10.1, i.e. no build/qemu-root,
+    or a coreio-vm without --accel vfio-user); mpqemu: no system QEMU 7.2.
+    """
     if transport == VFIO_USER:
         why = lh.vfio_user_missing(BUILD_DIR)
-        if why:
-            pytest.skip(why)
+    elif transport == MPQEMU:
+        why = lh.mpqemu_missing()
+    else:
+        why = None
+    if why:
+        pytest.skip(why)
+
+
+def need_baseline_qemu():
+    """Skips the test when there is no QEMU for a boot with QEMU's own devices."""
+    if not lh.baseline_qemu():
+        pytest.skip(lh.no_qemu_reason())
 
 
 def check_transport(m):
