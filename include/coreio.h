@@ -28,6 +28,20 @@ extern "C" {
 #define COREIO_FLAGS_SECURE 8
 
 /*
+ * A libcoreio extension for the DMA calls' flags (never sent to the VM):
+ * while this blocking DMA (cpl NULL) waits, the calling thread also
+ * reads the control connection and serves the VM's MMIO requests (their
+ * callbacks run on this thread, one at a time and in the VM's order, as
+ * the event loop would run them); no non-blocking DMA completion runs.
+ * For a model that does DMA from its event loop's thread outside any
+ * callback and must keep answering the guest meanwhile: a VM may need the
+ * answer to an MMIO read before it can answer the DMA (QEMU's vfio-user
+ * client holds its big lock while a vCPU waits for a read). Ignored when
+ * the call is made inside a callback or while another thread serves.
+ */
+#define COREIO_DMA_SERVE 0x100u
+
+/*
  * Connect to a VM.
  *   target  "host:port", "[v6addr]:port", "host" (port 4800) or
  *           "unix:/path"; NULL reads the environment variable COREIO_VM,

@@ -7,7 +7,13 @@
  * ctx->cond until its transfer is done or the side is free. It never reads
  * the control connection, so a blocking DMA inside an MMIO callback lets
  * no other request of the VM reach a callback before that callback has
- * returned (the ordering contract, docs/libcoreio.md). A non-blocking DMA
+ * returned (the ordering contract, docs/libcoreio.md). The exception is a
+ * blocking DMA made with COREIO_DMA_SERVE while no callback runs: it also
+ * reads the control connection and serves the VM's requests, one at a
+ * time and in order, until its transfer is done, so a VM that needs the
+ * answer to an MMIO read before it can answer this DMA is not left
+ * waiting on it (a vfio-user client holding its big lock, for one); it
+ * runs no DMA completion. A non-blocking DMA
  * queues its pieces and returns; its completion runs from the serving
  * thread (coreio_ctx_processfds() and friends) with no lock held.
  */
@@ -19,37 +25,74 @@
 
 #include "internal.h"
 
+/*
+ * With COREIO_DMA_SERVE: true when the waiting thread may serve the VM's
+ * requests now, that is when no thread is serving (this one is not inside
+ * a callback, and no other thread runs one). Lock held.
+ */
+static bool may_serve_locked(const struct coreio_ctx *ctx, bool serve)
+{
+	return serve && !ctx->broken && !ctx->serving;
+}
+
 /* Wait for blocking transfer x as described at the top. Returns its result. */
-static int wait_xfer(struct coreio_ctx *ctx, struct coreio__xfer *x)
+static int wait_xfer(struct coreio_ctx *ctx, struct coreio__xfer *x, bool serve)
 {
 	bool mine = false;
 	int err;
 
 	pthread_mutex_lock(&ctx->lock);
 	while (!x->done) {
+		if (may_serve_locked(ctx, serve) && ctx->reqq.n > 0) {
+			/* The VM's requests first, in order. A callback may do a
+			 * blocking DMA itself: it must find the DMA side free. */
+			if (mine)
+				coreio__rx_give_locked(ctx, COREIO__CONN_DMA);
+			mine = false;
+			pthread_mutex_unlock(&ctx->lock);
+			coreio__serve_requests(ctx);
+			pthread_mutex_lock(&ctx->lock);
+			continue;
+		}
 		if (!mine && !ctx->broken)
 			mine = coreio__rx_take_locked(ctx, COREIO__CONN_DMA);
 		if (mine && !ctx->broken) {
-			struct pollfd pf = {.fd = ctx->conn[COREIO__CONN_DMA].fd, .events = POLLIN};
+			struct pollfd pf[2] = {
+			    {.fd = ctx->conn[COREIO__CONN_DMA].fd, .events = POLLIN},
+			    {.fd = ctx->conn[COREIO__CONN_CTRL].fd, .events = POLLIN},
+			};
+			/* With COREIO_DMA_SERVE the control connection is read too
+			 * (when no other thread reads it): its requests are queued
+			 * and served above while the transfer goes on. */
+			bool ctl = may_serve_locked(ctx, serve) &&
+				   coreio__rx_take_locked(ctx, COREIO__CONN_CTRL);
 			int rc = 0;
 
 			/* The last receive filled all it asked for: read again at
 			 * once (it returns EAGAIN when that was all). */
 			bool more = ctx->conn[COREIO__CONN_DMA].rx_more;
+			bool ctl_more = ctl && ctx->conn[COREIO__CONN_CTRL].rx_more;
 
 			if (ctx->dma_tx_pending)
-				pf.events |= POLLOUT;
+				pf[0].events |= POLLOUT;
 			pthread_mutex_unlock(&ctx->lock);
-			if (more)
-				pf.revents = POLLIN;
-			else if (poll(&pf, 1, 100) < 0)
-				pf.revents = 0;
-			if (pf.revents & ~POLLOUT)
+			if (more || ctl_more) {
+				pf[0].revents = more ? POLLIN : 0;
+				pf[1].revents = ctl_more ? POLLIN : 0;
+			} else if (poll(pf, ctl ? 2 : 1, 100) < 0) {
+				pf[0].revents = pf[1].revents = 0;
+			}
+			if (pf[0].revents & ~POLLOUT)
 				rc = coreio__rx_pull(ctx, COREIO__CONN_DMA);
 			/* Answers free slots: the next pieces go out now. */
 			if (rc == 0 && coreio__xfer_pump(ctx) < 0)
 				coreio__fail(ctx, -ECONNRESET);
+			/* An error fails the context (rx_pull), which ends the wait. */
+			if (ctl && pf[1].revents)
+				coreio__rx_pull(ctx, COREIO__CONN_CTRL);
 			pthread_mutex_lock(&ctx->lock);
+			if (ctl)
+				coreio__rx_give_locked(ctx, COREIO__CONN_CTRL);
 		} else if (!ctx->broken) {
 			struct timespec ts;
 
@@ -65,6 +108,9 @@ static int wait_xfer(struct coreio_ctx *ctx, struct coreio__xfer *x)
 		coreio__rx_give_locked(ctx, COREIO__CONN_DMA);
 	err = x->err;
 	pthread_mutex_unlock(&ctx->lock);
+	/* Requests queued by the last receive are served before we return. */
+	if (serve)
+		coreio__serve_requests(ctx);
 	return err;
 }
 
@@ -114,7 +160,7 @@ static int dma_submit(struct coreio_ctx *ctx, bool write, unsigned mid, unsigned
 		coreio__fail(ctx, -ECONNRESET);
 	if (cpl)
 		return 0;
-	return wait_xfer(ctx, x);
+	return wait_xfer(ctx, x, (flags & COREIO_DMA_SERVE) != 0);
 }
 
 int coreio_ctx_dma_read(coreio_ctx_t *ctx, unsigned mid, unsigned sid, uint64_t addr, size_t len,

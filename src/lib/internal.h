@@ -383,6 +383,13 @@ int coreio__send_unit(struct coreio_ctx *ctx, int i, const uint8_t *unit);
  */
 void coreio__serve(struct coreio_ctx *ctx);
 
+/*
+ * Serve the VM's queued requests as coreio__serve() does, but run no DMA
+ * completion: for a blocking DMA made with COREIO_DMA_SERVE (dma.c), whose
+ * caller was promised that completions run only from its event loop.
+ */
+void coreio__serve_requests(struct coreio_ctx *ctx);
+
 /* True when coreio__serve() has work (lock held). */
 bool coreio__serve_pending_locked(const struct coreio_ctx *ctx);
 

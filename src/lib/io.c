@@ -712,7 +712,8 @@ bool coreio__serve_pending_locked(const struct coreio_ctx *ctx)
 	return !ctx->serving && (ctx->reqq.n > 0 || ctx->d_head);
 }
 
-void coreio__serve(struct coreio_ctx *ctx)
+/* coreio__serve() (completions true) and coreio__serve_requests() (false). */
+static void serve_queue(struct coreio_ctx *ctx, bool completions)
 {
 	uint8_t unit[COREIO_WIRE_UNIT];
 
@@ -735,7 +736,7 @@ void coreio__serve(struct coreio_ctx *ctx)
 			pthread_mutex_lock(&ctx->lock);
 			continue;
 		}
-		x = ctx->d_head;
+		x = completions ? ctx->d_head : NULL;
 		if (!x)
 			break;
 		/* Completions of non-blocking DMA, in the order they finished. */
@@ -752,4 +753,14 @@ void coreio__serve(struct coreio_ctx *ctx)
 	}
 	ctx->serving = false;
 	pthread_mutex_unlock(&ctx->lock);
+}
+
+void coreio__serve(struct coreio_ctx *ctx)
+{
+	serve_queue(ctx, true);
+}
+
+void coreio__serve_requests(struct coreio_ctx *ctx)
+{
+	serve_queue(ctx, false);
 }

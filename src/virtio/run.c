@@ -71,7 +71,7 @@ static void vm_reset_cb(void *opaque)
 
 	if (d->verbose)
 		vio_log(d, COREIO_LOG_DEBUG, "virtio: VM reset");
-	vio_dev_reset(d);
+	vio_dev_request_reset(d);
 }
 
 static volatile sig_atomic_t stop_signal; /* with COREIO_VIRTIO_STATS: SIGTERM or SIGINT seen */
@@ -122,7 +122,7 @@ static int loop(struct vio_dev *d)
 			if (nfds < 0)
 				return nfds;
 		}
-		tv.tv_sec = (d->kick_pending || d->kick_all) ? 0 : 1;
+		tv.tv_sec = (d->kick_pending || d->kick_all || d->reset_pending) ? 0 : 1;
 		tv.tv_usec = 0;
 		rc = select(nfds, &rfds, &wfds, NULL, &tv);
 		if (rc < 0) {

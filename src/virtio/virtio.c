@@ -24,11 +24,17 @@ uint64_t vio_get_le(const uint8_t *p, unsigned n)
 	return v;
 }
 
+/* The flags of a blocking DMA: see serve_in_dma in virtio.h. */
+static unsigned ctx_dma_flags(const struct vio_dev *d)
+{
+	return d->serve_in_dma ? COREIO_DMA_SERVE : 0;
+}
+
 static int ctx_dma_read(void *opaque, uint64_t gpa, void *buf, size_t len)
 {
 	struct vio_dev *d = opaque;
 
-	return coreio_ctx_dma_read(d->ctx, 0, 0, gpa, len, buf, 0, NULL, NULL);
+	return coreio_ctx_dma_read(d->ctx, 0, 0, gpa, len, buf, ctx_dma_flags(d), NULL, NULL);
 }
 
 static int ctx_dma_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
@@ -36,7 +42,8 @@ static int ctx_dma_write(void *opaque, uint64_t gpa, const void *buf, size_t len
 	struct vio_dev *d = opaque;
 
 	/* The library only reads from buf; its prototype is not const. */
-	return coreio_ctx_dma_write(d->ctx, 0, 0, gpa, len, (void *)(uintptr_t)buf, 0, NULL, NULL);
+	return coreio_ctx_dma_write(d->ctx, 0, 0, gpa, len, (void *)(uintptr_t)buf,
+				    ctx_dma_flags(d), NULL, NULL);
 }
 
 /*
@@ -138,6 +145,9 @@ void vio_dev_set_ctx(struct vio_dev *d, coreio_ctx_t *ctx, unsigned rid)
 	d->host = &ctx_host_ops;
 	d->host_opaque = d;
 	d->post_mode = 0;
+	/* PCI drivers wait for status 0 after a reset (virtio 1.x, 4.1.4.3.2),
+	 * which a reset left pending needs; virtio-mmio drivers may not. */
+	d->serve_in_dma = d->transport == VIO_TRANSPORT_PCI;
 }
 
 void vio_dev_set_host(struct vio_dev *d, const struct vio_host_ops *host, void *opaque)
@@ -204,6 +214,31 @@ void vio_dev_reset(struct vio_dev *d)
 	vio_dev_irq_sync(d);
 	if (d->ops && d->ops->reset)
 		d->ops->reset(d);
+}
+
+void vio_dev_request_reset(struct vio_dev *d)
+{
+	if (d->polling) {
+		d->reset_pending = true;
+		return;
+	}
+	vio_dev_reset(d);
+}
+
+/* The reset left pending (vio_dev_request_reset(), set_status()) happens now. */
+static void pending_reset(struct vio_dev *d)
+{
+	if (!d->reset_pending)
+		return;
+	if (d->verbose)
+		vio_log(d, COREIO_LOG_DEBUG, "virtio: reset (left pending until now)");
+	/* As set_status(0): the posted writes are in guest memory first. The
+	 * callbacks this DMA serves still see the reset pending. */
+	d->polling = true;
+	vio_posted_barrier(d);
+	d->polling = false;
+	d->reset_pending = false;
+	vio_dev_reset(d);
 }
 
 int vio_dev_interrupt(struct vio_dev *d, uint8_t isr_bits)
@@ -274,6 +309,7 @@ bool vio_dev_poll(struct vio_dev *d)
 	uint32_t pending;
 	bool any = false;
 
+	pending_reset(d);
 	if (!vio_dev_running(d)) {
 		d->kick_pending = 0;
 		d->kick_all = false;
@@ -284,11 +320,12 @@ bool vio_dev_poll(struct vio_dev *d)
 		pending = (1u << d->num_queues) - 1;
 	d->kick_pending = 0;
 	d->kick_all = false;
+	d->polling = true;
 	for (unsigned q = 0; q < d->num_queues; q++) {
 		if (!(pending & (1u << q)) || !d->q[q].enabled)
 			continue;
 		/* A queue callback may reset the device; stop when it no longer runs. */
-		if (!vio_dev_running(d))
+		if (!vio_dev_running(d) || d->reset_pending)
 			break;
 		d->q[q].budget = 0;
 		d->q[q].idx_read = false;
@@ -297,6 +334,9 @@ bool vio_dev_poll(struct vio_dev *d)
 		d->kicking = 0;
 		any = true;
 	}
+	d->polling = false;
+	/* A reset asked for by a callback served meanwhile: the driver is waiting for it. */
+	pending_reset(d);
 	return any;
 }
 
@@ -307,6 +347,20 @@ static void set_status(struct vio_dev *d, uint8_t v)
 	uint8_t nv;
 
 	if (v == 0) {
+		if (d->serve_in_dma && (d->polling || d->post_head)) {
+			/*
+			 * Not here: a queue is being processed under this callback,
+			 * or the barrier below would wait for DMA inside a callback,
+			 * which a VM that holds a lock while it waits for our answer
+			 * could not serve. vio_dev_poll() resets; status reads the
+			 * old value until then.
+			 */
+			if (d->verbose && !d->reset_pending)
+				vio_log(d, COREIO_LOG_DEBUG,
+					"virtio: reset by the driver (pending)");
+			d->reset_pending = true;
+			return;
+		}
 		if (d->verbose)
 			vio_log(d, COREIO_LOG_DEBUG, "virtio: reset by the driver");
 		/*
@@ -410,6 +464,14 @@ static void queue_ready(struct vio_dev *d, uint64_t v)
 	if (v & 1) {
 		queue_enable(d, vq);
 	} else {
+		/* Not under a queue being processed (a driver must not do it anyway, 4.1.4.3.2). */
+		if (d->polling && vq->enabled) {
+			vio_log(
+			    d, COREIO_LOG_WARNING,
+			    "virtio: queue %u: disabling an enabled queue ignored while it runs",
+			    d->queue_sel);
+			return;
+		}
 		vq->enabled = false;
 		queue_forget_reads(d, vq);
 	}
@@ -645,5 +707,13 @@ int vio_transport_write(struct vio_dev *d, uint64_t off, size_t len, const void 
 {
 	const struct vio_transport_ops *t = vio_transport_of(d);
 
+	if (d->reset_pending) {
+		/* The driver writes again once it has read status 0. */
+		if (d->verbose)
+			vio_log(d, COREIO_LOG_DEBUG,
+				"virtio: write at %#llx ignored: reset pending",
+				(unsigned long long)off);
+		return 0;
+	}
 	return t->write(d, off & (t->size - 1), len, buf);
 }

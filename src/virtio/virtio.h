@@ -237,6 +237,20 @@ struct vio_dev {
 	uint32_t kick_pending; /* bit q: queue q was notified */
 	bool kick_all;	       /* DRIVER_OK was set: look at every queue */
 	bool verbose;	       /* also log the debug traces (status, notify, resets, ...) */
+	/*
+	 * Serving during DMA (vio_dev_set_ctx() with the PCI transport): the
+	 * blocking DMA of vio_dev_poll() keeps serving the guest's register
+	 * accesses (COREIO_DMA_SERVE), so MMIO callbacks may run while a
+	 * queue is being processed. polling is set meanwhile; a reset asked
+	 * for then (status 0, a VM reset), or while posted writes are in
+	 * flight, is left pending until vio_dev_poll() can do it: status
+	 * reads the old value and the driver's writes are ignored meanwhile
+	 * (a driver waits for status 0 before it writes again, virtio 1.x,
+	 * 2.4.1).
+	 */
+	bool serve_in_dma;
+	bool polling;
+	bool reset_pending;
 
 	/* The PCI transport's MSI-X vectors (virtio_pci.c); VIO_PCI_NO_VECTOR: none. */
 	struct {
@@ -300,7 +314,9 @@ int vio_dev_init(struct vio_dev *d, uint32_t device_id, uint64_t features, unsig
  * sid 0 (reads blocking; writes posted, except on a shared-memory
  * connection where every DMA is a memcpy anyway), and the IRQ lines of
  * range rid: iid 0 for the ISR's level (INTx), iid v for a pulse of MSI-X
- * vector v. No return value.
+ * vector v. With the PCI transport (set d->transport first) blocking DMA
+ * also serves the guest's register accesses while it waits (serve_in_dma
+ * above). No return value.
  */
 void vio_dev_set_ctx(struct vio_dev *d, coreio_ctx_t *ctx, unsigned rid);
 
@@ -326,6 +342,13 @@ void vio_dev_set_log(struct vio_dev *d, void (*fn)(void *opaque, int level, cons
  */
 void vio_log(struct vio_dev *d, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/*
+ * Reset d now, or, while vio_dev_poll() is processing queues (an MMIO
+ * callback served during its DMA, see serve_in_dma), once it is done. For
+ * a reset of the whole VM (the runner's reset callback). No return value.
+ */
+void vio_dev_request_reset(struct vio_dev *d);
 
 /*
  * Reset the device as status 0 does: status, features, ISR (line lowered),
@@ -388,10 +411,10 @@ unsigned vio_dev_msix_vectors(const struct vio_dev *d);
 void vio_dev_config_changed(struct vio_dev *d);
 
 /*
- * Run the work the MMIO callbacks queued: call ops->queue_kick for each
- * notified (or, after DRIVER_OK, each enabled) queue while the device runs.
- * Call it from the main loop, never from an MMIO callback. Returns true if
- * any queue was kicked.
+ * Run the work the MMIO callbacks queued: a pending reset, then
+ * ops->queue_kick for each notified (or, after DRIVER_OK, each enabled)
+ * queue while the device runs. Call it from the main loop, never from an
+ * MMIO callback. Returns true if any queue was kicked.
  */
 bool vio_dev_poll(struct vio_dev *d);
 
