@@ -30,20 +30,35 @@ static unsigned ctx_dma_flags(const struct vio_dev *d)
 	return d->serve_in_dma ? COREIO_DMA_SERVE : 0;
 }
 
+/*
+ * The callbacks a serving DMA runs must not reset under the caller, be it
+ * vio_dev_poll() or a model's own fd work (virtio-console's receive):
+ * polling is set for the call's duration.
+ */
 static int ctx_dma_read(void *opaque, uint64_t gpa, void *buf, size_t len)
 {
 	struct vio_dev *d = opaque;
+	bool was = d->polling;
+	int rc;
 
-	return coreio_ctx_dma_read(d->ctx, 0, 0, gpa, len, buf, ctx_dma_flags(d), NULL, NULL);
+	d->polling = true;
+	rc = coreio_ctx_dma_read(d->ctx, 0, 0, gpa, len, buf, ctx_dma_flags(d), NULL, NULL);
+	d->polling = was;
+	return rc;
 }
 
 static int ctx_dma_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
 {
 	struct vio_dev *d = opaque;
+	bool was = d->polling;
+	int rc;
 
+	d->polling = true;
 	/* The library only reads from buf; its prototype is not const. */
-	return coreio_ctx_dma_write(d->ctx, 0, 0, gpa, len, (void *)(uintptr_t)buf,
-				    ctx_dma_flags(d), NULL, NULL);
+	rc = coreio_ctx_dma_write(d->ctx, 0, 0, gpa, len, (void *)(uintptr_t)buf, ctx_dma_flags(d),
+				  NULL, NULL);
+	d->polling = was;
+	return rc;
 }
 
 /*

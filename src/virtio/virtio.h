@@ -241,7 +241,9 @@ struct vio_dev {
 	 * Serving during DMA (vio_dev_set_ctx() with the PCI transport): the
 	 * blocking DMA of vio_dev_poll() keeps serving the guest's register
 	 * accesses (COREIO_DMA_SERVE), so MMIO callbacks may run while a
-	 * queue is being processed. polling is set meanwhile; a reset asked
+	 * queue is being processed. polling is set meanwhile (in
+	 * vio_dev_poll() and around every blocking DMA of the host ops, so a
+	 * model's own fd work is covered too); a reset asked
 	 * for then (status 0, a VM reset), or while posted writes are in
 	 * flight, is left pending until vio_dev_poll() can do it: status
 	 * reads the old value and the driver's writes are ignored meanwhile
