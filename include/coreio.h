@@ -184,7 +184,8 @@ COREIO_EXPORT void coreio_ctx_disconnect(coreio_ctx_t *ctx);
 
 /*
  * Be told when the VM is reset (it sent RESET). The callback runs from
- * coreio_processfds() after the library has forgotten every IRQ level it
+ * coreio_processfds() (or inside a blocking DMA made with
+ * COREIO_DMA_SERVE) after the library has forgotten every IRQ level it
  * sent (lines are low after a reset); registrations stay.
  *   ctx     the context (coreio_set_reset_cb uses the default one)
  *   cb      called with opaque; NULL removes the callback

@@ -25,6 +25,9 @@
 
 #include "internal.h"
 
+/* How long a serving wait polls the control connection while another thread reads the DMA one. */
+#define SERVE_POLL_MS 5
+
 /*
  * With COREIO_DMA_SERVE: true when the waiting thread may serve the VM's
  * requests now, that is when no thread is serving (this one is not inside
@@ -96,6 +99,23 @@ static int wait_xfer(struct coreio_ctx *ctx, struct coreio__xfer *x, bool serve)
 		} else if (!ctx->broken) {
 			struct timespec ts;
 
+			/* Another thread reads the DMA connection: with
+			 * COREIO_DMA_SERVE the control one is still ours to read,
+			 * in short polls, so that thread's routing of our answer
+			 * is seen within SERVE_POLL_MS. */
+			if (may_serve_locked(ctx, serve) &&
+			    coreio__rx_take_locked(ctx, COREIO__CONN_CTRL)) {
+				struct pollfd cp = {.fd = ctx->conn[COREIO__CONN_CTRL].fd,
+						    .events = POLLIN};
+				bool cm = ctx->conn[COREIO__CONN_CTRL].rx_more;
+
+				pthread_mutex_unlock(&ctx->lock);
+				if (cm || poll(&cp, 1, SERVE_POLL_MS) > 0)
+					coreio__rx_pull(ctx, COREIO__CONN_CTRL);
+				pthread_mutex_lock(&ctx->lock);
+				coreio__rx_give_locked(ctx, COREIO__CONN_CTRL);
+				continue;
+			}
 			clock_gettime(CLOCK_MONOTONIC, &ts);
 			ts.tv_nsec += 100 * 1000000L;
 			ts.tv_sec += ts.tv_nsec / 1000000000L;
