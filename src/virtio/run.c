@@ -38,6 +38,9 @@ int vio_cli_option(struct vio_cli *cli, int c, const char *arg, const char *prog
 	case 0x102:
 		cli->verbose = true;
 		return 1;
+	case 0x103:
+		cli->no_event_idx = true;
+		return 1;
 	default:
 		return 0;
 	}
@@ -162,6 +165,7 @@ int vio_run(struct vio_dev *d, const struct vio_cli *cli, const char *prog)
 	signal(SIGPIPE, SIG_IGN);
 	d->transport = cli->transport;
 	d->verbose = cli->verbose;
+	vio_dev_set_event_idx(d, !cli->no_event_idx);
 	vio_dev_set_log(d, run_log, NULL);
 	rc = coreio_ctx_new(&ctx);
 	if (rc) {

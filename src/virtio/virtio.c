@@ -153,6 +153,14 @@ int vio_dev_init(struct vio_dev *d, uint32_t device_id, uint64_t features, unsig
 	return 0;
 }
 
+void vio_dev_set_event_idx(struct vio_dev *d, bool on)
+{
+	if (on)
+		d->features |= VIO_BIT(VIO_F_EVENT_IDX);
+	else
+		d->features &= ~VIO_BIT(VIO_F_EVENT_IDX);
+}
+
 void vio_dev_set_ctx(struct vio_dev *d, coreio_ctx_t *ctx, unsigned rid)
 {
 	d->ctx = ctx;
@@ -215,6 +223,7 @@ void vio_dev_reset(struct vio_dev *d)
 	/* Writes still in flight complete later; what waits on them is forgotten. */
 	d->post_gen++;
 	d->post_stalled = 0;
+	d->irq_checks = 0; /* and every queue's notification state, below */
 	d->dc_q = 0;
 	for (unsigned i = 0; i < d->num_queues; i++) {
 		struct vio_queue *vq = &d->q[i];
@@ -328,14 +337,17 @@ bool vio_dev_poll(struct vio_dev *d)
 	if (!vio_dev_running(d)) {
 		d->kick_pending = 0;
 		d->kick_all = false;
+		d->irq_checks = 0; /* a broken device's driver resets it */
 		return false;
 	}
+	d->polling = true;
+	/* Used entries published by completions since: their interrupts first. */
+	vio_queue_irq_checks(d);
 	pending = d->kick_pending;
 	if (d->kick_all)
 		pending = (1u << d->num_queues) - 1;
 	d->kick_pending = 0;
 	d->kick_all = false;
-	d->polling = true;
 	for (unsigned q = 0; q < d->num_queues; q++) {
 		if (!(pending & (1u << q)) || !d->q[q].enabled)
 			continue;
@@ -349,6 +361,8 @@ bool vio_dev_poll(struct vio_dev *d)
 		d->kicking = 0;
 		any = true;
 	}
+	/* ... then those the kicks published (one read each, see virtqueue.c). */
+	vio_queue_irq_checks(d);
 	d->polling = false;
 	/* A reset asked for by a callback served meanwhile: the driver is waiting for it. */
 	pending_reset(d);
@@ -396,6 +410,11 @@ static void set_status(struct vio_dev *d, uint8_t v)
 			if (d->verbose)
 				vio_log(d, COREIO_LOG_INFO, "virtio: refused driver features %#llx",
 					(unsigned long long)d->driver_features);
+		} else if (d->verbose) {
+			vio_log(d, COREIO_LOG_DEBUG, "virtio: driver features %#llx%s",
+				(unsigned long long)d->driver_features,
+				(d->driver_features & VIO_BIT(VIO_F_EVENT_IDX)) ? " (EVENT_IDX)"
+										: "");
 		}
 	}
 	if ((nv & VIO_S_DRIVER_OK) && !(nv & VIO_S_FEATURES_OK))
@@ -461,6 +480,15 @@ static void queue_enable(struct vio_dev *d, struct vio_queue *vq)
 	vq->avail_idx = 0;
 	vq->used_idx = 0;
 	vq->budget = 0;
+	/* The notification state starts over with the rings. */
+	vq->signalled_used = 0;
+	vq->irq_check = false;
+	vq->hint_valid = false;
+	vq->hint_flags = 0;
+	vq->hint_used_event = 0;
+	vq->avail_event = 0;
+	vq->ev_state = 0;
+	d->irq_checks &= ~(1u << (unsigned)(vq - d->q));
 	queue_forget_reads(d, vq);
 	vq->enabled = true;
 	if (d->verbose)

@@ -35,6 +35,9 @@
 #define VIO_ISR_QUEUE  1u
 #define VIO_ISR_CONFIG 2u
 
+/* The avail ring's flags: the driver needs no used buffer notification (virtio 1.x, 2.7.6). */
+#define VIO_AVAIL_F_NO_INTERRUPT 1u
+
 /* Split virtqueue descriptor flags (virtio 1.x, 2.7.5). */
 #define VIO_DESC_F_NEXT	    1u
 #define VIO_DESC_F_WRITE    2u
@@ -109,8 +112,9 @@
 #define VIO_RING_CACHE	   256u	 /* available ring entries read at once */
 #define VIO_MERGE_GAP	   4096u /* bytes between descriptor table and avail ring read along */
 #define VIO_POST_MAX	   (16u << 20) /* bytes of posted writes in flight per device */
-#define VIO_SCRATCH_LEN	   (VIO_DESC_CACHE * 16u + VIO_MERGE_GAP + 4u + 2u * VIO_RING_CACHE)
-#define VIO_LOG_MAX	   256u /* bytes of one log message, with its terminating NUL */
+#define VIO_LOG_MAX	   256u	       /* bytes of one log message, with its terminating NUL */
+/* The merged read: table, gap, avail flags and idx, ring entries and used_event. */
+#define VIO_SCRATCH_LEN (VIO_DESC_CACHE * 16u + VIO_MERGE_GAP + 4u + 2u * VIO_RING_CACHE + 2u)
 
 enum vio_transport {
 	VIO_TRANSPORT_PCI,
@@ -186,6 +190,20 @@ struct vio_queue {
 	uint16_t ring_pos;   /* ring[k] is the avail entry at position ring_pos + k ... */
 	uint16_t ring_n;     /* ... for k < ring_n */
 	uint16_t ring[VIO_RING_CACHE];
+	/*
+	 * Notification suppression (virtqueue.c, "Notification suppression"
+	 * in docs/virtio.md): VRING_AVAIL_F_NO_INTERRUPT and, with
+	 * VIRTIO_F_EVENT_IDX, used_event and avail_event.
+	 */
+	uint16_t signalled_used;  /* used_idx when the interrupt was last decided */
+	bool irq_check;		  /* used entries wait for a fresh read of flags / used_event */
+	bool hint_valid;	  /* hint_* were read (maybe before the newest used entries) */
+	uint16_t hint_flags;	  /* avail->flags as last read */
+	uint16_t hint_used_event; /* used_event as last read */
+	/* EVENT_IDX: the value last written to used->avail_event, and ev_state: 0 none
+	 * written, 1 written, 2 and a later read of avail->idx saw that value. */
+	uint16_t avail_event;
+	uint8_t ev_state;
 };
 
 /* One guest buffer of a descriptor chain. */
@@ -286,6 +304,7 @@ struct vio_dev {
 	unsigned post_gen;	/* bumped by every reset: older completions are stale */
 	int post_mode;		/* 0 not known yet, 1 posting works, -1 host cannot post */
 	uint32_t post_stalled;	/* bit q: pop yielded for memory; kicked when it drains */
+	uint32_t irq_checks;	/* bit q: queue q's irq_check is set (vio_queue_irq_checks()) */
 
 	/* Counters, for --verbose and COREIO_VIRTIO_STATS (run.c) and the tests. */
 	unsigned long long stat_dma_reads;   /* blocking reads (each a round trip) */
@@ -306,10 +325,21 @@ struct vio_dev {
  *   ops        the model's callbacks (queue_kick required)
  *   priv       stored in d->priv
  * The host ops are left NULL: call vio_dev_set_ctx() or vio_dev_set_host().
+ * VIO_F_EVENT_IDX is offered with vio_dev_set_event_idx() (vio_run() does,
+ * unless --no-event-idx).
  * Returns 0 or -EINVAL for bad arguments.
  */
 int vio_dev_init(struct vio_dev *d, uint32_t device_id, uint64_t features, unsigned num_queues,
 		 unsigned qsize_max, const struct vio_dev_ops *ops, void *priv);
+
+/*
+ * Offer VIRTIO_F_EVENT_IDX (on) or stop offering it (off): used_event and
+ * avail_event suppress interrupts and notifications the driver and the
+ * device do not need (virtio 1.x, 2.7.7 and 2.7.10). Takes effect for the
+ * next feature negotiation (call it before the driver starts). The avail
+ * ring's NO_INTERRUPT flag is honoured either way. No return value.
+ */
+void vio_dev_set_event_idx(struct vio_dev *d, bool on);
 
 /*
  * Route d's DMA and interrupt through a CoreIO context: DMA with mid 0,
@@ -413,10 +443,21 @@ unsigned vio_dev_msix_vectors(const struct vio_dev *d);
 void vio_dev_config_changed(struct vio_dev *d);
 
 /*
+ * Decide the interrupts left open by vio_queue_push() (bit q of
+ * d->irq_checks): for each such queue one blocking read of the avail ring's
+ * flags and used_event, made after the used entries were published, and the
+ * interrupt (vio_dev_notify_queue()) when the driver asks for it. Called by
+ * vio_dev_poll(); no return value (a failed read interrupts anyway).
+ */
+void vio_queue_irq_checks(struct vio_dev *d);
+
+/*
  * Run the work the MMIO callbacks queued: a pending reset, then
  * ops->queue_kick for each notified (or, after DRIVER_OK, each enabled)
- * queue while the device runs. Call it from the main loop, never from an
- * MMIO callback. Returns true if any queue was kicked.
+ * queue while the device runs, and the interrupt decisions left open
+ * (vio_queue_irq_checks(), before and after the kicks). Call it from the
+ * main loop, never from an MMIO callback. Returns true if any queue was
+ * kicked.
  */
 bool vio_dev_poll(struct vio_dev *d);
 
@@ -469,7 +510,9 @@ int vio_queue_pop(struct vio_dev *d, unsigned q, struct vio_chain *c);
 /*
  * Return chain c of queue q to the driver through the used ring with
  * written bytes written, bump used->idx and raise the queue interrupt
- * (vio_dev_notify_queue()).
+ * (vio_dev_notify_queue()) unless the driver suppressed it: when the avail
+ * flags or used_event last read say the driver wants it, at once; else the
+ * decision waits for a fresh read (vio_queue_irq_checks()).
  * The used element and used->idx are posted writes when the host can post
  * them. If writes were posted to c (vio_chain_post()) and are still in
  * flight, all of this happens later, from their completion; if one of them
@@ -540,12 +583,13 @@ struct vio_cli {
 	unsigned rid;
 	enum vio_transport transport;
 	bool verbose;
+	bool no_event_idx; /* --no-event-idx: do not offer VIRTIO_F_EVENT_IDX */
 };
 
 /* getopt_long entries of the shared options, to put in a model's table. */
 #define VIO_CLI_OPTIONS                                                                            \
 	{"rid", required_argument, NULL, 0x100}, {"transport", required_argument, NULL, 0x101},    \
-	    {"verbose", no_argument, NULL, 0x102},                                                 \
+	    {"verbose", no_argument, NULL, 0x102}, {"no-event-idx", no_argument, NULL, 0x103},     \
 	{                                                                                          \
 		"help", no_argument, NULL, 'h'                                                     \
 	}
@@ -556,6 +600,7 @@ struct vio_cli {
 	"  --rid N              range id to serve (default 0)\n"                                   \
 	"  --transport pci|mmio virtio-pci modern BAR 0 layout (default) or virtio-mmio v2\n"      \
 	"  --verbose            log what the device does on stderr\n"                              \
+	"  --no-event-idx       do not offer VIRTIO_F_EVENT_IDX (for comparisons)\n"               \
 	"  --help               this text\n"
 
 /*

@@ -84,6 +84,192 @@ static bool guest_fault(int rc)
 	return rc == -EFAULT || rc == -EINVAL;
 }
 
+/* --- Notification suppression. --- */
+
+/*
+ * The driver's and the device's notifications, and the races (virtio 1.x,
+ * 2.7.7 and 2.7.10). Ordering: the DMA of one device (posted writes,
+ * blocking reads, blocking writes) reaches guest memory in issue order, and
+ * a blocking read is answered after every earlier write was applied; the
+ * driver puts a full barrier between its write and its read (Linux:
+ * virtio_mb()). Both sides follow "write mine, then read yours", so of two
+ * crossing updates at least one side sees the other's.
+ *
+ * Used buffer notifications (interrupts). The driver writes used_event (or
+ * sets/clears NO_INTERRUPT in avail->flags), then reads used->idx. The
+ * device writes the used element and used->idx, then reads used_event /
+ * the flags: only a value read after its used->idx write may keep it
+ * quiet. So vio_queue_push() (used_interrupt()) interrupts at once when
+ * the value read earlier (the hint: from the avail->idx read or the ring
+ * read of this kick, no extra DMA) asks for it, a spurious interrupt at
+ * worst, which drivers accept; otherwise it leaves the decision to
+ * vio_queue_irq_checks(), whose blocking read is issued after the used
+ * ring writes: if the driver changed its mind after that read, it reads
+ * used->idx after its change and sees the entries itself. With EVENT_IDX
+ * the device interrupts when used->idx passed used_event since the last
+ * decision (need_event(used_event, new, old) with old = signalled_used,
+ * updated at every decision, interrupt or not: a driver that later moves
+ * used_event back re-checks used->idx itself).
+ *
+ * Available buffer notifications (EVENT_IDX). The driver writes avail->idx,
+ * then reads avail_event and notifies when its new chains passed it. The
+ * device must write avail_event = I, then read avail->idx and find I, before
+ * it may rely on a notification for chains after I: vio_queue_pop() returns
+ * 0 for an empty ring (inside a kick, without reading avail->idx again)
+ * only in that state (ev_state 2 and avail_event == avail_idx). The
+ * sequence: whenever a read shows avail->idx = I beyond avail_event, the
+ * device posts avail_event = I at once; the next read that covers
+ * avail->idx (with Linux's layout the ring read of the same kick, which
+ * reads flags and idx along; else the index read when the ring looks
+ * empty) confirms it, or shows newer chains, which are then taken: a chain
+ * the driver adds meanwhile is either seen by that read or finds
+ * avail_event = I and is notified. Without EVENT_IDX the driver notifies
+ * every addition (the device never sets NO_NOTIFY).
+ *
+ * A reset (status 0, a VM reset, a queue enabled again) starts all of this
+ * over (vio_dev_reset(), queue_enable()).
+ */
+
+static bool ev_on(const struct vio_dev *d)
+{
+	return (d->driver_features & VIO_BIT(VIO_F_EVENT_IDX)) != 0;
+}
+
+/* vring_need_event: an index moving from old to new_idx passed event (in [old, new_idx)). */
+static bool need_event(uint16_t event, uint16_t new_idx, uint16_t old)
+{
+	return (uint16_t)(new_idx - event - 1u) < (uint16_t)(new_idx - old);
+}
+
+/* The driver wants an interrupt for the used entries since signalled_used, given flags and
+ * used_event as read. */
+static bool wants_irq(const struct vio_dev *d, const struct vio_queue *vq, uint16_t flags,
+		      uint16_t used_event)
+{
+	if (ev_on(d))
+		return need_event(used_event, vq->used_idx, vq->signalled_used);
+	return !(flags & VIO_AVAIL_F_NO_INTERRUPT);
+}
+
+/* A read issued after the last avail_event write saw avail->idx = idx. */
+static void ev_observe(struct vio_queue *vq, uint16_t idx)
+{
+	if (vq->ev_state && idx == vq->avail_event)
+		vq->ev_state = 2;
+}
+
+/* True when the driver will notify queue q's next chain (EVENT_IDX), see above. */
+static bool ev_quiet(const struct vio_queue *vq)
+{
+	return vq->ev_state == 2 && vq->avail_event == vq->avail_idx;
+}
+
+static int ring_write(struct vio_dev *d, unsigned q, uint64_t gpa, const void *buf, size_t len);
+static void interrupt_after_writes(struct vio_dev *d, unsigned q);
+
+/* Ask for a notification once avail->idx passes v: used->avail_event = v (posted). */
+static int avail_event_write(struct vio_dev *d, unsigned q, uint16_t v)
+{
+	struct vio_queue *vq = &d->q[q];
+	uint8_t b[2];
+	int rc;
+
+	if (vq->ev_state && vq->avail_event == v)
+		return 0;
+	vio_put_le(b, v, 2);
+	rc = ring_write(d, q, vq->used + 4 + 8ull * vq->size, b, 2);
+	if (rc)
+		return rc;
+	vq->avail_event = v;
+	vq->ev_state = 1;
+	return 0;
+}
+
+/* Flags and used_event as some read saw them: a hint for used_interrupt(). */
+static void hint_set(struct vio_queue *vq, uint16_t flags, uint16_t used_event)
+{
+	vq->hint_flags = flags;
+	vq->hint_used_event = used_event;
+	vq->hint_valid = true;
+}
+
+/*
+ * True when an interrupt of queue q would not be delivered anyway: the PCI
+ * transport's rule for a queue without a vector while the configuration
+ * interrupt has one (pci_notify(), a poll queue's). Nothing to read for it.
+ */
+static bool irq_silent(const struct vio_dev *d, unsigned q)
+{
+	unsigned n = vio_dev_msix_vectors(d);
+
+	return d->transport == VIO_TRANSPORT_PCI && d->host && d->host->irq_line &&
+	       d->pci.config_vector < n && d->pci.queue_vector[q] >= n;
+}
+
+/* Used entries up to used_idx are published: interrupt now, or leave it to a fresh read. */
+static void used_interrupt(struct vio_dev *d, unsigned q)
+{
+	struct vio_queue *vq = &d->q[q];
+	bool now;
+
+	if (irq_silent(d, q)) {
+		vq->signalled_used = vq->used_idx;
+		return;
+	}
+	if (ev_on(d))
+		now = vq->hint_valid && wants_irq(d, vq, 0, vq->hint_used_event);
+	else
+		now = wants_irq(d, vq, vq->hint_flags, 0);
+	if (!now) {
+		vq->irq_check = true;
+		d->irq_checks |= 1u << q;
+		return;
+	}
+	vq->signalled_used = vq->used_idx;
+	vq->irq_check = false;
+	d->irq_checks &= ~(1u << q);
+	interrupt_after_writes(d, q);
+}
+
+void vio_queue_irq_checks(struct vio_dev *d)
+{
+	for (unsigned q = 0; q < d->num_queues && d->irq_checks; q++) {
+		struct vio_queue *vq = &d->q[q];
+		uint8_t b[2];
+		uint64_t gpa;
+		int rc;
+
+		if (!(d->irq_checks & (1u << q)))
+			continue;
+		if (!vio_dev_running(d) || d->reset_pending)
+			return; /* the reset clears it */
+		d->irq_checks &= ~(1u << q);
+		if (!vq->enabled || !vq->irq_check)
+			continue;
+		vq->irq_check = false;
+		/* Issued after the used ring writes: only this read may keep the device quiet. */
+		gpa = ev_on(d) ? vq->avail + 4 + 2ull * vq->size : vq->avail;
+		rc = dma_rd(d, gpa, b, 2);
+		if (rc) {
+			ring_dma_error(d, q, rc);
+		} else {
+			uint16_t v = (uint16_t)vio_get_le(b, 2);
+
+			if (ev_on(d))
+				hint_set(vq, vq->hint_flags, v);
+			else
+				hint_set(vq, v, vq->hint_used_event);
+			if (!wants_irq(d, vq, v, v)) {
+				vq->signalled_used = vq->used_idx;
+				continue;
+			}
+		}
+		/* The read came back after the used ring writes were applied: no need to wait. */
+		vq->signalled_used = vq->used_idx;
+		vio_dev_notify_queue(d, q);
+	}
+}
+
 /* --- Posted writes. --- */
 
 /* Forget a chain that will never be pushed; its writes still complete. */
@@ -223,7 +409,7 @@ static int used_publish(struct vio_dev *d, unsigned q, uint16_t head, uint32_t w
 	if (rc)
 		return rc;
 	d->stat_chains++;
-	interrupt_after_writes(d, q);
+	used_interrupt(d, q);
 	return 0;
 }
 
@@ -368,14 +554,32 @@ static int ring_fill(struct vio_dev *d, unsigned q)
 	    vq->avail - (vq->desc + tab) <= VIO_MERGE_GAP) {
 		size_t off = (size_t)(vq->avail - vq->desc) + 4;
 
-		/* If this fails, the span between them may not be DMA-able: read each alone. */
-		if (dma_rd(d, vq->desc, d->scratch, off + 2u * vq->size) == 0) {
+		/*
+		 * If this fails, the span between them may not be DMA-able: read
+		 * each alone. The avail flags, idx and used_event come along
+		 * (notification suppression above): the idx only confirms
+		 * avail_event, the entries are the ones the earlier idx read covered.
+		 */
+		if (dma_rd(d, vq->desc, d->scratch, off + 2u * vq->size + 2u) == 0) {
 			memcpy(d->desc_cache, d->scratch, (size_t)tab);
 			d->dc_q = q + 1;
 			d->dc_first = 0;
 			d->dc_n = vq->size;
 			ring = d->scratch + off;
+			hint_set(vq, (uint16_t)vio_get_le(ring - 4, 2),
+				 (uint16_t)vio_get_le(ring + 2u * vq->size, 2));
+			ev_observe(vq, (uint16_t)vio_get_le(ring - 2, 2));
 		}
+	}
+	if (!ring && ev_on(d) && vq->size <= VIO_RING_CACHE) {
+		/* The whole avail ring with flags, idx and used_event: one DMA, as above. */
+		rc = dma_rd(d, vq->avail, d->scratch, 6u + 2u * vq->size);
+		if (rc)
+			return ring_dma_error(d, q, rc);
+		ring = d->scratch + 4;
+		hint_set(vq, (uint16_t)vio_get_le(d->scratch, 2),
+			 (uint16_t)vio_get_le(ring + 2u * vq->size, 2));
+		ev_observe(vq, (uint16_t)vio_get_le(d->scratch + 2, 2));
 	}
 	if (!ring && first + n > vq->size && vq->size <= VIO_RING_CACHE) {
 		/* Wrapping around a small ring: all of it in one DMA. */
@@ -512,23 +716,42 @@ int vio_queue_pop(struct vio_dev *d, unsigned q, struct vio_chain *c)
 		return 0;
 	}
 	if (vq->last_avail == vq->avail_idx) {
-		uint8_t b[2];
+		bool ev = ev_on(d);
+		uint8_t b[4];
 		uint16_t idx;
 
-		/* Inside a kick, one look suffices: later buffers come with a notify. */
-		if (d->kicking == q + 1 && vq->idx_read)
+		/*
+		 * Inside a kick, one look suffices: later buffers come with a
+		 * notify (with EVENT_IDX once avail_event is confirmed, above).
+		 */
+		if (d->kicking == q + 1 && vq->idx_read && (!ev || ev_quiet(vq)))
 			return 0;
-		rc = dma_rd(d, vq->avail + 2, b, 2);
+		if (ev) {
+			/* avail_event first, then the index (a no-op when written already). */
+			rc = avail_event_write(d, q, vq->avail_idx);
+			if (rc)
+				return rc;
+		}
+		/* The flags come along (a hint for the interrupt). */
+		rc = dma_rd(d, vq->avail, b, 4);
 		if (rc)
 			return ring_dma_error(d, q, rc);
 		if (d->kicking == q + 1)
 			vq->idx_read = true;
-		idx = (uint16_t)vio_get_le(b, 2);
+		idx = (uint16_t)vio_get_le(b + 2, 2);
 		if ((uint16_t)(idx - vq->last_avail) > vq->size)
 			return broken(d, q, "available index moved by more than the queue size");
 		if (idx != vq->avail_idx && d->dc_q == q + 1)
 			d->dc_q = 0; /* new chains: their descriptors may be newer than the cache */
 		vq->avail_idx = idx;
+		vq->hint_flags = (uint16_t)vio_get_le(b, 2);
+		if (ev) {
+			ev_observe(vq, idx);
+			/* New chains: ask for the next notification now; a later read confirms. */
+			rc = avail_event_write(d, q, idx);
+			if (rc)
+				return rc;
+		}
 		if (idx == vq->last_avail)
 			return 0;
 	}

@@ -318,7 +318,9 @@ class VirtioDriver:
         t.set_status(ACKNOWLEDGE)
         t.set_status(ACKNOWLEDGE | DRIVER)
         offered = t.device_features()
-        feats = offered if want is None else offered & want
+        # EVENT_IDX is offered by the models but not implemented by this driver (it never
+        # writes used_event): take it only when asked for.
+        feats = offered & ~(1 << F_EVENT_IDX) if want is None else offered & want
         feats |= extra
         self.features = feats
         t.set_driver_features(feats)
