@@ -111,6 +111,9 @@ def main():
     ap.add_argument("--no-shm", action="store_true", help="skip the coreio-shm path")
     ap.add_argument("--no-intx", action="store_true",
                     help="vfio-user: skip the INTx rows (guest booted with pci=nomsi)")
+    ap.add_argument("--model-arg", action="append", default=[], metavar="ARG",
+                    help="one more argument for every CoreIO blk model (repeatable), e.g. "
+                         "--model-arg=--no-event-idx")
     ap.add_argument("--timeout", type=float, default=400, help="seconds per boot")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
@@ -171,6 +174,7 @@ def main():
                         # a vfio-user device with MSI-X): the MSI-X rows use hotplug=off.
                         port += ",hotplug=off"
                     args = ["--queues", str(queues)] if queues > 1 else []
+                    args += a.model_arg
                     m = lh.CoreioMachine(build, img, work, test=test,
                                          devices=[lh.Device("blk", disk, args=args, port=port)],
                                          extra_append=mode_append, accel=a.accel, mem=mem,
