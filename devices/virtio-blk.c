@@ -56,54 +56,55 @@ static bool blk_in_range(const struct blk_dev *b, uint64_t sector, uint64_t len)
 }
 
 /*
- * Data to the guest: posted writes (copied), so the next request does not
- * wait for them. One that fails in guest memory turns the request into
- * IOERR before it reaches the used ring (vio_chain_on_error in blk_kick).
+ * Data to the guest, from the file straight into guest memory when it is
+ * shared (vio_chain_pread(): one pread() per guest-contiguous run, no copy);
+ * otherwise through the bounce buffer, a MiB at a time, as posted writes
+ * (copied), so the next request does not wait for them. One that fails in
+ * guest memory turns the request into IOERR before it reaches the used ring
+ * (vio_chain_on_error in blk_kick). A short read (the image shrank) is IOERR.
  */
 static uint8_t blk_read(struct blk_dev *b, struct vio_dev *d, uint64_t sector, uint64_t len)
 {
-	uint64_t done = 0;
+	size_t done;
 
-	while (done < len) {
-		size_t n = len - done < BLK_CHUNK ? (size_t)(len - done) : BLK_CHUNK;
-		ssize_t got = pread(b->fd, b->bounce, n, (off_t)(sector * BLK_SECTOR + done));
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0)
-			return BLK_S_IOERR;
-		if (vio_chain_post(d, &b->chain, done, b->bounce, (size_t)got))
-			return BLK_S_IOERR;
-		done += (uint64_t)got;
-	}
+	if (vio_chain_pread(d, &b->chain, 0, b->fd, sector * BLK_SECTOR, (size_t)len, b->bounce,
+			    BLK_HDR + BLK_CHUNK, &done) ||
+	    done != len)
+		return BLK_S_IOERR;
 	return BLK_S_OK;
 }
 
-/* Data from the guest; the first have bytes are already at bounce + BLK_HDR. */
+/*
+ * Data from the guest to the file; the first have bytes are already at
+ * bounce + BLK_HDR (read along with the header on the socket path, none
+ * with shared memory). The rest goes straight from guest memory when it is
+ * shared (vio_chain_pwrite()), else a MiB at a time through the bounce
+ * buffer.
+ */
 static uint8_t blk_write(struct blk_dev *b, struct vio_dev *d, uint64_t sector, uint64_t len,
 			 size_t have)
 {
-	uint8_t *data = b->bounce + BLK_HDR;
-	uint64_t done = 0;
+	uint64_t foff = sector * BLK_SECTOR;
+	size_t put = 0, done;
 
-	while (done < len) {
-		size_t n = len - done < BLK_CHUNK ? (size_t)(len - done) : BLK_CHUNK;
-		size_t put = 0;
+	if (have > len)
+		have = (size_t)len;
+	while (put < have) {
+		ssize_t w =
+		    pwrite(b->fd, b->bounce + BLK_HDR + put, have - put, (off_t)(foff + put));
 
-		if ((done > 0 || have < n) && vio_chain_read(d, &b->chain, BLK_HDR + done, data, n))
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
 			return BLK_S_IOERR;
-		while (put < n) {
-			ssize_t w = pwrite(b->fd, data + put, n - put,
-					   (off_t)(sector * BLK_SECTOR + done + put));
-
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0)
-				return BLK_S_IOERR;
-			put += (size_t)w;
-		}
-		done += n;
+		put += (size_t)w;
 	}
+	if (have == len)
+		return BLK_S_OK;
+	if (vio_chain_pwrite(d, &b->chain, BLK_HDR + have, b->fd, foff + have, (size_t)len - have,
+			     b->bounce + BLK_HDR, BLK_CHUNK, &done) ||
+	    done != len - have)
+		return BLK_S_IOERR;
 	return BLK_S_OK;
 }
 
@@ -124,8 +125,12 @@ static uint32_t blk_request(struct blk_dev *b, struct vio_dev *d, uint8_t *statu
 	 * The header and (for OUT) the first MiB of data in one read: one DMA
 	 * when the driver put them next to each other. Should the data part be
 	 * unreadable, the header alone decides (an IN request ignores it).
+	 * With shared guest memory the header alone: the data goes from guest
+	 * memory to the file without a copy (blk_write).
 	 */
 	first = c->rd_len < BLK_HDR + BLK_CHUNK ? (size_t)c->rd_len : BLK_HDR + BLK_CHUNK;
+	if (vio_dev_fd_direct(d))
+		first = BLK_HDR;
 	if (vio_chain_read(d, c, 0, b->bounce, first)) {
 		if (first == BLK_HDR || vio_chain_read(d, c, 0, b->bounce, BLK_HDR))
 			return 0;

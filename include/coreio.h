@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/select.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -213,6 +214,43 @@ COREIO_EXPORT int coreio_ctx_caps(coreio_ctx_t *ctx);
  * Returns 0, or -EINVAL (NULL ctx), -EISCONN when already connected.
  */
 COREIO_EXPORT int coreio_ctx_set_offer(coreio_ctx_t *ctx, unsigned caps);
+
+/*
+ * Shared-memory DMA to a file, without a copy through the caller's memory:
+ * guest memory [addr, addr + len) is written to fd at file offset off with
+ * pwrite() straight from the shared mapping (a disk write of a block
+ * device model). Only for mid 0 with COREIO_CAP_SHM negotiated, when the
+ * whole range lies inside one region of the VM's memory map, as a memcpy
+ * DMA would (docs/libcoreio.md, "Shared-memory DMA"); done at once on the
+ * calling thread, ordered like those memcpy DMAs (not after socket DMA
+ * still in flight). The library retries EINTR and short writes until len
+ * bytes are written; it stops early only when pwrite() writes nothing.
+ *   ctx   a connected context
+ *   mid   IOMMU id; only 0 can be done here
+ *   addr  guest-physical address
+ *   len   bytes (at most SSIZE_MAX)
+ *   fd    a file open for writing (a regular file or block device)
+ *   off   file offset; off + len at most INT64_MAX
+ * Returns the bytes written (len, or fewer as said), -EOPNOTSUPP when the
+ * range cannot be done this way (mid != 0, no shared memory, outside the
+ * map or across two regions: use coreio_ctx_dma_read() and write(2)
+ * yourself), -EINVAL (NULL ctx, negative fd, mid out of range, lengths),
+ * -ENOTCONN, -ECONNRESET, or the negative errno of pwrite() (bytes before
+ * the failure may have been written). Safe to call from any thread.
+ */
+COREIO_EXPORT ssize_t coreio_ctx_dma_read_to_fd(coreio_ctx_t *ctx, unsigned mid, uint64_t addr,
+						size_t len, int fd, uint64_t off);
+
+/*
+ * Shared-memory DMA from a file: fd's bytes at file offset off are read
+ * with pread() straight into guest memory [addr, addr + len) (a disk read).
+ * Conditions, arguments and errors as coreio_ctx_dma_read_to_fd(); the
+ * library retries EINTR and short reads and stops early only at end of
+ * file. Returns the bytes read: len, or fewer when the file ended (the
+ * guest memory past them is left as it was), or a negative errno.
+ */
+COREIO_EXPORT ssize_t coreio_ctx_dma_write_from_fd(coreio_ctx_t *ctx, unsigned mid, uint64_t addr,
+						   size_t len, int fd, uint64_t off);
 
 #define COREIO_BUSY_POLL_MAX_US 10000 /* largest busy-poll window */
 

@@ -17,14 +17,21 @@
  * (SIGBUS), and must lie inside the file; whatever fails drops shared
  * memory (logged once per connection) and DMA goes through the socket.
  *
+ * coreio_ctx_dma_read_to_fd() and coreio_ctx_dma_write_from_fd() use the
+ * same map to move data between guest memory and a file with one
+ * pwrite()/pread() on the mapping, no copy through a buffer of the model
+ * (-EOPNOTSUPP where a memcpy DMA would go to the socket).
+ *
  * Threads: ctx->shm (under ctx->lock) is the map copies use; each copy
  * takes a reference under the lock and copies without it, so replacing
  * the map never blocks and never unmaps memory a copy is using: the last
- * reference unmaps. The map being received belongs to the DMA connection's
+ * reference unmaps (a file call holds its reference across the system
+ * call the same way). The map being received belongs to the DMA connection's
  * receive owner.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -254,17 +261,30 @@ void coreio__shm_frame(struct coreio_ctx *ctx, int i, const struct coreio_wire_m
 	pthread_mutex_unlock(&ctx->lock);
 }
 
-int coreio__shm_copy(struct coreio_ctx *ctx, bool write, uint64_t addr, size_t len, void *buf)
+/*
+ * The host address of [addr, addr + len) when it lies inside one region of
+ * the shared map, with a reference on the map taken (*mp; give it back with
+ * shm_put()). NULL when there is no such region: *err is then -ENOTCONN,
+ * -ECONNRESET (broken), or -ENOENT (no map, not negotiated, not inside one
+ * region). Takes ctx->lock.
+ */
+static uint8_t *shm_get(struct coreio_ctx *ctx, uint64_t addr, size_t len,
+			struct coreio__shm_map **mp, int *err)
 {
 	struct coreio__shm_map *m;
 	uint8_t *host = NULL;
 
 	pthread_mutex_lock(&ctx->lock);
 	m = ctx->shm;
-	if (!m || !ctx->connected || ctx->broken ||
-	    !(ctx->conn[COREIO__CONN_DMA].caps & COREIO_CAP_SHM)) {
+	if (!ctx->connected || ctx->broken) {
+		*err = ctx->connected ? -ECONNRESET : -ENOTCONN;
 		pthread_mutex_unlock(&ctx->lock);
-		return -ENOENT;
+		return NULL;
+	}
+	if (!m || !(ctx->conn[COREIO__CONN_DMA].caps & COREIO_CAP_SHM)) {
+		*err = -ENOENT;
+		pthread_mutex_unlock(&ctx->lock);
+		return NULL;
 	}
 	for (unsigned i = 0; i < m->n; i++) {
 		const struct coreio__shm_region *r = &m->r[i];
@@ -275,17 +295,92 @@ int coreio__shm_copy(struct coreio_ctx *ctx, bool write, uint64_t addr, size_t l
 		}
 	}
 	if (!host) {
+		*err = -ENOENT;
 		pthread_mutex_unlock(&ctx->lock);
-		return -ENOENT;
+		return NULL;
 	}
 	m->refs++;
 	pthread_mutex_unlock(&ctx->lock);
+	*mp = m;
+	return host;
+}
+
+/* Give back the reference shm_get() took (the last one unmaps). Takes ctx->lock. */
+static void shm_put(struct coreio_ctx *ctx, struct coreio__shm_map *m)
+{
+	pthread_mutex_lock(&ctx->lock);
+	map_put_locked(m);
+	pthread_mutex_unlock(&ctx->lock);
+}
+
+int coreio__shm_copy(struct coreio_ctx *ctx, bool write, uint64_t addr, size_t len, void *buf)
+{
+	struct coreio__shm_map *m;
+	uint8_t *host;
+	int err;
+
+	host = shm_get(ctx, addr, len, &m, &err);
+	if (!host)
+		return -ENOENT;
 	if (write)
 		memcpy(host, buf, len);
 	else
 		memcpy(buf, host, len);
-	pthread_mutex_lock(&ctx->lock);
-	map_put_locked(m);
-	pthread_mutex_unlock(&ctx->lock);
+	shm_put(ctx, m);
 	return 0;
+}
+
+/*
+ * Shared-memory DMA to and from a file: pread() straight into the mapping
+ * of guest memory, pwrite() straight from it. The map's reference is held
+ * across the system calls, so a new generation (or a disconnect) never
+ * unmaps memory a call is using. The file side loops over EINTR and short
+ * transfers; it stops early only at end of file (pread() returning 0, or
+ * a pwrite() that wrote nothing).
+ */
+static ssize_t shm_fd(coreio_ctx_t *ctx, bool to_guest, unsigned mid, uint64_t addr, size_t len,
+		      int fd, uint64_t off)
+{
+	struct coreio__shm_map *m;
+	uint8_t *host;
+	size_t done = 0;
+	int err;
+
+	if (!ctx || fd < 0 || mid >= COREIO_WIRE_MAX_MID || len > (size_t)SSIZE_MAX ||
+	    off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+		return -EINVAL;
+	if (mid != 0)
+		return -EOPNOTSUPP; /* the IOMMU applies: through the socket */
+	host = shm_get(ctx, addr, len, &m, &err);
+	if (!host)
+		return err == -ENOENT ? -EOPNOTSUPP : err;
+	while (done < len) {
+		ssize_t n = to_guest ? pread(fd, host + done, len - done, (off_t)(off + done))
+				     : pwrite(fd, host + done, len - done, (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			err = -errno;
+			shm_put(ctx, m);
+			return err;
+		}
+		if (n == 0)
+			break; /* end of file: the caller sees the short count */
+		done += (size_t)n;
+	}
+	shm_put(ctx, m);
+	return (ssize_t)done;
+}
+
+ssize_t coreio_ctx_dma_read_to_fd(coreio_ctx_t *ctx, unsigned mid, uint64_t addr, size_t len,
+				  int fd, uint64_t off)
+{
+	return shm_fd(ctx, false, mid, addr, len, fd, off);
+}
+
+ssize_t coreio_ctx_dma_write_from_fd(coreio_ctx_t *ctx, unsigned mid, uint64_t addr, size_t len,
+				     int fd, uint64_t off)
+{
+	return shm_fd(ctx, true, mid, addr, len, fd, off);
 }

@@ -39,7 +39,19 @@ int vio_cli_option(struct vio_cli *cli, int c, const char *arg, const char *prog
 		cli->verbose = true;
 		return 1;
 	case 0x103:
-		cli->no_event_idx = true;
+		cli->event_idx = VIO_EVENT_IDX_OFF;
+		return 1;
+	case 0x104:
+		if (!strcmp(arg, "auto")) {
+			cli->event_idx = VIO_EVENT_IDX_AUTO;
+		} else if (!strcmp(arg, "on")) {
+			cli->event_idx = VIO_EVENT_IDX_ON;
+		} else if (!strcmp(arg, "off")) {
+			cli->event_idx = VIO_EVENT_IDX_OFF;
+		} else {
+			fprintf(stderr, "%s: bad --event-idx '%s' (auto, on or off)\n", prog, arg);
+			return -1;
+		}
 		return 1;
 	default:
 		return 0;
@@ -103,6 +115,11 @@ static void print_stats(const struct vio_dev *d, const char *prog)
 	    "(%llu failed); per chain %.2f blocking round trips\n",
 	    prog, n, d->stat_dma_reads, d->stat_dma_writes, d->stat_dma_posted, d->stat_post_errors,
 	    n ? (double)(d->stat_dma_reads + d->stat_dma_writes) / (double)n : 0.0);
+	/* File data of vio_chain_pread()/pwrite(): straight to/from shared guest memory or not. */
+	fprintf(stderr,
+		"%s: file I/O: %llu direct transfers (%llu bytes, no copy), %llu bytes through a "
+		"buffer\n",
+		prog, d->stat_fd_direct, d->stat_fd_direct_bytes, d->stat_fd_bounce_bytes);
 }
 
 static int loop(struct vio_dev *d)
@@ -165,7 +182,6 @@ int vio_run(struct vio_dev *d, const struct vio_cli *cli, const char *prog)
 	signal(SIGPIPE, SIG_IGN);
 	d->transport = cli->transport;
 	d->verbose = cli->verbose;
-	vio_dev_set_event_idx(d, !cli->no_event_idx);
 	vio_dev_set_log(d, run_log, NULL);
 	rc = coreio_ctx_new(&ctx);
 	if (rc) {
@@ -180,6 +196,13 @@ int vio_run(struct vio_dev *d, const struct vio_cli *cli, const char *prog)
 		return rc;
 	}
 	vio_dev_set_ctx(d, ctx, cli->rid);
+	if (cli->event_idx == VIO_EVENT_IDX_AUTO) {
+		int caps = coreio_ctx_caps(ctx);
+
+		vio_dev_set_event_idx(d, caps > 0 && (caps & COREIO_CAP_SHM_BIT));
+	} else {
+		vio_dev_set_event_idx(d, cli->event_idx == VIO_EVENT_IDX_ON);
+	}
 	coreio_ctx_set_reset_cb(ctx, vm_reset_cb, d);
 	memset(&funcs, 0, sizeof(funcs));
 	funcs.read = mmio_read_cb;

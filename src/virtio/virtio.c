@@ -82,6 +82,36 @@ static int ctx_dma_write_post(void *opaque, uint64_t gpa, const void *buf, size_
 	return coreio_ctx_dma_write(d->ctx, 0, 0, gpa, len, (void *)(uintptr_t)buf, 0, done, arg);
 }
 
+/*
+ * File I/O straight to and from shared guest memory. Not DMA on the socket
+ * (nothing is served meanwhile), but polling is set as for the DMA above,
+ * so the callbacks' view of the device is the same whichever path a range
+ * takes.
+ */
+static ssize_t ctx_dma_read_to_fd(void *opaque, uint64_t gpa, size_t len, int fd, uint64_t foff)
+{
+	struct vio_dev *d = opaque;
+	bool was = d->polling;
+	ssize_t rc;
+
+	d->polling = true;
+	rc = coreio_ctx_dma_read_to_fd(d->ctx, 0, gpa, len, fd, foff);
+	d->polling = was;
+	return rc;
+}
+
+static ssize_t ctx_dma_write_from_fd(void *opaque, uint64_t gpa, size_t len, int fd, uint64_t foff)
+{
+	struct vio_dev *d = opaque;
+	bool was = d->polling;
+	ssize_t rc;
+
+	d->polling = true;
+	rc = coreio_ctx_dma_write_from_fd(d->ctx, 0, gpa, len, fd, foff);
+	d->polling = was;
+	return rc;
+}
+
 static int ctx_irq_set(void *opaque, unsigned level)
 {
 	struct vio_dev *d = opaque;
@@ -102,7 +132,21 @@ static const struct vio_host_ops ctx_host_ops = {
     .irq_set = ctx_irq_set,
     .dma_write_post = ctx_dma_write_post,
     .irq_line = ctx_irq_line,
+    .dma_read_to_fd = ctx_dma_read_to_fd,
+    .dma_write_from_fd = ctx_dma_write_from_fd,
 };
+
+bool vio_dev_fd_direct(const struct vio_dev *d)
+{
+	int caps;
+
+	if (!d->host || !d->host->dma_read_to_fd || !d->host->dma_write_from_fd)
+		return false;
+	if (d->host != &ctx_host_ops)
+		return true;
+	caps = coreio_ctx_caps(d->ctx);
+	return caps > 0 && (caps & COREIO_CAP_SHM_BIT);
+}
 
 /* Indexed by enum vio_transport. */
 static const struct vio_transport_ops *const transports[] = {

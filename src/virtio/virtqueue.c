@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "virtio.h"
 
@@ -882,6 +883,36 @@ int vio_chain_write(struct vio_dev *d, const struct vio_chain *c, uint64_t off, 
 			  true);
 }
 
+/*
+ * Write piece bytes of p to gpa for chain c: posted when the host can post,
+ * else blocking; a blocking write failing in guest memory is kept in
+ * c->post_err (the chain fails at push). 0, or the error that kept the
+ * write from being issued.
+ */
+static int chain_post_piece(struct vio_dev *d, struct vio_chain *c, uint64_t gpa, const uint8_t *p,
+			    size_t piece)
+{
+	int rc = 0;
+
+	if (!c->req && d->host && d->host->dma_write_post && d->post_mode >= 0) {
+		c->req = calloc(1, sizeof(*c->req));
+		if (c->req)
+			c->req->gen = d->post_gen;
+	}
+	if (c->req)
+		rc = post_write(d, 0, c->req, gpa, p, piece);
+	if (rc < 0)
+		return rc;
+	if (rc == 0) {
+		rc = dma_wr(d, gpa, p, piece);
+		if (rc && !guest_fault(rc))
+			return rc;
+		if (rc && !c->post_err)
+			c->post_err = rc;
+	}
+	return 0;
+}
+
 int vio_chain_post(struct vio_dev *d, struct vio_chain *c, uint64_t off, const void *in, size_t len)
 {
 	struct seg_iter it = {c, c->n_rd, c->n_rd + c->n_wr, off, len};
@@ -892,27 +923,174 @@ int vio_chain_post(struct vio_dev *d, struct vio_chain *c, uint64_t off, const v
 	if (len > c->wr_len || off > c->wr_len - len)
 		return -EINVAL;
 	while (seg_next(&it, &gpa, &piece)) {
-		int rc = 0;
+		int rc = chain_post_piece(d, c, gpa, p, piece);
 
-		if (!c->req && d->host && d->host->dma_write_post && d->post_mode >= 0) {
-			c->req = calloc(1, sizeof(*c->req));
-			if (c->req)
-				c->req->gen = d->post_gen;
-		}
-		if (c->req)
-			rc = post_write(d, 0, c->req, gpa, p, piece);
-		if (rc < 0)
+		if (rc)
 			return rc;
-		if (rc == 0) {
-			rc = dma_wr(d, gpa, p, piece);
-			if (rc && !guest_fault(rc))
-				return rc;
-			if (rc && !c->post_err)
-				c->post_err = rc;
-		}
 		p += piece;
 	}
 	return 0;
+}
+
+/* --- File I/O to and from a chain's buffers. --- */
+
+/*
+ * Ordering: the fd ops complete inside the call, like a blocking DMA, but
+ * they do not travel on the host's DMA connection, so a posted write still
+ * in flight there could land after them (a direct read into guest memory
+ * overwritten by an older posted write to the same bytes, or a direct
+ * write reading bytes an older posted write has not reached yet). So a run
+ * goes direct only while no posted write is in flight (d->post_head NULL);
+ * otherwise it takes the buffer path, whose DMA is ordered behind the
+ * posted writes. With a CoreIO context the two never meet: the fd ops work
+ * only on a shared-memory connection, where posting is off.
+ */
+
+#define FD_STACK_BOUNCE 4096u /* the buffer used when the caller gives none */
+
+/* The direct op for one run, or -EOPNOTSUPP when it must take the buffer path. */
+static ssize_t fd_direct(struct vio_dev *d, bool to_guest, uint64_t gpa, size_t n, int fd,
+			 uint64_t foff)
+{
+	ssize_t rc;
+
+	if (!d->host || d->post_head)
+		return -EOPNOTSUPP;
+	if (to_guest && d->host->dma_write_from_fd)
+		rc = d->host->dma_write_from_fd(d->host_opaque, gpa, n, fd, foff);
+	else if (!to_guest && d->host->dma_read_to_fd)
+		rc = d->host->dma_read_to_fd(d->host_opaque, gpa, n, fd, foff);
+	else
+		return -EOPNOTSUPP;
+	if (rc > (ssize_t)n)
+		rc = -EIO; /* a host op that lies */
+	if (rc > 0) {
+		d->stat_fd_direct++;
+		d->stat_fd_direct_bytes += (unsigned long long)rc;
+	}
+	return rc;
+}
+
+/* pread()/pwrite() of len bytes, retrying EINTR and short transfers; the count (short only at
+ * end of file or a write of nothing) or a negative errno. */
+static ssize_t file_io(bool rd, int fd, uint8_t *buf, size_t len, uint64_t foff)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = rd ? pread(fd, buf + got, len - got, (off_t)(foff + got))
+			       : pwrite(fd, buf + got, len - got, (off_t)(foff + got));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/*
+ * The walk of vio_chain_pread() (to_guest, c writable) and vio_chain_pwrite():
+ * runs of the chain's buffers, each tried direct; a run the host cannot do
+ * so starts a buffer's worth (which may take in the following runs) through
+ * bounce. cur/avail is the part of the current run not yet moved.
+ */
+static int chain_fd(struct vio_dev *d, struct vio_chain *wc, const struct vio_chain *c,
+		    bool to_guest, uint64_t off, int fd, uint64_t foff, size_t len, uint8_t *bounce,
+		    size_t blen, size_t *done)
+{
+	unsigned first = to_guest ? c->n_rd : 0, n = to_guest ? c->n_wr : c->n_rd;
+	uint64_t total = to_guest ? c->wr_len : c->rd_len;
+	struct seg_iter it = {c, first, first + n, off, len};
+	uint8_t stack_buf[FD_STACK_BOUNCE];
+	uint64_t cur = 0;
+	size_t avail = 0, moved = 0;
+	int rc = 0;
+
+	*done = 0;
+	if (len > total || off > total - len || foff > (uint64_t)INT64_MAX ||
+	    len > (uint64_t)INT64_MAX - foff)
+		return -EINVAL;
+	if (!bounce || blen == 0) {
+		bounce = stack_buf;
+		blen = sizeof(stack_buf);
+	}
+	while (moved < len) {
+		ssize_t r;
+		size_t want, chunk, used = 0;
+
+		if (avail == 0 && !seg_next(&it, &cur, &avail))
+			break; /* not reached: the range was checked */
+		r = fd_direct(d, to_guest, cur, avail, fd, foff + moved);
+		if (r != -EOPNOTSUPP) {
+			if (r < 0) {
+				rc = (int)r;
+				break;
+			}
+			moved += (size_t)r;
+			if ((size_t)r < avail)
+				break; /* end of file */
+			avail = 0;
+			continue;
+		}
+		/* Through the buffer: up to blen bytes, from this run on. */
+		want = len - moved < blen ? len - moved : blen;
+		chunk = want;
+		if (to_guest) {
+			r = file_io(true, fd, bounce, chunk, foff + moved);
+			if (r < 0) {
+				rc = (int)r;
+				break;
+			}
+			chunk = (size_t)r;
+		}
+		while (used < chunk) {
+			size_t k;
+
+			if (avail == 0 && !seg_next(&it, &cur, &avail))
+				break;
+			k = avail < chunk - used ? avail : chunk - used;
+			rc = to_guest ? chain_post_piece(d, wc, cur, bounce + used, k)
+				      : dma_rd(d, cur, bounce + used, k);
+			if (rc)
+				break;
+			cur += k;
+			avail -= k;
+			used += k;
+		}
+		if (rc)
+			break;
+		chunk = used;
+		if (!to_guest) {
+			r = file_io(false, fd, bounce, chunk, foff + moved);
+			if (r < 0) {
+				rc = (int)r;
+				break;
+			}
+			chunk = (size_t)r;
+		}
+		d->stat_fd_bounce_bytes += chunk;
+		moved += chunk;
+		if (chunk < want)
+			break; /* end of file (or a write of nothing) */
+	}
+	*done = moved;
+	return rc;
+}
+
+int vio_chain_pread(struct vio_dev *d, struct vio_chain *c, uint64_t off, int fd, uint64_t foff,
+		    size_t len, void *bounce, size_t bounce_len, size_t *done)
+{
+	return chain_fd(d, c, c, true, off, fd, foff, len, bounce, bounce_len, done);
+}
+
+int vio_chain_pwrite(struct vio_dev *d, const struct vio_chain *c, uint64_t off, int fd,
+		     uint64_t foff, size_t len, void *bounce, size_t bounce_len, size_t *done)
+{
+	return chain_fd(d, NULL, c, false, off, fd, foff, len, bounce, bounce_len, done);
 }
 
 void vio_chain_on_error(struct vio_chain *c, uint32_t written, int tail)

@@ -52,20 +52,30 @@ def test_help(model):
     assert bad.returncode == 2 and "transport" in bad.stderr
 
 
+@pytest.mark.parametrize("opt,offered", [(["--event-idx", "on"], True),
+                                         (["--event-idx", "off"], False),
+                                         (["--no-event-idx"], False)])
 @pytest.mark.parametrize("model", [RNG, BLK, CONSOLE])
-def test_no_event_idx_option(env, model, tmp_path):
-    """--no-event-idx takes VIRTIO_F_EVENT_IDX out of the offer (for comparisons); --help names it."""
+def test_event_idx_option(env, model, opt, offered, tmp_path):
+    """--event-idx on|off|auto decides the VIRTIO_F_EVENT_IDX offer (auto: shared memory only); --help names it."""
     out = subprocess.run([build_path(model), "--help"], capture_output=True, text=True,
                          timeout=10)
-    assert "--no-event-idx" in out.stdout
+    assert "--event-idx" in out.stdout and "--no-event-idx" in out.stdout
     args = []
     if model == BLK:
         img = tmp_path / "d.img"
         img.write_bytes(bytes(4096))
         args = ["--image", str(img)]
-    vm, drv, _ = start(env, "pci", model, "--no-event-idx", *args)
-    assert not drv.t.device_features() & (1 << F_EVENT_IDX)
-    assert drv.t.device_features() & (1 << F_VERSION_1)
+    vm, drv, _ = start(env, "pci", model, *opt, *args)
+    feats = drv.t.device_features()
+    assert bool(feats & (1 << F_EVENT_IDX)) == offered
+    assert feats & (1 << F_VERSION_1)
+
+
+def test_event_idx_bad_value():
+    r = subprocess.run([build_path(RNG), "--event-idx", "maybe", "x"], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 2 and "--event-idx 'maybe'" in r.stderr
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
@@ -79,7 +89,8 @@ def test_identity_features_status(env, kind):
     offered = t.device_features()
     assert offered & (1 << F_VERSION_1)
     assert not offered & (1 << F_ACCESS_PLATFORM)
-    assert offered & (1 << F_EVENT_IDX)  # the models offer it (--no-event-idx: not)
+    # --event-idx auto: offered only with shared-memory DMA; this is TCP (test_event_idx_option).
+    assert not offered & (1 << F_EVENT_IDX)
     assert t.queue_max(0) == 64
     assert t.queue_max(1) == 0  # no such queue
 

@@ -334,7 +334,7 @@ static void tear_down(struct fake *f)
 	free(f);
 }
 
-/* The device offers EVENT_IDX only when asked; --no-event-idx is a shared option. */
+/* The device offers EVENT_IDX only when asked; --event-idx / --no-event-idx are shared options. */
 static void test_offer_and_cli(void **state)
 {
 	struct vio_dev d;
@@ -349,9 +349,15 @@ static void test_offer_and_cli(void **state)
 	assert_true(d.features & VIO_BIT(VIO_F_VERSION_1));
 	vio_dev_set_event_idx(&d, false);
 	assert_false(d.features & VIO_BIT(VIO_F_EVENT_IDX));
-	assert_false(cli.no_event_idx);
+	assert_int_equal(cli.event_idx, VIO_EVENT_IDX_AUTO);
 	assert_int_equal(vio_cli_option(&cli, 0x103, NULL, "test"), 1);
-	assert_true(cli.no_event_idx);
+	assert_int_equal(cli.event_idx, VIO_EVENT_IDX_OFF);
+	assert_int_equal(vio_cli_option(&cli, 0x104, "on", "test"), 1);
+	assert_int_equal(cli.event_idx, VIO_EVENT_IDX_ON);
+	assert_int_equal(vio_cli_option(&cli, 0x104, "auto", "test"), 1);
+	assert_int_equal(cli.event_idx, VIO_EVENT_IDX_AUTO);
+	assert_int_equal(vio_cli_option(&cli, 0x104, "sometimes", "test"), -1);
+	assert_int_equal(cli.event_idx, VIO_EVENT_IDX_AUTO);
 }
 
 /* NO_INTERRUPT set: no interrupt (one read more to know it); clear: interrupt, no read more. */
