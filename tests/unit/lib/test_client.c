@@ -23,39 +23,7 @@
 #include "fakevm.h"
 #include "wire.h"
 
-/* ---- The fake VM ---- */
-
-struct fvm {
-	char path[108];
-	int lfd;
-	int c[2]; /* VM side of the control and DMA connections */
-	coreio_ctx_t *ctx;
-};
-
-static int fvm_counter;
-
-static void fvm_listen(struct fvm *v)
-{
-	struct sockaddr_un sun;
-
-	memset(v, 0, sizeof(*v));
-	v->c[0] = v->c[1] = -1;
-	snprintf(v->path, sizeof(v->path), "/tmp/coreio-ut-%d-%d.sock", (int)getpid(),
-		 fvm_counter++);
-	unlink(v->path);
-	v->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-	assert_true(v->lfd >= 0);
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	strcpy(sun.sun_path, v->path);
-	assert_int_equal(bind(v->lfd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	assert_int_equal(listen(v->lfd, 8), 0);
-}
-
-static void vm_send(int fd, const uint8_t *f, size_t len)
-{
-	assert_int_equal(send(fd, f, len, MSG_NOSIGNAL), (ssize_t)len);
-}
+/* ---- The fake VM (fakevm.c) ---- */
 
 /* Build a header-only frame (first unit zeroed beyond the header). */
 static size_t mk(uint8_t *f, unsigned iface, unsigned extra, bool origin, uint32_t tag, unsigned op,
@@ -79,43 +47,19 @@ static size_t mk(uint8_t *f, unsigned iface, unsigned extra, bool origin, uint32
 enum hello_mode { HELLO_NONE, HELLO_ECHO, HELLO_ANSWER };
 
 /* Connect a new context to the fake VM; the VM plays the hello as told. */
-static void fvm_connect(struct fvm *v, unsigned offer, enum hello_mode mode, unsigned vm_caps)
+static void fvm_connect(struct fakevm *v, unsigned offer, enum hello_mode mode, unsigned vm_caps)
 {
-	char target[128];
-	struct fakevm_connect a;
-	pthread_t th;
-
-	fvm_listen(v);
-	assert_int_equal(coreio_ctx_new(&v->ctx), 0);
-	assert_int_equal(coreio_ctx_set_offer(v->ctx, offer), 0);
-	snprintf(target, sizeof(target), "unix:%s", v->path);
-	a.ctx = v->ctx;
-	a.target = target;
-	a.rc = -1;
-	assert_int_equal(pthread_create(&th, NULL, fakevm_connect_thread, &a), 0);
-	for (int i = 0; i < 2; i++) {
-		v->c[i] = accept(v->lfd, NULL, NULL);
-		assert_true(v->c[i] >= 0);
-	}
+	fakevm_start(v, "ut", offer);
 	for (int i = 0; i < 2 && mode != HELLO_NONE; i++) {
 		uint8_t f[64];
 
-		assert_int_equal(fakevm_recv(v->c[i], f, sizeof(f), 3000), 64);
-		/* The hello: PING, origin 1, magic, offer, caps, version. */
-		assert_int_equal(f[8], COREIO_OP_PING);
-		assert_true(coreio__wire_get64(f) >> 31 & 1);
-		assert_true(coreio__wire_get64(f + 16) == COREIO_WIRE_MAGIC);
-		assert_int_equal(coreio__wire_get64(f + 24), COREIO_HELLO_OFFER);
-		assert_int_equal(coreio__wire_get64(f + 32), offer);
-		assert_int_equal(coreio__wire_get64(f + 40), COREIO_WIRE_VERSION);
-		if (mode == HELLO_ANSWER) {
-			coreio__wire_put64(f + 24, COREIO_HELLO_ANSWER);
-			coreio__wire_put64(f + 32, vm_caps);
-		}
-		vm_send(v->c[i], f, 64);
+		fakevm_hello_recv(v->c[i], f, offer);
+		if (mode == HELLO_ANSWER)
+			fakevm_hello_answer(v->c[i], f, vm_caps);
+		else
+			fakevm_send(v->c[i], f, 64);
 	}
-	pthread_join(th, NULL);
-	assert_int_equal(a.rc, 0);
+	assert_int_equal(fakevm_join(v), 0);
 	if (mode == HELLO_NONE) {
 		/* Offering nothing sends nothing at all. */
 		uint8_t f[64];
@@ -123,22 +67,6 @@ static void fvm_connect(struct fvm *v, unsigned offer, enum hello_mode mode, uns
 		assert_int_equal(fakevm_recv(v->c[0], f, sizeof(f), 50), 0);
 		assert_int_equal(fakevm_recv(v->c[1], f, sizeof(f), 50), 0);
 	}
-}
-
-static void fvm_close(struct fvm *v)
-{
-	coreio_ctx_free(v->ctx);
-	for (int i = 0; i < 2; i++)
-		if (v->c[i] >= 0)
-			close(v->c[i]);
-	close(v->lfd);
-	unlink(v->path);
-}
-
-/* Let the library process what the VM sent. */
-static int pump(struct fvm *v)
-{
-	return coreio_ctx_mainloop(v->ctx, 20000);
 }
 
 /* ---- A device model that records its callbacks ---- */
@@ -181,7 +109,7 @@ static int m_write(void *priv, uint64_t addr, size_t len, void *buf, unsigned fl
 static const coreio_func_t model_funcs = {.read = m_read, .write = m_write};
 
 /* Register rid on the fake VM's client and check the claim frame. */
-static void do_register(struct fvm *v, unsigned rid, struct model *m)
+static void do_register(struct fakevm *v, unsigned rid, struct model *m)
 {
 	uint8_t f[64];
 
@@ -196,24 +124,24 @@ static void do_register(struct fvm *v, unsigned rid, struct model *m)
 
 static void test_connect_base_and_hello(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 
 	(void)state;
 	fvm_connect(&v, COREIO_CAP_ALL, HELLO_ECHO, 0);
 	assert_int_equal(coreio_ctx_caps(v.ctx), 0);
 	assert_int_equal(coreio_ctx_connect(v.ctx, "unix:/nonexistent"), -EISCONN);
 	assert_int_equal(coreio_ctx_set_offer(v.ctx, 0), -EISCONN);
-	fvm_close(&v);
+	fakevm_close(&v);
 
 	fvm_connect(&v, COREIO_CAP_ALL, HELLO_ANSWER, COREIO_CAP_LARGE_DMA | 0x80);
 	assert_int_equal(coreio_ctx_caps(v.ctx), COREIO_CAP_LARGE_DMA_BIT);
-	fvm_close(&v);
+	fakevm_close(&v);
 
 	fvm_connect(&v, 0, HELLO_NONE, 0);
 	assert_int_equal(coreio_ctx_caps(v.ctx), 0);
 	coreio_ctx_disconnect(v.ctx);
 	assert_int_equal(coreio_ctx_caps(v.ctx), -ENOTCONN);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 static void test_not_connected(void **state)
@@ -240,7 +168,7 @@ static void test_not_connected(void **state)
 
 static void test_mmio_read(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct model m = {0};
 	uint8_t f[128];
 
@@ -250,8 +178,8 @@ static void test_mmio_read(void **state)
 
 	mk(f, 2, 0, false, 77, COREIO_OP_READ, 4, 0, 0xd0000010);
 	f[8 + 3] = 0x40; /* flags PRIV in w1 bits 28..31 */
-	vm_send(v.c[0], f, 64);
-	assert_int_equal(pump(&v), 0);
+	fakevm_send(v.c[0], f, 64);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(m.nread, 1);
 	assert_int_equal(f[0], 2);
@@ -268,8 +196,8 @@ static void test_mmio_read(void **state)
 	/* A failing callback sets the error bit. */
 	m.fail = 1;
 	mk(f, 2, 0, false, 78, COREIO_OP_READ, 8, 0, 0xd0000020);
-	vm_send(v.c[0], f, 64);
-	assert_int_equal(pump(&v), 0);
+	fakevm_send(v.c[0], f, 64);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(coreio__wire_get64(f) >> 30 & 1, 1);
 	assert_int_equal(coreio__wire_get64(f) >> 32, 78);
@@ -278,19 +206,19 @@ static void test_mmio_read(void **state)
 	/* A pair read without readp: read twice, same address. */
 	m.nread = 0;
 	mk(f, 2, 0, false, 79, COREIO_OP_READP, 8, 0, 0xd0000100);
-	vm_send(v.c[0], f, 64);
-	assert_int_equal(pump(&v), 0);
+	fakevm_send(v.c[0], f, 64);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(m.nread, 2);
 	assert_int_equal(f[24], 0x00);
 	assert_int_equal(f[coreio__wire_pair_off(8)], 0x10);
 	assert_int_equal(f[coreio__wire_pair_off(8) + 7], 0x17);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 static void test_mmio_write_masks(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct model m = {0};
 	uint8_t f[128];
 
@@ -302,8 +230,8 @@ static void test_mmio_write_masks(void **state)
 	mk(f, 0, 0, false, 1, COREIO_OP_WRITE, 8, 0xcd, 0x1000);
 	for (int i = 0; i < 8; i++)
 		f[24 + i] = (uint8_t)(0xa0 + i);
-	vm_send(v.c[0], f, 64);
-	assert_int_equal(pump(&v), 0);
+	fakevm_send(v.c[0], f, 64);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(m.nwrite, 3);
 	assert_true(m.addr[0] == 0x1000 && m.len[0] == 1 && m.data[0][0] == 0xa0);
 	assert_true(m.addr[1] == 0x1002 && m.len[1] == 2 && m.data[1][0] == 0xa2);
@@ -314,42 +242,42 @@ static void test_mmio_write_masks(void **state)
 	/* Full mask and mask 0: one callback each. */
 	m.nwrite = 0;
 	mk(f, 0, 0, false, 2, COREIO_OP_WRITE, 4, 0xf, 0x2000);
-	vm_send(v.c[0], f, 64);
+	fakevm_send(v.c[0], f, 64);
 	mk(f, 0, 0, false, 3, COREIO_OP_WRITE, 32, 0, 0x3000);
-	vm_send(v.c[0], f, 64);
-	assert_int_equal(pump(&v), 0);
+	fakevm_send(v.c[0], f, 64);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(m.nwrite, 2);
 	assert_true(m.len[0] == 4 && m.len[1] == 32 && m.addr[1] == 0x3000);
 
 	/* An acknowledged write is answered, with the error bit on failure. */
 	m.fail = 1;
 	mk(f, 0, 0, false, 4, COREIO_OP_WRITEA, 4, 0xf, 0x4000);
-	vm_send(v.c[0], f, 64);
-	assert_int_equal(pump(&v), 0);
+	fakevm_send(v.c[0], f, 64);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(f[8], COREIO_OP_WRITEA);
 	assert_int_equal(coreio__wire_get64(f) >> 32, 4);
 	assert_int_equal(coreio__wire_get64(f) >> 30 & 1, 1);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 static void test_unregistered_and_ping(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	uint8_t f[256];
 
 	(void)state;
 	fvm_connect(&v, 0, HELLO_NONE, 0);
 	/* rid 3 unregistered, frame with E = 1: echoed as one unit, E cleared. */
 	mk(f, 3, 1, false, 55, COREIO_OP_READ, 4, 0, 0x5000);
-	vm_send(v.c[0], f, 128);
+	fakevm_send(v.c[0], f, 128);
 	/* rid 9: dropped. */
 	mk(f, 9, 0, false, 56, COREIO_OP_READ, 4, 0, 0x5000);
-	vm_send(v.c[0], f, 64);
+	fakevm_send(v.c[0], f, 64);
 	/* A PING from the VM with E = 2 is echoed with E cleared. */
 	mk(f, 0, 2, false, 57, COREIO_OP_PING, 0, 0, 0x1234);
-	vm_send(v.c[0], f, 192);
-	assert_int_equal(pump(&v), 0);
+	fakevm_send(v.c[0], f, 192);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(coreio__wire_get64(f) >> 32, 55);
 	assert_int_equal(f[0], 3);
@@ -359,12 +287,12 @@ static void test_unregistered_and_ping(void **state)
 	assert_int_equal(f[8], COREIO_OP_PING);
 	assert_true(coreio__wire_get64(f + 16) == 0x1234);
 	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 50), 0);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 static void test_register_errors(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct model m = {0};
 	coreio_func_t nowrite = {.read = m_read};
 
@@ -378,11 +306,11 @@ static void test_register_errors(void **state)
 	/* Disconnect forgets registrations; the context can connect again. */
 	coreio_ctx_disconnect(v.ctx);
 	assert_int_equal(coreio_ctx_register(v.ctx, 1, &model_funcs, &m), -ENOTCONN);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 struct claim_arg {
-	struct fvm *v;
+	struct fakevm *v;
 	uint64_t err; /* 0: accept */
 };
 
@@ -397,13 +325,13 @@ static void *claim_vm(void *p)
 		coreio__wire_put64(f, coreio__wire_get64(f) | (1ull << 30));
 		coreio__wire_put64(f + 24, a->err);
 	}
-	vm_send(a->v->c[0], f, 64);
+	fakevm_send(a->v->c[0], f, 64);
 	return NULL;
 }
 
 static void test_claim_ack(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct model m = {0};
 	struct claim_arg a = {.v = &v};
 	pthread_t th;
@@ -423,12 +351,12 @@ static void test_claim_ack(void **state)
 	assert_int_equal(coreio_ctx_register(v.ctx, 4, &model_funcs, &m), 0);
 	pthread_join(th, NULL);
 	assert_int_equal(coreio_ctx_register(v.ctx, 4, &model_funcs, &m), -EBUSY);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 static void test_malformed(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct model m = {0};
 	uint8_t f[64];
 	fd_set r;
@@ -438,24 +366,24 @@ static void test_malformed(void **state)
 	do_register(&v, 0, &m);
 	/* READ with size 0 is malformed. */
 	mk(f, 0, 0, false, 1, COREIO_OP_READ, 0, 0, 0x1000);
-	vm_send(v.c[0], f, 64);
-	assert_int_equal(pump(&v), -EPROTO);
+	fakevm_send(v.c[0], f, 64);
+	assert_int_equal(fakevm_pump(&v), -EPROTO);
 	assert_int_equal(m.nread, 0);
 	FD_ZERO(&r);
 	assert_int_equal(coreio_ctx_preparefds(v.ctx, 0, &r, NULL), -ENOTCONN);
-	fvm_close(&v);
+	fakevm_close(&v);
 
 	/* An unknown opcode, on the DMA connection this time. */
 	fvm_connect(&v, 0, HELLO_NONE, 0);
 	mk(f, 0, 0, false, 1, 0x77, 0, 0, 0);
-	vm_send(v.c[1], f, 64);
-	assert_int_equal(pump(&v), -EPROTO);
-	fvm_close(&v);
+	fakevm_send(v.c[1], f, 64);
+	assert_int_equal(fakevm_pump(&v), -EPROTO);
+	fakevm_close(&v);
 }
 
 static void test_irq(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	uint8_t f[64];
 
 	(void)state;
@@ -473,7 +401,7 @@ static void test_irq(void **state)
 	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(coreio__wire_get64(f + 24), 0);
 	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 50), 0);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 static int resets;
@@ -486,7 +414,7 @@ static void on_reset(void *opaque)
 
 static void test_reset(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	uint8_t f[64];
 
 	(void)state;
@@ -496,15 +424,15 @@ static void test_reset(void **state)
 	assert_int_equal(coreio_ctx_irq_update(v.ctx, 0, 0, 1), 0);
 	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	mk(f, 0, 0, false, 0, COREIO_OP_RESET, 0, 0, 0);
-	vm_send(v.c[0], f, 64);
-	vm_send(v.c[1], f, 64);
-	assert_int_equal(pump(&v), 0);
+	fakevm_send(v.c[0], f, 64);
+	fakevm_send(v.c[1], f, 64);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(resets, 1);
 	/* The level was forgotten (low): raising it again is sent. */
 	assert_int_equal(coreio_ctx_irq_update(v.ctx, 0, 0, 1), 0);
 	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
 	assert_int_equal(coreio__wire_get64(f + 24), 1);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 struct cpl_rec {
@@ -522,7 +450,7 @@ static void cpl_fn(void *p, int err)
 
 static void test_dma_base_pieces(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct cpl_rec rec = {0};
 	uint8_t buf[100], f[64];
 	static const unsigned want_len[] = {29, 32, 32, 7};
@@ -549,11 +477,11 @@ static void test_dma_base_pieces(void **state)
 			assert_true(tags[k] != tags[i]);
 		for (unsigned b = 0; b < want_len[i]; b++)
 			f[24 + b] = (uint8_t)(addr + b);
-		vm_send(v.c[1], f, 64);
+		fakevm_send(v.c[1], f, 64);
 		addr += want_len[i];
 	}
 	assert_int_equal(fakevm_recv(v.c[1], f, sizeof(f), 50), 0);
-	assert_int_equal(pump(&v), 0);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(rec.called, 1);
 	assert_int_equal(rec.err, 0);
 	for (int i = 0; i < 100; i++)
@@ -577,14 +505,14 @@ static void test_dma_base_pieces(void **state)
 		assert_int_equal(f[24], i == 0 ? 0 : 16);
 		if (i == 0)
 			coreio__wire_put64(f, coreio__wire_get64(f) | (1ull << 30));
-		vm_send(v.c[1], f, 64);
+		fakevm_send(v.c[1], f, 64);
 		if (i == 0) {
-			assert_int_equal(pump(&v), 0);
+			assert_int_equal(fakevm_pump(&v), 0);
 			/* Not complete while a piece is still in flight. */
 			assert_int_equal(rec.called, 0);
 		}
 	}
-	assert_int_equal(pump(&v), 0);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(rec.called, 1);
 	assert_int_equal(rec.err, -EFAULT);
 
@@ -592,15 +520,15 @@ static void test_dma_base_pieces(void **state)
 	rec.called = 0;
 	assert_int_equal(coreio_ctx_dma_read(v.ctx, 0, 0, 0, 0, buf, 0, cpl_fn, &rec), 0);
 	assert_int_equal(coreio_ctx_dma_read(v.ctx, 0, 0, 0, 0, buf, 0, NULL, NULL), 0);
-	assert_int_equal(pump(&v), 0);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(rec.called, 1);
 	assert_int_equal(rec.err, 0);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 static void test_dma_large_piece(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct cpl_rec rec = {0};
 	uint8_t buf[100], f[256];
 	unsigned extra = coreio__wire_extra_for(100);
@@ -617,11 +545,11 @@ static void test_dma_large_piece(void **state)
 	coreio__wire_put64(f, coreio__wire_get64(f) | ((uint64_t)extra << 8));
 	for (int i = 0; i < 100; i++)
 		f[24 + i] = (uint8_t)(0x55 ^ i);
-	vm_send(v.c[1], f, (extra + 1) * 64);
+	fakevm_send(v.c[1], f, (extra + 1) * 64);
 	/* An answer with an unknown tag is ignored. */
 	coreio__wire_put64(f, coreio__wire_get64(f) ^ (0x1234ull << 32));
-	vm_send(v.c[1], f, (extra + 1) * 64);
-	assert_int_equal(pump(&v), 0);
+	fakevm_send(v.c[1], f, (extra + 1) * 64);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(rec.called, 1);
 	assert_int_equal(rec.err, 0);
 	for (int i = 0; i < 100; i++)
@@ -634,16 +562,16 @@ static void test_dma_large_piece(void **state)
 	assert_int_equal(f[8], COREIO_OP_LWRITE);
 	assert_int_equal(f[24 + 99], (uint8_t)(0x55 ^ 99));
 	coreio__wire_put64(f, coreio__wire_get64(f) & ~(0xffull << 8));
-	vm_send(v.c[1], f, 64);
-	assert_int_equal(pump(&v), 0);
+	fakevm_send(v.c[1], f, 64);
+	assert_int_equal(fakevm_pump(&v), 0);
 	assert_int_equal(rec.called, 1);
 	assert_int_equal(rec.err, 0);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 static void test_connection_loss(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct cpl_rec rec = {0};
 	uint8_t buf[64];
 
@@ -652,11 +580,11 @@ static void test_connection_loss(void **state)
 	assert_int_equal(coreio_ctx_dma_read(v.ctx, 0, 0, 0x1000, 64, buf, 0, cpl_fn, &rec), 0);
 	close(v.c[1]);
 	v.c[1] = -1;
-	assert_int_equal(pump(&v), -ECONNRESET);
+	assert_int_equal(fakevm_pump(&v), -ECONNRESET);
 	assert_int_equal(rec.called, 1);
 	assert_int_equal(rec.err, -ECONNRESET);
 	assert_int_equal(coreio_ctx_irq_update(v.ctx, 0, 0, 1), -ENOTCONN);
-	fvm_close(&v);
+	fakevm_close(&v);
 
 	/* Disconnect completes pending DMA too. */
 	fvm_connect(&v, 0, HELLO_NONE, 0);
@@ -665,7 +593,7 @@ static void test_connection_loss(void **state)
 	coreio_ctx_disconnect(v.ctx);
 	assert_int_equal(rec.called, 1);
 	assert_int_equal(rec.err, -ECONNRESET);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 /* ---- A VM thread that serves DMA from its memory (and MMIO script steps) ---- */
@@ -674,7 +602,7 @@ static void test_connection_loss(void **state)
 #define MEM_SIZE (17u << 20)
 
 struct dma_vm {
-	struct fvm *v;
+	struct fakevm *v;
 	uint8_t *mem;
 	atomic_bool stop;
 	unsigned pieces;
@@ -709,7 +637,7 @@ static void dma_vm_answer(struct dma_vm *d, uint8_t *f)
 	}
 	coreio__wire_put64(ans, w0);
 	d->pieces++;
-	vm_send(d->v->c[1], ans, alen);
+	fakevm_send(d->v->c[1], ans, alen);
 }
 
 static void *dma_vm_thread(void *p)
@@ -727,7 +655,7 @@ static void *dma_vm_thread(void *p)
 
 static void blocking_roundtrip(unsigned vm_caps, size_t len, uint64_t addr)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct dma_vm d = {.v = &v};
 	uint8_t *src = malloc(len), *dst = malloc(len);
 	pthread_t th;
@@ -751,7 +679,7 @@ static void blocking_roundtrip(unsigned vm_caps, size_t len, uint64_t addr)
 	d.stop = true;
 	pthread_join(th, NULL);
 	assert_memory_equal(d.mem + (addr - MEM_BASE), src, len);
-	fvm_close(&v);
+	fakevm_close(&v);
 	free(d.mem);
 	free(src);
 	free(dst);
@@ -777,7 +705,7 @@ static void test_dma_blocking_large_16m(void **state)
  */
 static void test_dma_large_write_partial_send(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct dma_vm d = {.v = &v};
 	struct cpl_rec rec = {0};
 	size_t len = 4u << 20;
@@ -804,7 +732,7 @@ static void test_dma_large_write_partial_send(void **state)
 	assert_int_equal(rec.called, 1);
 	assert_int_equal(rec.err, 0);
 	assert_memory_equal(d.mem + 9, src, len);
-	fvm_close(&v);
+	fakevm_close(&v);
 	free(d.mem);
 	free(src);
 }
@@ -834,7 +762,7 @@ static void *sending_thread(void *p)
  */
 static void test_dma_fail_while_sending(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct sending_arg a = {0};
 	static uint8_t f[COREIO_WIRE_MAX_MSG];
 	pthread_t th;
@@ -856,7 +784,7 @@ static void test_dma_fail_while_sending(void **state)
 	assert_true(a.rc < 0);
 	memset(a.buf, 0, a.len);
 	free(a.buf);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 /* Blocking DMA from inside an MMIO callback, while the VM sends another request: the
@@ -892,7 +820,7 @@ static int nested_write(void *priv, uint64_t addr, size_t len, void *buf, unsign
 }
 
 struct nested_vm {
-	struct fvm *v;
+	struct fakevm *v;
 	uint8_t *mem;
 	atomic_int ok; /* steps passed */
 };
@@ -905,13 +833,13 @@ static void *nested_vm_thread(void *p)
 
 	/* Request A: its callback does a blocking DMA. */
 	mk(f, 0, 0, false, 100, COREIO_OP_READ, 4, 0, 0xA000);
-	vm_send(n->v->c[0], f, 64);
+	fakevm_send(n->v->c[0], f, 64);
 	if (fakevm_recv(n->v->c[1], piece, sizeof(piece), 3000) != 64)
 		return NULL;
 	n->ok++;
 	/* Request B while A's DMA waits: it must wait for A's callback. */
 	mk(f, 0, 0, false, 101, COREIO_OP_READ, 4, 0, 0xB000);
-	vm_send(n->v->c[0], f, 64);
+	fakevm_send(n->v->c[0], f, 64);
 	if (fakevm_recv(n->v->c[0], f, sizeof(f), 300) != 0)
 		return NULL;
 	n->ok++;
@@ -930,7 +858,7 @@ static void *nested_vm_thread(void *p)
 
 static void test_dma_blocking_in_callback(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct nested_model nm = {0};
 	struct nested_vm n = {.v = &v};
 	coreio_func_t fn = {.read = nested_read, .write = nested_write};
@@ -954,7 +882,7 @@ static void test_dma_blocking_in_callback(void **state)
 	assert_int_equal(nm.max_depth, 1); /* B waited for A's callback to return */
 	assert_int_equal(nm.dma_rc, 0);
 	assert_int_equal(nm.dma_buf[7], 0xc7);
-	fvm_close(&v);
+	fakevm_close(&v);
 	free(n.mem);
 }
 
@@ -992,7 +920,7 @@ static int thread_check_read(void *priv, uint64_t addr, size_t len, void *buf, u
 
 static void test_dma_blocking_other_thread(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct dma_vm d = {.v = &v};
 	struct thread_arg a[2];
 	coreio_func_t fn = {.read = thread_check_read, .write = nested_write};
@@ -1018,7 +946,7 @@ static void test_dma_blocking_other_thread(void **state)
 	for (int i = 0; i < 2000 && !(a[0].done && a[1].done); i++) {
 		/* Keep MMIO coming while the DMA threads work. */
 		mk(f, 0, 0, false, (uint32_t)i, COREIO_OP_READ, 4, 0, 0x1000);
-		vm_send(v.c[0], f, 64);
+		fakevm_send(v.c[0], f, 64);
 		assert_int_equal(coreio_ctx_mainloop(v.ctx, 2000), 0);
 		while (fakevm_recv(v.c[0], f, sizeof(f), 0) == 64)
 			answers++;
@@ -1033,7 +961,7 @@ static void test_dma_blocking_other_thread(void **state)
 	pthread_join(vm, NULL);
 	assert_true(answers > 0);
 	assert_int_equal(cb_wrong_thread, 0);
-	fvm_close(&v);
+	fakevm_close(&v);
 	free(d.mem);
 }
 
@@ -1085,34 +1013,23 @@ static void test_tcp_and_default_ctx(void **state)
 
 static void test_hello_silent_vm(void **state)
 {
-	struct fvm v;
-	char target[128];
-	struct fakevm_connect a;
-	pthread_t th;
+	struct fakevm v;
 	uint8_t f[64];
 
 	(void)state;
-	fvm_listen(&v);
-	assert_int_equal(coreio_ctx_new(&v.ctx), 0);
-	snprintf(target, sizeof(target), "unix:%s", v.path);
-	a.ctx = v.ctx;
-	a.target = target;
-	pthread_create(&th, NULL, fakevm_connect_thread, &a);
-	for (int i = 0; i < 2; i++)
-		v.c[i] = accept(v.lfd, NULL, NULL);
+	fakevm_start(&v, "ut", FAKEVM_DEFAULT_OFFER);
 	/* Read the hellos but never answer: after 2 s the client speaks base. */
 	assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 3000), 64);
 	assert_int_equal(fakevm_recv(v.c[1], f, sizeof(f), 3000), 64);
-	pthread_join(th, NULL);
-	assert_int_equal(a.rc, 0);
+	assert_int_equal(fakevm_join(&v), 0);
 	assert_int_equal(coreio_ctx_caps(v.ctx), 0);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 /* coreio_ctx_get_fd(): readable exactly while coreio_ctx_process() has work. */
 static void test_pollable_fd(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct model m = {0};
 	coreio_ctx_t *ctx;
 	struct pollfd p = {.events = POLLIN};
@@ -1134,7 +1051,7 @@ static void test_pollable_fd(void **state)
 	assert_int_equal(poll(&p, 1, 0), 0);
 	for (uint32_t tag = 90; tag < 93; tag++) {
 		mk(f, 2, 0, false, tag, COREIO_OP_READ, 4, 0, 0xd0000010);
-		vm_send(v.c[0], f, 64);
+		fakevm_send(v.c[0], f, 64);
 		assert_int_equal(poll(&p, 1, 2000), 1);
 		assert_int_equal(coreio_ctx_process(v.ctx), 0);
 		assert_int_equal(fakevm_recv(v.c[0], f, sizeof(f), 1000), 64);
@@ -1148,7 +1065,7 @@ static void test_pollable_fd(void **state)
 	v.c[0] = -1;
 	assert_int_equal(poll(&p, 1, 2000), 1);
 	assert_int_equal(coreio_ctx_process(v.ctx), -ECONNRESET);
-	fvm_close(&v);
+	fakevm_close(&v);
 }
 
 int main(void)

@@ -40,17 +40,13 @@ enum vm_mode {
 };
 
 struct vm {
-	char path[108];
-	int lfd, c[2];
-	coreio_ctx_t *ctx;
+	struct fakevm fv;
 	uint8_t *mem;
 	atomic_int mode;
 	atomic_bool stop;
 	unsigned seed; /* the VM thread's random state */
 	atomic_uint answers, pings;
 };
-
-static int vm_counter;
 
 static void vm_send(int fd, const uint8_t *f, size_t len)
 {
@@ -67,59 +63,26 @@ static void vm_send(int fd, const uint8_t *f, size_t len)
 /* A context connected to the fake VM with LARGE_DMA on both connections. */
 static void vm_connect(struct vm *v, unsigned seed)
 {
-	struct sockaddr_un sun;
-	char target[128];
-	struct fakevm_connect a;
-	pthread_t th;
-
 	memset(v, 0, sizeof(*v));
 	v->seed = seed;
 	v->mem = malloc(MEM_SIZE);
 	assert_non_null(v->mem);
 	for (size_t i = 0; i < MEM_SIZE; i++)
 		v->mem[i] = (uint8_t)(i * 13 + (i >> 9) + (i >> 17));
-	snprintf(v->path, sizeof(v->path), "/tmp/coreio-utd-%d-%d.sock", (int)getpid(),
-		 vm_counter++);
-	unlink(v->path);
-	v->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-	assert_true(v->lfd >= 0);
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	strcpy(sun.sun_path, v->path);
-	assert_int_equal(bind(v->lfd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	assert_int_equal(listen(v->lfd, 8), 0);
-	assert_int_equal(coreio_ctx_new(&v->ctx), 0);
-	assert_int_equal(coreio_ctx_set_offer(v->ctx, COREIO_CAP_LARGE_DMA), 0);
-	snprintf(target, sizeof(target), "unix:%s", v->path);
-	a.ctx = v->ctx;
-	a.target = target;
-	a.rc = -1;
-	assert_int_equal(pthread_create(&th, NULL, fakevm_connect_thread, &a), 0);
-	for (int i = 0; i < 2; i++) {
-		v->c[i] = accept(v->lfd, NULL, NULL);
-		assert_true(v->c[i] >= 0);
-	}
+	fakevm_start(&v->fv, "utd", COREIO_CAP_LARGE_DMA);
 	for (int i = 0; i < 2; i++) {
 		uint8_t f[64];
 
-		assert_int_equal(fakevm_recv(v->c[i], f, sizeof(f), 3000), 64);
-		coreio__wire_put64(f + 24, COREIO_HELLO_ANSWER);
-		coreio__wire_put64(f + 32, COREIO_CAP_LARGE_DMA);
-		vm_send(v->c[i], f, 64);
+		fakevm_hello_recv(v->fv.c[i], f, COREIO_CAP_LARGE_DMA);
+		fakevm_hello_answer(v->fv.c[i], f, COREIO_CAP_LARGE_DMA);
 	}
-	pthread_join(th, NULL);
-	assert_int_equal(a.rc, 0);
-	assert_int_equal(coreio_ctx_caps(v->ctx) & COREIO_CAP_LARGE_DMA, COREIO_CAP_LARGE_DMA);
+	assert_int_equal(fakevm_join(&v->fv), 0);
+	assert_int_equal(coreio_ctx_caps(v->fv.ctx) & COREIO_CAP_LARGE_DMA, COREIO_CAP_LARGE_DMA);
 }
 
 static void vm_close(struct vm *v)
 {
-	coreio_ctx_free(v->ctx);
-	for (int i = 0; i < 2; i++)
-		if (v->c[i] >= 0)
-			close(v->c[i]);
-	close(v->lfd);
-	unlink(v->path);
+	fakevm_close(&v->fv);
 	free(v->mem);
 }
 
@@ -152,7 +115,7 @@ static size_t vm_answer(struct vm *v, const uint8_t *f, uint8_t *ans)
 static void vm_out(struct vm *v, const uint8_t *b, size_t len, int mode)
 {
 	if (mode != MODE_SEGMENTS) {
-		vm_send(v->c[1], b, len);
+		vm_send(v->fv.c[1], b, len);
 		return;
 	}
 	while (len) {
@@ -160,7 +123,7 @@ static void vm_out(struct vm *v, const uint8_t *b, size_t len, int mode)
 
 		if (k > len)
 			k = len;
-		vm_send(v->c[1], b, k);
+		vm_send(v->fv.c[1], b, k);
 		b += k;
 		len -= k;
 		if (rand_r(&v->seed) % 16 == 0)
@@ -175,7 +138,7 @@ static void vm_ping(struct vm *v)
 	struct coreio_wire_hdr h = {.tag = 0x77, .op = COREIO_OP_PING};
 
 	coreio__wire_encode(f, &h);
-	vm_send(v->c[1], f, 64);
+	vm_send(v->fv.c[1], f, 64);
 	v->pings++;
 }
 
@@ -190,7 +153,7 @@ static void *vm_thread(void *p)
 
 	while (!v->stop) {
 		int mode = v->mode, n = 0;
-		size_t len = fakevm_recv(v->c[1], f, sizeof(f), 20);
+		size_t len = fakevm_recv(v->fv.c[1], f, sizeof(f), 20);
 
 		if (len == 0)
 			continue;
@@ -199,8 +162,8 @@ static void *vm_thread(void *p)
 		if (mode == MODE_HALF_DROP) {
 			size_t alen = vm_answer(v, f, ans);
 
-			vm_send(v->c[1], ans, alen / 2);
-			shutdown(v->c[1], SHUT_RDWR);
+			vm_send(v->fv.c[1], ans, alen / 2);
+			shutdown(v->fv.c[1], SHUT_RDWR);
 			v->stop = true;
 			break;
 		}
@@ -214,7 +177,7 @@ static void *vm_thread(void *p)
 		do {
 			if ((coreio__wire_get64(f) >> 31 & 1) != 0)
 				memcpy(req[n++], f, 64);
-		} while (n < MAX_BATCH && (len = fakevm_recv(v->c[1], f, sizeof(f), 2)) > 0);
+		} while (n < MAX_BATCH && (len = fakevm_recv(v->fv.c[1], f, sizeof(f), 2)) > 0);
 		for (int k = 0; k < n; k++)
 			order[k] = (unsigned)k;
 		for (int k = n - 1; k > 0; k--) {
@@ -253,7 +216,7 @@ static int checked_read(struct vm *v, uint64_t addr, size_t len, bool want_ok)
 
 	assert_non_null(b);
 	memset(b, 0xc5, len + 2 * CANARY);
-	rc = coreio_ctx_dma_read(v->ctx, 0, 0, addr, len, b + CANARY, 0, NULL, NULL);
+	rc = coreio_ctx_dma_read(v->fv.ctx, 0, 0, addr, len, b + CANARY, 0, NULL, NULL);
 	for (size_t i = 0; i < CANARY; i++) {
 		assert_int_equal(b[i], 0xc5);
 		assert_int_equal(b[CANARY + len + i], 0xc5);
@@ -368,12 +331,12 @@ static void test_concurrent_reads(void **state)
 			assert_non_null(buf[k]);
 			memset(buf[k], 0, len[k]);
 			memset(&rec[k], 0, sizeof(rec[k]));
-			assert_int_equal(coreio_ctx_dma_read(v.ctx, 0, 0, addr[k], len[k], buf[k],
-							     0, nb_cpl, &rec[k]),
+			assert_int_equal(coreio_ctx_dma_read(v.fv.ctx, 0, 0, addr[k], len[k],
+							     buf[k], 0, nb_cpl, &rec[k]),
 					 0);
 		}
 		do {
-			coreio_ctx_mainloop(v.ctx, 20000);
+			coreio_ctx_mainloop(v.fv.ctx, 20000);
 			waited += 20;
 			all = true;
 			for (int k = 0; k < NT; k++)

@@ -32,15 +32,6 @@
 
 /* ---- The fake VM: both connections of one context, offer 0 (the base format) ---- */
 
-struct fvm {
-	char path[108];
-	int lfd;
-	int c[2]; /* VM side of the control and DMA connections */
-	coreio_ctx_t *ctx;
-};
-
-static int fvm_counter;
-
 /* A library that never returns from a wait fails the test in 20 s, not at meson's timeout. */
 static void watchdog(int sig)
 {
@@ -52,53 +43,22 @@ static void watchdog(int sig)
 	_exit(2);
 }
 
-static void fvm_start(struct fvm *v)
+static void fvm_start(struct fakevm *v)
 {
-	struct sockaddr_un sun;
-	struct fakevm_connect a;
-	char target[128];
-	pthread_t th;
-
 	signal(SIGALRM, watchdog);
 	alarm(20);
-	memset(v, 0, sizeof(*v));
-	v->c[0] = v->c[1] = -1;
-	snprintf(v->path, sizeof(v->path), "/tmp/coreio-serve-%d-%d.sock", (int)getpid(),
-		 fvm_counter++);
-	unlink(v->path);
-	v->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-	assert_true(v->lfd >= 0);
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	strcpy(sun.sun_path, v->path);
-	assert_int_equal(bind(v->lfd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	assert_int_equal(listen(v->lfd, 8), 0);
-
-	assert_int_equal(coreio_ctx_new(&v->ctx), 0);
 	/* Offering nothing: no hello, DMA in pieces of at most 32 bytes. */
-	assert_int_equal(coreio_ctx_set_offer(v->ctx, 0), 0);
-	snprintf(target, sizeof(target), "unix:%s", v->path);
-	a.ctx = v->ctx;
-	a.target = target;
-	a.rc = -1;
-	assert_int_equal(pthread_create(&th, NULL, fakevm_connect_thread, &a), 0);
-	for (int i = 0; i < 2; i++) {
-		v->c[i] = accept(v->lfd, NULL, NULL);
-		assert_true(v->c[i] >= 0);
-	}
-	pthread_join(th, NULL);
+	fakevm_start(v, "serve", 0);
+	assert_int_equal(fakevm_join(v), 0);
 	/* Both connections are up: the listener is not needed (nor left behind). */
 	close(v->lfd);
 	unlink(v->path);
-	assert_int_equal(a.rc, 0);
+	v->lfd = -1;
 }
 
-static void fvm_stop(struct fvm *v)
+static void fvm_stop(struct fakevm *v)
 {
-	coreio_ctx_free(v->ctx);
-	for (int i = 0; i < 2; i++)
-		if (v->c[i] >= 0)
-			close(v->c[i]);
+	fakevm_close(v);
 	alarm(0);
 }
 
@@ -291,7 +251,7 @@ static void m_cpl(void *p, int err)
 static const coreio_func_t model_funcs = {.read = m_read, .write = m_write};
 
 /* Fresh model and log; register rid 0 and take its claim off the wire. */
-static void model_setup(struct fvm *v)
+static void model_setup(struct fakevm *v)
 {
 	uint8_t f[64];
 
@@ -315,7 +275,7 @@ static void model_check(void)
 /* ---- The VM's side of a test, on a thread of its own ---- */
 
 struct vm {
-	struct fvm *v;
+	struct fakevm *v;
 	bool write;		  /* the blocking DMA is a write */
 	bool serve;		  /* ... made with COREIO_DMA_SERVE */
 	uint8_t nb[64];		  /* case 5: a non-blocking piece to answer during the wait */
@@ -363,7 +323,7 @@ static bool vm_piece(struct vm *vm, uint8_t *p)
 }
 
 /* Answer a DMA piece: a read gets seed + i, a write's data is checked to be seed + i. */
-static bool vm_answer_piece(struct fvm *v, uint8_t *p, uint8_t seed)
+static bool vm_answer_piece(struct fakevm *v, uint8_t *p, uint8_t seed)
 {
 	unsigned n = p[10];
 
@@ -452,7 +412,7 @@ static int loop_until_done(struct vm *vm, bool use_processfds)
 }
 
 /* The blocking DMA of cases 1-3 and 5-7: 8 bytes at DMA_ADDR, seed 0xd0. */
-static int blocking_dma(struct fvm *v, bool write, unsigned flags, uint8_t *buf)
+static int blocking_dma(struct fakevm *v, bool write, unsigned flags, uint8_t *buf)
 {
 	int rc;
 
@@ -474,7 +434,7 @@ static void check_dma_data(const uint8_t *buf)
 }
 
 /* Nothing more came: no answer twice, no stray frame. */
-static void check_quiet(struct fvm *v)
+static void check_quiet(struct fakevm *v)
 {
 	uint8_t f[VM_BUF];
 
@@ -513,7 +473,7 @@ out:
 
 static void one_read(bool write, bool serve)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct vm vm = {.v = &v, .write = write, .serve = serve};
 	uint8_t buf[8];
 	pthread_t th;
@@ -621,7 +581,7 @@ out:
 
 static void test_serve_order(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct vm vm = {.v = &v, .serve = true};
 	uint8_t buf[8];
 	pthread_t th;
@@ -675,7 +635,7 @@ out:
 
 static void test_flag_ignored_in_callback(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct vm vm = {.v = &v, .serve = true};
 	pthread_t th;
 	int rc;
@@ -737,7 +697,7 @@ out:
 
 static void test_nested_dma_in_served_callback(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct vm vm = {.v = &v, .serve = true};
 	uint8_t buf[8];
 	pthread_t th;
@@ -806,7 +766,7 @@ out:
 
 static void test_serve_while_other_thread_waits(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct vm vm = {.v = &v, .serve = true};
 	struct worker w = {0};
 	uint8_t buf[8];
@@ -864,7 +824,7 @@ out:
 
 static void test_no_completion_in_serve_wait(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct vm vm = {.v = &v, .serve = true};
 	struct cpl_rec rec[2] = {{0}, {0}};
 	uint8_t buf[8], nb[2][8], f[VM_BUF];
@@ -940,7 +900,7 @@ out:
 
 static void test_reset_during_serve_wait(void **state)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct vm vm = {.v = &v, .serve = true};
 	uint8_t buf[8], f[64];
 	pthread_t th;
@@ -997,7 +957,7 @@ out:
 
 static void closed_during_wait(int close_mask)
 {
-	struct fvm v;
+	struct fakevm v;
 	struct vm vm = {.v = &v, .serve = true, .close_mask = close_mask};
 	uint8_t buf[8];
 	long long t;

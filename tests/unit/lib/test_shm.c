@@ -22,30 +22,10 @@
 
 #include "coreio.h"
 #include "fakevm.h"
+#include "shmvm.h"
 #include "wire.h"
 
-#define RAM_GPA	 0x100000ull
-#define RAM_SIZE (1u << 20)
-#define RAM_OFF	 0x3000u /* the region starts this far into its file */
-
-/* ---- The fake VM ---- */
-
-struct fvm {
-	char path[108];
-	int lfd;
-	int c[2]; /* VM side of the control and DMA connections */
-	coreio_ctx_t *ctx;
-};
-
-/* A map the fake VM sends before its hello answer. */
-struct map {
-	unsigned n;
-	uint64_t gpa[4], size[4], off[4];
-	int fd[4];
-	uint64_t gen;
-};
-
-static int counter;
+/* ---- The fake VM (shmvm.c) ---- */
 
 static int count_fds(void)
 {
@@ -61,129 +41,6 @@ static int count_fds(void)
 	return n;
 }
 
-/* A memfd of size bytes, sealed against shrinking unless told otherwise. */
-static int memfd(size_t size, unsigned seals)
-{
-	int fd = memfd_create("shm-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-
-	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	if (seals)
-		assert_int_equal(fcntl(fd, F_ADD_SEALS, seals), 0);
-	return fd;
-}
-
-/* Send len bytes with nfds fds attached in one sendmsg(). */
-static void send_with_fds(int s, const uint8_t *buf, size_t len, const int *fds, unsigned nfds)
-{
-	union {
-		struct cmsghdr align;
-		char b[CMSG_SPACE(sizeof(int) * 4)];
-	} ctl;
-	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-
-	memset(&ctl, 0, sizeof(ctl));
-	if (nfds) {
-		struct cmsghdr *cm;
-
-		mh.msg_control = ctl.b;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-	}
-	assert_int_equal(sendmsg(s, &mh, MSG_NOSIGNAL), (ssize_t)len);
-}
-
-/* One SHM_MAP frame: region idx of count in generation gen, with nfds fds. */
-static void send_region(int s, uint64_t gpa, uint64_t size, uint64_t off, uint64_t idx,
-			uint64_t gen, uint64_t count, const int *fds, unsigned nfds)
-{
-	struct coreio_wire_hdr h = {.op = COREIO_OP_SHM_MAP, .addr = gpa};
-	uint8_t f[64];
-
-	coreio__wire_encode(f, &h);
-	coreio__wire_put64(f + 24, size);
-	coreio__wire_put64(f + 32, off);
-	coreio__wire_put64(f + 40, idx);
-	coreio__wire_put64(f + 48, gen);
-	coreio__wire_put64(f + 56, count);
-	send_with_fds(s, f, sizeof(f), fds, nfds);
-}
-
-static void send_map(int s, const struct map *m)
-{
-	if (m->n == 0) {
-		send_region(s, 0, 0, 0, 0, m->gen, 0, NULL, 0);
-		return;
-	}
-	for (unsigned i = 0; i < m->n; i++)
-		send_region(s, m->gpa[i], m->size[i], m->off[i], i, m->gen, m->n, &m->fd[i], 1);
-}
-
-/*
- * Connect a new context offering offer; the VM answers vm_caps and, when m
- * is given, sends m on both connections before the answer (as coreio-vm).
- */
-static void fvm_connect(struct fvm *v, unsigned offer, unsigned vm_caps, const struct map *m)
-{
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	char target[128];
-	struct fakevm_connect a;
-	pthread_t th;
-
-	memset(v, 0, sizeof(*v));
-	snprintf(v->path, sizeof(v->path), "/tmp/coreio-shm-ut-%d-%d.sock", (int)getpid(),
-		 counter++);
-	unlink(v->path);
-	v->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(v->lfd >= 0);
-	strcpy(sun.sun_path, v->path);
-	assert_int_equal(bind(v->lfd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	assert_int_equal(listen(v->lfd, 8), 0);
-	assert_int_equal(coreio_ctx_new(&v->ctx), 0);
-	assert_int_equal(coreio_ctx_set_offer(v->ctx, offer), 0);
-	snprintf(target, sizeof(target), "unix:%s", v->path);
-	a = (struct fakevm_connect){v->ctx, target, -1};
-	assert_int_equal(pthread_create(&th, NULL, fakevm_connect_thread, &a), 0);
-	for (int i = 0; i < 2; i++) {
-		v->c[i] = accept4(v->lfd, NULL, NULL, SOCK_CLOEXEC);
-		assert_true(v->c[i] >= 0);
-	}
-	for (int i = 0; i < 2; i++) {
-		uint8_t f[64];
-
-		assert_int_equal(fakevm_recv(v->c[i], f, sizeof(f), 3000), 64);
-		assert_int_equal(f[8], COREIO_OP_PING);
-		assert_int_equal(coreio__wire_get64(f + 32), offer);
-		if (m)
-			send_map(v->c[i], m);
-		coreio__wire_put64(f + 24, COREIO_HELLO_ANSWER);
-		coreio__wire_put64(f + 32, vm_caps);
-		send_with_fds(v->c[i], f, 64, NULL, 0);
-	}
-	pthread_join(th, NULL);
-	assert_int_equal(a.rc, 0);
-}
-
-static void fvm_close(struct fvm *v)
-{
-	coreio_ctx_free(v->ctx);
-	for (int i = 0; i < 2; i++)
-		if (v->c[i] >= 0)
-			close(v->c[i]);
-	close(v->lfd);
-	unlink(v->path);
-}
-
-static int pump(struct fvm *v)
-{
-	return coreio_ctx_mainloop(v->ctx, 20000);
-}
-
 struct cpl_rec {
 	int called, err;
 };
@@ -196,31 +53,11 @@ static void cpl_fn(void *p, int err)
 	r->err = err;
 }
 
-/* The standard map: RAM_SIZE bytes at RAM_GPA, RAM_OFF into a sealed memfd. */
-static struct map ram_map(int fd, uint64_t gen)
-{
-	struct map m = {.n = 1, .gen = gen};
-
-	m.gpa[0] = RAM_GPA;
-	m.size[0] = RAM_SIZE;
-	m.off[0] = RAM_OFF;
-	m.fd[0] = fd;
-	return m;
-}
-
-static uint8_t *map_file(int fd, size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-
-	assert_true(p != MAP_FAILED);
-	return p;
-}
-
 /*
  * A non-blocking DMA read of len bytes at addr must go through the socket:
  * the fake VM gets an LREAD piece and answers it with bytes 0xc3 ^ i.
  */
-static void expect_socket(struct fvm *v, unsigned mid, uint64_t addr, uint32_t len)
+static void expect_socket(struct fakevm *v, unsigned mid, uint64_t addr, uint32_t len)
 {
 	struct cpl_rec rec = {0};
 	uint8_t buf[256], f[512];
@@ -236,9 +73,9 @@ static void expect_socket(struct fvm *v, unsigned mid, uint64_t addr, uint32_t l
 	coreio__wire_put64(f, coreio__wire_get64(f) | ((uint64_t)extra << 8));
 	for (uint32_t i = 0; i < len; i++)
 		f[24 + i] = (uint8_t)(0xc3 ^ i);
-	send_with_fds(v->c[1], f, ((size_t)extra + 1) * 64, NULL, 0);
+	fakevm_send_fds(v->c[1], f, ((size_t)extra + 1) * 64, NULL, 0);
 	for (int i = 0; i < 50 && !rec.called; i++)
-		assert_int_equal(pump(v), 0);
+		assert_int_equal(fakevm_pump(v), 0);
 	assert_int_equal(rec.called, 1);
 	assert_int_equal(rec.err, 0);
 	for (uint32_t i = 0; i < len; i++)
@@ -246,7 +83,7 @@ static void expect_socket(struct fvm *v, unsigned mid, uint64_t addr, uint32_t l
 }
 
 /* A DMA at addr (inside the map) is a memcpy: the data is at host, the VM sees nothing. */
-static void expect_memcpy(struct fvm *v, uint64_t addr, size_t len, const uint8_t *host)
+static void expect_memcpy(struct fakevm *v, uint64_t addr, size_t len, const uint8_t *host)
 {
 	struct cpl_rec rec = {0};
 	uint8_t *buf = malloc(len), f[64];
@@ -260,7 +97,7 @@ static void expect_memcpy(struct fvm *v, uint64_t addr, size_t len, const uint8_
 	/* Non-blocking: copied now, completed from processfds. */
 	assert_int_equal(coreio_ctx_dma_read(v->ctx, 0, 3, addr, len, buf, 0, cpl_fn, &rec), 0);
 	assert_int_equal(rec.called, 0);
-	assert_int_equal(pump(v), 0);
+	assert_int_equal(fakevm_pump(v), 0);
 	assert_int_equal(rec.called, 1);
 	assert_int_equal(rec.err, 0);
 	assert_memory_equal(host, buf, len);
@@ -277,7 +114,7 @@ static void test_wire_fdq(void **state)
 	uint8_t f[64] = {0}, g[128] = {0};
 	const uint8_t *fr;
 	size_t len;
-	int sv[2], fd = memfd(4096, 0), out[2], before;
+	int sv[2], fd = shmvm_memfd(4096, 0), out[2], before;
 
 	(void)state;
 	before = count_fds();
@@ -285,10 +122,10 @@ static void test_wire_fdq(void **state)
 	coreio__wire_rx_init(&rx);
 	coreio__wire_fdq_init(&q);
 	/* A plain frame, then a frame with a fd, then a two-unit frame with two fds. */
-	send_with_fds(sv[0], f, 64, NULL, 0);
-	send_with_fds(sv[0], f, 64, &fd, 1);
+	fakevm_send_fds(sv[0], f, 64, NULL, 0);
+	fakevm_send_fds(sv[0], f, 64, &fd, 1);
 	coreio__wire_put64(g, 1u << 8);
-	send_with_fds(sv[0], g, 128, (int[]){fd, fd}, 2);
+	fakevm_send_fds(sv[0], g, 128, (int[]){fd, fd}, 2);
 	while (q.total < 256)
 		assert_true(coreio__wire_rx_fill_fds(&rx, sv[1], &q) > 0);
 	assert_int_equal(q.n, 3);
@@ -306,13 +143,13 @@ static void test_wire_fdq(void **state)
 	close(out[0]);
 	assert_int_equal(q.n, 0);
 	/* fds nobody takes are closed by later takes and by clear. */
-	send_with_fds(sv[0], f, 64, &fd, 1);
-	send_with_fds(sv[0], f, 64, &fd, 1);
+	fakevm_send_fds(sv[0], f, 64, &fd, 1);
+	fakevm_send_fds(sv[0], f, 64, &fd, 1);
 	while (q.total < 384)
 		assert_true(coreio__wire_rx_fill_fds(&rx, sv[1], &q) > 0);
 	assert_int_equal(coreio__wire_fdq_take(&q, 320, 64, out, 1), 1);
 	close(out[0]);
-	send_with_fds(sv[0], f, 64, &fd, 1);
+	fakevm_send_fds(sv[0], f, 64, &fd, 1);
 	assert_true(coreio__wire_rx_fill_fds(&rx, sv[1], &q) > 0);
 	assert_int_equal(q.n, 1);
 	coreio__wire_fdq_clear(&q);
@@ -324,13 +161,13 @@ static void test_wire_fdq(void **state)
 
 static void test_dma_by_memcpy(void **state)
 {
-	int fd = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK | F_SEAL_GROW);
-	struct map m = ram_map(fd, 1);
-	uint8_t *file = map_file(fd, RAM_OFF + RAM_SIZE), *mem = file + RAM_OFF;
-	struct fvm v;
+	int fd = shmvm_memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK | F_SEAL_GROW);
+	struct shmvm_map m = shmvm_ram_map(fd, 1);
+	uint8_t *file = shmvm_mmap(fd, RAM_OFF + RAM_SIZE), *mem = file + RAM_OFF;
+	struct fakevm v;
 
 	(void)state;
-	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
+	shmvm_connect(&v, "shm-ut", COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
 	assert_int_equal(coreio_ctx_caps(v.ctx), (int)COREIO_CAP_ALL);
 	/* Odd sizes and addresses, up to the whole region. */
 	expect_memcpy(&v, RAM_GPA, 1, mem);
@@ -343,47 +180,39 @@ static void test_dma_by_memcpy(void **state)
 	expect_socket(&v, 0, RAM_GPA + RAM_SIZE - 8, 16);
 	expect_socket(&v, 0, 0xfffffffffffffff0ull, 16);
 	expect_socket(&v, 1, RAM_GPA, 16);
-	fvm_close(&v);
+	fakevm_close(&v);
 	munmap(file, RAM_OFF + RAM_SIZE);
 	close(fd);
 }
 
 static void test_two_regions_and_new_generation(void **state)
 {
-	int a = memfd(2 * RAM_SIZE, F_SEAL_SHRINK), b = memfd(RAM_SIZE, F_SEAL_SHRINK);
-	uint8_t *ma = map_file(a, 2 * RAM_SIZE), *mb = map_file(b, RAM_SIZE);
-	struct map m = {.n = 2, .gen = 7};
-	struct fvm v;
+	int a = shmvm_memfd(2 * RAM_SIZE, F_SEAL_SHRINK), b = shmvm_memfd(RAM_SIZE, F_SEAL_SHRINK);
+	uint8_t *ma = shmvm_mmap(a, 2 * RAM_SIZE), *mb = shmvm_mmap(b, RAM_SIZE);
+	struct shmvm_map m = shmvm_two_region_map(a);
+	struct fakevm v;
 
 	(void)state;
 	/* Two regions contiguous in guest-physical space, apart in the file. */
-	m.gpa[0] = RAM_GPA;
-	m.size[0] = RAM_SIZE;
-	m.off[0] = RAM_SIZE;
-	m.fd[0] = a;
-	m.gpa[1] = RAM_GPA + RAM_SIZE;
-	m.size[1] = RAM_SIZE;
-	m.off[1] = 0;
-	m.fd[1] = a;
-	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
+	shmvm_connect(&v, "shm-ut", COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
 	expect_memcpy(&v, RAM_GPA + 10, 100, ma + RAM_SIZE + 10);
 	expect_memcpy(&v, RAM_GPA + RAM_SIZE + 10, 100, ma + 10);
 	/* A transfer crossing from one region into the other is not one memcpy. */
 	expect_socket(&v, 0, RAM_GPA + RAM_SIZE - 8, 16);
 	/* A new generation in another file replaces the map. */
-	m = ram_map(b, 8);
+	m = shmvm_ram_map(b, 8);
 	m.off[0] = 0;
-	send_map(v.c[1], &m);
-	assert_int_equal(pump(&v), 0);
+	shmvm_send_map(v.c[1], &m);
+	assert_int_equal(fakevm_pump(&v), 0);
 	expect_memcpy(&v, RAM_GPA + 10, 100, mb + 10);
 	expect_socket(&v, 0, RAM_GPA + RAM_SIZE + 10, 16);
 	/* An empty map: everything goes through the socket. */
 	m.n = 0;
 	m.gen = 9;
-	send_map(v.c[1], &m);
-	assert_int_equal(pump(&v), 0);
+	shmvm_send_map(v.c[1], &m);
+	assert_int_equal(fakevm_pump(&v), 0);
 	expect_socket(&v, 0, RAM_GPA + 10, 16);
-	fvm_close(&v);
+	fakevm_close(&v);
 	munmap(ma, 2 * RAM_SIZE);
 	munmap(mb, RAM_SIZE);
 	close(a);
@@ -392,25 +221,25 @@ static void test_two_regions_and_new_generation(void **state)
 
 static void test_not_granted_or_not_offered(void **state)
 {
-	int fd = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
-	struct map m = ram_map(fd, 1);
-	struct fvm v;
+	int fd = shmvm_memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
+	struct shmvm_map m = shmvm_ram_map(fd, 1);
+	struct fakevm v;
 
 	(void)state;
 	/* A map sent although the VM does not grant SHM is dropped. */
-	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_LARGE_DMA, &m);
+	shmvm_connect(&v, "shm-ut", COREIO_CAP_ALL, COREIO_CAP_LARGE_DMA, &m);
 	assert_int_equal(coreio_ctx_caps(v.ctx), COREIO_CAP_LARGE_DMA_BIT);
 	expect_socket(&v, 0, RAM_GPA + 16, 16);
-	fvm_close(&v);
+	fakevm_close(&v);
 	/* Not offered: a VM that grants it anyway and sends a map is ignored. */
-	fvm_connect(&v, COREIO_CAP_LARGE_DMA, COREIO_CAP_ALL, &m);
+	shmvm_connect(&v, "shm-ut", COREIO_CAP_LARGE_DMA, COREIO_CAP_ALL, &m);
 	assert_int_equal(coreio_ctx_caps(v.ctx), COREIO_CAP_LARGE_DMA_BIT);
 	expect_socket(&v, 0, RAM_GPA + 16, 16);
 	/* A map arriving later on a connection that did not negotiate SHM: ignored. */
-	send_map(v.c[1], &m);
-	assert_int_equal(pump(&v), 0);
+	shmvm_send_map(v.c[1], &m);
+	assert_int_equal(fakevm_pump(&v), 0);
 	expect_socket(&v, 0, RAM_GPA + 16, 16);
-	fvm_close(&v);
+	fakevm_close(&v);
 	close(fd);
 }
 
@@ -452,83 +281,83 @@ static void capture_log(void *opaque, int level, const char *msg)
 static void hostile(enum bad how)
 {
 	struct logged lg = {0};
-	int good = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
-	int unsealed = memfd(RAM_OFF + RAM_SIZE, 0);
-	int nowrite = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE);
+	int good = shmvm_memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
+	int unsealed = shmvm_memfd(RAM_OFF + RAM_SIZE, 0);
+	int nowrite = shmvm_memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE);
 	int pipefd[2], s, two[2];
-	struct map m = ram_map(good, 1);
-	uint8_t *mem = map_file(good, RAM_OFF + RAM_SIZE) + RAM_OFF;
-	struct fvm v;
+	struct shmvm_map m = shmvm_ram_map(good, 1);
+	uint8_t *mem = shmvm_mmap(good, RAM_OFF + RAM_SIZE) + RAM_OFF;
+	struct fakevm v;
 	uint8_t f[64];
 
 	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
-	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
+	shmvm_connect(&v, "shm-ut", COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
 	assert_int_equal(coreio_ctx_set_log(v.ctx, capture_log, &lg), 0);
 	expect_memcpy(&v, RAM_GPA + 1, 10, mem + 1);
 	s = v.c[1];
 	two[0] = two[1] = good;
 	switch (how) {
 	case BAD_NO_FD:
-		send_region(s, RAM_GPA, RAM_SIZE, RAM_OFF, 0, 2, 1, NULL, 0);
+		shmvm_send_region(s, RAM_GPA, RAM_SIZE, RAM_OFF, 0, 2, 1, NULL, 0);
 		break;
 	case BAD_UNSEALED:
-		send_region(s, RAM_GPA, RAM_SIZE, RAM_OFF, 0, 2, 1, &unsealed, 1);
+		shmvm_send_region(s, RAM_GPA, RAM_SIZE, RAM_OFF, 0, 2, 1, &unsealed, 1);
 		break;
 	case BAD_PIPE:
-		send_region(s, RAM_GPA, RAM_SIZE, 0, 0, 2, 1, &pipefd[0], 1);
+		shmvm_send_region(s, RAM_GPA, RAM_SIZE, 0, 0, 2, 1, &pipefd[0], 1);
 		break;
 	case BAD_NO_WRITE:
-		send_region(s, RAM_GPA, RAM_SIZE, RAM_OFF, 0, 2, 1, &nowrite, 1);
+		shmvm_send_region(s, RAM_GPA, RAM_SIZE, RAM_OFF, 0, 2, 1, &nowrite, 1);
 		break;
 	case BAD_SIZE0:
-		send_region(s, RAM_GPA, 0, RAM_OFF, 0, 2, 1, &good, 1);
+		shmvm_send_region(s, RAM_GPA, 0, RAM_OFF, 0, 2, 1, &good, 1);
 		break;
 	case BAD_GPA_WRAP:
-		send_region(s, 0xfffffffffffff000ull, 0x2000, 0, 0, 2, 1, &good, 1);
+		shmvm_send_region(s, 0xfffffffffffff000ull, 0x2000, 0, 0, 2, 1, &good, 1);
 		break;
 	case BAD_OFF_WRAP:
-		send_region(s, RAM_GPA, 0x2000, 0xfffffffffffff000ull, 0, 2, 1, &good, 1);
+		shmvm_send_region(s, RAM_GPA, 0x2000, 0xfffffffffffff000ull, 0, 2, 1, &good, 1);
 		break;
 	case BAD_PAST_EOF:
-		send_region(s, RAM_GPA, RAM_SIZE, RAM_OFF + 4096, 0, 2, 1, &good, 1);
+		shmvm_send_region(s, RAM_GPA, RAM_SIZE, RAM_OFF + 4096, 0, 2, 1, &good, 1);
 		break;
 	case BAD_TOO_MANY:
-		send_region(s, RAM_GPA, 4096, 0, 0, 2, 17, &good, 1);
+		shmvm_send_region(s, RAM_GPA, 4096, 0, 0, 2, 17, &good, 1);
 		break;
 	case BAD_ORDER:
-		send_region(s, RAM_GPA, 4096, 0, 0, 2, 3, &good, 1);
-		send_region(s, RAM_GPA + 0x2000, 4096, 0, 2, 2, 3, &good, 1);
-		send_region(s, RAM_GPA + 0x1000, 4096, 0, 1, 2, 3, &good, 1);
+		shmvm_send_region(s, RAM_GPA, 4096, 0, 0, 2, 3, &good, 1);
+		shmvm_send_region(s, RAM_GPA + 0x2000, 4096, 0, 2, 2, 3, &good, 1);
+		shmvm_send_region(s, RAM_GPA + 0x1000, 4096, 0, 1, 2, 3, &good, 1);
 		break;
 	case BAD_GEN:
-		send_region(s, RAM_GPA, 4096, 0, 0, 2, 2, &good, 1);
-		send_region(s, RAM_GPA + 0x1000, 4096, 0, 1, 3, 2, &good, 1);
+		shmvm_send_region(s, RAM_GPA, 4096, 0, 0, 2, 2, &good, 1);
+		shmvm_send_region(s, RAM_GPA + 0x1000, 4096, 0, 1, 3, 2, &good, 1);
 		break;
 	case BAD_TWO_FDS:
-		send_region(s, RAM_GPA, RAM_SIZE, RAM_OFF, 0, 2, 1, two, 2);
+		shmvm_send_region(s, RAM_GPA, RAM_SIZE, RAM_OFF, 0, 2, 1, two, 2);
 		break;
 	case BAD_EMPTY_WITH_FD:
-		send_region(s, 0, 0, 0, 0, 2, 0, &good, 1);
+		shmvm_send_region(s, 0, 0, 0, 0, 2, 0, &good, 1);
 		break;
 	case BAD_OVERLAP:
-		send_region(s, RAM_GPA, 0x2000, 0, 0, 2, 2, &good, 1);
-		send_region(s, RAM_GPA + 0x1000, 0x2000, 0, 1, 2, 2, &good, 1);
+		shmvm_send_region(s, RAM_GPA, 0x2000, 0, 0, 2, 2, &good, 1);
+		shmvm_send_region(s, RAM_GPA + 0x1000, 0x2000, 0, 1, 2, 2, &good, 1);
 		break;
 	case BAD_FD_ON_PING:
 		/* A fd with a frame that carries none, then a map that lacks its fd. */
 		memset(f, 0, sizeof(f));
 		f[8] = COREIO_OP_PING;
-		send_with_fds(s, f, 64, &good, 1);
-		send_region(s, RAM_GPA, RAM_SIZE, RAM_OFF, 0, 2, 1, NULL, 0);
+		fakevm_send_fds(s, f, 64, &good, 1);
+		shmvm_send_region(s, RAM_GPA, RAM_SIZE, RAM_OFF, 0, 2, 1, NULL, 0);
 		break;
 	case BAD_COUNT:
 		/* The first region announces 2, the second says 3. */
-		send_region(s, RAM_GPA, 4096, 0, 0, 2, 2, &good, 1);
-		send_region(s, RAM_GPA + 0x1000, 4096, 0, 1, 2, 3, &good, 1);
+		shmvm_send_region(s, RAM_GPA, 4096, 0, 0, 2, 2, &good, 1);
+		shmvm_send_region(s, RAM_GPA + 0x1000, 4096, 0, 1, 2, 3, &good, 1);
 		break;
 	}
 	for (int i = 0; i < 3; i++)
-		assert_int_equal(pump(&v), 0);
+		assert_int_equal(fakevm_pump(&v), 0);
 	if (how == BAD_FD_ON_PING) {
 		/* The PING was echoed. */
 		assert_int_equal(fakevm_recv(s, f, sizeof(f), 1000), 64);
@@ -542,10 +371,10 @@ static void hostile(enum bad how)
 	assert_non_null(strstr(lg.last, "shared-memory DMA off"));
 	/* A good generation afterwards works again. */
 	m.gen = 4;
-	send_map(s, &m);
-	assert_int_equal(pump(&v), 0);
+	shmvm_send_map(s, &m);
+	assert_int_equal(fakevm_pump(&v), 0);
 	expect_memcpy(&v, RAM_GPA + 100, 100, mem + 100);
-	fvm_close(&v);
+	fakevm_close(&v);
 	munmap(mem - RAM_OFF, RAM_OFF + RAM_SIZE);
 	close(good);
 	close(unsealed);
@@ -566,47 +395,47 @@ static void test_hostile_maps(void **state)
 
 static void test_hostile_before_answer(void **state)
 {
-	int fd = memfd(RAM_SIZE, 0), before = count_fds();
-	struct map m = ram_map(fd, 1);
-	struct fvm v;
+	int fd = shmvm_memfd(RAM_SIZE, 0), before = count_fds();
+	struct shmvm_map m = shmvm_ram_map(fd, 1);
+	struct fakevm v;
 
 	(void)state;
 	/* An unsealed map in the hello: connected, SHM negotiated, DMA by socket. */
 	m.off[0] = 0;
-	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
+	shmvm_connect(&v, "shm-ut", COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
 	assert_int_equal(coreio_ctx_caps(v.ctx), (int)COREIO_CAP_ALL);
 	expect_socket(&v, 0, RAM_GPA + 16, 16);
-	fvm_close(&v);
+	fakevm_close(&v);
 	assert_int_equal(count_fds(), before);
 	close(fd);
 }
 
 static void test_no_fd_leaks(void **state)
 {
-	int fd = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK), before;
-	struct map m = ram_map(fd, 1);
+	int fd = shmvm_memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK), before;
+	struct shmvm_map m = shmvm_ram_map(fd, 1);
 
 	(void)state;
 	before = count_fds();
 	for (int i = 0; i < 20; i++) {
-		struct fvm v;
-		uint8_t *mem = map_file(fd, RAM_OFF + RAM_SIZE) + RAM_OFF;
+		struct fakevm v;
+		uint8_t *mem = shmvm_mmap(fd, RAM_OFF + RAM_SIZE) + RAM_OFF;
 
-		fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
+		shmvm_connect(&v, "shm-ut", COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
 		expect_memcpy(&v, RAM_GPA + 7, 1000, mem + 7);
 		/* Generations replace each other; some arrive while a copy is in flight. */
 		m.gen++;
-		send_map(v.c[1], &m);
-		send_map(v.c[1], &m);
-		assert_int_equal(pump(&v), 0);
+		shmvm_send_map(v.c[1], &m);
+		shmvm_send_map(v.c[1], &m);
+		assert_int_equal(fakevm_pump(&v), 0);
 		expect_memcpy(&v, RAM_GPA + 9, 1000, mem + 9);
 		if (i & 1) {
 			/* Connection loss instead of a disconnect. */
 			close(v.c[1]);
 			v.c[1] = -1;
-			assert_int_equal(pump(&v), -ECONNRESET);
+			assert_int_equal(fakevm_pump(&v), -ECONNRESET);
 		}
-		fvm_close(&v);
+		fakevm_close(&v);
 		munmap(mem - RAM_OFF, RAM_OFF + RAM_SIZE);
 	}
 	assert_int_equal(count_fds(), before);
@@ -637,15 +466,15 @@ static void *copier_thread(void *p)
 
 static void test_map_replaced_under_copies(void **state)
 {
-	int fd = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
-	struct map m = ram_map(fd, 1);
+	int fd = shmvm_memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
+	struct shmvm_map m = shmvm_ram_map(fd, 1);
 	static struct copier cp[2];
 	pthread_t th[2];
-	struct fvm v;
+	struct fakevm v;
 	bool joined[2] = {false, false};
 
 	(void)state;
-	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
+	shmvm_connect(&v, "shm-ut", COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
 	for (int i = 0; i < 2; i++) {
 		cp[i].ctx = v.ctx;
 		cp[i].id = (unsigned)i;
@@ -660,19 +489,19 @@ static void test_map_replaced_under_copies(void **state)
 
 		if (round < 200) {
 			m.gen++;
-			send_map(v.c[1], &m);
+			shmvm_send_map(v.c[1], &m);
 		}
 		assert_int_equal(coreio_ctx_mainloop(v.ctx, 1000), 0);
 		while ((n = fakevm_recv(v.c[1], f, sizeof(f), 0)) > 0) {
 			coreio__wire_put64(f, coreio__wire_get64(f) & ~(0xffull << 8));
-			send_with_fds(v.c[1], f, 64, NULL, 0);
+			fakevm_send_fds(v.c[1], f, 64, NULL, 0);
 		}
 		for (int i = 0; i < 2; i++)
 			if (!joined[i] && round >= 200)
 				joined[i] = pthread_tryjoin_np(th[i], NULL) == 0;
 	}
 	assert_int_equal(cp[0].fails + cp[1].fails, 0);
-	fvm_close(&v);
+	fakevm_close(&v);
 	close(fd);
 }
 

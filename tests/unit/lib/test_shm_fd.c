@@ -20,173 +20,10 @@
 
 #include "coreio.h"
 #include "fakevm.h"
+#include "shmvm.h"
 #include "wire.h"
 
-#define RAM_GPA	 0x100000ull
-#define RAM_SIZE (1u << 20)
-#define RAM_OFF	 0x3000u /* the region starts this far into its file */
-
-/* ---- The fake VM ---- */
-
-struct fvm {
-	char path[108];
-	int lfd;
-	int c[2]; /* VM side of the control and DMA connections */
-	coreio_ctx_t *ctx;
-};
-
-/* A map the fake VM sends before its hello answer. */
-struct map {
-	unsigned n;
-	uint64_t gpa[4], size[4], off[4];
-	int fd[4];
-	uint64_t gen;
-};
-
-static int counter;
-
-/* A memfd of size bytes, sealed against shrinking unless told otherwise. */
-static int memfd(size_t size, unsigned seals)
-{
-	int fd = memfd_create("shm-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-
-	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	if (seals)
-		assert_int_equal(fcntl(fd, F_ADD_SEALS, seals), 0);
-	return fd;
-}
-
-/* Send len bytes with nfds fds attached in one sendmsg(). */
-static void send_with_fds(int s, const uint8_t *buf, size_t len, const int *fds, unsigned nfds)
-{
-	union {
-		struct cmsghdr align;
-		char b[CMSG_SPACE(sizeof(int) * 4)];
-	} ctl;
-	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-
-	memset(&ctl, 0, sizeof(ctl));
-	if (nfds) {
-		struct cmsghdr *cm;
-
-		mh.msg_control = ctl.b;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-	}
-	assert_int_equal(sendmsg(s, &mh, MSG_NOSIGNAL), (ssize_t)len);
-}
-
-/* One SHM_MAP frame: region idx of count in generation gen, with nfds fds. */
-static void send_region(int s, uint64_t gpa, uint64_t size, uint64_t off, uint64_t idx,
-			uint64_t gen, uint64_t count, const int *fds, unsigned nfds)
-{
-	struct coreio_wire_hdr h = {.op = COREIO_OP_SHM_MAP, .addr = gpa};
-	uint8_t f[64];
-
-	coreio__wire_encode(f, &h);
-	coreio__wire_put64(f + 24, size);
-	coreio__wire_put64(f + 32, off);
-	coreio__wire_put64(f + 40, idx);
-	coreio__wire_put64(f + 48, gen);
-	coreio__wire_put64(f + 56, count);
-	send_with_fds(s, f, sizeof(f), fds, nfds);
-}
-
-static void send_map(int s, const struct map *m)
-{
-	if (m->n == 0) {
-		send_region(s, 0, 0, 0, 0, m->gen, 0, NULL, 0);
-		return;
-	}
-	for (unsigned i = 0; i < m->n; i++)
-		send_region(s, m->gpa[i], m->size[i], m->off[i], i, m->gen, m->n, &m->fd[i], 1);
-}
-
-/*
- * Connect a new context offering offer; the VM answers vm_caps and, when m
- * is given, sends m on both connections before the answer (as coreio-vm).
- */
-static void fvm_connect(struct fvm *v, unsigned offer, unsigned vm_caps, const struct map *m)
-{
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	char target[128];
-	struct fakevm_connect a;
-	pthread_t th;
-
-	memset(v, 0, sizeof(*v));
-	snprintf(v->path, sizeof(v->path), "/tmp/coreio-shmfd-ut-%d-%d.sock", (int)getpid(),
-		 counter++);
-	unlink(v->path);
-	v->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(v->lfd >= 0);
-	strcpy(sun.sun_path, v->path);
-	assert_int_equal(bind(v->lfd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	assert_int_equal(listen(v->lfd, 8), 0);
-	assert_int_equal(coreio_ctx_new(&v->ctx), 0);
-	assert_int_equal(coreio_ctx_set_offer(v->ctx, offer), 0);
-	snprintf(target, sizeof(target), "unix:%s", v->path);
-	a = (struct fakevm_connect){v->ctx, target, -1};
-	assert_int_equal(pthread_create(&th, NULL, fakevm_connect_thread, &a), 0);
-	for (int i = 0; i < 2; i++) {
-		v->c[i] = accept4(v->lfd, NULL, NULL, SOCK_CLOEXEC);
-		assert_true(v->c[i] >= 0);
-	}
-	for (int i = 0; i < 2; i++) {
-		uint8_t f[64];
-
-		assert_int_equal(fakevm_recv(v->c[i], f, sizeof(f), 3000), 64);
-		assert_int_equal(f[8], COREIO_OP_PING);
-		assert_int_equal(coreio__wire_get64(f + 32), offer);
-		if (m)
-			send_map(v->c[i], m);
-		coreio__wire_put64(f + 24, COREIO_HELLO_ANSWER);
-		coreio__wire_put64(f + 32, vm_caps);
-		send_with_fds(v->c[i], f, 64, NULL, 0);
-	}
-	pthread_join(th, NULL);
-	assert_int_equal(a.rc, 0);
-}
-
-static void fvm_close(struct fvm *v)
-{
-	coreio_ctx_free(v->ctx);
-	for (int i = 0; i < 2; i++)
-		if (v->c[i] >= 0)
-			close(v->c[i]);
-	close(v->lfd);
-	unlink(v->path);
-}
-
-static int pump(struct fvm *v)
-{
-	return coreio_ctx_mainloop(v->ctx, 20000);
-}
-
-/* The standard map: RAM_SIZE bytes at RAM_GPA, RAM_OFF into a sealed memfd. */
-static struct map ram_map(int fd, uint64_t gen)
-{
-	struct map m = {.n = 1, .gen = gen};
-
-	m.gpa[0] = RAM_GPA;
-	m.size[0] = RAM_SIZE;
-	m.off[0] = RAM_OFF;
-	m.fd[0] = fd;
-	return m;
-}
-
-static uint8_t *map_file(int fd, size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-
-	assert_true(p != MAP_FAILED);
-	return p;
-}
+/* ---- The fake VM (shmvm.c) ---- */
 
 /* A plain temporary file of len bytes, byte i being pattern(i, seed). */
 static uint8_t pattern(size_t i, unsigned seed)
@@ -211,7 +48,7 @@ static int data_file(size_t len, unsigned seed)
 }
 
 /* file -> guest [addr, addr + len) (at host), then guest -> another file: both exact. */
-static void expect_direct(struct fvm *v, uint64_t addr, size_t len, uint8_t *host, uint64_t foff)
+static void expect_direct(struct fakevm *v, uint64_t addr, size_t len, uint8_t *host, uint64_t foff)
 {
 	int in = data_file((size_t)foff + len, 5), out = data_file(0, 0);
 	uint8_t *back = malloc(len);
@@ -247,14 +84,14 @@ static void expect_refused(coreio_ctx_t *ctx, unsigned mid, uint64_t addr, size_
 
 static void test_in_map(void **state)
 {
-	int fd = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK | F_SEAL_GROW);
-	struct map m = ram_map(fd, 1);
-	uint8_t *file = map_file(fd, RAM_OFF + RAM_SIZE), *mem = file + RAM_OFF;
+	int fd = shmvm_memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK | F_SEAL_GROW);
+	struct shmvm_map m = shmvm_ram_map(fd, 1);
+	uint8_t *file = shmvm_mmap(fd, RAM_OFF + RAM_SIZE), *mem = file + RAM_OFF;
 	uint8_t f[64];
-	struct fvm v;
+	struct fakevm v;
 
 	(void)state;
-	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
+	shmvm_connect(&v, "shmfd-ut", COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
 	/* Odd sizes, addresses and file offsets, up to the whole region. */
 	expect_direct(&v, RAM_GPA, 1, mem, 0);
 	expect_direct(&v, RAM_GPA + 3, 31, mem + 3, 7);
@@ -265,21 +102,21 @@ static void test_in_map(void **state)
 	assert_int_equal(coreio_ctx_dma_write_from_fd(v.ctx, 0, RAM_GPA, 0, fd, 0), 0);
 	/* The VM saw none of it. */
 	assert_int_equal(fakevm_recv(v.c[1], f, sizeof(f), 20), 0);
-	fvm_close(&v);
+	fakevm_close(&v);
 	munmap(file, RAM_OFF + RAM_SIZE);
 	close(fd);
 }
 
 static void test_outside_mid_and_bad_arguments(void **state)
 {
-	int fd = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
-	struct map m = ram_map(fd, 1);
+	int fd = shmvm_memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
+	struct shmvm_map m = shmvm_ram_map(fd, 1);
 	uint8_t f[64];
 	coreio_ctx_t *idle;
-	struct fvm v;
+	struct fakevm v;
 
 	(void)state;
-	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
+	shmvm_connect(&v, "shmfd-ut", COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
 	/* Outside the map, across its ends, wrapping: the caller's socket path. */
 	expect_refused(v.ctx, 0, RAM_GPA - 16, 16, -EOPNOTSUPP);
 	expect_refused(v.ctx, 0, RAM_GPA - 8, 16, -EOPNOTSUPP);
@@ -316,9 +153,9 @@ static void test_outside_mid_and_bad_arguments(void **state)
 	/* After the connection is gone: the context's state. */
 	close(v.c[1]);
 	v.c[1] = -1;
-	assert_int_equal(pump(&v), -ECONNRESET);
+	assert_int_equal(fakevm_pump(&v), -ECONNRESET);
 	expect_refused(v.ctx, 0, RAM_GPA, 16, -ENOTCONN);
-	fvm_close(&v);
+	fakevm_close(&v);
 	assert_int_equal(coreio_ctx_new(&idle), 0);
 	expect_refused(idle, 0, RAM_GPA, 16, -ENOTCONN);
 	coreio_ctx_free(idle);
@@ -327,40 +164,33 @@ static void test_outside_mid_and_bad_arguments(void **state)
 
 static void test_shm_not_granted(void **state)
 {
-	int fd = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
-	struct map m = ram_map(fd, 1);
-	struct fvm v;
+	int fd = shmvm_memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
+	struct shmvm_map m = shmvm_ram_map(fd, 1);
+	struct fakevm v;
 
 	(void)state;
 	/* The VM sends a map but does not grant SHM: no shared memory. */
-	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL & ~COREIO_CAP_SHM, &m);
+	shmvm_connect(&v, "shmfd-ut", COREIO_CAP_ALL, COREIO_CAP_ALL & ~COREIO_CAP_SHM, &m);
 	expect_refused(v.ctx, 0, RAM_GPA, 16, -EOPNOTSUPP);
-	fvm_close(&v);
+	fakevm_close(&v);
 	/* The client does not offer it. */
-	fvm_connect(&v, COREIO_CAP_ALL & ~COREIO_CAP_SHM, COREIO_CAP_ALL & ~COREIO_CAP_SHM, NULL);
+	shmvm_connect(&v, "shmfd-ut", COREIO_CAP_ALL & ~COREIO_CAP_SHM,
+		      COREIO_CAP_ALL & ~COREIO_CAP_SHM, NULL);
 	expect_refused(v.ctx, 0, RAM_GPA, 16, -EOPNOTSUPP);
-	fvm_close(&v);
+	fakevm_close(&v);
 	close(fd);
 }
 
 static void test_two_regions(void **state)
 {
-	int a = memfd(2 * RAM_SIZE, F_SEAL_SHRINK), b = memfd(RAM_SIZE, F_SEAL_SHRINK);
-	uint8_t *ma = map_file(a, 2 * RAM_SIZE), *mb = map_file(b, RAM_SIZE);
-	struct map m = {.n = 2, .gen = 7};
-	struct fvm v;
+	int a = shmvm_memfd(2 * RAM_SIZE, F_SEAL_SHRINK), b = shmvm_memfd(RAM_SIZE, F_SEAL_SHRINK);
+	uint8_t *ma = shmvm_mmap(a, 2 * RAM_SIZE), *mb = shmvm_mmap(b, RAM_SIZE);
+	struct shmvm_map m = shmvm_two_region_map(a);
+	struct fakevm v;
 
 	(void)state;
 	/* Contiguous in guest-physical space, swapped in the file. */
-	m.gpa[0] = RAM_GPA;
-	m.size[0] = RAM_SIZE;
-	m.off[0] = RAM_SIZE;
-	m.fd[0] = a;
-	m.gpa[1] = RAM_GPA + RAM_SIZE;
-	m.size[1] = RAM_SIZE;
-	m.off[1] = 0;
-	m.fd[1] = a;
-	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
+	shmvm_connect(&v, "shmfd-ut", COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
 	expect_direct(&v, RAM_GPA + 10, 100, ma + RAM_SIZE + 10, 3);
 	expect_direct(&v, RAM_GPA + RAM_SIZE + 10, 100, ma + 10, 3);
 	/* Each region up to its last byte ... */
@@ -369,19 +199,19 @@ static void test_two_regions(void **state)
 	/* ... but one call straddling both is refused (not one mapping): the caller splits. */
 	expect_refused(v.ctx, 0, RAM_GPA + RAM_SIZE - 8, 16, -EOPNOTSUPP);
 	/* A new generation in another file: the calls follow it. */
-	m = ram_map(b, 8);
+	m = shmvm_ram_map(b, 8);
 	m.off[0] = 0;
-	send_map(v.c[1], &m);
-	assert_int_equal(pump(&v), 0);
+	shmvm_send_map(v.c[1], &m);
+	assert_int_equal(fakevm_pump(&v), 0);
 	expect_direct(&v, RAM_GPA + 10, 100, mb + 10, 0);
 	expect_refused(v.ctx, 0, RAM_GPA + RAM_SIZE + 10, 16, -EOPNOTSUPP);
 	/* An empty map: nothing is shared. */
 	m.n = 0;
 	m.gen = 9;
-	send_map(v.c[1], &m);
-	assert_int_equal(pump(&v), 0);
+	shmvm_send_map(v.c[1], &m);
+	assert_int_equal(fakevm_pump(&v), 0);
 	expect_refused(v.ctx, 0, RAM_GPA + 10, 16, -EOPNOTSUPP);
-	fvm_close(&v);
+	fakevm_close(&v);
 	munmap(ma, 2 * RAM_SIZE);
 	munmap(mb, RAM_SIZE);
 	close(a);
@@ -390,14 +220,14 @@ static void test_two_regions(void **state)
 
 static void test_short_file(void **state)
 {
-	int fd = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
-	struct map m = ram_map(fd, 1);
-	uint8_t *file = map_file(fd, RAM_OFF + RAM_SIZE), *mem = file + RAM_OFF;
+	int fd = shmvm_memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
+	struct shmvm_map m = shmvm_ram_map(fd, 1);
+	uint8_t *file = shmvm_mmap(fd, RAM_OFF + RAM_SIZE), *mem = file + RAM_OFF;
 	int in = data_file(1000, 3);
-	struct fvm v;
+	struct fakevm v;
 
 	(void)state;
-	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
+	shmvm_connect(&v, "shmfd-ut", COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
 	memset(mem, 0xaa, 8192);
 	/* 4096 bytes asked, 1000 in the file: the count; the rest of guest memory untouched. */
 	assert_int_equal(coreio_ctx_dma_write_from_fd(v.ctx, 0, RAM_GPA, 4096, in, 0), 1000);
@@ -415,7 +245,7 @@ static void test_short_file(void **state)
 	/* Writing extends a file. */
 	assert_int_equal(coreio_ctx_dma_read_to_fd(v.ctx, 0, RAM_GPA, 8192, in, 5000), 8192);
 	assert_int_equal(lseek(in, 0, SEEK_END), 5000 + 8192);
-	fvm_close(&v);
+	fakevm_close(&v);
 	munmap(file, RAM_OFF + RAM_SIZE);
 	close(in);
 	close(fd);
@@ -461,20 +291,20 @@ static void *worker_thread(void *p)
 
 static void test_map_replaced_under_calls(void **state)
 {
-	int fd = memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
-	struct map m = ram_map(fd, 1);
+	int fd = shmvm_memfd(RAM_OFF + RAM_SIZE, F_SEAL_SHRINK);
+	struct shmvm_map m = shmvm_ram_map(fd, 1);
 	static struct worker w[2];
 	pthread_t th[2];
 	bool joined[2] = {false, false};
 	uint8_t *chk = malloc(BIG), *mem;
-	struct fvm v;
+	struct fakevm v;
 
 	(void)state;
 	assert_non_null(chk);
 	stop_workers = 0;
-	fvm_connect(&v, COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
+	shmvm_connect(&v, "shmfd-ut", COREIO_CAP_ALL, COREIO_CAP_ALL, &m);
 	/* Guest memory starts with what the files hold, so any write out checks. */
-	mem = map_file(fd, RAM_OFF + RAM_SIZE);
+	mem = shmvm_mmap(fd, RAM_OFF + RAM_SIZE);
 	for (size_t k = 0; k < BIG; k++) {
 		mem[RAM_OFF + k] = pattern(k, 11);
 		mem[RAM_OFF + RAM_SIZE / 2 + k] = pattern(k, 12);
@@ -490,7 +320,7 @@ static void test_map_replaced_under_calls(void **state)
 		if (round < 400) {
 			m.gen++;
 			m.n = round & 1;
-			send_map(v.c[1], &m);
+			shmvm_send_map(v.c[1], &m);
 		} else {
 			__atomic_store_n(&stop_workers, 1, __ATOMIC_RELEASE);
 		}
@@ -502,8 +332,8 @@ static void test_map_replaced_under_calls(void **state)
 	}
 	m.gen++;
 	m.n = 1;
-	send_map(v.c[1], &m);
-	assert_int_equal(pump(&v), 0);
+	shmvm_send_map(v.c[1], &m);
+	assert_int_equal(fakevm_pump(&v), 0);
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(w[i].bad, 0);
 		/* The map is stable now: one more call goes direct. What went out to
@@ -521,7 +351,7 @@ static void test_map_replaced_under_calls(void **state)
 	}
 	print_message("calls done directly %d + %d, refused (between generations) %d + %d\n",
 		      w[0].direct, w[1].direct, w[0].refused, w[1].refused);
-	fvm_close(&v);
+	fakevm_close(&v);
 	free(chk);
 	close(fd);
 }

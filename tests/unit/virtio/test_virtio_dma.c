@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "vio_fake.h"
 #include "vio_test_desc.h"
 #include "virtio.h"
 
@@ -27,139 +28,23 @@
 #define TABLES	  0x70000u
 #define BIG	  0x100000u /* a 1 MiB buffer */
 #define DLEN	  4096u
-#define MAX_POSTS 4096u
 #define S_IOERR	  1u
 
-/* One posted write, as the VM would see it: applied in order, answered later. */
-struct pw {
-	uint64_t gpa;
-	size_t len;
-	const uint8_t *buf;
-	void (*done)(void *, int);
-	void *arg;
-	int err;
-};
-
 struct fake {
-	uint8_t *mem;
-	struct pw pw[MAX_POSTS];
-	unsigned npw;	   /* posted so far */
-	unsigned applied;  /* pw[0 .. applied) are in memory (or failed) */
-	unsigned answered; /* pw[0 .. answered) had their completion run */
-	unsigned reads, writes, posts;
-	bool no_post;		 /* the host cannot post (shared memory) */
-	uint64_t log[MAX_POSTS]; /* gpa of each write in the order it reached memory */
-	unsigned nlog;
-	unsigned level, raises;
+	struct vio_fake h;	/* first: the host ops' opaque */
 	unsigned used_at_raise; /* used->idx in guest memory when the line last went up */
 	uint64_t used;		/* the used ring's address */
 	struct vio_dev dev;
 	struct vio_chain chain;
 };
 
-static bool in_mem(uint64_t gpa, size_t len)
+/* The line goes up: note how far the used ring was in guest memory. */
+static void on_raise(struct vio_fake *h)
 {
-	return gpa <= MEM_SIZE && len <= MEM_SIZE - gpa;
-}
+	struct fake *f = (struct fake *)h;
 
-static void mem_write(struct fake *f, uint64_t gpa, const void *buf, size_t len, int *err)
-{
-	*err = in_mem(gpa, len) ? 0 : -EFAULT;
-	if (!*err)
-		memcpy(f->mem + gpa, buf, len);
-	f->log[f->nlog++] = gpa;
-}
-
-/* The VM applies every earlier posted write before it serves a later DMA. */
-static void apply_posted(struct fake *f)
-{
-	for (; f->applied < f->npw; f->applied++) {
-		struct pw *w = &f->pw[f->applied];
-
-		mem_write(f, w->gpa, w->buf, w->len, &w->err);
-	}
-}
-
-static int fake_read(void *opaque, uint64_t gpa, void *buf, size_t len)
-{
-	struct fake *f = opaque;
-
-	f->reads++;
-	apply_posted(f);
-	if (!in_mem(gpa, len))
-		return -EFAULT;
-	memcpy(buf, f->mem + gpa, len);
-	return 0;
-}
-
-static int fake_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
-{
-	struct fake *f = opaque;
-	int err;
-
-	f->writes++;
-	apply_posted(f);
-	mem_write(f, gpa, buf, len, &err);
-	return err;
-}
-
-static int fake_post(void *opaque, uint64_t gpa, const void *buf, size_t len,
-		     void (*done)(void *, int), void *arg)
-{
-	struct fake *f = opaque;
-
-	if (f->no_post)
-		return -EOPNOTSUPP;
-	assert_true(f->npw < MAX_POSTS);
-	f->posts++;
-	f->pw[f->npw++] = (struct pw){gpa, len, buf, done, arg, 0};
-	return 0;
-}
-
-static int fake_irq(void *opaque, unsigned level)
-{
-	struct fake *f = opaque;
-
-	if (level && !f->level) {
-		f->raises++;
-		if (in_mem(f->used + 2, 2))
-			f->used_at_raise = (unsigned)vio_get_le(f->mem + f->used + 2, 2);
-	}
-	f->level = level;
-	return 0;
-}
-
-static const struct vio_host_ops fake_host = {
-    .dma_read = fake_read,
-    .dma_write = fake_write,
-    .irq_set = fake_irq,
-    .dma_write_post = fake_post,
-};
-
-/*
- * The host's event processing (libcoreio's processfds): everything posted
- * reaches memory, then the completions run, in order. Completions may post
- * more; those wait for the next call. Returns the completions run.
- */
-static unsigned fake_process(struct fake *f)
-{
-	unsigned upto = f->npw, n = 0;
-
-	apply_posted(f);
-	while (f->answered < upto) {
-		struct pw *w = &f->pw[f->answered++];
-
-		w->done(w->arg, w->err);
-		n++;
-	}
-	return n;
-}
-
-/* Run completions until nothing is in flight. */
-static void drain(struct fake *f)
-{
-	while (fake_process(f))
-		;
+	if (vio_fake_in_mem(h, f->used + 2, 2))
+		f->used_at_raise = (unsigned)vio_get_le(h->mem + f->used + 2, 2);
 }
 
 /* A block-device-like request handler: header in, data and a status byte out, all posted. */
@@ -189,19 +74,6 @@ static void blk_like(struct vio_dev *d, unsigned q)
 
 static const struct vio_dev_ops ops = {.queue_kick = blk_like};
 
-static void wr32(struct fake *f, uint64_t off, uint32_t v)
-{
-	assert_int_equal(vio_test_w32(&f->dev, off, v), 0);
-}
-
-static uint32_t rd32(struct fake *f, uint64_t off)
-{
-	uint8_t b[4];
-
-	assert_int_equal(vio_transport_read(&f->dev, off, 4, b), 0);
-	return (uint32_t)vio_get_le(b, 4);
-}
-
 /* An MMIO device with one queue of QSIZE at desc DESC, avail and used as given. */
 static struct fake *bring_up(uint64_t avail, uint64_t used)
 {
@@ -209,40 +81,35 @@ static struct fake *bring_up(uint64_t avail, uint64_t used)
 	uint64_t feats = VIO_BIT(VIO_F_VERSION_1) | VIO_BIT(VIO_F_INDIRECT_DESC);
 
 	assert_non_null(f);
-	f->mem = calloc(1, MEM_SIZE);
-	assert_non_null(f->mem);
+	vio_fake_init(&f->h, MEM_SIZE);
+	f->h.on_raise = on_raise;
 	f->used = used;
 	assert_int_equal(
 	    vio_dev_init(&f->dev, VIO_ID_BLOCK, VIO_BIT(VIO_F_INDIRECT_DESC), 1, 256, &ops, f), 0);
 	f->dev.transport = VIO_TRANSPORT_MMIO;
-	vio_dev_set_host(&f->dev, &fake_host, f);
+	vio_dev_set_host(&f->dev, &vio_fake_host_posting, &f->h);
 	assert_int_equal(vio_test_negotiate(&f->dev, feats), 0);
-	wr32(f, VIO_MMIO_QUEUE_SEL, 0);
-	wr32(f, VIO_MMIO_QUEUE_NUM, QSIZE);
-	wr32(f, VIO_MMIO_QUEUE_DESC_LO, DESC);
-	wr32(f, VIO_MMIO_QUEUE_DRIVER_LO, (uint32_t)avail);
-	wr32(f, VIO_MMIO_QUEUE_DEVICE_LO, (uint32_t)used);
-	wr32(f, VIO_MMIO_QUEUE_READY, 1);
-	wr32(f, VIO_MMIO_STATUS,
-	     VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK | VIO_S_DRIVER_OK);
+	assert_int_equal(
+	    vio_test_mmio_queue(&f->dev, 0, QSIZE, DESC, (uint32_t)avail, (uint32_t)used), 0);
+	assert_int_equal(vio_test_mmio_driver_ok(&f->dev), 0);
 	assert_true(vio_dev_running(&f->dev));
 	vio_dev_poll(&f->dev); /* the DRIVER_OK kick: an empty ring */
-	f->reads = f->writes = f->posts = 0;
+	f->h.reads = f->h.writes = f->h.posts = 0;
 	return f;
 }
 
 static void tear_down(struct fake *f)
 {
-	drain(f);
+	vio_fake_drain(&f->h);
 	vio_chain_free(&f->chain);
-	free(f->mem);
+	vio_fake_fini(&f->h);
 	free(f);
 }
 
 static void put_desc(struct fake *f, uint64_t tab, unsigned i, uint64_t addr, uint32_t len,
 		     uint16_t flags, uint16_t next)
 {
-	vio_test_desc(f->mem + tab + 16 * i, addr, len, flags, next);
+	vio_test_desc(f->h.mem + tab + 16 * i, addr, len, flags, next);
 }
 
 /*
@@ -255,9 +122,9 @@ static uint16_t make_request(struct fake *f, unsigned r, bool indirect, uint64_t
 	uint64_t tab = indirect ? TABLES + 64u * r : DESC;
 	unsigned i = indirect ? 0 : 3 * r;
 
-	memset(f->mem + HDR + 16 * r, 0, 16);
-	f->mem[HDR + 16 * r + 8] = (uint8_t)(0x40 + r);
-	f->mem[STATUS + r] = 0xee;
+	memset(f->h.mem + HDR + 16 * r, 0, 16);
+	f->h.mem[HDR + 16 * r + 8] = (uint8_t)(0x40 + r);
+	f->h.mem[STATUS + r] = 0xee;
 	put_desc(f, tab, i, HDR + 16 * r, 16, VIO_DESC_F_NEXT, (uint16_t)(i + 1));
 	put_desc(f, tab, i + 1, data, DLEN, VIO_DESC_F_WRITE | VIO_DESC_F_NEXT, (uint16_t)(i + 2));
 	put_desc(f, tab, i + 2, STATUS + r, 1, VIO_DESC_F_WRITE, 0);
@@ -270,36 +137,37 @@ static uint16_t make_request(struct fake *f, unsigned r, bool indirect, uint64_t
 /* Publish heads in the avail ring at avail and advance its idx. */
 static void publish(struct fake *f, uint64_t avail, const uint16_t *heads, unsigned n)
 {
-	uint16_t idx = (uint16_t)vio_get_le(f->mem + avail + 2, 2);
+	uint16_t idx = (uint16_t)vio_get_le(f->h.mem + avail + 2, 2);
 
 	for (unsigned k = 0; k < n; k++)
-		vio_put_le(f->mem + avail + 4 + 2 * ((idx + k) % QSIZE), heads[k], 2);
-	vio_put_le(f->mem + avail + 2, (uint16_t)(idx + n), 2);
+		vio_put_le(f->h.mem + avail + 4 + 2 * ((idx + k) % QSIZE), heads[k], 2);
+	vio_put_le(f->h.mem + avail + 2, (uint16_t)(idx + n), 2);
 }
 
 /* The driver's doorbell, then the main loop's poll. */
 static void notify(struct fake *f)
 {
-	wr32(f, VIO_MMIO_QUEUE_NOTIFY, 0);
+	vio_fake_wr32(&f->dev, VIO_MMIO_QUEUE_NOTIFY, 0);
 	assert_true(vio_dev_poll(&f->dev));
 }
 
 static unsigned used_idx(struct fake *f)
 {
-	return (unsigned)vio_get_le(f->mem + f->used + 2, 2);
+	return (unsigned)vio_get_le(f->h.mem + f->used + 2, 2);
 }
 
 static void used_elem(struct fake *f, unsigned slot, uint32_t *id, uint32_t *len)
 {
-	*id = (uint32_t)vio_get_le(f->mem + f->used + 4 + 8 * (slot % QSIZE), 4);
-	*len = (uint32_t)vio_get_le(f->mem + f->used + 8 + 8 * (slot % QSIZE), 4);
+	*id = (uint32_t)vio_get_le(f->h.mem + f->used + 4 + 8 * (slot % QSIZE), 4);
+	*len = (uint32_t)vio_get_le(f->h.mem + f->used + 8 + 8 * (slot % QSIZE), 4);
 }
 
 /* Where gpa sits in the order writes reached memory; fails if it never did. */
 static unsigned log_pos(struct fake *f, uint64_t gpa)
 {
-	for (unsigned i = 0; i < f->nlog; i++)
-		if (f->log[i] == gpa)
+	assert_true(f->h.norder <= VIO_FAKE_MAX_ORDER);
+	for (unsigned i = 0; i < f->h.norder; i++)
+		if (f->h.order[i] == gpa)
 			return i;
 	fail_msg("no write reached 0x%llx", (unsigned long long)gpa);
 	return 0;
@@ -314,12 +182,12 @@ static void check_done(struct fake *f, uint16_t head, uint64_t data)
 	used_elem(f, 0, &id, &len);
 	assert_int_equal(id, head);
 	assert_int_equal(len, DLEN + 1);
-	assert_int_equal(f->mem[STATUS], 0);
+	assert_int_equal(f->h.mem[STATUS], 0);
 	for (unsigned i = 0; i < DLEN; i++)
-		assert_int_equal(f->mem[data + i], 0x40);
-	assert_int_equal(f->level, 1);
+		assert_int_equal(f->h.mem[data + i], 0x40);
+	assert_int_equal(f->h.level, 1);
 	assert_int_equal(f->used_at_raise, 1);
-	assert_int_equal(rd32(f, VIO_MMIO_INTERRUPT_STATUS), VIO_ISR_QUEUE);
+	assert_int_equal(vio_fake_rd32(&f->dev, VIO_MMIO_INTERRUPT_STATUS), VIO_ISR_QUEUE);
 	/* Data and status reach memory before the element, the element before the index. */
 	assert_true(log_pos(f, data) < log_pos(f, f->used + 4));
 	assert_true(log_pos(f, STATUS) < log_pos(f, f->used + 4));
@@ -337,23 +205,23 @@ static void test_blk_request_linux_layout(void **state)
 	publish(f, LNX_AVAIL, &head, 1);
 	notify(f);
 	/* avail->idx; the table and the ring in one DMA; the header. */
-	assert_int_equal(f->reads, 3);
-	assert_int_equal(f->writes, 0);
-	assert_int_equal(f->posts, 2); /* data, status */
+	assert_int_equal(f->h.reads, 3);
+	assert_int_equal(f->h.writes, 0);
+	assert_int_equal(f->h.posts, 2); /* data, status */
 	/* Nothing reaches the used ring before the data writes completed. */
 	assert_int_equal(used_idx(f), 0);
-	assert_int_equal(f->level, 0);
-	assert_int_equal(fake_process(f), 2);
-	assert_int_equal(f->posts, 4); /* used element, used->idx */
-	assert_int_equal(f->level, 0); /* their completion is not in yet */
-	assert_int_equal(fake_process(f), 2);
+	assert_int_equal(f->h.level, 0);
+	assert_int_equal(vio_fake_process(&f->h), 2);
+	assert_int_equal(f->h.posts, 4); /* used element, used->idx */
+	assert_int_equal(f->h.level, 0); /* their completion is not in yet */
+	assert_int_equal(vio_fake_process(&f->h), 2);
 	check_done(f, head, DATA);
-	assert_int_equal(f->reads, 3);
-	assert_int_equal(f->writes, 0);
+	assert_int_equal(f->h.reads, 3);
+	assert_int_equal(f->h.writes, 0);
 	assert_int_equal(f->dev.stat_chains, 1);
 	/* A kick with nothing new costs one read. */
 	notify(f);
-	assert_int_equal(f->reads, 4);
+	assert_int_equal(f->h.reads, 4);
 	tear_down(f);
 }
 
@@ -366,11 +234,11 @@ static void test_blk_request_indirect(void **state)
 	(void)state;
 	publish(f, LNX_AVAIL, &head, 1);
 	notify(f);
-	assert_int_equal(f->reads, 4);
-	assert_int_equal(f->writes, 0);
-	drain(f);
+	assert_int_equal(f->h.reads, 4);
+	assert_int_equal(f->h.writes, 0);
+	vio_fake_drain(&f->h);
 	check_done(f, head, DATA);
-	assert_int_equal(f->writes, 0);
+	assert_int_equal(f->h.writes, 0);
 	tear_down(f);
 }
 
@@ -383,9 +251,9 @@ static void test_blk_request_far_rings(void **state)
 	(void)state;
 	publish(f, FAR_AVAIL, &head, 1);
 	notify(f);
-	assert_int_equal(f->reads, 4);
-	assert_int_equal(f->writes, 0);
-	drain(f);
+	assert_int_equal(f->h.reads, 4);
+	assert_int_equal(f->h.writes, 0);
+	vio_fake_drain(&f->h);
 	check_done(f, head, DATA);
 	tear_down(f);
 }
@@ -401,9 +269,9 @@ static void test_batch(void **state)
 		heads[r] = make_request(f, r, false, DATA + DLEN * r);
 	publish(f, LNX_AVAIL, heads, 5);
 	notify(f);
-	assert_int_equal(f->reads, 2 + 5);
-	assert_int_equal(f->writes, 0);
-	drain(f);
+	assert_int_equal(f->h.reads, 2 + 5);
+	assert_int_equal(f->h.writes, 0);
+	vio_fake_drain(&f->h);
 	assert_int_equal(used_idx(f), 5);
 	for (unsigned r = 0; r < 5; r++) {
 		uint32_t id, len;
@@ -411,10 +279,10 @@ static void test_batch(void **state)
 		used_elem(f, r, &id, &len);
 		assert_int_equal(id, heads[r]);
 		assert_int_equal(len, DLEN + 1);
-		assert_int_equal(f->mem[DATA + DLEN * r], 0x40 + r);
+		assert_int_equal(f->h.mem[DATA + DLEN * r], 0x40 + r);
 	}
 	assert_int_equal(f->used_at_raise, 5);
-	assert_int_equal(f->raises, 1);
+	assert_int_equal(f->h.raises, 1);
 	tear_down(f);
 }
 
@@ -427,22 +295,22 @@ static void test_wrap(void **state)
 
 	(void)state;
 	vq->last_avail = vq->avail_idx = vq->used_idx = 65534;
-	vio_put_le(f->mem + FAR_AVAIL + 2, 65534, 2);
-	vio_put_le(f->mem + FAR_USED + 2, 65534, 2);
+	vio_put_le(f->h.mem + FAR_AVAIL + 2, 65534, 2);
+	vio_put_le(f->h.mem + FAR_USED + 2, 65534, 2);
 	for (unsigned r = 0; r < 4; r++)
 		heads[r] = make_request(f, r, false, DATA + DLEN * r);
 	publish(f, FAR_AVAIL, heads, 4);
 	notify(f);
 	/* idx, the whole (small) ring at once, the table, 4 headers. */
-	assert_int_equal(f->reads, 3 + 4);
-	drain(f);
+	assert_int_equal(f->h.reads, 3 + 4);
+	vio_fake_drain(&f->h);
 	assert_int_equal(used_idx(f), 2);
 	for (unsigned r = 0; r < 4; r++) {
 		uint32_t id, len;
 
 		used_elem(f, 65534u + r, &id, &len);
 		assert_int_equal(id, heads[r]);
-		assert_int_equal(f->mem[DATA + DLEN * r], 0x40 + r);
+		assert_int_equal(f->h.mem[DATA + DLEN * r], 0x40 + r);
 	}
 	assert_false(f->dev.status & VIO_S_NEEDS_RESET);
 	tear_down(f);
@@ -458,17 +326,17 @@ static void test_data_fault_is_ioerr(void **state)
 	(void)state;
 	publish(f, LNX_AVAIL, &head, 1);
 	notify(f);
-	assert_int_equal(f->writes, 0);
-	drain(f);
+	assert_int_equal(f->h.writes, 0);
+	vio_fake_drain(&f->h);
 	assert_int_equal(used_idx(f), 1);
 	used_elem(f, 0, &id, &len);
 	assert_int_equal(id, head);
 	assert_int_equal(len, 1);
-	assert_int_equal(f->mem[STATUS], S_IOERR);
+	assert_int_equal(f->h.mem[STATUS], S_IOERR);
 	assert_true(log_pos(f, STATUS) < log_pos(f, LNX_USED + 4));
 	assert_false(f->dev.status & VIO_S_NEEDS_RESET);
 	assert_int_equal(f->dev.stat_post_errors, 1);
-	assert_int_equal(f->writes, 0);
+	assert_int_equal(f->h.writes, 0);
 	tear_down(f);
 }
 
@@ -482,10 +350,10 @@ static void test_used_ring_fault_breaks(void **state)
 	publish(f, LNX_AVAIL, &head, 1);
 	notify(f);
 	assert_false(f->dev.status & VIO_S_NEEDS_RESET);
-	drain(f);
+	vio_fake_drain(&f->h);
 	assert_true(f->dev.status & VIO_S_NEEDS_RESET);
-	assert_true(rd32(f, VIO_MMIO_INTERRUPT_STATUS) & VIO_ISR_CONFIG);
-	assert_int_equal(f->level, 1);
+	assert_true(vio_fake_rd32(&f->dev, VIO_MMIO_INTERRUPT_STATUS) & VIO_ISR_CONFIG);
+	assert_int_equal(f->h.level, 1);
 	tear_down(f);
 }
 
@@ -498,19 +366,19 @@ static void test_reset_with_writes_in_flight(void **state)
 	(void)state;
 	publish(f, LNX_AVAIL, &head, 1);
 	notify(f);
-	assert_int_equal(f->applied, 0);
-	wr32(f, VIO_MMIO_STATUS, 0);
+	assert_int_equal(f->h.applied, 0);
+	vio_fake_wr32(&f->dev, VIO_MMIO_STATUS, 0);
 	/* One blocking read behind the writes: they are in memory before status reads 0. */
-	assert_int_equal(f->applied, 2);
-	assert_int_equal(f->reads, 4);
-	assert_int_equal(rd32(f, VIO_MMIO_STATUS), 0);
-	drain(f);
+	assert_int_equal(f->h.applied, 2);
+	assert_int_equal(f->h.reads, 4);
+	assert_int_equal(vio_fake_rd32(&f->dev, VIO_MMIO_STATUS), 0);
+	vio_fake_drain(&f->h);
 	assert_int_equal(used_idx(f), 0);
-	assert_int_equal(f->level, 0);
-	assert_int_equal(f->raises, 0);
+	assert_int_equal(f->h.level, 0);
+	assert_int_equal(f->h.raises, 0);
 	/* No writes in flight: a reset costs nothing. */
-	wr32(f, VIO_MMIO_STATUS, 0);
-	assert_int_equal(f->reads, 4);
+	vio_fake_wr32(&f->dev, VIO_MMIO_STATUS, 0);
+	assert_int_equal(f->h.reads, 4);
 	tear_down(f);
 }
 
@@ -521,19 +389,19 @@ static void test_no_post_host(void **state)
 	uint16_t head = make_request(f, 0, false, DATA);
 
 	(void)state;
-	f->no_post = true;
+	f->h.no_post = true;
 	publish(f, LNX_AVAIL, &head, 1);
 	notify(f);
-	assert_int_equal(f->reads, 3);
-	assert_int_equal(f->posts, 0);
-	assert_int_equal(f->writes, 4); /* data, status, element, index */
+	assert_int_equal(f->h.reads, 3);
+	assert_int_equal(f->h.posts, 0);
+	assert_int_equal(f->h.writes, 4); /* data, status, element, index */
 	check_done(f, head, DATA);
 	/* A data fault is still IOERR. */
 	head = make_request(f, 1, false, MEM_SIZE + 0x1000);
 	publish(f, LNX_AVAIL, &head, 1);
 	notify(f);
 	assert_int_equal(used_idx(f), 2);
-	assert_int_equal(f->mem[STATUS + 1], S_IOERR);
+	assert_int_equal(f->h.mem[STATUS + 1], S_IOERR);
 	tear_down(f);
 }
 
@@ -553,18 +421,18 @@ static void test_post_memory_bound(void **state)
 	assert_int_equal(vio_queue_pop(&f->dev, 0, &f->chain), 1);
 	for (unsigned i = 0; i <= n; i++)
 		assert_int_equal(vio_chain_post(&f->dev, &f->chain, 0, chunk, BIG), 0);
-	assert_int_equal(f->posts, n);
-	assert_int_equal(f->writes, 1);
+	assert_int_equal(f->h.posts, n);
+	assert_int_equal(f->h.writes, 1);
 	assert_int_equal(vio_queue_push(&f->dev, 0, &f->chain, BIG), 0);
 	f->dev.kick_pending = 0;
 	assert_int_equal(vio_queue_pop(&f->dev, 0, &f->chain), 0);
 	assert_int_equal(f->dev.post_stalled, 1);
-	drain(f);
+	vio_fake_drain(&f->h);
 	assert_int_equal(f->dev.post_stalled, 0);
 	assert_int_equal(f->dev.kick_pending, 1);
 	assert_int_equal(f->dev.post_bytes, 0);
 	assert_true(vio_dev_poll(&f->dev));
-	drain(f);
+	vio_fake_drain(&f->h);
 	assert_int_equal(used_idx(f), 2);
 	tear_down(f);
 }

@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "vio_fake.h"
 #include "vio_test_desc.h"
 #include "virtio.h"
 
@@ -27,153 +28,25 @@
 #define DATA	  0x50000u
 #define STATUS	  0x60000u
 #define BAR	  0x80000000ull /* where the PCI test puts BAR 0 */
-#define MAX_POSTS 1024u
 #define DLEN	  512u
 #define F_NO_INT  1u /* VRING_AVAIL_F_NO_INTERRUPT, as a driver writes it */
 
-/* One posted write, as the VM would see it: applied in order, answered later. */
-struct pw {
-	uint64_t gpa;
-	size_t len;
-	const uint8_t *buf;
-	void (*done)(void *, int);
-	void *arg;
-	int err;
-};
-
 struct fake {
-	uint8_t *mem;
-	struct pw pw[MAX_POSTS];
-	unsigned npw, applied, answered;
-	unsigned reads, writes, posts;
-	unsigned level, raises; /* line 0 (INTx): level and rising edges */
-	unsigned pulses[8];	/* irq_line(v, 1) calls per line */
-	bool blk;		/* the model: a block request (header, data, status) or a sink */
-	uint64_t avail, used;	/* the rings' addresses */
-	/* The driver acting during the device's hook_at-th read, before or after the posted
-	 * writes reach memory. */
-	void (*hook)(struct fake *f);
-	unsigned hook_at;
-	bool hook_after_posts;
-	bool hook_fired;
-	bool b_notify; /* the hook's driver decided to notify */
+	struct vio_fake h;    /* first: the host ops' opaque */
+	bool blk;	      /* the model: a block request (header, data, status) or a sink */
+	uint64_t avail, used; /* the rings' addresses */
+	bool b_notify;	      /* the hook's driver decided to notify */
 	struct vio_dev dev;
 	struct vio_chain chain;
 };
-
-static bool in_mem(uint64_t gpa, size_t len)
-{
-	return gpa <= MEM_SIZE && len <= MEM_SIZE - gpa;
-}
-
-static void apply_posted(struct fake *f)
-{
-	for (; f->applied < f->npw; f->applied++) {
-		struct pw *w = &f->pw[f->applied];
-
-		w->err = in_mem(w->gpa, w->len) ? 0 : -EFAULT;
-		if (!w->err)
-			memcpy(f->mem + w->gpa, w->buf, w->len);
-	}
-}
-
-static void maybe_hook(struct fake *f, bool after_posts)
-{
-	if (f->hook && !f->hook_fired && f->reads == f->hook_at &&
-	    f->hook_after_posts == after_posts) {
-		f->hook_fired = true;
-		f->hook(f);
-	}
-}
-
-static int fake_read(void *opaque, uint64_t gpa, void *buf, size_t len)
-{
-	struct fake *f = opaque;
-
-	f->reads++;
-	maybe_hook(f, false);
-	apply_posted(f);
-	maybe_hook(f, true);
-	if (!in_mem(gpa, len))
-		return -EFAULT;
-	memcpy(buf, f->mem + gpa, len);
-	return 0;
-}
-
-static int fake_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
-{
-	struct fake *f = opaque;
-
-	f->writes++;
-	apply_posted(f);
-	if (!in_mem(gpa, len))
-		return -EFAULT;
-	memcpy(f->mem + gpa, buf, len);
-	return 0;
-}
-
-static int fake_post(void *opaque, uint64_t gpa, const void *buf, size_t len,
-		     void (*done)(void *, int), void *arg)
-{
-	struct fake *f = opaque;
-
-	assert_true(f->npw < MAX_POSTS);
-	f->posts++;
-	f->pw[f->npw++] = (struct pw){gpa, len, buf, done, arg, 0};
-	return 0;
-}
-
-static int fake_irq(void *opaque, unsigned level)
-{
-	struct fake *f = opaque;
-
-	if (level && !f->level)
-		f->raises++;
-	f->level = level;
-	return 0;
-}
-
-static int fake_line(void *opaque, unsigned line, unsigned level)
-{
-	struct fake *f = opaque;
-
-	assert_true(line < 8);
-	if (level)
-		f->pulses[line]++;
-	return 0;
-}
-
-static const struct vio_host_ops fake_host = {
-    .dma_read = fake_read,
-    .dma_write = fake_write,
-    .irq_set = fake_irq,
-    .dma_write_post = fake_post,
-    .irq_line = fake_line,
-};
-
-/* libcoreio's processfds: everything posted reaches memory, then the completions run. */
-static unsigned fake_process(struct fake *f)
-{
-	unsigned upto = f->npw, n = 0;
-
-	apply_posted(f);
-	while (f->answered < upto) {
-		struct pw *w = &f->pw[f->answered++];
-
-		w->done(w->arg, w->err);
-		n++;
-	}
-	return n;
-}
 
 /* The main loop until nothing is left to do: completions, then vio_dev_poll(), again. */
 static void settle(struct fake *f)
 {
 	for (unsigned i = 0; i < 32; i++) {
-		while (fake_process(f))
-			;
+		vio_fake_drain(&f->h);
 		vio_dev_poll(&f->dev);
-		if (f->answered == f->npw && !f->dev.irq_checks && !f->dev.kick_pending)
+		if (f->h.answered == f->h.npw && !f->dev.irq_checks && !f->dev.kick_pending)
 			return;
 	}
 	fail_msg("the device does not settle");
@@ -202,31 +75,18 @@ static void kick(struct vio_dev *d, unsigned q)
 
 static const struct vio_dev_ops ops = {.queue_kick = kick};
 
-static void wr32(struct fake *f, uint64_t off, uint32_t v)
-{
-	assert_int_equal(vio_test_w32(&f->dev, off, v), 0);
-}
-
-static uint32_t rd32(struct fake *f, uint64_t off)
-{
-	uint8_t b[4];
-
-	assert_int_equal(vio_transport_read(&f->dev, off, 4, b), 0);
-	return (uint32_t)vio_get_le(b, 4);
-}
-
 /* Chain i: descriptors 3 (i % 5).. (blk: header, data, status; sink: one 4-byte buffer). */
 static void make_chain(struct fake *f, unsigned i)
 {
-	uint8_t *t = f->mem + DESC;
+	uint8_t *t = f->h.mem + DESC;
 	unsigned d = 3 * (i % 5);
 
 	if (!f->blk) {
 		vio_test_desc(t + 16 * d, DATA + 16 * i, 4, VIO_DESC_F_WRITE, 0);
 		return;
 	}
-	memset(f->mem + HDR + 16 * i, 0, 16);
-	f->mem[HDR + 16 * i + 8] = (uint8_t)(0x40 + i);
+	memset(f->h.mem + HDR + 16 * i, 0, 16);
+	f->h.mem[HDR + 16 * i + 8] = (uint8_t)(0x40 + i);
 	vio_test_desc(t + 16 * d, HDR + 16 * i, 16, VIO_DESC_F_NEXT, (uint16_t)(d + 1));
 	vio_test_desc(t + 16 * (d + 1), DATA + DLEN * i, DLEN, VIO_DESC_F_WRITE | VIO_DESC_F_NEXT,
 		      (uint16_t)(d + 2));
@@ -235,12 +95,12 @@ static void make_chain(struct fake *f, unsigned i)
 
 static uint16_t mem16(struct fake *f, uint64_t gpa)
 {
-	return (uint16_t)vio_get_le(f->mem + gpa, 2);
+	return (uint16_t)vio_get_le(f->h.mem + gpa, 2);
 }
 
 static void set16(struct fake *f, uint64_t gpa, uint16_t v)
 {
-	vio_put_le(f->mem + gpa, v, 2);
+	vio_put_le(f->h.mem + gpa, v, 2);
 }
 
 static uint16_t used_idx(struct fake *f)
@@ -286,15 +146,16 @@ static bool drv_add(struct fake *f, unsigned i)
 /* The driver's doorbell and the main loop. */
 static void doorbell(struct fake *f)
 {
-	wr32(f, VIO_MMIO_QUEUE_NOTIFY, 0);
+	vio_fake_wr32(&f->dev, VIO_MMIO_QUEUE_NOTIFY, 0);
 	settle(f);
 }
 
 /* The driver acknowledges the interrupt (MMIO InterruptACK), so the next one is an edge. */
 static void ack(struct fake *f)
 {
-	wr32(f, VIO_MMIO_INTERRUPT_ACK, rd32(f, VIO_MMIO_INTERRUPT_STATUS));
-	assert_int_equal(f->level, 0);
+	vio_fake_wr32(&f->dev, VIO_MMIO_INTERRUPT_ACK,
+		      vio_fake_rd32(&f->dev, VIO_MMIO_INTERRUPT_STATUS));
+	assert_int_equal(f->h.level, 0);
 }
 
 /* An MMIO device with one queue (rings as given), EVENT_IDX negotiated when ev. */
@@ -304,33 +165,30 @@ static struct fake *bring_up(bool ev, bool blk, uint64_t avail, uint64_t used)
 	uint64_t feats = VIO_BIT(VIO_F_VERSION_1) | (ev ? VIO_BIT(VIO_F_EVENT_IDX) : 0);
 
 	assert_non_null(f);
-	f->mem = calloc(1, MEM_SIZE);
-	assert_non_null(f->mem);
+	vio_fake_init(&f->h, MEM_SIZE);
 	f->blk = blk;
 	f->avail = avail;
 	f->used = used;
 	assert_int_equal(vio_dev_init(&f->dev, VIO_ID_BLOCK, 0, 1, 256, &ops, f), 0);
 	vio_dev_set_event_idx(&f->dev, true);
 	f->dev.transport = VIO_TRANSPORT_MMIO;
-	vio_dev_set_host(&f->dev, &fake_host, f);
+	vio_dev_set_host(&f->dev, &vio_fake_host_all, &f->h);
 	assert_int_equal(vio_test_negotiate(&f->dev, feats), 0);
 	assert_int_equal(
 	    vio_test_mmio_queue(&f->dev, 0, QSIZE, DESC, (uint32_t)avail, (uint32_t)used), 0);
-	wr32(f, VIO_MMIO_STATUS,
-	     VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK | VIO_S_DRIVER_OK);
+	assert_int_equal(vio_test_mmio_driver_ok(&f->dev), 0);
 	assert_true(vio_dev_running(&f->dev));
 	assert_int_equal(f->dev.driver_features, feats);
 	settle(f); /* the DRIVER_OK kick: an empty ring */
-	f->reads = f->writes = f->posts = 0;
+	f->h.reads = f->h.writes = f->h.posts = 0;
 	return f;
 }
 
 static void tear_down(struct fake *f)
 {
-	while (fake_process(f))
-		;
+	vio_fake_drain(&f->h);
 	vio_chain_free(&f->chain);
-	free(f->mem);
+	vio_fake_fini(&f->h);
 	free(f);
 }
 
@@ -370,27 +228,29 @@ static void test_no_interrupt_flag(void **state)
 	assert_true(drv_add(f, 0));
 	doorbell(f);
 	assert_int_equal(used_idx(f), 1);
-	assert_int_equal(f->mem[DATA], 0x40);
-	assert_int_equal(f->raises, 0);
-	assert_int_equal(rd32(f, VIO_MMIO_INTERRUPT_STATUS), 0);
+	assert_int_equal(f->h.mem[DATA], 0x40);
+	assert_int_equal(f->h.raises, 0);
+	assert_int_equal(vio_fake_rd32(&f->dev, VIO_MMIO_INTERRUPT_STATUS), 0);
 	/* avail->idx, table and ring, header; the flags after publishing. */
-	assert_int_equal(f->reads, 4);
-	assert_int_equal(f->writes, 0);
+	assert_int_equal(f->h.reads, 4);
+	assert_int_equal(f->h.writes, 0);
 	/* The driver wants interrupts again. */
 	set16(f, f->avail, 0);
-	f->reads = 0;
+	f->h.reads = 0;
 	assert_true(drv_add(f, 1));
 	doorbell(f);
 	assert_int_equal(used_idx(f), 2);
-	assert_int_equal(f->raises, 1);
-	assert_int_equal(rd32(f, VIO_MMIO_INTERRUPT_STATUS), VIO_ISR_QUEUE);
-	assert_int_equal(f->reads, 3);
+	assert_int_equal(f->h.raises, 1);
+	assert_int_equal(vio_fake_rd32(&f->dev, VIO_MMIO_INTERRUPT_STATUS), VIO_ISR_QUEUE);
+	assert_int_equal(f->h.reads, 3);
 	tear_down(f);
 }
 
 /* The driver clears NO_INTERRUPT after the device read the flags: the interrupt still comes. */
-static void clear_no_int(struct fake *f)
+static void clear_no_int(struct vio_fake *h)
 {
+	struct fake *f = (struct fake *)h;
+
 	set16(f, f->avail, 0);
 }
 
@@ -401,14 +261,13 @@ static void test_no_interrupt_cleared_meanwhile(void **state)
 
 		(void)state;
 		set16(f, f->avail, F_NO_INT);
-		f->hook = clear_no_int;
-		f->hook_at = at; /* the ring read, the header read, the flags read */
-		f->hook_after_posts = true;
+		/* At the ring read, the header read, the flags read. */
+		vio_fake_hook(&f->h, clear_no_int, VIO_FAKE_HOOK_READ_APPLIED, at);
 		assert_true(drv_add(f, 0));
 		doorbell(f);
-		assert_true(f->hook_fired);
+		assert_true(f->h.hook_fired);
 		assert_int_equal(used_idx(f), 1);
-		assert_int_equal(f->raises, 1);
+		assert_int_equal(f->h.raises, 1);
 		tear_down(f);
 	}
 }
@@ -435,26 +294,28 @@ static void test_used_event_crossing(void **state)
 		for (unsigned i = 0; i < 5; i++) {
 			bool want = (uint16_t)(start + i + 1) == (uint16_t)(start + 3);
 
-			f->reads = 0;
+			f->h.reads = 0;
 			drv_add(f, i);
 			doorbell(f);
 			assert_int_equal(used_idx(f), (uint16_t)(start + i + 1));
-			if (f->raises != (want ? 1u : 0u))
+			if (f->h.raises != (want ? 1u : 0u))
 				fail_msg("start %u chain %u: %u interrupts, want %d", start, i,
-					 f->raises, want);
+					 f->h.raises, want);
 			/* Index, ring (with used_event), and one fresh read when quiet. */
-			assert_int_equal(f->reads, want ? 2 : 3);
-			if (f->raises)
+			assert_int_equal(f->h.reads, want ? 2 : 3);
+			if (f->h.raises)
 				ack(f);
-			f->raises = 0;
+			f->h.raises = 0;
 		}
 		tear_down(f);
 	}
 }
 
 /* The driver re-enables interrupts (used_event = its position) after the device's ring read. */
-static void reenable_cb(struct fake *f)
+static void reenable_cb(struct vio_fake *h)
 {
+	struct fake *f = (struct fake *)h;
+
 	set_used_event(f, used_idx(f));
 }
 
@@ -464,22 +325,21 @@ static void test_used_event_moved_meanwhile(void **state)
 
 	(void)state;
 	set_used_event(f, 100); /* far ahead: "no interrupts" */
-	f->hook = reenable_cb;
-	f->hook_at = 3; /* the header read, after the ring read brought used_event */
-	f->hook_after_posts = true;
+	/* At the header read, after the ring read brought used_event. */
+	vio_fake_hook(&f->h, reenable_cb, VIO_FAKE_HOOK_READ_APPLIED, 3);
 	assert_true(drv_add(f, 0));
 	doorbell(f);
-	assert_true(f->hook_fired);
+	assert_true(f->h.hook_fired);
 	assert_int_equal(used_idx(f), 1);
-	assert_int_equal(f->raises, 1);
+	assert_int_equal(f->h.raises, 1);
 	/* Without the driver's change: nothing. */
 	ack(f);
 	set_used_event(f, 100);
-	f->raises = 0;
+	f->h.raises = 0;
 	drv_add(f, 1);
 	doorbell(f);
 	assert_int_equal(used_idx(f), 2);
-	assert_int_equal(f->raises, 0);
+	assert_int_equal(f->h.raises, 0);
 	tear_down(f);
 }
 
@@ -496,7 +356,7 @@ static void test_avail_event(void **state)
 	doorbell(f);
 	assert_int_equal(used_idx(f), 3);
 	assert_int_equal(avail_event(f), 3);
-	assert_int_equal(f->writes, 0); /* posted */
+	assert_int_equal(f->h.writes, 0); /* posted */
 	/* The next chain is notified, the one after it not, until the device has looked. */
 	assert_true(drv_add(f, 3));
 	assert_false(drv_add(f, 4));
@@ -510,8 +370,10 @@ static void test_avail_event(void **state)
 }
 
 /* The driver adds chain 1 during the device's read `at` (hook). */
-static void add_second(struct fake *f)
+static void add_second(struct vio_fake *h)
 {
+	struct fake *f = (struct fake *)h;
+
 	f->b_notify = drv_add(f, 1);
 }
 
@@ -535,15 +397,16 @@ static void test_no_lost_wakeup(void **state)
 					    bring_up(true, blk, layout ? FAR_AVAIL : LNX_AVAIL,
 						     layout ? FAR_USED : LNX_USED);
 
-					f->hook = add_second;
-					f->hook_at = at;
-					f->hook_after_posts = after;
+					vio_fake_hook(&f->h, add_second,
+						      after ? VIO_FAKE_HOOK_READ_APPLIED
+							    : VIO_FAKE_HOOK_READ,
+						      at);
 					assert_true(drv_add(f, 0));
 					doorbell(f);
-					if (!f->hook_fired) {
+					if (!f->h.hook_fired) {
 						/* The device was idle already. */
-						f->hook_fired = true;
-						add_second(f);
+						f->h.hook_fired = true;
+						add_second(&f->h);
 					}
 					if (f->b_notify)
 						doorbell(f);
@@ -577,29 +440,27 @@ static void test_reset_clears(void **state)
 	assert_true(vq->irq_check);
 	assert_int_equal(f->dev.irq_checks, 1);
 	assert_int_not_equal(vq->ev_state, 0);
-	wr32(f, VIO_MMIO_STATUS, 0);
+	vio_fake_wr32(&f->dev, VIO_MMIO_STATUS, 0);
 	assert_int_equal(f->dev.irq_checks, 0);
 	assert_false(vq->irq_check);
 	assert_int_equal(vq->ev_state, 0);
 	assert_int_equal(vq->signalled_used, 0);
-	f->reads = 0;
+	f->h.reads = 0;
 	vio_dev_poll(&f->dev);
-	assert_int_equal(f->reads, 0);
-	assert_int_equal(f->raises, 0);
+	assert_int_equal(f->h.reads, 0);
+	assert_int_equal(f->h.raises, 0);
 	/* A new driver: rings zeroed, used_event 0, interrupt on the first chain. */
-	while (fake_process(f))
-		;
-	memset(f->mem + DESC, 0, 0x2000);
+	vio_fake_drain(&f->h);
+	memset(f->h.mem + DESC, 0, 0x2000);
 	assert_int_equal(
 	    vio_test_negotiate(&f->dev, VIO_BIT(VIO_F_VERSION_1) | VIO_BIT(VIO_F_EVENT_IDX)), 0);
 	assert_int_equal(vio_test_mmio_queue(&f->dev, 0, QSIZE, DESC, LNX_AVAIL, LNX_USED), 0);
-	wr32(f, VIO_MMIO_STATUS,
-	     VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK | VIO_S_DRIVER_OK);
+	assert_int_equal(vio_test_mmio_driver_ok(&f->dev), 0);
 	settle(f);
 	assert_true(drv_add(f, 0));
 	doorbell(f);
 	assert_int_equal(used_idx(f), 1);
-	assert_int_equal(f->raises, 1);
+	assert_int_equal(f->h.raises, 1);
 	assert_int_equal(avail_event(f), 1);
 	tear_down(f);
 }
@@ -607,18 +468,12 @@ static void test_reset_clears(void **state)
 /* PCI with MSI-X: the queue's vector is pulsed exactly when the driver asks for it. */
 static void pwr(struct fake *f, uint64_t off, unsigned n, uint64_t v)
 {
-	uint8_t b[8];
-
-	vio_put_le(b, v, n);
-	assert_int_equal(vio_transport_write(&f->dev, BAR + off, n, b), 0);
+	vio_fake_wr(&f->dev, BAR + off, n, v);
 }
 
 static uint64_t prd(struct fake *f, uint64_t off, unsigned n)
 {
-	uint8_t b[8];
-
-	assert_int_equal(vio_transport_read(&f->dev, BAR + off, n, b), 0);
-	return vio_get_le(b, n);
+	return vio_fake_rd(&f->dev, BAR + off, n);
 }
 
 static struct fake *bring_up_pci(uint16_t qvec)
@@ -626,14 +481,13 @@ static struct fake *bring_up_pci(uint16_t qvec)
 	struct fake *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	f->mem = calloc(1, MEM_SIZE);
-	assert_non_null(f->mem);
+	vio_fake_init(&f->h, MEM_SIZE);
 	f->avail = LNX_AVAIL;
 	f->used = LNX_USED;
 	assert_int_equal(vio_dev_init(&f->dev, VIO_ID_RNG, 0, 1, 256, &ops, f), 0);
 	vio_dev_set_event_idx(&f->dev, true);
 	f->dev.transport = VIO_TRANSPORT_PCI;
-	vio_dev_set_host(&f->dev, &fake_host, f);
+	vio_dev_set_host(&f->dev, &vio_fake_host_all, &f->h);
 	pwr(f, VIO_PCI_STATUS, 1, VIO_S_ACKNOWLEDGE | VIO_S_DRIVER);
 	pwr(f, VIO_PCI_GFSELECT, 4, 0);
 	pwr(f, VIO_PCI_GF, 4, 1u << VIO_F_EVENT_IDX);
@@ -652,7 +506,7 @@ static struct fake *bring_up_pci(uint16_t qvec)
 	pwr(f, VIO_PCI_STATUS, 1, 0x0f);
 	assert_int_equal(prd(f, VIO_PCI_STATUS, 1), 0x0f);
 	settle(f);
-	f->reads = 0;
+	f->h.reads = 0;
 	return f;
 }
 
@@ -671,18 +525,18 @@ static void test_msix_vector(void **state)
 	assert_true(drv_add(f, 0));
 	pci_doorbell(f);
 	assert_int_equal(used_idx(f), 1);
-	assert_int_equal(f->pulses[1], 0);
-	assert_int_equal(f->reads, 3); /* index, ring, the fresh used_event */
+	assert_int_equal(f->h.pulses[1], 0);
+	assert_int_equal(f->h.reads, 3); /* index, ring, the fresh used_event */
 	assert_true(drv_add(f, 1));
 	pci_doorbell(f);
 	assert_int_equal(used_idx(f), 2);
-	assert_int_equal(f->pulses[1], 1);
-	assert_int_equal(f->pulses[0], 0);
+	assert_int_equal(f->h.pulses[1], 1);
+	assert_int_equal(f->h.pulses[0], 0);
 	assert_int_equal(prd(f, COREIO_VPCI_ISR_OFF, 1), 0);
-	assert_int_equal(f->raises, 0);
+	assert_int_equal(f->h.raises, 0);
 	assert_true(drv_add(f, 2));
 	pci_doorbell(f);
-	assert_int_equal(f->pulses[1], 1);
+	assert_int_equal(f->h.pulses[1], 1);
 	tear_down(f);
 }
 
@@ -694,15 +548,15 @@ static void test_msix_poll_queue_no_read(void **state)
 	(void)state;
 	set_used_event(f, 100);
 	for (unsigned i = 0; i < 3; i++) {
-		f->reads = 0;
+		f->h.reads = 0;
 		drv_add(f, i);
 		pci_doorbell(f);
 		assert_int_equal(used_idx(f), i + 1);
-		assert_int_equal(f->reads, 2);
+		assert_int_equal(f->h.reads, 2);
 	}
 	for (unsigned l = 0; l < 8; l++)
-		assert_int_equal(f->pulses[l], 0);
-	assert_int_equal(f->raises, 0);
+		assert_int_equal(f->h.pulses[l], 0);
+	assert_int_equal(f->h.raises, 0);
 	tear_down(f);
 }
 
@@ -726,17 +580,17 @@ static void test_dma_per_chain(void **state)
 
 			/* Interrupts wanted: used_event = the driver's position (Linux). */
 			set_used_event(f, polled ? (uint16_t)(used_idx(f) + 100) : used_idx(f));
-			f->reads = f->writes = f->posts = f->raises = 0;
+			f->h.reads = f->h.writes = f->h.posts = f->h.raises = 0;
 			assert_true(drv_add(f, i));
 			doorbell(f);
 			assert_int_equal(used_idx(f), i + 1);
-			assert_int_equal(f->mem[STATUS + i], 0);
-			assert_int_equal(f->raises, polled ? 0 : 1);
-			assert_int_equal(f->reads, (polled ? 4 : 3) + layout);
-			assert_int_equal(f->writes, 0);
+			assert_int_equal(f->h.mem[STATUS + i], 0);
+			assert_int_equal(f->h.raises, polled ? 0 : 1);
+			assert_int_equal(f->h.reads, (polled ? 4 : 3) + layout);
+			assert_int_equal(f->h.writes, 0);
 			/* data, status, avail_event, used element, used->idx */
-			assert_int_equal(f->posts, 5);
-			if (f->raises)
+			assert_int_equal(f->h.posts, 5);
+			if (f->h.raises)
 				ack(f);
 		}
 		tear_down(f);

@@ -14,156 +14,20 @@
 
 #include <cmocka.h>
 
+#include "vio_fake.h"
 #include "virtio.h"
 
-#define MEM_SIZE  (1u << 20)
-#define SHM_LO	  0x10000u /* the fd ops work inside [SHM_LO, SHM_HI) only */
-#define SHM_HI	  0x80000u
-#define OUTSIDE	  0x90000u /* guest memory the fd ops refuse (socket only) */
-#define MAX_POSTS 256u
-
-/* A posted write, applied when the host processes events (or before a later DMA). */
-struct pw {
-	uint64_t gpa;
-	size_t len;
-	const uint8_t *buf;
-	void (*done)(void *, int);
-	void *arg;
-};
+#define MEM_SIZE (1u << 20)
+#define SHM_LO	 0x10000u /* the fd ops work inside [SHM_LO, SHM_HI) only */
+#define SHM_HI	 0x80000u
+#define OUTSIDE	 0x90000u /* guest memory the fd ops refuse (socket only) */
 
 struct fake {
-	uint8_t mem[MEM_SIZE];
-	bool post;		 /* the host can post writes */
-	struct pw pw[MAX_POSTS]; /* pw[applied .. npw) not in memory yet */
-	unsigned npw, applied, answered;
-	unsigned reads, writes, posts, fd_calls;
+	struct vio_fake h; /* first: the host ops' opaque */
 	struct vio_dev dev;
 };
 
 static struct fake F;
-
-static bool in_mem(uint64_t gpa, size_t len)
-{
-	return gpa <= MEM_SIZE && len <= MEM_SIZE - gpa;
-}
-
-static void apply_posted(struct fake *f)
-{
-	for (; f->applied < f->npw; f->applied++) {
-		struct pw *w = &f->pw[f->applied];
-
-		if (in_mem(w->gpa, w->len))
-			memcpy(f->mem + w->gpa, w->buf, w->len);
-	}
-}
-
-static int fake_read(void *opaque, uint64_t gpa, void *buf, size_t len)
-{
-	struct fake *f = opaque;
-
-	f->reads++;
-	apply_posted(f);
-	if (!in_mem(gpa, len))
-		return -EFAULT;
-	memcpy(buf, f->mem + gpa, len);
-	return 0;
-}
-
-static int fake_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
-{
-	struct fake *f = opaque;
-
-	f->writes++;
-	apply_posted(f);
-	if (!in_mem(gpa, len))
-		return -EFAULT;
-	memcpy(f->mem + gpa, buf, len);
-	return 0;
-}
-
-static int fake_post(void *opaque, uint64_t gpa, const void *buf, size_t len,
-		     void (*done)(void *, int), void *arg)
-{
-	struct fake *f = opaque;
-
-	if (!f->post)
-		return -EOPNOTSUPP;
-	assert_true(f->npw < MAX_POSTS);
-	f->posts++;
-	f->pw[f->npw++] = (struct pw){gpa, len, buf, done, arg};
-	return 0;
-}
-
-static int fake_irq(void *opaque, unsigned level)
-{
-	(void)opaque, (void)level;
-	return 0;
-}
-
-/* The fd ops: shared memory is [SHM_LO, SHM_HI); they do not see posted writes in flight. */
-static ssize_t fake_fd(struct fake *f, bool to_guest, uint64_t gpa, size_t len, int fd,
-		       uint64_t foff)
-{
-	size_t done = 0;
-
-	f->fd_calls++;
-	if (gpa < SHM_LO || gpa > SHM_HI || len > SHM_HI - gpa)
-		return -EOPNOTSUPP;
-	while (done < len) {
-		ssize_t n = to_guest
-				? pread(fd, f->mem + gpa + done, len - done, (off_t)(foff + done))
-				: pwrite(fd, f->mem + gpa + done, len - done, (off_t)(foff + done));
-
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
-}
-
-static ssize_t fake_read_to_fd(void *opaque, uint64_t gpa, size_t len, int fd, uint64_t foff)
-{
-	return fake_fd(opaque, false, gpa, len, fd, foff);
-}
-
-static ssize_t fake_write_from_fd(void *opaque, uint64_t gpa, size_t len, int fd, uint64_t foff)
-{
-	return fake_fd(opaque, true, gpa, len, fd, foff);
-}
-
-static const struct vio_host_ops host_fd = {
-    .dma_read = fake_read,
-    .dma_write = fake_write,
-    .irq_set = fake_irq,
-    .dma_write_post = fake_post,
-    .dma_read_to_fd = fake_read_to_fd,
-    .dma_write_from_fd = fake_write_from_fd,
-};
-
-/* A host without the fd ops (a socket-only fake, as the older tests'). */
-static const struct vio_host_ops host_plain = {
-    .dma_read = fake_read,
-    .dma_write = fake_write,
-    .irq_set = fake_irq,
-    .dma_write_post = fake_post,
-};
-
-/* Run the posted writes' completions (the host's event processing). */
-static void fake_process(struct fake *f)
-{
-	while (f->answered < f->npw) {
-		unsigned upto = f->npw;
-
-		apply_posted(f);
-		while (f->answered < upto) {
-			struct pw *w = &f->pw[f->answered++];
-
-			w->done(w->arg, 0);
-		}
-	}
-}
 
 static void kick(struct vio_dev *d, unsigned q)
 {
@@ -176,10 +40,14 @@ static struct fake *setup(const struct vio_host_ops *host, bool post)
 {
 	struct fake *f = &F;
 
+	vio_fake_fini(&f->h);
 	memset(f, 0, sizeof(*f));
-	f->post = post;
+	vio_fake_init(&f->h, MEM_SIZE);
+	f->h.no_post = !post;
+	f->h.shm_lo = SHM_LO;
+	f->h.shm_hi = SHM_HI;
 	assert_int_equal(vio_dev_init(&f->dev, VIO_ID_BLOCK, 0, 1, 16, &ops, f), 0);
-	vio_dev_set_host(&f->dev, host, f);
+	vio_dev_set_host(&f->dev, host, &f->h);
 	return f;
 }
 
@@ -231,7 +99,7 @@ static size_t gather(const struct fake *f, const struct vio_chain *c, unsigned f
 	size_t k = 0;
 
 	for (unsigned i = first; i < first + n; i++) {
-		memcpy(out + k, f->mem + c->buf[i].addr, c->buf[i].len);
+		memcpy(out + k, f->h.mem + c->buf[i].addr, c->buf[i].len);
 		k += c->buf[i].len;
 	}
 	return k;
@@ -247,7 +115,7 @@ static const uint64_t shm_bufs[][2] = {
 
 static void test_pread_direct(void **state)
 {
-	struct fake *f = setup(&host_fd, true);
+	struct fake *f = setup(&vio_fake_host_fd, true);
 	struct vio_chain c;
 	uint8_t got[16384];
 	int fd = tmp_file(20000, 1);
@@ -262,31 +130,31 @@ static void test_pread_direct(void **state)
 	for (size_t i = 0; i < 9096; i++)
 		assert_int_equal(got[i], pat(100 + i, 1));
 	/* Two runs (the adjacent buffers merged), no DMA, nothing posted. */
-	assert_int_equal(f->fd_calls, 2);
-	assert_int_equal(f->reads + f->writes + f->posts, 0);
+	assert_int_equal(f->h.fd_calls, 2);
+	assert_int_equal(f->h.reads + f->h.writes + f->h.posts, 0);
 	assert_int_equal(f->dev.stat_fd_direct, 2);
 	assert_int_equal(f->dev.stat_fd_direct_bytes, 9096);
 	assert_int_equal(f->dev.stat_fd_bounce_bytes, 0);
 	/* A part of the chain: from writable byte 2000, 2500 bytes: 2096 in the first run, 404
 	 * in the second. */
-	memset(f->mem + SHM_LO + 0x1000, 0, 0x9000);
+	memset(f->h.mem + SHM_LO + 0x1000, 0, 0x9000);
 	assert_int_equal(vio_chain_pread(&f->dev, &c, 2000, fd, 0, 2500, NULL, 0, &done), 0);
 	assert_int_equal(done, 2500);
 	for (size_t i = 0; i < 2096; i++)
-		assert_int_equal(f->mem[SHM_LO + 0x1000 + 2000 + i], pat(i, 1));
+		assert_int_equal(f->h.mem[SHM_LO + 0x1000 + 2000 + i], pat(i, 1));
 	for (size_t i = 0; i < 404; i++)
-		assert_int_equal(f->mem[SHM_LO + 0x8000 + i], pat(2096 + i, 1));
-	assert_int_equal(f->mem[SHM_LO + 0x1000 + 1999], 0);
-	assert_int_equal(f->mem[SHM_LO + 0x1000 + 4096], 0);
-	assert_int_equal(f->mem[SHM_LO + 0x8000 + 404], 0);
-	assert_int_equal(f->fd_calls, 4);
+		assert_int_equal(f->h.mem[SHM_LO + 0x8000 + i], pat(2096 + i, 1));
+	assert_int_equal(f->h.mem[SHM_LO + 0x1000 + 1999], 0);
+	assert_int_equal(f->h.mem[SHM_LO + 0x1000 + 4096], 0);
+	assert_int_equal(f->h.mem[SHM_LO + 0x8000 + 404], 0);
+	assert_int_equal(f->h.fd_calls, 4);
 	vio_chain_free(&c);
 	close(fd);
 }
 
 static void test_pwrite_direct(void **state)
 {
-	struct fake *f = setup(&host_fd, true);
+	struct fake *f = setup(&vio_fake_host_fd, true);
 	static const uint64_t b[][2] = {
 	    {SHM_LO, 16}, {SHM_LO + 0x2000, 4096}, {SHM_LO + 0x5000, 700}, {SHM_LO + 0x9000, 1}};
 	struct vio_chain c;
@@ -296,15 +164,15 @@ static void test_pwrite_direct(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < MEM_SIZE; i++)
-		f->mem[i] = pat(i, 3);
+		f->h.mem[i] = pat(i, 3);
 	make_chain(&c, b, 4, 3); /* the last one writable (a status byte) */
 	assert_int_equal(vio_chain_pwrite(&f->dev, &c, 16, fd, 512, 4796, NULL, 0, &done), 0);
 	assert_int_equal(done, 4796);
 	gather(f, &c, 1, 2, want);
 	assert_int_equal(pread(fd, got, sizeof(got), 512), 4796);
 	assert_memory_equal(got, want, 4796);
-	assert_int_equal(f->fd_calls, 2);
-	assert_int_equal(f->reads + f->writes + f->posts, 0);
+	assert_int_equal(f->h.fd_calls, 2);
+	assert_int_equal(f->h.reads + f->h.writes + f->h.posts, 0);
 	/* Beyond the readable bytes, or a file offset that overflows: -EINVAL, nothing done. */
 	assert_int_equal(vio_chain_pwrite(&f->dev, &c, 16, fd, 0, 4797, NULL, 0, &done), -EINVAL);
 	assert_int_equal(done, 0);
@@ -312,7 +180,7 @@ static void test_pwrite_direct(void **state)
 	assert_int_equal(vio_chain_pwrite(&f->dev, &c, 0, fd, INT64_MAX, 16, NULL, 0, &done),
 			 -EINVAL);
 	assert_int_equal(vio_chain_pread(&f->dev, &c, 0, fd, 0, 2, NULL, 0, &done), -EINVAL);
-	assert_int_equal(f->fd_calls, 2);
+	assert_int_equal(f->h.fd_calls, 2);
 	vio_chain_free(&c);
 	close(fd);
 }
@@ -336,16 +204,16 @@ static void check_buffered(const struct vio_host_ops *host, uint64_t base, bool 
 	assert_int_equal(
 	    vio_chain_pread(&f->dev, &c, 0, fd, 7, 9097, blen ? bounce : NULL, blen, &done), 0);
 	assert_int_equal(done, 9097);
-	fake_process(f);
+	vio_fake_drain(&f->h);
 	gather(f, &c, 1, 4, got);
 	for (size_t i = 0; i < 9097; i++)
 		assert_int_equal(got[i], pat(7 + i, 2));
 	assert_int_equal(f->dev.stat_fd_direct, 0);
 	assert_int_equal(f->dev.stat_fd_bounce_bytes, 9097);
 	if (post)
-		assert_true(f->posts > 0 && f->writes == 0);
+		assert_true(f->h.posts > 0 && f->h.writes == 0);
 	else
-		assert_true(f->writes > 0 && f->posts == 0);
+		assert_true(f->h.writes > 0 && f->h.posts == 0);
 	vio_chain_free(&c);
 	/* And out again: the chain's readable buffers to a file. */
 	make_chain(&c, b, 5, 4);
@@ -355,7 +223,7 @@ static void check_buffered(const struct vio_host_ops *host, uint64_t base, bool 
 	gather(f, &c, 0, 4, want);
 	assert_int_equal(pread(out, got, sizeof(got), 3), 9090);
 	assert_memory_equal(got, want + 10, 9090);
-	assert_true(f->reads > 0);
+	assert_true(f->h.reads > 0);
 	vio_chain_free(&c);
 	close(fd);
 	close(out);
@@ -365,19 +233,19 @@ static void test_buffer_path(void **state)
 {
 	(void)state;
 	/* No fd ops: posted writes or blocking ones, the caller's small buffer or the library's. */
-	check_buffered(&host_plain, SHM_LO, true, 100);
+	check_buffered(&vio_fake_host_posting, SHM_LO, true, 100);
 	assert_false(vio_dev_fd_direct(&F.dev));
-	check_buffered(&host_plain, SHM_LO, false, 0);
+	check_buffered(&vio_fake_host_posting, SHM_LO, false, 0);
 	/* fd ops, but the range is not shared: they say -EOPNOTSUPP. */
-	check_buffered(&host_fd, OUTSIDE, true, 0);
-	assert_true(F.fd_calls > 0);
-	check_buffered(&host_fd, OUTSIDE, false, 100);
+	check_buffered(&vio_fake_host_fd, OUTSIDE, true, 0);
+	assert_true(F.h.fd_calls > 0);
+	check_buffered(&vio_fake_host_fd, OUTSIDE, false, 100);
 }
 
 /* Runs inside and outside shared memory in one chain: each takes its path, the data is right. */
 static void test_mixed(void **state)
 {
-	struct fake *f = setup(&host_fd, false);
+	struct fake *f = setup(&vio_fake_host_fd, false);
 	static const uint64_t b[][2] = {{SHM_LO, 16},
 					{SHM_LO + 0x1000, 1000},
 					{OUTSIDE, 2000},
@@ -413,7 +281,7 @@ static void test_mixed(void **state)
  */
 static void test_no_direct_while_posted(void **state)
 {
-	struct fake *f = setup(&host_fd, true);
+	struct fake *f = setup(&vio_fake_host_fd, true);
 	struct vio_chain c;
 	uint8_t fill[4096];
 	int fd = tmp_file(8192, 5);
@@ -426,11 +294,11 @@ static void test_no_direct_while_posted(void **state)
 	assert_non_null(f->dev.post_head);
 	assert_int_equal(vio_chain_pread(&f->dev, &c, 0, fd, 0, 4096, NULL, 0, &done), 0);
 	assert_int_equal(done, 4096);
-	assert_int_equal(f->fd_calls, 0);
-	fake_process(f);
+	assert_int_equal(f->h.fd_calls, 0);
+	vio_fake_drain(&f->h);
 	assert_null(f->dev.post_head);
 	for (size_t i = 0; i < 4096; i++)
-		assert_int_equal(f->mem[SHM_LO + 0x1000 + i], pat(i, 5));
+		assert_int_equal(f->h.mem[SHM_LO + 0x1000 + i], pat(i, 5));
 	/* A write to the file reads guest memory the posted writes changed: also behind them. */
 	assert_int_equal(vio_chain_post(&f->dev, &c, 0, fill, sizeof(fill)), 0);
 	{
@@ -441,56 +309,56 @@ static void test_no_direct_while_posted(void **state)
 		make_chain(&c, shm_bufs, 4, 4);
 		assert_int_equal(vio_chain_pwrite(&f->dev, &c, 16, out, 0, 4096, NULL, 0, &done),
 				 0);
-		assert_int_equal(f->fd_calls, 0);
+		assert_int_equal(f->h.fd_calls, 0);
 		assert_int_equal(pread(out, got, sizeof(got), 0), 4096);
 		assert_memory_equal(got, fill, sizeof(got));
 		close(out);
 	}
-	fake_process(f);
+	vio_fake_drain(&f->h);
 	/* Nothing in flight: direct again (one run). */
 	assert_int_equal(vio_chain_pwrite(&f->dev, &c, 16, fd, 0, 4096, NULL, 0, &done), 0);
 	assert_int_equal(done, 4096);
-	assert_int_equal(f->fd_calls, 1);
+	assert_int_equal(f->h.fd_calls, 1);
 	vio_chain_free(&c);
 	close(fd);
 }
 
 static void test_short_file(void **state)
 {
-	struct fake *f = setup(&host_fd, false);
+	struct fake *f = setup(&vio_fake_host_fd, false);
 	struct vio_chain c;
 	int fd = tmp_file(3500, 6);
 	size_t done = 99;
 
 	(void)state;
 	make_chain(&c, shm_bufs, 4, 1);
-	memset(f->mem + SHM_LO, 0x55, 0x10000);
+	memset(f->h.mem + SHM_LO, 0x55, 0x10000);
 	/* Direct: the file ends inside the second run. */
 	assert_int_equal(vio_chain_pread(&f->dev, &c, 0, fd, 0, 9096, NULL, 0, &done), 0);
 	assert_int_equal(done, 3500);
 	for (size_t i = 0; i < 3500; i++)
-		assert_int_equal(f->mem[SHM_LO + 0x1000 + i], pat(i, 6));
-	assert_int_equal(f->mem[SHM_LO + 0x1000 + 3500], 0x55);
-	assert_int_equal(f->mem[SHM_LO + 0x8000], 0x55);
+		assert_int_equal(f->h.mem[SHM_LO + 0x1000 + i], pat(i, 6));
+	assert_int_equal(f->h.mem[SHM_LO + 0x1000 + 3500], 0x55);
+	assert_int_equal(f->h.mem[SHM_LO + 0x8000], 0x55);
 	/* At the end: nothing. */
 	assert_int_equal(vio_chain_pread(&f->dev, &c, 0, fd, 3500, 100, NULL, 0, &done), 0);
 	assert_int_equal(done, 0);
 	vio_chain_free(&c);
 	/* Through the buffer: the same count. */
-	f = setup(&host_plain, false);
+	f = setup(&vio_fake_host_posting, false);
 	make_chain(&c, shm_bufs, 4, 1);
-	memset(f->mem + SHM_LO, 0x55, 0x10000);
+	memset(f->h.mem + SHM_LO, 0x55, 0x10000);
 	assert_int_equal(vio_chain_pread(&f->dev, &c, 0, fd, 1000, 9096, NULL, 0, &done), 0);
 	assert_int_equal(done, 2500);
-	assert_int_equal(f->mem[SHM_LO + 0x1000], pat(1000, 6));
-	assert_int_equal(f->mem[SHM_LO + 0x1000 + 2500], 0x55);
+	assert_int_equal(f->h.mem[SHM_LO + 0x1000], pat(1000, 6));
+	assert_int_equal(f->h.mem[SHM_LO + 0x1000 + 2500], 0x55);
 	vio_chain_free(&c);
 	close(fd);
 }
 
 static void test_errors(void **state)
 {
-	struct fake *f = setup(&host_fd, false);
+	struct fake *f = setup(&vio_fake_host_fd, false);
 	static const uint64_t bad[][2] = {{SHM_LO, 16}, {MEM_SIZE - 100, 200}, {SHM_LO + 0x100, 1}};
 	struct vio_chain c;
 	int fd = tmp_file(4096, 7), ro;
@@ -508,7 +376,7 @@ static void test_errors(void **state)
 	vio_chain_free(&c);
 	make_chain(&c, shm_bufs, 4, 4);
 	assert_int_equal(vio_chain_pwrite(&f->dev, &c, 16, ro, 0, 100, NULL, 0, &done), -EBADF);
-	f = setup(&host_plain, false);
+	f = setup(&vio_fake_host_posting, false);
 	assert_int_equal(vio_chain_pwrite(&f->dev, &c, 16, ro, 0, 100, NULL, 0, &done), -EBADF);
 	vio_chain_free(&c);
 	/* A buffer outside guest memory: reading it fails with the DMA error ... */

@@ -10,134 +10,20 @@
 
 #include <cmocka.h>
 
+#include "vio_fake.h"
 #include "vio_test_desc.h"
 #include "virtio.h"
 
-#define MEM_SIZE   (1u << 20)
-#define QSIZE	   8u
-#define RING(q)	   (0x1000u + 0x1000u * (q)) /* desc; avail at +0x400, used at +0x800 */
-#define DATA	   0x20000u
-#define MAX_EVENTS 64u
-#define MAX_POSTS  64u
-#define BAR	   0xfe000000ull /* where the guest put BAR 0 */
-
-/* One call of an irq op: line (0..7) set to level; setlvl: through irq_set, not irq_line. */
-struct irq_event {
-	unsigned line, level;
-	bool setlvl;
-};
-
-struct post {
-	uint64_t gpa;
-	const void *buf;
-	size_t len;
-	void (*done)(void *, int);
-	void *arg;
-};
+#define MEM_SIZE (1u << 20)
+#define QSIZE	 8u
+#define RING(q)	 (0x1000u + 0x1000u * (q)) /* desc; avail at +0x400, used at +0x800 */
+#define DATA	 0x20000u
+#define BAR	 0xfe000000ull /* where the guest put BAR 0 */
 
 struct fake {
-	uint8_t mem[MEM_SIZE];
-	struct irq_event ev[MAX_EVENTS];
-	unsigned nev;
-	unsigned level[8]; /* each line's level as the VM sees it */
-	unsigned edges[8]; /* rising edges per line */
-	struct post post[MAX_POSTS];
-	unsigned nposts;
-	int line_err; /* irq_line fails with this */
+	struct vio_fake h; /* first: the host ops' opaque; posted writes held, see new_fake() */
 	struct vio_dev dev;
 	struct vio_chain chain;
-};
-
-static int fake_read(void *opaque, uint64_t gpa, void *buf, size_t len)
-{
-	struct fake *f = opaque;
-
-	if (gpa > MEM_SIZE || len > MEM_SIZE - gpa)
-		return -EFAULT;
-	memcpy(buf, f->mem + gpa, len);
-	return 0;
-}
-
-static int fake_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
-{
-	struct fake *f = opaque;
-
-	if (gpa > MEM_SIZE || len > MEM_SIZE - gpa)
-		return -EFAULT;
-	memcpy(f->mem + gpa, buf, len);
-	return 0;
-}
-
-static void record(struct fake *f, unsigned line, unsigned level, bool setlvl)
-{
-	assert_true(line < 8);
-	assert_true(f->nev < MAX_EVENTS);
-	f->ev[f->nev++] = (struct irq_event){line, level, setlvl};
-	if (level && !f->level[line])
-		f->edges[line]++;
-	f->level[line] = level;
-}
-
-static int fake_irq(void *opaque, unsigned level)
-{
-	record(opaque, 0, level, true);
-	return 0;
-}
-
-static int fake_line(void *opaque, unsigned line, unsigned level)
-{
-	struct fake *f = opaque;
-
-	if (f->line_err)
-		return f->line_err;
-	record(f, line, level, false);
-	return 0;
-}
-
-/* Posted writes wait here until fake_complete(). */
-static int fake_post(void *opaque, uint64_t gpa, const void *buf, size_t len,
-		     void (*done)(void *, int), void *arg)
-{
-	struct fake *f = opaque;
-
-	assert_true(f->nposts < MAX_POSTS);
-	f->post[f->nposts++] = (struct post){gpa, buf, len, done, arg};
-	return 0;
-}
-
-/* Apply every posted write, then run their completions in order. */
-static void fake_complete(struct fake *f)
-{
-	struct post batch[MAX_POSTS];
-	unsigned n = f->nposts;
-
-	memcpy(batch, f->post, n * sizeof(batch[0]));
-	f->nposts = 0; /* completions may post more */
-	for (unsigned i = 0; i < n; i++)
-		assert_int_equal(fake_write(f, batch[i].gpa, batch[i].buf, batch[i].len), 0);
-	for (unsigned i = 0; i < n; i++)
-		batch[i].done(batch[i].arg, 0);
-}
-
-static const struct vio_host_ops host_lines = {
-    .dma_read = fake_read,
-    .dma_write = fake_write,
-    .irq_set = fake_irq,
-    .irq_line = fake_line,
-};
-
-static const struct vio_host_ops host_no_lines = {
-    .dma_read = fake_read,
-    .dma_write = fake_write,
-    .irq_set = fake_irq,
-};
-
-static const struct vio_host_ops host_posting = {
-    .dma_read = fake_read,
-    .dma_write = fake_write,
-    .irq_set = fake_irq,
-    .irq_line = fake_line,
-    .dma_write_post = fake_post,
 };
 
 /* The model: every chain gets 4 bytes (posted when the host posts) and is pushed. */
@@ -156,18 +42,12 @@ static const struct vio_dev_ops ops = {.queue_kick = kick_cb};
 
 static void wr(struct fake *f, uint64_t off, unsigned n, uint64_t v)
 {
-	uint8_t b[8];
-
-	vio_put_le(b, v, n);
-	assert_int_equal(vio_transport_write(&f->dev, BAR + off, n, b), 0);
+	vio_fake_wr(&f->dev, BAR + off, n, v);
 }
 
 static uint64_t rd(struct fake *f, uint64_t off, unsigned n)
 {
-	uint8_t b[8];
-
-	assert_int_equal(vio_transport_read(&f->dev, BAR + off, n, b), 0);
-	return vio_get_le(b, n);
+	return vio_fake_rd(&f->dev, BAR + off, n);
 }
 
 static struct fake *new_fake(unsigned nq, enum vio_transport tr, const struct vio_host_ops *host)
@@ -175,9 +55,13 @@ static struct fake *new_fake(unsigned nq, enum vio_transport tr, const struct vi
 	struct fake *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
+	vio_fake_init(&f->h, MEM_SIZE);
+	/* Posted writes wait until vio_fake_process(); they must fit in memory. */
+	f->h.hold_posts = true;
+	f->h.posts_in_range = true;
 	assert_int_equal(vio_dev_init(&f->dev, VIO_ID_RNG, 0, nq, 16, &ops, f), 0);
 	f->dev.transport = tr;
-	vio_dev_set_host(&f->dev, host, f);
+	vio_dev_set_host(&f->dev, host, &f->h);
 	return f;
 }
 
@@ -185,6 +69,7 @@ static void free_fake(struct fake *f)
 {
 	vio_chain_free(&f->chain);
 	vio_dev_reset(&f->dev);
+	vio_fake_fini(&f->h);
 	free(f);
 }
 
@@ -228,34 +113,35 @@ static void request(struct fake *f, unsigned q, uint16_t n)
 	uint64_t desc = RING(q), avail = RING(q) + 0x400;
 	uint16_t slot = n % QSIZE;
 
-	vio_test_desc(f->mem + desc + 16 * slot, DATA + 0x100 * q + 4 * slot, 4, VIO_DESC_F_WRITE,
+	vio_test_desc(f->h.mem + desc + 16 * slot, DATA + 0x100 * q + 4 * slot, 4, VIO_DESC_F_WRITE,
 		      0);
-	vio_put_le(f->mem + avail + 4 + 2 * slot, slot, 2);
-	vio_put_le(f->mem + avail + 2, (uint16_t)(n + 1), 2);
+	vio_put_le(f->h.mem + avail + 4 + 2 * slot, slot, 2);
+	vio_put_le(f->h.mem + avail + 2, (uint16_t)(n + 1), 2);
 	wr(f, COREIO_VPCI_NOTIFY_OFF + COREIO_VPCI_NOTIFY_MULT * q, 2, q);
 	assert_true(vio_dev_poll(&f->dev));
 }
 
 static uint16_t used_idx(struct fake *f, unsigned q)
 {
-	return (uint16_t)vio_get_le(f->mem + RING(q) + 0x800 + 2, 2);
+	return (uint16_t)vio_get_le(f->h.mem + RING(q) + 0x800 + 2, 2);
 }
 
 /* Event i is a pulse half of line (level), through irq_line. */
 static void assert_event(const struct fake *f, unsigned i, unsigned line, unsigned level,
 			 bool setlvl)
 {
-	assert_true(i < f->nev);
-	assert_int_equal(f->ev[i].line, line);
-	assert_int_equal(f->ev[i].level, level);
-	assert_int_equal(f->ev[i].setlvl, setlvl);
+	assert_true(i < f->h.nev);
+	assert_true(i < VIO_FAKE_MAX_IRQ);
+	assert_int_equal(f->h.ev[i].line, line);
+	assert_int_equal(f->h.ev[i].level, level);
+	assert_int_equal(f->h.ev[i].setlvl, setlvl);
 }
 
 static void test_vector_count(void **state)
 {
 	(void)state;
 	for (unsigned nq = 1; nq <= VIO_MAX_QUEUES; nq++) {
-		struct fake *f = new_fake(nq, VIO_TRANSPORT_PCI, &host_lines);
+		struct fake *f = new_fake(nq, VIO_TRANSPORT_PCI, &vio_fake_host_lines);
 
 		assert_int_equal(vio_dev_msix_vectors(&f->dev), nq + 1 < 8 ? nq + 1 : 8);
 		f->dev.transport = VIO_TRANSPORT_MMIO;
@@ -266,7 +152,7 @@ static void test_vector_count(void **state)
 
 static void test_vector_registers(void **state)
 {
-	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &host_lines); /* 3 vectors */
+	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &vio_fake_host_lines); /* 3 vectors */
 
 	(void)state;
 	/* Nothing assigned after init. */
@@ -324,13 +210,13 @@ static void test_vector_registers(void **state)
 	wr(f, VIO_PCI_Q_SELECT, 2, 0xffff);
 	assert_int_equal(rd(f, VIO_PCI_Q_MSIX, 2), VIO_PCI_NO_VECTOR);
 	/* No interrupt was sent by any of this. */
-	assert_int_equal(f->nev, 0);
+	assert_int_equal(f->h.nev, 0);
 	free_fake(f);
 }
 
 static void test_vector_cap(void **state)
 {
-	struct fake *f = new_fake(VIO_MAX_QUEUES, VIO_TRANSPORT_PCI, &host_lines);
+	struct fake *f = new_fake(VIO_MAX_QUEUES, VIO_TRANSPORT_PCI, &vio_fake_host_lines);
 
 	(void)state;
 	assert_int_equal(vio_dev_msix_vectors(&f->dev), 8);
@@ -344,7 +230,7 @@ static void test_vector_cap(void **state)
 
 static void test_vector_reset(void **state)
 {
-	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &host_lines);
+	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &vio_fake_host_lines);
 
 	(void)state;
 	for (int how = 0; how < 2; how++) {
@@ -369,7 +255,7 @@ static void test_vector_reset(void **state)
 /* With vectors, a used buffer pulses the queue's line and leaves the ISR and line 0 alone. */
 static void test_queue_vector_pulses(void **state)
 {
-	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &host_lines);
+	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &vio_fake_host_lines);
 
 	(void)state;
 	pci_negotiate(f);
@@ -377,31 +263,31 @@ static void test_queue_vector_pulses(void **state)
 	pci_queue(f, 0, 1);
 	pci_queue(f, 1, 2);
 	pci_driver_ok(f);
-	assert_int_equal(f->nev, 0);
+	assert_int_equal(f->h.nev, 0);
 
 	request(f, 0, 0);
 	assert_int_equal(used_idx(f, 0), 1);
-	assert_int_equal(f->nev, 2);
+	assert_int_equal(f->h.nev, 2);
 	assert_event(f, 0, 1, 1, false);
 	assert_event(f, 1, 1, 0, false);
 	request(f, 1, 0);
 	assert_int_equal(used_idx(f, 1), 1);
-	assert_int_equal(f->nev, 4);
+	assert_int_equal(f->h.nev, 4);
 	assert_event(f, 2, 2, 1, false);
 	assert_event(f, 3, 2, 0, false);
-	assert_int_equal(f->edges[1], 1);
-	assert_int_equal(f->edges[2], 1);
-	assert_int_equal(f->edges[0], 0);
+	assert_int_equal(f->h.edges[1], 1);
+	assert_int_equal(f->h.edges[2], 1);
+	assert_int_equal(f->h.edges[0], 0);
 	assert_int_equal(f->dev.isr, 0);
 	assert_int_equal(rd(f, COREIO_VPCI_ISR_OFF, 1), 0);
-	assert_int_equal(f->nev, 4); /* reading a clear ISR sends nothing */
+	assert_int_equal(f->h.nev, 4); /* reading a clear ISR sends nothing */
 	free_fake(f);
 }
 
 /* Configuration changes (and NEEDS_RESET) pulse the config vector. */
 static void test_config_vector_pulses(void **state)
 {
-	struct fake *f = new_fake(1, VIO_TRANSPORT_PCI, &host_lines);
+	struct fake *f = new_fake(1, VIO_TRANSPORT_PCI, &vio_fake_host_lines);
 
 	(void)state;
 	pci_negotiate(f);
@@ -409,29 +295,29 @@ static void test_config_vector_pulses(void **state)
 	pci_queue(f, 0, 0);
 	pci_driver_ok(f);
 	vio_dev_config_changed(&f->dev);
-	assert_int_equal(f->nev, 2);
+	assert_int_equal(f->h.nev, 2);
 	assert_event(f, 0, 1, 1, false);
 	assert_event(f, 1, 1, 0, false);
 	assert_int_equal(rd(f, VIO_PCI_CFG_GEN, 1), 1);
 	assert_int_equal(f->dev.isr, 0);
 	/* A broken ring: NEEDS_RESET with a configuration interrupt on vector 1. */
-	vio_put_le(f->mem + RING(0) + 0x400 + 4, 0x40, 2); /* head 0x40 >= size */
-	vio_put_le(f->mem + RING(0) + 0x400 + 2, 1, 2);
+	vio_put_le(f->h.mem + RING(0) + 0x400 + 4, 0x40, 2); /* head 0x40 >= size */
+	vio_put_le(f->h.mem + RING(0) + 0x400 + 2, 1, 2);
 	wr(f, COREIO_VPCI_NOTIFY_OFF, 2, 0);
 	vio_dev_poll(&f->dev);
 	assert_true(rd(f, VIO_PCI_STATUS, 1) & VIO_S_NEEDS_RESET);
-	assert_int_equal(f->nev, 4);
+	assert_int_equal(f->h.nev, 4);
 	assert_event(f, 2, 1, 1, false);
 	assert_event(f, 3, 1, 0, false);
 	assert_int_equal(f->dev.isr, 0);
-	assert_int_equal(f->level[0], 0);
+	assert_int_equal(f->h.line_level[0], 0);
 	free_fake(f);
 }
 
 /* No vectors (INTx, what Linux leaves without MSI-X): ISR bits and line 0's level as before. */
 static void test_intx_unchanged(void **state)
 {
-	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &host_lines);
+	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &vio_fake_host_lines);
 
 	(void)state;
 	pci_negotiate(f);
@@ -440,25 +326,25 @@ static void test_intx_unchanged(void **state)
 	pci_driver_ok(f);
 	request(f, 0, 0);
 	assert_int_equal(used_idx(f, 0), 1);
-	assert_int_equal(f->nev, 1);
+	assert_int_equal(f->h.nev, 1);
 	assert_event(f, 0, 0, 1, true);
 	assert_int_equal(rd(f, COREIO_VPCI_ISR_OFF, 1), VIO_ISR_QUEUE);
-	assert_int_equal(f->nev, 2);
+	assert_int_equal(f->h.nev, 2);
 	assert_event(f, 1, 0, 0, true);
 	assert_int_equal(rd(f, COREIO_VPCI_ISR_OFF, 1), 0);
 	vio_dev_config_changed(&f->dev);
-	assert_int_equal(f->level[0], 1);
+	assert_int_equal(f->h.line_level[0], 1);
 	assert_int_equal(rd(f, COREIO_VPCI_ISR_OFF, 1), VIO_ISR_CONFIG);
-	assert_int_equal(f->level[0], 0);
-	for (unsigned i = 0; i < f->nev; i++)
-		assert_true(f->ev[i].setlvl);
+	assert_int_equal(f->h.line_level[0], 0);
+	for (unsigned i = 0; i < f->h.nev; i++)
+		assert_true(f->h.ev[i].setlvl);
 	free_fake(f);
 }
 
 /* Vectors for some interrupts only: each goes its own way. */
 static void test_mixed(void **state)
 {
-	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &host_lines);
+	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &vio_fake_host_lines);
 
 	(void)state;
 	pci_negotiate(f);
@@ -466,14 +352,14 @@ static void test_mixed(void **state)
 	pci_queue(f, 1, VIO_PCI_NO_VECTOR);
 	pci_driver_ok(f);
 	request(f, 1, 0);
-	assert_int_equal(f->level[0], 1);
-	assert_int_equal(f->edges[2], 0);
+	assert_int_equal(f->h.line_level[0], 1);
+	assert_int_equal(f->h.edges[2], 0);
 	request(f, 0, 0);
-	assert_int_equal(f->edges[2], 1);
-	assert_int_equal(f->level[2], 0);
+	assert_int_equal(f->h.edges[2], 1);
+	assert_int_equal(f->h.line_level[2], 0);
 	vio_dev_config_changed(&f->dev); /* config: no vector */
 	assert_int_equal(rd(f, COREIO_VPCI_ISR_OFF, 1), VIO_ISR_QUEUE | VIO_ISR_CONFIG);
-	assert_int_equal(f->level[0], 0);
+	assert_int_equal(f->h.line_level[0], 0);
 	free_fake(f);
 }
 
@@ -484,7 +370,7 @@ static void test_mixed(void **state)
  */
 static void test_no_vector_under_msix(void **state)
 {
-	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &host_lines);
+	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &vio_fake_host_lines);
 
 	(void)state;
 	pci_negotiate(f);
@@ -494,39 +380,39 @@ static void test_no_vector_under_msix(void **state)
 	pci_driver_ok(f);
 	request(f, 1, 0);
 	request(f, 1, 1);
-	assert_int_equal(f->edges[0], 0);
-	assert_int_equal(f->level[0], 0);
+	assert_int_equal(f->h.edges[0], 0);
+	assert_int_equal(f->h.line_level[0], 0);
 	assert_int_equal(rd(f, COREIO_VPCI_ISR_OFF, 1), 0);
 	request(f, 0, 0);
-	assert_int_equal(f->edges[1], 1);
+	assert_int_equal(f->h.edges[1], 1);
 	vio_dev_config_changed(&f->dev); /* the config vector, 0: an edge */
-	assert_int_equal(f->edges[0], 1);
-	assert_int_equal(f->level[0], 0);
+	assert_int_equal(f->h.edges[0], 1);
+	assert_int_equal(f->h.line_level[0], 0);
 	free_fake(f);
 }
 
 /* Vector 0 shares line 0 with INTx: a pulse while the ISR holds it high still makes an edge. */
 static void test_vector0_with_isr_pending(void **state)
 {
-	struct fake *f = new_fake(1, VIO_TRANSPORT_PCI, &host_lines);
+	struct fake *f = new_fake(1, VIO_TRANSPORT_PCI, &vio_fake_host_lines);
 
 	(void)state;
 	pci_negotiate(f);
 	pci_queue(f, 0, VIO_PCI_NO_VECTOR);
 	pci_driver_ok(f);
 	request(f, 0, 0); /* ISR set, line 0 high */
-	assert_int_equal(f->level[0], 1);
-	assert_int_equal(f->edges[0], 1);
+	assert_int_equal(f->h.line_level[0], 1);
+	assert_int_equal(f->h.edges[0], 1);
 	wr(f, VIO_PCI_Q_SELECT, 2, 0);
 	wr(f, VIO_PCI_Q_MSIX, 2, 0);
 	request(f, 0, 1);
-	assert_int_equal(f->edges[0], 2);
-	assert_int_equal(f->level[0], 1); /* still high for the ISR */
+	assert_int_equal(f->h.edges[0], 2);
+	assert_int_equal(f->h.line_level[0], 1); /* still high for the ISR */
 	assert_int_equal(rd(f, COREIO_VPCI_ISR_OFF, 1), VIO_ISR_QUEUE);
-	assert_int_equal(f->level[0], 0);
+	assert_int_equal(f->h.line_level[0], 0);
 	request(f, 0, 2);
-	assert_int_equal(f->edges[0], 3);
-	assert_int_equal(f->level[0], 0);
+	assert_int_equal(f->h.edges[0], 3);
+	assert_int_equal(f->h.line_level[0], 0);
 	assert_int_equal(f->dev.isr, 0);
 	free_fake(f);
 }
@@ -534,7 +420,7 @@ static void test_vector0_with_isr_pending(void **state)
 /* A host without irq_line keeps the vector registers but interrupts the INTx way. */
 static void test_host_without_lines(void **state)
 {
-	struct fake *f = new_fake(1, VIO_TRANSPORT_PCI, &host_no_lines);
+	struct fake *f = new_fake(1, VIO_TRANSPORT_PCI, &vio_fake_host);
 
 	(void)state;
 	pci_negotiate(f);
@@ -542,7 +428,7 @@ static void test_host_without_lines(void **state)
 	pci_queue(f, 0, 1);
 	pci_driver_ok(f);
 	request(f, 0, 0);
-	assert_int_equal(f->nev, 1);
+	assert_int_equal(f->h.nev, 1);
 	assert_event(f, 0, 0, 1, true);
 	assert_int_equal(rd(f, COREIO_VPCI_ISR_OFF, 1), VIO_ISR_QUEUE);
 	free_fake(f);
@@ -551,26 +437,26 @@ static void test_host_without_lines(void **state)
 /* A failing irq_line is reported by vio_dev_notify_queue() and sets nothing else. */
 static void test_pulse_error(void **state)
 {
-	struct fake *f = new_fake(1, VIO_TRANSPORT_PCI, &host_lines);
+	struct fake *f = new_fake(1, VIO_TRANSPORT_PCI, &vio_fake_host_lines);
 
 	(void)state;
 	pci_negotiate(f);
 	pci_queue(f, 0, 1);
 	pci_driver_ok(f);
-	f->line_err = -ECONNRESET;
+	f->h.line_err = -ECONNRESET;
 	assert_int_equal(vio_dev_notify_queue(&f->dev, 0), -ECONNRESET);
 	assert_int_equal(f->dev.isr, 0);
-	assert_int_equal(f->nev, 0);
-	f->line_err = 0;
+	assert_int_equal(f->h.nev, 0);
+	f->h.line_err = 0;
 	assert_int_equal(vio_dev_notify_queue(&f->dev, 0), 0);
-	assert_int_equal(f->edges[1], 1);
+	assert_int_equal(f->h.edges[1], 1);
 	free_fake(f);
 }
 
 /* With posted writes the pulse waits for them, one per queue, and a reset drops it. */
 static void test_pulse_after_posted_writes(void **state)
 {
-	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &host_posting);
+	struct fake *f = new_fake(2, VIO_TRANSPORT_PCI, &vio_fake_host_all);
 
 	(void)state;
 	pci_negotiate(f);
@@ -579,28 +465,26 @@ static void test_pulse_after_posted_writes(void **state)
 	pci_driver_ok(f);
 	request(f, 0, 0);
 	request(f, 1, 0);
-	assert_int_equal(f->nev, 0);
+	assert_int_equal(f->h.nev, 0);
 	assert_int_equal(used_idx(f, 0), 0);
-	while (f->nposts)
-		fake_complete(f);
+	vio_fake_drain(&f->h);
 	assert_int_equal(used_idx(f, 0), 1);
 	assert_int_equal(used_idx(f, 1), 1);
-	assert_int_equal(f->edges[1], 1);
-	assert_int_equal(f->edges[2], 1);
+	assert_int_equal(f->h.edges[1], 1);
+	assert_int_equal(f->h.edges[2], 1);
 	assert_int_equal(f->dev.isr, 0);
 	/* A reset before the writes complete: no pulse for them. */
 	request(f, 0, 1);
 	wr(f, VIO_PCI_STATUS, 1, 0); /* the driver's reset: what waits on the writes is dropped */
-	while (f->nposts)
-		fake_complete(f);
-	assert_int_equal(f->edges[1], 1);
+	vio_fake_drain(&f->h);
+	assert_int_equal(f->h.edges[1], 1);
 	free_fake(f);
 }
 
 /* MMIO has no vectors: InterruptStatus and line 0, whatever the PCI state says. */
 static void test_mmio_no_vectors(void **state)
 {
-	struct fake *f = new_fake(1, VIO_TRANSPORT_MMIO, &host_lines);
+	struct fake *f = new_fake(1, VIO_TRANSPORT_MMIO, &vio_fake_host_lines);
 	uint8_t b[4];
 
 	(void)state;
@@ -612,18 +496,18 @@ static void test_mmio_no_vectors(void **state)
 	    vio_test_mmio_queue(&f->dev, 0, QSIZE, RING(0), RING(0) + 0x400, RING(0) + 0x800), 0);
 	assert_int_equal(vio_test_w32(&f->dev, VIO_MMIO_STATUS, 0x0f), 0);
 	vio_dev_poll(&f->dev);
-	vio_test_desc(f->mem + RING(0), DATA, 4, VIO_DESC_F_WRITE, 0);
-	vio_put_le(f->mem + RING(0) + 0x400 + 4, 0, 2);
-	vio_put_le(f->mem + RING(0) + 0x400 + 2, 1, 2);
+	vio_test_desc(f->h.mem + RING(0), DATA, 4, VIO_DESC_F_WRITE, 0);
+	vio_put_le(f->h.mem + RING(0) + 0x400 + 4, 0, 2);
+	vio_put_le(f->h.mem + RING(0) + 0x400 + 2, 1, 2);
 	assert_int_equal(vio_test_w32(&f->dev, VIO_MMIO_QUEUE_NOTIFY, 0), 0);
 	assert_true(vio_dev_poll(&f->dev));
 	assert_int_equal(used_idx(f, 0), 1);
-	assert_int_equal(f->nev, 1);
+	assert_int_equal(f->h.nev, 1);
 	assert_event(f, 0, 0, 1, true);
 	assert_int_equal(vio_transport_read(&f->dev, VIO_MMIO_INTERRUPT_STATUS, 4, b), 0);
 	assert_int_equal(vio_get_le(b, 4), VIO_ISR_QUEUE);
 	assert_int_equal(vio_test_w32(&f->dev, VIO_MMIO_INTERRUPT_ACK, VIO_ISR_QUEUE), 0);
-	assert_int_equal(f->level[0], 0);
+	assert_int_equal(f->h.line_level[0], 0);
 	/* Offset 0x10 is DeviceFeatures (word 0: 0 for this device), not a vector register. */
 	assert_int_equal(vio_transport_read(&f->dev, VIO_PCI_MSIX_CONFIG, 2, b), 0);
 	assert_int_equal(vio_get_le(b, 2), 0);

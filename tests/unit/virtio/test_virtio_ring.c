@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "vio_fake.h"
 #include "vio_test_desc.h"
 #include "virtio.h"
 
@@ -21,51 +22,10 @@
 #define DATA	 0x10000u
 
 struct fake {
-	uint8_t mem[MEM_SIZE];
-	unsigned level;
-	unsigned irq_changes;
-	unsigned dma_calls;
+	struct vio_fake h; /* first: the host ops' opaque */
 	unsigned kicks;
 	struct vio_dev dev;
 	struct vio_chain chain;
-};
-
-static int fake_read(void *opaque, uint64_t gpa, void *buf, size_t len)
-{
-	struct fake *f = opaque;
-
-	f->dma_calls++;
-	if (gpa > MEM_SIZE || len > MEM_SIZE - gpa)
-		return -EFAULT;
-	memcpy(buf, f->mem + gpa, len);
-	return 0;
-}
-
-static int fake_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
-{
-	struct fake *f = opaque;
-
-	f->dma_calls++;
-	if (gpa > MEM_SIZE || len > MEM_SIZE - gpa)
-		return -EFAULT;
-	memcpy(f->mem + gpa, buf, len);
-	return 0;
-}
-
-static int fake_irq(void *opaque, unsigned level)
-{
-	struct fake *f = opaque;
-
-	if (level != f->level)
-		f->irq_changes++;
-	f->level = level;
-	return 0;
-}
-
-static const struct vio_host_ops fake_host = {
-    .dma_read = fake_read,
-    .dma_write = fake_write,
-    .irq_set = fake_irq,
 };
 
 static void kick_cb(struct vio_dev *d, unsigned q)
@@ -79,40 +39,29 @@ static void kick_cb(struct vio_dev *d, unsigned q)
 static const struct vio_dev_ops ops = {.queue_kick = kick_cb};
 
 /* Register access helpers through the transport. */
-static void wr32(struct fake *f, uint64_t off, uint32_t v)
-{
-	assert_int_equal(vio_test_w32(&f->dev, off, v), 0);
-}
-
 static void wr(struct fake *f, uint64_t off, unsigned n, uint64_t v)
 {
-	uint8_t b[8];
-
-	vio_put_le(b, v, n);
-	assert_int_equal(vio_transport_write(&f->dev, off, n, b), 0);
+	vio_fake_wr(&f->dev, off, n, v);
 }
 
 static uint64_t rd(struct fake *f, uint64_t off, unsigned n)
 {
-	uint8_t b[8];
-
-	assert_int_equal(vio_transport_read(&f->dev, off, n, b), 0);
-	return vio_get_le(b, n);
+	return vio_fake_rd(&f->dev, off, n);
 }
 
 static void set_desc(struct fake *f, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
 		     uint16_t next)
 {
-	vio_test_desc(f->mem + DESC + 16 * i, addr, len, flags, next);
+	vio_test_desc(f->h.mem + DESC + 16 * i, addr, len, flags, next);
 }
 
 /* Publish head in the next avail slot and advance avail->idx by count. */
 static void publish(struct fake *f, uint16_t head, uint16_t count)
 {
-	uint16_t idx = (uint16_t)vio_get_le(f->mem + AVAIL + 2, 2);
+	uint16_t idx = (uint16_t)vio_get_le(f->h.mem + AVAIL + 2, 2);
 
-	vio_put_le(f->mem + AVAIL + 4 + 2 * (idx % QSIZE), head, 2);
-	vio_put_le(f->mem + AVAIL + 2, (uint16_t)(idx + count), 2);
+	vio_put_le(f->h.mem + AVAIL + 4 + 2 * (idx % QSIZE), head, 2);
+	vio_put_le(f->h.mem + AVAIL + 2, (uint16_t)(idx + count), 2);
 }
 
 /* Bring an MMIO device up with features (besides VERSION_1) and one queue of QSIZE. */
@@ -122,22 +71,18 @@ static struct fake *bring_up(uint64_t drv_features)
 	uint64_t feats = VIO_BIT(VIO_F_VERSION_1) | drv_features;
 
 	assert_non_null(f);
+
+	vio_fake_init(&f->h, MEM_SIZE);
 	assert_int_equal(
 	    vio_dev_init(&f->dev, VIO_ID_RNG, VIO_BIT(VIO_F_INDIRECT_DESC), 2, 16, &ops, f), 0);
 	f->dev.transport = VIO_TRANSPORT_MMIO;
-	vio_dev_set_host(&f->dev, &fake_host, f);
+	vio_dev_set_host(&f->dev, &vio_fake_host, &f->h);
 	assert_int_equal(vio_test_negotiate(&f->dev, feats), 0);
 	assert_int_equal(rd(f, VIO_MMIO_STATUS, 4),
 			 VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK);
-	wr32(f, VIO_MMIO_QUEUE_SEL, 0);
-	wr32(f, VIO_MMIO_QUEUE_NUM, QSIZE);
-	wr32(f, VIO_MMIO_QUEUE_DESC_LO, DESC);
-	wr32(f, VIO_MMIO_QUEUE_DRIVER_LO, AVAIL);
-	wr32(f, VIO_MMIO_QUEUE_DEVICE_LO, USED);
-	wr32(f, VIO_MMIO_QUEUE_READY, 1);
+	assert_int_equal(vio_test_mmio_queue(&f->dev, 0, QSIZE, DESC, AVAIL, USED), 0);
 	assert_int_equal(rd(f, VIO_MMIO_QUEUE_READY, 4), 1);
-	wr32(f, VIO_MMIO_STATUS,
-	     VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK | VIO_S_DRIVER_OK);
+	assert_int_equal(vio_test_mmio_driver_ok(&f->dev), 0);
 	assert_true(vio_dev_running(&f->dev));
 	return f;
 }
@@ -145,6 +90,7 @@ static struct fake *bring_up(uint64_t drv_features)
 static void tear_down(struct fake *f)
 {
 	vio_chain_free(&f->chain);
+	vio_fake_fini(&f->h);
 	free(f);
 }
 
@@ -153,7 +99,7 @@ static void assert_broken(struct fake *f, int rc)
 	assert_int_equal(rc, -EPROTO);
 	assert_true(f->dev.status & VIO_S_NEEDS_RESET);
 	assert_true(f->dev.isr & VIO_ISR_CONFIG);
-	assert_int_equal(f->level, 1);
+	assert_int_equal(f->h.level, 1);
 	/* A broken device hands out nothing more. */
 	assert_int_equal(vio_queue_pop(&f->dev, 0, &f->chain), 0);
 }
@@ -164,8 +110,8 @@ static void test_chain_round_trip(void **state)
 	uint8_t out[12], e[8];
 
 	(void)state;
-	memcpy(f->mem + DATA, "hello ", 6);
-	memcpy(f->mem + DATA + 0x100, "world!", 6);
+	memcpy(f->h.mem + DATA, "hello ", 6);
+	memcpy(f->h.mem + DATA + 0x100, "world!", 6);
 	set_desc(f, 0, DATA, 6, VIO_DESC_F_NEXT, 5);
 	set_desc(f, 5, DATA + 0x100, 6, VIO_DESC_F_NEXT, 2);
 	set_desc(f, 2, DATA + 0x200, 4, VIO_DESC_F_WRITE | VIO_DESC_F_NEXT, 3);
@@ -185,21 +131,21 @@ static void test_chain_round_trip(void **state)
 	assert_int_equal(vio_chain_read(&f->dev, &f->chain, 9, out, 4), -EINVAL);
 	assert_int_equal(vio_chain_read(&f->dev, &f->chain, UINT64_MAX, out, 2), -EINVAL);
 	assert_int_equal(vio_chain_write(&f->dev, &f->chain, 2, "abcdef", 6), 0);
-	assert_memory_equal(f->mem + DATA + 0x202, "ab", 2);
-	assert_memory_equal(f->mem + DATA + 0x300, "cdef", 4);
+	assert_memory_equal(f->h.mem + DATA + 0x202, "ab", 2);
+	assert_memory_equal(f->h.mem + DATA + 0x300, "cdef", 4);
 	assert_int_equal(vio_chain_write(&f->dev, &f->chain, 0, "123456789", 9), -EINVAL);
 	assert_int_equal(vio_queue_pop(&f->dev, 0, &f->chain), 0);
-	assert_int_equal(f->level, 0);
+	assert_int_equal(f->h.level, 0);
 	assert_int_equal(vio_queue_push(&f->dev, 0, &f->chain, 8), 0);
-	memcpy(e, f->mem + USED + 4, 8);
+	memcpy(e, f->h.mem + USED + 4, 8);
 	assert_int_equal(vio_get_le(e, 4), 0);
 	assert_int_equal(vio_get_le(e + 4, 4), 8);
-	assert_int_equal(vio_get_le(f->mem + USED + 2, 2), 1);
-	assert_int_equal(f->level, 1);
+	assert_int_equal(vio_get_le(f->h.mem + USED + 2, 2), 1);
+	assert_int_equal(f->h.level, 1);
 	/* InterruptStatus shows it; InterruptACK clears it and lowers the line. */
 	assert_int_equal(rd(f, VIO_MMIO_INTERRUPT_STATUS, 4), VIO_ISR_QUEUE);
-	wr32(f, VIO_MMIO_INTERRUPT_ACK, VIO_ISR_QUEUE);
-	assert_int_equal(f->level, 0);
+	vio_fake_wr32(&f->dev, VIO_MMIO_INTERRUPT_ACK, VIO_ISR_QUEUE);
+	assert_int_equal(f->h.level, 0);
 	assert_false(f->dev.status & VIO_S_NEEDS_RESET);
 	tear_down(f);
 }
@@ -212,14 +158,14 @@ static void test_index_wraps(void **state)
 	/* Start both rings just below the 16-bit wrap. */
 	f->dev.q[0].last_avail = f->dev.q[0].avail_idx = 65534;
 	f->dev.q[0].used_idx = 65534;
-	vio_put_le(f->mem + AVAIL + 2, 65534, 2);
+	vio_put_le(f->h.mem + AVAIL + 2, 65534, 2);
 	set_desc(f, 1, DATA, 8, VIO_DESC_F_WRITE, 0);
 	for (int i = 0; i < 4; i++) {
 		publish(f, 1, 1);
 		assert_int_equal(vio_queue_pop(&f->dev, 0, &f->chain), 1);
 		assert_int_equal(vio_queue_push(&f->dev, 0, &f->chain, 8), 0);
 	}
-	assert_int_equal(vio_get_le(f->mem + USED + 2, 2), 2);
+	assert_int_equal(vio_get_le(f->h.mem + USED + 2, 2), 2);
 	assert_int_equal(vio_queue_pop(&f->dev, 0, &f->chain), 0);
 	tear_down(f);
 }
@@ -254,10 +200,10 @@ static void test_loop(void **state)
 	set_desc(f, 1, DATA, 8, VIO_DESC_F_NEXT, 2);
 	set_desc(f, 2, DATA, 8, VIO_DESC_F_NEXT, 0);
 	publish(f, 0, 1);
-	f->dma_calls = 0;
+	f->h.reads = f->h.writes = 0;
 	assert_broken(f, vio_queue_pop(&f->dev, 0, &f->chain));
 	/* Bounded: the avail idx, the ring entry and at most QSIZE descriptors. */
-	assert_true(f->dma_calls <= 2 + QSIZE);
+	assert_true((f->h.reads + f->h.writes) <= 2 + QSIZE);
 	tear_down(f);
 }
 
@@ -374,7 +320,7 @@ static void test_data_outside_memory(void **state)
 static void put_indirect(struct fake *f, uint64_t tab, unsigned i, uint64_t addr, uint32_t len,
 			 uint16_t flags, uint16_t next)
 {
-	vio_test_desc(f->mem + tab + 16 * i, addr, len, flags, next);
+	vio_test_desc(f->h.mem + tab + 16 * i, addr, len, flags, next);
 }
 
 static void test_indirect(void **state)
@@ -435,50 +381,55 @@ static void test_features_and_status(void **state)
 
 	(void)state;
 	assert_non_null(f);
+	vio_fake_init(&f->h, MEM_SIZE);
 	assert_int_equal(
 	    vio_dev_init(&f->dev, VIO_ID_BLOCK,
 			 VIO_BIT(VIO_F_ACCESS_PLATFORM) | VIO_BIT(VIO_F_EVENT_IDX) | VIO_BIT(9), 1,
 			 16, &ops, f),
 	    0);
 	assert_int_equal(f->dev.features, VIO_BIT(VIO_F_VERSION_1) | VIO_BIT(9));
-	vio_dev_set_host(&f->dev, &fake_host, f);
+	vio_dev_set_host(&f->dev, &vio_fake_host, &f->h);
 	f->dev.transport = VIO_TRANSPORT_MMIO;
 	assert_int_equal(rd(f, VIO_MMIO_MAGIC, 4), VIO_MMIO_MAGIC_VALUE);
 	assert_int_equal(rd(f, VIO_MMIO_VERSION, 4), 2);
 	assert_int_equal(rd(f, VIO_MMIO_DEVICE_ID, 4), VIO_ID_BLOCK);
-	wr32(f, VIO_MMIO_DEVICE_FEAT_SEL, 1);
+	vio_fake_wr32(&f->dev, VIO_MMIO_DEVICE_FEAT_SEL, 1);
 	assert_int_equal(rd(f, VIO_MMIO_DEVICE_FEATURES, 4), 1);
-	wr32(f, VIO_MMIO_DEVICE_FEAT_SEL, 0);
+	vio_fake_wr32(&f->dev, VIO_MMIO_DEVICE_FEAT_SEL, 0);
 	assert_int_equal(rd(f, VIO_MMIO_DEVICE_FEATURES, 4), 1u << 9);
 	/* FEATURES_OK without VERSION_1 is refused. */
-	wr32(f, VIO_MMIO_STATUS, VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK);
+	vio_fake_wr32(&f->dev, VIO_MMIO_STATUS,
+		      VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK);
 	assert_int_equal(rd(f, VIO_MMIO_STATUS, 4), VIO_S_ACKNOWLEDGE | VIO_S_DRIVER);
-	wr32(f, VIO_MMIO_DRIVER_FEAT_SEL, 1);
-	wr32(f, VIO_MMIO_DRIVER_FEATURES, 1 | 2); /* VERSION_1 and ACCESS_PLATFORM */
-	wr32(f, VIO_MMIO_STATUS, VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK);
+	vio_fake_wr32(&f->dev, VIO_MMIO_DRIVER_FEAT_SEL, 1);
+	vio_fake_wr32(&f->dev, VIO_MMIO_DRIVER_FEATURES, 1 | 2); /* VERSION_1 and ACCESS_PLATFORM */
+	vio_fake_wr32(&f->dev, VIO_MMIO_STATUS,
+		      VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK);
 	assert_false(rd(f, VIO_MMIO_STATUS, 4) & VIO_S_FEATURES_OK);
-	wr32(f, VIO_MMIO_DRIVER_FEATURES, 1);
-	wr32(f, VIO_MMIO_STATUS, VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK);
+	vio_fake_wr32(&f->dev, VIO_MMIO_DRIVER_FEATURES, 1);
+	vio_fake_wr32(&f->dev, VIO_MMIO_STATUS,
+		      VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK);
 	assert_true(rd(f, VIO_MMIO_STATUS, 4) & VIO_S_FEATURES_OK);
 	/* Features are frozen after FEATURES_OK. */
-	wr32(f, VIO_MMIO_DRIVER_FEATURES, 3);
+	vio_fake_wr32(&f->dev, VIO_MMIO_DRIVER_FEATURES, 3);
 	assert_int_equal(f->dev.driver_features, VIO_BIT(VIO_F_VERSION_1));
 	/* A queue size that is not a power of two is refused at enable time. */
-	wr32(f, VIO_MMIO_QUEUE_SEL, 0);
+	vio_fake_wr32(&f->dev, VIO_MMIO_QUEUE_SEL, 0);
 	assert_int_equal(rd(f, VIO_MMIO_QUEUE_NUM_MAX, 4), 16);
-	wr32(f, VIO_MMIO_QUEUE_NUM, 12);
-	wr32(f, VIO_MMIO_QUEUE_READY, 1);
+	vio_fake_wr32(&f->dev, VIO_MMIO_QUEUE_NUM, 12);
+	vio_fake_wr32(&f->dev, VIO_MMIO_QUEUE_READY, 1);
 	assert_int_equal(rd(f, VIO_MMIO_QUEUE_READY, 4), 0);
 	assert_true(f->dev.status & VIO_S_NEEDS_RESET);
 	/* Reset clears everything and lowers the line. */
-	wr32(f, VIO_MMIO_STATUS, 0);
+	vio_fake_wr32(&f->dev, VIO_MMIO_STATUS, 0);
 	assert_int_equal(rd(f, VIO_MMIO_STATUS, 4), 0);
 	assert_int_equal(f->dev.driver_features, 0);
 	assert_int_equal(rd(f, VIO_MMIO_QUEUE_NUM, 4), 16);
-	assert_int_equal(f->level, 0);
+	assert_int_equal(f->h.level, 0);
 	/* Queues that do not exist read a maximum of 0. */
-	wr32(f, VIO_MMIO_QUEUE_SEL, 5);
+	vio_fake_wr32(&f->dev, VIO_MMIO_QUEUE_SEL, 5);
 	assert_int_equal(rd(f, VIO_MMIO_QUEUE_NUM_MAX, 4), 0);
+	vio_fake_fini(&f->h);
 	free(f);
 }
 
@@ -488,8 +439,9 @@ static void test_pci_common_and_isr(void **state)
 
 	(void)state;
 	assert_non_null(f);
+	vio_fake_init(&f->h, MEM_SIZE);
 	assert_int_equal(vio_dev_init(&f->dev, VIO_ID_CONSOLE, 0, 2, 32, &ops, f), 0);
-	vio_dev_set_host(&f->dev, &fake_host, f);
+	vio_dev_set_host(&f->dev, &vio_fake_host, &f->h);
 	f->dev.transport = VIO_TRANSPORT_PCI;
 	f->dev.config_len = 4;
 	memcpy(f->dev.config, "\x01\x02\x03\x04", 4);
@@ -520,9 +472,9 @@ static void test_pci_common_and_isr(void **state)
 	assert_int_equal(f->kicks, 0);
 	/* ISR: reading clears it and lowers the line. */
 	vio_dev_interrupt(&f->dev, VIO_ISR_QUEUE);
-	assert_int_equal(f->level, 1);
+	assert_int_equal(f->h.level, 1);
 	assert_int_equal(rd(f, bar + COREIO_VPCI_ISR_OFF, 1), VIO_ISR_QUEUE);
-	assert_int_equal(f->level, 0);
+	assert_int_equal(f->h.level, 0);
 	assert_int_equal(rd(f, bar + COREIO_VPCI_ISR_OFF, 1), 0);
 	/* Status through the common config. */
 	wr(f, bar + VIO_PCI_GFSELECT, 4, 1);
@@ -548,6 +500,7 @@ static void test_pci_common_and_isr(void **state)
 		assert_int_equal(vio_transport_read(&f->dev, bar + off, sizeof(big), big), 0);
 		assert_int_equal(vio_transport_write(&f->dev, bar + off + 0x2000, 1, big), 0);
 	}
+	vio_fake_fini(&f->h);
 	free(f);
 }
 

@@ -13,153 +13,32 @@
 
 #include <cmocka.h>
 
+#include "vio_fake.h"
 #include "vio_test_desc.h"
 #include "virtio.h"
 
-#define MEM_SIZE  (1u << 20)
-#define QSIZE	  8u
-#define RING(q)	  (0x1000u + 0x1000u * (q)) /* desc; avail at +0x400, used at +0x800 */
-#define AVAIL(q)  (RING(q) + 0x400u)
-#define USED(q)	  (RING(q) + 0x800u)
-#define DATA(q)	  (0x20000u + 0x1000u * (q)) /* chain n of queue q writes at DATA(q) + 16n */
-#define MAX_IRQ	  64u
-#define MAX_POSTS 64u
-#define MAX_LOG	  32u
-#define MAX_READS 256u
-#define FEATS	  0x00000001u /* the high feature word: VERSION_1 */
-#define RUNNING	  (VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK | VIO_S_DRIVER_OK)
-
-struct fake;
-
-/* What the guest does while a DMA of the device waits (served by the "VM"). */
-typedef void (*hook_fn)(struct fake *f);
-
-struct post {
-	uint64_t gpa;
-	const void *buf;
-	size_t len;
-	void (*done)(void *, int);
-	void *arg;
-};
+#define MEM_SIZE (1u << 20)
+#define QSIZE	 8u
+#define RING(q)	 (0x1000u + 0x1000u * (q)) /* desc; avail at +0x400, used at +0x800 */
+#define AVAIL(q) (RING(q) + 0x400u)
+#define USED(q)	 (RING(q) + 0x800u)
+#define DATA(q)	 (0x20000u + 0x1000u * (q)) /* chain n of queue q writes at DATA(q) + 16n */
+#define FEATS	 0x00000001u		    /* the high feature word: VERSION_1 */
+#define RUNNING	 (VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK | VIO_S_DRIVER_OK)
 
 struct fake {
-	uint8_t mem[MEM_SIZE];
-	/* Nested guest accesses: hook runs inside the hook_at-th blocking DMA write. */
-	hook_fn hook;
-	unsigned hook_at;
-	unsigned hook_runs;
-	unsigned writes;	    /* blocking DMA writes */
-	unsigned reads;		    /* blocking DMA reads */
-	size_t read_len[MAX_READS]; /* length of each blocking read */
-	unsigned irq[MAX_IRQ];	    /* levels irq_set was called with, in order */
-	unsigned nirq;
-	struct post post[MAX_POSTS]; /* posted writes whose completion has not run */
-	unsigned nposts;	     /* entries in post */
-	unsigned applied;	     /* post[0 .. applied) are in memory */
-	unsigned resets;	     /* the model's reset op */
-	unsigned reads_at_reset;     /* f->reads when it last ran */
-	uint8_t status_at_reset;     /* d->status when it last ran */
+	struct vio_fake h; /* first: the host ops' opaque; the hook runs in a blocking write */
+	unsigned resets;   /* the model's reset op */
+	unsigned reads_at_reset; /* h.reads when it last ran */
+	uint8_t status_at_reset; /* d->status when it last ran */
 	unsigned kicks[VIO_MAX_QUEUES];
 	unsigned pushed; /* chains the model pushed (return 0) */
 	int push_err;	 /* the first push error */
 	bool in_kick;
-	char log[MAX_LOG][VIO_LOG_MAX];
-	int log_level[MAX_LOG];
-	unsigned nlog;
 	/* What the hooks saw. */
 	uint64_t seen[8];
 	struct vio_dev dev;
 	struct vio_chain chain;
-};
-
-/* Posted writes reach memory before a later blocking DMA (one connection, in order). */
-static void apply_posted(struct fake *f)
-{
-	for (; f->applied < f->nposts; f->applied++) {
-		struct post *p = &f->post[f->applied];
-
-		assert_true(p->gpa <= MEM_SIZE && p->len <= MEM_SIZE - p->gpa);
-		memcpy(f->mem + p->gpa, p->buf, p->len);
-	}
-}
-
-static int fake_read(void *opaque, uint64_t gpa, void *buf, size_t len)
-{
-	struct fake *f = opaque;
-
-	apply_posted(f);
-	if (f->reads < MAX_READS)
-		f->read_len[f->reads] = len;
-	f->reads++;
-	if (gpa > MEM_SIZE || len > MEM_SIZE - gpa)
-		return -EFAULT;
-	memcpy(buf, f->mem + gpa, len);
-	return 0;
-}
-
-/* A blocking write: the guest's accesses of the hook are served while it waits. */
-static int fake_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
-{
-	struct fake *f = opaque;
-
-	apply_posted(f);
-	f->writes++;
-	if (gpa > MEM_SIZE || len > MEM_SIZE - gpa)
-		return -EFAULT;
-	memcpy(f->mem + gpa, buf, len);
-	if (f->hook && f->writes == f->hook_at) {
-		f->hook_runs++;
-		f->hook(f);
-	}
-	return 0;
-}
-
-static int fake_irq(void *opaque, unsigned level)
-{
-	struct fake *f = opaque;
-
-	assert_true(f->nirq < MAX_IRQ);
-	f->irq[f->nirq++] = level;
-	return 0;
-}
-
-/* Posted writes wait until the test runs fake_complete() (libcoreio's processfds). */
-static int fake_post(void *opaque, uint64_t gpa, const void *buf, size_t len,
-		     void (*done)(void *, int), void *arg)
-{
-	struct fake *f = opaque;
-
-	assert_true(f->nposts < MAX_POSTS);
-	f->post[f->nposts++] = (struct post){gpa, buf, len, done, arg};
-	return 0;
-}
-
-/* Apply everything posted, then run the completions of those writes in order. */
-static void fake_complete(struct fake *f)
-{
-	unsigned n = f->nposts;
-
-	apply_posted(f);
-	for (unsigned i = 0; i < n; i++)
-		f->post[i].done(f->post[i].arg, 0);
-	/* Completions may post more: keep those for the next call. */
-	memmove(f->post, f->post + n, (f->nposts - n) * sizeof(f->post[0]));
-	f->nposts -= n;
-	f->applied -= n;
-}
-
-/* Every write blocking: the used ring is written (and the interrupt raised) inside the kick. */
-static const struct vio_host_ops host_blocking = {
-    .dma_read = fake_read,
-    .dma_write = fake_write,
-    .irq_set = fake_irq,
-};
-
-static const struct vio_host_ops host_posting = {
-    .dma_read = fake_read,
-    .dma_write = fake_write,
-    .irq_set = fake_irq,
-    .dma_write_post = fake_post,
 };
 
 /*
@@ -199,37 +78,21 @@ static void reset_cb(struct vio_dev *d)
 	struct fake *f = d->priv;
 
 	f->resets++;
-	f->reads_at_reset = f->reads;
+	f->reads_at_reset = f->h.reads;
 	f->status_at_reset = d->status;
 }
 
 static const struct vio_dev_ops ops = {.queue_kick = kick_cb, .reset = reset_cb};
 
-static void log_cb(void *opaque, int level, const char *msg)
-{
-	struct fake *f = opaque;
-
-	assert_true(f->nlog < MAX_LOG);
-	f->log_level[f->nlog] = level;
-	strncpy(f->log[f->nlog], msg, VIO_LOG_MAX - 1);
-	f->nlog++;
-}
-
 /* Register accesses of the guest (offsets in BAR 0, or the MMIO block). */
 static void wr(struct fake *f, uint64_t off, unsigned n, uint64_t v)
 {
-	uint8_t b[8];
-
-	vio_put_le(b, v, n);
-	assert_int_equal(vio_transport_write(&f->dev, off, n, b), 0);
+	vio_fake_wr(&f->dev, off, n, v);
 }
 
 static uint64_t rd(struct fake *f, uint64_t off, unsigned n)
 {
-	uint8_t b[8];
-
-	assert_int_equal(vio_transport_read(&f->dev, off, n, b), 0);
-	return vio_get_le(b, n);
+	return vio_fake_rd(&f->dev, off, n);
 }
 
 static struct fake *new_fake(unsigned nq, const struct vio_host_ops *host)
@@ -237,10 +100,12 @@ static struct fake *new_fake(unsigned nq, const struct vio_host_ops *host)
 	struct fake *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
+	vio_fake_init(&f->h, MEM_SIZE);
+	f->h.posts_in_range = true;
 	assert_int_equal(vio_dev_init(&f->dev, VIO_ID_RNG, 0, nq, 16, &ops, f), 0);
 	f->dev.transport = VIO_TRANSPORT_PCI;
-	vio_dev_set_host(&f->dev, host, f);
-	vio_dev_set_log(&f->dev, log_cb, f);
+	vio_dev_set_host(&f->dev, host, &f->h);
+	vio_dev_set_log(&f->dev, vio_fake_log_cb, &f->h);
 	/* As vio_dev_set_ctx() does for PCI; vio_dev_set_host() leaves it. */
 	f->dev.serve_in_dma = true;
 	return f;
@@ -248,12 +113,13 @@ static struct fake *new_fake(unsigned nq, const struct vio_host_ops *host)
 
 static void free_fake(struct fake *f)
 {
-	f->hook = NULL;
+	f->h.hook = NULL;
 	/* Completions may post more (the used ring after the data): a few rounds. */
-	for (unsigned i = 0; i < 8 && f->nposts; i++)
-		fake_complete(f);
-	assert_int_equal(f->nposts, 0);
+	for (unsigned i = 0; i < 8 && vio_fake_pending(&f->h); i++)
+		vio_fake_process(&f->h);
+	assert_int_equal(vio_fake_pending(&f->h), 0);
 	vio_chain_free(&f->chain);
+	vio_fake_fini(&f->h);
 	free(f);
 }
 
@@ -282,9 +148,9 @@ static struct fake *pci_up(unsigned nq, const struct vio_host_ops *host)
 	vio_dev_poll(&f->dev); /* the DRIVER_OK kick: empty rings */
 	assert_false(f->dev.polling);
 	memset(f->kicks, 0, sizeof(f->kicks));
-	f->writes = f->reads = 0;
-	f->nirq = 0;
-	f->nlog = 0;
+	f->h.writes = f->h.reads = 0;
+	f->h.nev = 0;
+	f->h.nlog = 0;
 	return f;
 }
 
@@ -293,9 +159,10 @@ static void add_buf(struct fake *f, unsigned q, uint16_t n)
 {
 	uint16_t slot = n % QSIZE;
 
-	vio_test_desc(f->mem + RING(q) + 16 * slot, DATA(q) + 16u * slot, 16, VIO_DESC_F_WRITE, 0);
-	vio_put_le(f->mem + AVAIL(q) + 4 + 2 * slot, slot, 2);
-	vio_put_le(f->mem + AVAIL(q) + 2, (uint16_t)(n + 1), 2);
+	vio_test_desc(f->h.mem + RING(q) + 16 * slot, DATA(q) + 16u * slot, 16, VIO_DESC_F_WRITE,
+		      0);
+	vio_put_le(f->h.mem + AVAIL(q) + 4 + 2 * slot, slot, 2);
+	vio_put_le(f->h.mem + AVAIL(q) + 2, (uint16_t)(n + 1), 2);
 }
 
 static void doorbell(struct fake *f, unsigned q)
@@ -305,7 +172,7 @@ static void doorbell(struct fake *f, unsigned q)
 
 static uint16_t used_idx(struct fake *f, unsigned q)
 {
-	return (uint16_t)vio_get_le(f->mem + USED(q) + 2, 2);
+	return (uint16_t)vio_get_le(f->h.mem + USED(q) + 2, 2);
 }
 
 /* Used element slot of queue q is head `slot` with 16 bytes, and its buffer holds the data. */
@@ -313,10 +180,10 @@ static void assert_used(struct fake *f, unsigned q, unsigned slot)
 {
 	uint64_t e = USED(q) + 4 + 8u * slot;
 
-	assert_int_equal(vio_get_le(f->mem + e, 4), slot);
-	assert_int_equal(vio_get_le(f->mem + e + 4, 4), 16);
+	assert_int_equal(vio_get_le(f->h.mem + e, 4), slot);
+	assert_int_equal(vio_get_le(f->h.mem + e + 4, 4), 16);
 	for (unsigned i = 0; i < 16; i++)
-		assert_int_equal(f->mem[DATA(q) + 16u * slot + i], 0x10 * (slot + 1) + i);
+		assert_int_equal(f->h.mem[DATA(q) + 16u * slot + i], 0x10 * (slot + 1) + i);
 }
 
 /* The device after a reset: status 0, queues off, ISR 0 and the line low (last irq_set 0). */
@@ -334,15 +201,17 @@ static void assert_reset(struct fake *f, unsigned nq)
 	}
 	wr(f, VIO_PCI_Q_SELECT, 2, 0);
 	assert_int_equal(f->dev.isr, 0);
-	assert_true(f->nirq > 0);
-	assert_int_equal(f->irq[f->nirq - 1], 0);
+	assert_true(f->h.nev > 0);
+	assert_int_equal(f->h.ev[f->h.nev - 1].level, 0);
 	assert_int_equal(rd(f, COREIO_VPCI_ISR_OFF, 1), 0);
 }
 
 /* --- 1. A driver reset during a queue's DMA. --- */
 
-static void hook_driver_reset(struct fake *f)
+static void hook_driver_reset(struct vio_fake *h)
 {
+	struct fake *f = (struct fake *)h;
+
 	assert_true(f->dev.polling);
 	wr(f, VIO_PCI_STATUS, 1, 0);
 	/* Pending: the old status, the device still runs, nothing reset yet. */
@@ -360,7 +229,7 @@ static void hook_driver_reset(struct fake *f)
 
 static void test_driver_reset_during_dma(void **state)
 {
-	struct fake *f = pci_up(2, &host_blocking);
+	struct fake *f = pci_up(2, &vio_fake_host);
 
 	(void)state;
 	add_buf(f, 0, 0);
@@ -369,10 +238,9 @@ static void test_driver_reset_during_dma(void **state)
 	doorbell(f, 0);
 	doorbell(f, 1);
 	/* Inside the first half of chain 0's data. */
-	f->hook = hook_driver_reset;
-	f->hook_at = 1;
+	vio_fake_hook(&f->h, hook_driver_reset, VIO_FAKE_HOOK_WRITE, 1);
 	assert_true(vio_dev_poll(&f->dev));
-	assert_int_equal(f->hook_runs, 1);
+	assert_int_equal(f->h.hook_runs, 1);
 	assert_int_equal(f->seen[0], RUNNING);
 	assert_int_equal(f->seen[1], 0);
 	assert_true(f->seen[2]);
@@ -390,8 +258,8 @@ static void test_driver_reset_during_dma(void **state)
 	assert_int_equal(f->kicks[1], 0);
 	assert_int_equal(used_idx(f, 1), 0);
 	/* The interrupt of the pushed chains went up before the reset lowered it. */
-	assert_true(f->nirq >= 2);
-	assert_int_equal(f->irq[0], 1);
+	assert_true(f->h.nev >= 2);
+	assert_int_equal(f->h.ev[0].level, 1);
 	/* Reset by the time vio_dev_poll() returned, exactly once, status 0 seen by the model. */
 	assert_int_equal(f->status_at_reset, 0);
 	assert_reset(f, 2);
@@ -409,38 +277,38 @@ static void test_driver_reset_during_dma(void **state)
 
 static void test_reset_with_posts_in_flight(void **state)
 {
-	struct fake *f = pci_up(1, &host_posting);
+	struct fake *f = pci_up(1, &vio_fake_host_posting);
 	unsigned reads;
 
 	(void)state;
 	add_buf(f, 0, 0);
 	doorbell(f, 0);
 	assert_true(vio_dev_poll(&f->dev));
-	assert_true(f->nposts > 0);
-	assert_int_equal(f->applied, 0);
+	assert_true(vio_fake_pending(&f->h) > 0);
+	assert_int_equal(f->h.applied, f->h.answered);
 	assert_non_null(f->dev.post_head);
-	reads = f->reads;
+	reads = f->h.reads;
 	/* Not polling, but the barrier would wait for DMA inside the callback: pending. */
 	wr(f, VIO_PCI_STATUS, 1, 0);
 	assert_true(f->dev.reset_pending);
-	assert_int_equal(f->reads, reads);
-	assert_int_equal(f->applied, 0);
+	assert_int_equal(f->h.reads, reads);
+	assert_int_equal(f->h.applied, f->h.answered);
 	assert_int_equal(f->resets, 0);
 	assert_int_equal(rd(f, VIO_PCI_STATUS, 1), RUNNING);
 	wr(f, VIO_PCI_Q_SELECT, 2, 0x55);
 	assert_int_equal(rd(f, VIO_PCI_Q_SELECT, 2), 0);
 	/* The next poll: the barrier (one 1-byte read behind the writes), then the reset. */
 	assert_false(vio_dev_poll(&f->dev));
-	assert_int_equal(f->reads, reads + 1);
-	assert_int_equal(f->read_len[reads], 1);
+	assert_int_equal(f->h.reads, reads + 1);
+	assert_int_equal(f->h.read_len[reads], 1);
 	assert_int_equal(f->reads_at_reset, reads + 1);
-	assert_int_equal(f->applied, f->nposts);
+	assert_int_equal(f->h.applied, f->h.npw);
 	for (unsigned i = 0; i < 16; i++)
-		assert_int_equal(f->mem[DATA(0) + i], 0x10 + i);
+		assert_int_equal(f->h.mem[DATA(0) + i], 0x10 + i);
 	assert_reset(f, 1);
 	/* The completions come later: the reset chain never reaches the used ring. */
-	fake_complete(f);
-	fake_complete(f);
+	vio_fake_process(&f->h);
+	vio_fake_process(&f->h);
 	assert_int_equal(used_idx(f, 0), 0);
 	assert_int_equal(f->dev.isr, 0);
 	assert_null(f->dev.post_head);
@@ -451,7 +319,7 @@ static void test_reset_with_posts_in_flight(void **state)
 /* The same without serving during DMA (the MMIO transport): the reset happens in the write. */
 static void test_reset_with_posts_no_serve(void **state)
 {
-	struct fake *f = pci_up(1, &host_posting);
+	struct fake *f = pci_up(1, &vio_fake_host_posting);
 	unsigned reads;
 
 	(void)state;
@@ -459,18 +327,18 @@ static void test_reset_with_posts_no_serve(void **state)
 	add_buf(f, 0, 0);
 	doorbell(f, 0);
 	assert_true(vio_dev_poll(&f->dev));
-	assert_true(f->nposts > 0);
-	reads = f->reads;
+	assert_true(vio_fake_pending(&f->h) > 0);
+	reads = f->h.reads;
 	wr(f, VIO_PCI_STATUS, 1, 0);
 	assert_false(f->dev.reset_pending);
-	assert_int_equal(f->reads, reads + 1);
-	assert_int_equal(f->read_len[reads], 1);
-	assert_int_equal(f->applied, f->nposts);
+	assert_int_equal(f->h.reads, reads + 1);
+	assert_int_equal(f->h.read_len[reads], 1);
+	assert_int_equal(f->h.applied, f->h.npw);
 	assert_reset(f, 1);
 	assert_false(vio_dev_poll(&f->dev));
 	assert_int_equal(f->resets, 1);
-	fake_complete(f);
-	fake_complete(f);
+	vio_fake_process(&f->h);
+	vio_fake_process(&f->h);
 	assert_int_equal(used_idx(f, 0), 0);
 	free_fake(f);
 }
@@ -478,7 +346,7 @@ static void test_reset_with_posts_no_serve(void **state)
 /* The MMIO transport as vio_dev_set_ctx() sets it up: a status 0 write resets at once. */
 static void test_reset_mmio_at_once(void **state)
 {
-	struct fake *f = new_fake(1, &host_posting);
+	struct fake *f = new_fake(1, &vio_fake_host_posting);
 	unsigned reads;
 
 	(void)state;
@@ -491,11 +359,11 @@ static void test_reset_mmio_at_once(void **state)
 	add_buf(f, 0, 0);
 	assert_int_equal(vio_test_w32(&f->dev, VIO_MMIO_QUEUE_NOTIFY, 0), 0);
 	assert_true(vio_dev_poll(&f->dev));
-	assert_true(f->nposts > 0);
-	reads = f->reads;
+	assert_true(vio_fake_pending(&f->h) > 0);
+	reads = f->h.reads;
 	assert_int_equal(vio_test_w32(&f->dev, VIO_MMIO_STATUS, 0), 0);
 	assert_false(f->dev.reset_pending);
-	assert_int_equal(f->reads, reads + 1);
+	assert_int_equal(f->h.reads, reads + 1);
 	assert_int_equal(f->resets, 1);
 	assert_int_equal(rd(f, VIO_MMIO_STATUS, 4), 0);
 	assert_false(f->dev.q[0].enabled);
@@ -504,8 +372,10 @@ static void test_reset_mmio_at_once(void **state)
 
 /* --- 3. vio_dev_request_reset() (a VM reset). --- */
 
-static void hook_vm_reset(struct fake *f)
+static void hook_vm_reset(struct vio_fake *h)
 {
+	struct fake *f = (struct fake *)h;
+
 	vio_dev_request_reset(&f->dev);
 	f->seen[0] = f->resets;
 	f->seen[1] = rd(f, VIO_PCI_STATUS, 1);
@@ -514,7 +384,7 @@ static void hook_vm_reset(struct fake *f)
 
 static void test_request_reset(void **state)
 {
-	struct fake *f = pci_up(1, &host_blocking);
+	struct fake *f = pci_up(1, &vio_fake_host);
 
 	(void)state;
 	/* Outside vio_dev_poll(): at once. */
@@ -524,13 +394,12 @@ static void test_request_reset(void **state)
 	free_fake(f);
 
 	/* Inside (a callback served during the DMA of a kick): pending until the poll ends. */
-	f = pci_up(1, &host_blocking);
+	f = pci_up(1, &vio_fake_host);
 	add_buf(f, 0, 0);
 	doorbell(f, 0);
-	f->hook = hook_vm_reset;
-	f->hook_at = 1;
+	vio_fake_hook(&f->h, hook_vm_reset, VIO_FAKE_HOOK_WRITE, 1);
 	assert_true(vio_dev_poll(&f->dev));
-	assert_int_equal(f->hook_runs, 1);
+	assert_int_equal(f->h.hook_runs, 1);
 	assert_int_equal(f->seen[0], 0);
 	assert_int_equal(f->seen[1], RUNNING);
 	assert_true(f->seen[2]);
@@ -544,8 +413,10 @@ static void test_request_reset(void **state)
 
 /* --- 4. Disabling the queue being processed. --- */
 
-static void hook_disable_queue(struct fake *f)
+static void hook_disable_queue(struct vio_fake *h)
 {
+	struct fake *f = (struct fake *)h;
+
 	wr(f, VIO_PCI_Q_SELECT, 2, 0);
 	wr(f, VIO_PCI_Q_ENABLE, 2, 0);
 	f->seen[0] = rd(f, VIO_PCI_Q_ENABLE, 2);
@@ -554,22 +425,21 @@ static void hook_disable_queue(struct fake *f)
 
 static void test_queue_disable_during_dma(void **state)
 {
-	struct fake *f = pci_up(1, &host_blocking);
+	struct fake *f = pci_up(1, &vio_fake_host);
 	bool warned = false;
 
 	(void)state;
 	add_buf(f, 0, 0);
 	add_buf(f, 0, 1);
 	doorbell(f, 0);
-	f->hook = hook_disable_queue;
-	f->hook_at = 1;
+	vio_fake_hook(&f->h, hook_disable_queue, VIO_FAKE_HOOK_WRITE, 1);
 	assert_true(vio_dev_poll(&f->dev));
-	assert_int_equal(f->hook_runs, 1);
+	assert_int_equal(f->h.hook_runs, 1);
 	assert_int_equal(f->seen[0], 1);
 	assert_true(f->seen[1]);
-	for (unsigned i = 0; i < f->nlog; i++)
-		if (f->log_level[i] == COREIO_LOG_WARNING &&
-		    strstr(f->log[i], "queue 0: disabling an enabled queue ignored"))
+	for (unsigned i = 0; i < f->h.nlog; i++)
+		if (f->h.log[i].level == COREIO_LOG_WARNING &&
+		    strstr(f->h.log[i].msg, "queue 0: disabling an enabled queue ignored"))
 			warned = true;
 	assert_true(warned);
 	/* Both chains done, the queue still enabled, the device still running. */
@@ -581,19 +451,21 @@ static void test_queue_disable_during_dma(void **state)
 	assert_true(vio_dev_running(&f->dev));
 	assert_int_equal(rd(f, VIO_PCI_Q_ENABLE, 2), 1);
 	/* Outside the poll: disabled, no warning. */
-	f->hook = NULL;
-	f->nlog = 0;
+	f->h.hook = NULL;
+	f->h.nlog = 0;
 	wr(f, VIO_PCI_Q_ENABLE, 2, 0);
 	assert_int_equal(rd(f, VIO_PCI_Q_ENABLE, 2), 0);
 	assert_false(f->dev.q[0].enabled);
-	assert_int_equal(f->nlog, 0);
+	assert_int_equal(f->h.nlog, 0);
 	free_fake(f);
 }
 
 /* --- 5. A doorbell during the DMA. --- */
 
-static void hook_doorbell(struct fake *f)
+static void hook_doorbell(struct vio_fake *h)
 {
+	struct fake *f = (struct fake *)h;
+
 	add_buf(f, 0, 1);
 	doorbell(f, 0);
 	f->seen[0] = f->dev.kick_pending;
@@ -601,15 +473,14 @@ static void hook_doorbell(struct fake *f)
 
 static void test_doorbell_during_dma(void **state)
 {
-	struct fake *f = pci_up(1, &host_blocking);
+	struct fake *f = pci_up(1, &vio_fake_host);
 
 	(void)state;
 	add_buf(f, 0, 0);
 	doorbell(f, 0);
-	f->hook = hook_doorbell;
-	f->hook_at = 1;
+	vio_fake_hook(&f->h, hook_doorbell, VIO_FAKE_HOOK_WRITE, 1);
 	assert_true(vio_dev_poll(&f->dev));
-	assert_int_equal(f->hook_runs, 1);
+	assert_int_equal(f->h.hook_runs, 1);
 	assert_int_equal(f->seen[0], 1);
 	assert_int_equal(f->kicks[0], 1);
 	/* This kick read avail->idx once, before the new buffer: only chain 0 done. */
@@ -630,40 +501,41 @@ static void test_doorbell_during_dma(void **state)
 
 /* --- 6. An ISR read during the DMA. --- */
 
-static void hook_isr_read(struct fake *f)
+static void hook_isr_read(struct vio_fake *h)
 {
+	struct fake *f = (struct fake *)h;
+
 	f->seen[0] = rd(f, COREIO_VPCI_ISR_OFF, 1);
 	f->seen[1] = f->dev.isr;
-	f->seen[2] = f->nirq;
+	f->seen[2] = f->h.nev;
 }
 
 static void test_isr_read_during_dma(void **state)
 {
-	struct fake *f = pci_up(1, &host_blocking);
+	struct fake *f = pci_up(1, &vio_fake_host);
 
 	(void)state;
 	add_buf(f, 0, 0);
 	add_buf(f, 0, 1);
 	doorbell(f, 0);
 	/* Chain 0: 2 data writes, element, index (then its interrupt); chain 1's first write. */
-	f->hook = hook_isr_read;
-	f->hook_at = 5;
+	vio_fake_hook(&f->h, hook_isr_read, VIO_FAKE_HOOK_WRITE, 5);
 	assert_true(vio_dev_poll(&f->dev));
-	assert_int_equal(f->hook_runs, 1);
+	assert_int_equal(f->h.hook_runs, 1);
 	assert_int_equal(f->seen[0], VIO_ISR_QUEUE);
 	assert_int_equal(f->seen[1], 0);
 	/* Raised by chain 0, lowered by the read, raised again by chain 1. */
 	assert_int_equal(f->seen[2], 2);
-	assert_int_equal(f->nirq, 3);
-	assert_int_equal(f->irq[0], 1);
-	assert_int_equal(f->irq[1], 0);
-	assert_int_equal(f->irq[2], 1);
+	assert_int_equal(f->h.nev, 3);
+	assert_int_equal(f->h.ev[0].level, 1);
+	assert_int_equal(f->h.ev[1].level, 0);
+	assert_int_equal(f->h.ev[2].level, 1);
 	assert_int_equal(f->dev.isr, VIO_ISR_QUEUE);
 	assert_int_equal(used_idx(f, 0), 2);
 	assert_used(f, 0, 1);
 	/* The driver's next read takes it. */
 	assert_int_equal(rd(f, COREIO_VPCI_ISR_OFF, 1), VIO_ISR_QUEUE);
-	assert_int_equal(f->irq[f->nirq - 1], 0);
+	assert_int_equal(f->h.ev[f->h.nev - 1].level, 0);
 	assert_int_equal(f->dev.isr, 0);
 	free_fake(f);
 }

@@ -40,6 +40,13 @@ static inline int vio_test_negotiate(struct vio_dev *d, uint64_t feats)
 				 VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK);
 }
 
+/* The virtio-mmio status with DRIVER_OK (after FEATURES_OK); 0 or the transport's error. */
+static inline int vio_test_mmio_driver_ok(struct vio_dev *d)
+{
+	return vio_test_w32(d, VIO_MMIO_STATUS,
+			    VIO_S_ACKNOWLEDGE | VIO_S_DRIVER | VIO_S_FEATURES_OK | VIO_S_DRIVER_OK);
+}
+
 /*
  * Set up virtio-mmio queue q with size and rings at desc, avail, used (below 4 GiB) and enable
  * it; 0 or the first error.
