@@ -658,10 +658,13 @@ static void ctl_event(int fd, uint32_t events, void *opaque)
 	qside_close_fds(fds, &nfds);
 }
 
-void *mpqemu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len)
+void *mpqemu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len, bool write)
 {
 	struct mpqemu *mq = opaque;
 
+	/* SYNC_SYSMEM carries no access flags: QEMU sends only its RAM
+	 * sections (never ROM), mapped shared and read-write. */
+	(void)write;
 	for (unsigned i = 0; i < mq->nmem; i++) {
 		void *p = qside_map_ptr(&mq->mem[i], gpa, len);
 

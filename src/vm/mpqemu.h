@@ -92,9 +92,11 @@ void mpqemu_exit(struct mpqemu *mq);
 
 /*
  * Host pointer for guest-physical [gpa, gpa + len) inside one region QEMU
- * shared (SYNC_SYSMEM), or NULL. opaque is the struct mpqemu. The
- * vmmio_dma_ptr_fn of this mode.
+ * shared (SYNC_SYSMEM), or NULL. opaque is the struct mpqemu. Every region
+ * allows both directions (QEMU shares only RAM, no ROM, and SYNC_SYSMEM has
+ * no access flags), so write is not looked at. The vmmio_dma_ptr_fn of
+ * this mode.
  */
-void *mpqemu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len);
+void *mpqemu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len, bool write);
 
 #endif

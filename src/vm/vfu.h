@@ -110,6 +110,7 @@ struct vfu_dev {
 	struct vfu_dma dma[VFU_MAX_DMA];
 	unsigned ndma;
 	bool warned_msg_dma;
+	bool warned_dma_access;	 /* a client DMA against a window's flags was logged */
 	uint16_t next_dma_id;	 /* the id of our next DMA_READ/DMA_WRITE */
 	bool warned_stray_reply; /* a reply to no message of ours was logged */
 	bool held;		 /* rx holds a command that waits for the access in flight */
@@ -155,10 +156,11 @@ void vfu_exit(struct vfu *s);
 
 /*
  * Host pointer for guest-physical [gpa, gpa + len) inside one fd-backed
- * DMA_MAP window of any device, or NULL. opaque is the struct vfu. The
- * vmmio_dma_ptr_fn of this mode.
+ * DMA_MAP window of any device that allows the access (write: the window
+ * is VFU_DMA_WRITEABLE; else VFU_DMA_READABLE), or NULL. opaque is the
+ * struct vfu. The vmmio_dma_ptr_fn of this mode.
  */
-void *vfu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len);
+void *vfu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len, bool write);
 
 /* Internal to the vfu*.c files. */
 

@@ -14,7 +14,10 @@
 #include "vfu.h"
 
 /*
- * Offer d's fd-backed writeable windows to shared-memory (shm=on) clients.
+ * Offer d's fd-backed windows that are both readable and writeable to
+ * shared-memory (shm=on) clients: a client both reads and writes through
+ * its map, which cannot be limited to one direction, so a read-only or
+ * write-only window is left to the checked DMA messages (vfu_dma_ptr()).
  * Deferred to the event loop: vmmio_shm_set() takes the VM lock, which a
  * completion (finish() closing a connection) may hold.
  */
@@ -29,7 +32,7 @@ static void shm_flush(void *opaque)
 	for (unsigned i = 0; i < d->ndma && n < VMMIO_SHM_MAX; i++) {
 		const struct vfu_dma *w = &d->dma[i];
 
-		if (w->fd >= 0 && (w->flags & VFU_DMA_WRITEABLE))
+		if (w->fd >= 0 && (w->flags & VFU_DMA_READABLE) && (w->flags & VFU_DMA_WRITEABLE))
 			r[n++] = (struct vmmio_shm_region){w->m.gpa, w->m.size, w->offset, w->fd};
 	}
 	vmmio_shm_set(d->s->q.v, r, n);
@@ -102,8 +105,9 @@ int vfu_dma_map(struct vfu_dev *d, const struct vfu_dma_map *m, int fd)
 			close(fd);
 			return -EINVAL;
 		}
-		/* A window the client may not write is mapped private: a client's DMA
-		 * write there never reaches the guest, and never faults. */
+		/* A window the client may not write is mapped private, so that even a
+		 * stray write could not reach the guest; vfu_dma_ptr() refuses such
+		 * writes (and reads of a window without READABLE): they fault. */
 		err = qside_map(&w->m, fd, m->offset, m->flags & VFU_DMA_WRITEABLE);
 		if (err < 0) {
 			vfu_log(d, "DMA_MAP 0x%llx: cannot map: %s", (unsigned long long)m->addr,
@@ -172,21 +176,64 @@ void vfu_dma_clear(struct vfu_dev *d)
 		shm_update(d);
 }
 
-void *vfu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len)
+/* The access flag a client DMA needs in a window. */
+static uint32_t access_flag(bool write)
 {
-	struct vfu *s = opaque;
+	return write ? VFU_DMA_WRITEABLE : VFU_DMA_READABLE;
+}
 
+/*
+ * The fd-backed window of any device that holds [gpa, gpa + len), or NULL;
+ * *dp: its device. Windows of one device never overlap; were two devices'
+ * windows to, the first one found decides.
+ */
+static const struct vfu_dma *fd_window(struct vfu *s, uint64_t gpa, uint64_t len,
+				       struct vfu_dev **dp, void **p)
+{
 	for (unsigned g = 0; g < s->ndevs; g++) {
-		const struct vfu_dev *d = &s->devs[g];
+		struct vfu_dev *d = &s->devs[g];
 
 		for (unsigned i = 0; i < d->ndma; i++) {
-			void *p = qside_map_ptr(&d->dma[i].m, gpa, len);
-
-			if (p)
-				return p;
+			*p = qside_map_ptr(&d->dma[i].m, gpa, len);
+			if (*p) {
+				*dp = d;
+				return &d->dma[i];
+			}
 		}
 	}
 	return NULL;
+}
+
+void *vfu_dma_ptr(void *opaque, uint64_t gpa, uint64_t len, bool write)
+{
+	struct vfu_dev *d;
+	void *p = NULL;
+	const struct vfu_dma *w = fd_window(opaque, gpa, len, &d, &p);
+
+	return w && (w->flags & access_flag(write)) ? p : NULL;
+}
+
+/*
+ * True when [gpa, gpa + len) lies in an fd-backed window that refuses the
+ * access: logged once per device (the service counts and logs each fault).
+ */
+static bool fd_window_refuses(struct vfu *s, uint64_t gpa, uint64_t len, bool write)
+{
+	struct vfu_dev *d;
+	void *p = NULL;
+	const struct vfu_dma *w = fd_window(s, gpa, len, &d, &p);
+
+	if (!w || (w->flags & access_flag(write)))
+		return false;
+	if (!d->warned_dma_access || s->q.trace)
+		vfu_log(d,
+			"client DMA %s 0x%llx len 0x%llx refused: window 0x%llx+0x%llx is not "
+			"%s (DMA_MAP flags 0x%x); further ones are not logged here",
+			write ? "write" : "read", (unsigned long long)gpa, (unsigned long long)len,
+			(unsigned long long)w->m.gpa, (unsigned long long)w->m.size,
+			write ? "writeable" : "readable", w->flags);
+	d->warned_dma_access = true;
+	return true;
 }
 
 /* ---- DMA through messages (windows without an fd) ------------------------ */
@@ -343,8 +390,11 @@ int vfu_dma_async(void *opaque, struct vmmio_dma_async *op)
 
 		if (g->len == 0 || op->len < g->off || g->len > op->len - g->off)
 			return -EFAULT; /* not reached: the service cut them */
-		if (vfu_dma_ptr(s, g->gpa, g->len))
+		if (vfu_dma_ptr(s, g->gpa, g->len, op->write))
 			continue;
+		/* An fd window without the access flag: a fault, never messages. */
+		if (fd_window_refuses(s, g->gpa, g->len, op->write))
+			return -EFAULT;
 		if (!d)
 			d = msg_dev(s, op->g, g->gpa, g->len, op->write);
 		else if (!msg_window(d, g->gpa, g->len, op->write))
@@ -365,7 +415,7 @@ int vfu_dma_async(void *opaque, struct vmmio_dma_async *op)
 	o->deadline_ms = now_ms() + VFU_DMA_TIMEOUT_MS;
 	for (unsigned i = 0; i < op->nseg; i++) {
 		const struct vmmio_dma_seg *g = &op->seg[i];
-		uint8_t *p = vfu_dma_ptr(s, g->gpa, g->len);
+		uint8_t *p = vfu_dma_ptr(s, g->gpa, g->len, op->write);
 
 		if (p) { /* an fd window: by pointer, now */
 			if (op->write)

@@ -362,10 +362,10 @@ void vmmio_set_dma_async(struct vmmio *v, vmmio_dma_async_fn fn, void *opaque)
 	v->dma_async_opaque = opaque;
 }
 
-void *vm_dma_ptr(const struct vmmio *v, uint64_t gpa, uint64_t len)
+void *vm_dma_ptr(const struct vmmio *v, uint64_t gpa, uint64_t len, bool write)
 {
 	if (v->dma_ptr)
-		return v->dma_ptr(v->dma_opaque, gpa, len);
+		return v->dma_ptr(v->dma_opaque, gpa, len, write);
 	return mem_ptr(v->mem, gpa, len);
 }
 

@@ -144,9 +144,10 @@ typedef void (*vmmio_release_fn)(unsigned g, void *opaque);
 
 /*
  * Where guest-physical DMA (mid 0) goes: a host pointer for [gpa, gpa + len)
- * when the whole piece lies inside one piece of guest memory, else NULL.
+ * when the whole piece lies inside one piece of guest memory that allows
+ * the access (write: into guest memory; else a read of it), else NULL.
  */
-typedef void *(*vmmio_dma_ptr_fn)(void *opaque, uint64_t gpa, uint64_t len);
+typedef void *(*vmmio_dma_ptr_fn)(void *opaque, uint64_t gpa, uint64_t len, bool write);
 
 #define VMMIO_DMA_ASYNC_SEGS 32 /* guest-physical pieces of one asynchronous DMA piece */
 
@@ -305,11 +306,13 @@ void vmmio_set_dma_ptr(struct vmmio *v, vmmio_dma_ptr_fn fn, void *opaque);
 void vmmio_set_dma_async(struct vmmio *v, vmmio_dma_async_fn fn, void *opaque);
 
 /*
- * Host pointer for a DMA (mid 0) to guest-physical [gpa, gpa + len): through
- * the hook of vmmio_set_dma_ptr(), else guest RAM (mem_ptr()). Returns NULL
- * unless the whole piece lies inside one piece of guest memory.
+ * Host pointer for a DMA (mid 0) to guest-physical [gpa, gpa + len), a
+ * write into guest memory when write, else a read of it: through the hook
+ * of vmmio_set_dma_ptr(), else guest RAM (mem_ptr(), all of it read-write).
+ * Returns NULL unless the whole piece lies inside one piece of guest memory
+ * that allows the access.
  */
-void *vm_dma_ptr(const struct vmmio *v, uint64_t gpa, uint64_t len);
+void *vm_dma_ptr(const struct vmmio *v, uint64_t gpa, uint64_t len, bool write);
 
 /*
  * Replace the memory map offered for shared-memory DMA (ports with shm=on)

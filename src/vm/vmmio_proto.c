@@ -159,7 +159,7 @@ static int dma_map(struct vmmio_conn *c, const struct coreio_wire_msg *m, bool w
 		}
 	}
 	for (int i = 0; i < n; i++) {
-		hp[i] = vm_dma_ptr(c->v, seg[i].gpa, seg[i].len);
+		hp[i] = vm_dma_ptr(c->v, seg[i].gpa, seg[i].len, write);
 		hl[i] = seg[i].len;
 		if (!hp[i]) {
 			*unreached = true;

@@ -493,6 +493,43 @@ def test_dma_map_memfd(env):
         os.close(ram)
 
 
+def test_dma_map_fd_access_flags(env):
+    """An fd window's DMA_MAP flags bind the client's DMA by pointer: a write into a read-only
+    window and a read of a write-only one fail with EFAULT (logged, nothing reaches the file,
+    no DMA_READ/DMA_WRITE message); the allowed direction works."""
+    vm = start(env, PLAIN)
+    d = vm.connect(0)
+    c = claimed_client(env, vm, log=False)
+    ram = os.memfd_create("guest-ram")
+    os.ftruncate(ram, 0x20000)
+    m = mmap.mmap(ram, 0x20000)
+    try:
+        m[0:0x20000] = b"\xa5" * 0x20000
+        d.dma_map(0x100000, 0x10000, 0, 1, ram)  # readable only
+        d.dma_map(0x200000, 0x10000, 0x10000, 2, ram)  # writeable only
+        # Read-only: a write faults and the file keeps its bytes; a read works.
+        assert c.err("dma_write 0 0 0x100010 16 1") == -errno.EFAULT
+        assert c.err("dma_write 0 0 0x100000 3000 2") == -errno.EFAULT
+        vm.wait_stderr(r"client DMA write 0x100010 len 0x10 refused: window 0x100000\+0x10000 is "
+                       r"not writeable \(DMA_MAP flags 0x1\)")
+        vm.wait_stderr(r"DMA \S+ mid 0 sid 0 addr 0x100010 len 16 faulted")
+        assert m[0:0x10000] == b"\xa5" * 0x10000
+        assert "data=" + "a5" * 16 in c.ok("dma_read 0 0 0x100020 16")
+        # Write-only: a read faults; a write reaches the file.
+        assert c.err("dma_read 0 0 0x200020 16") == -errno.EFAULT
+        assert c.err("dma_read 0 0 0x200000 5000") == -errno.EFAULT
+        vm.wait_stderr(r"DMA \S+ mid 0 sid 0 addr 0x200020 len 16 faulted")
+        pat = seed_pattern(5, 3000)
+        c.ok("dma_write 0 0 0x200100 3000 5")
+        assert m[0x10100:0x10100 + 3000] == pat
+        vm.stop()
+        n = counters(vm, 0)
+        assert n["dma_msgs"] == 0, n
+    finally:
+        m.close()
+        os.close(ram)
+
+
 def dma_served(c, d, line, timeout=15):
     """Run a test-client command while d answers the server's DMA_READ/DMA_WRITE; its answer."""
     c.send(line)

@@ -426,7 +426,8 @@ static void test_unmap(void **state)
 	assert_int_equal(map(d, FD_BASE, 0x2000, 0x1000, VFU_DMA_READABLE | VFU_DMA_WRITEABLE, fd),
 			 0);
 	assert_int_equal(map(d, 0x30000, 0x1000, 0, VFU_DMA_WRITEABLE, -1), 0);
-	assert_non_null(vfu_dma_ptr(&s, FD_BASE, 0x2000));
+	assert_non_null(vfu_dma_ptr(&s, FD_BASE, 0x2000, false));
+	assert_non_null(vfu_dma_ptr(&s, FD_BASE, 0x2000, true));
 
 	/* Decoder refusals: bad flags, ALL with an address or size, a wrapping range. */
 	assert_int_equal(unmap_full(d, 1, 0x10000, 0x1000), -EINVAL);
@@ -445,7 +446,7 @@ static void test_unmap(void **state)
 	/* The fd window goes: no pointer any more, its fd closed; the others stay. */
 	assert_int_equal(unmap_full(d, 0, FD_BASE, 0x2000), 0);
 	assert_true(fd_closed(fd));
-	assert_null(vfu_dma_ptr(&s, FD_BASE, 1));
+	assert_null(vfu_dma_ptr(&s, FD_BASE, 1, false));
 	assert_int_equal(d->ndma, 2);
 	assert_true((d->dma[0].m.gpa == 0x10000 && d->dma[1].m.gpa == 0x30000) ||
 		    (d->dma[0].m.gpa == 0x30000 && d->dma[1].m.gpa == 0x10000));
@@ -465,27 +466,28 @@ static void test_unmap(void **state)
 static void test_fd_window_pointer(void **state)
 {
 	struct vfu_dev *d = &s.devs[0];
-	int fd = make_memfd(0x3000), rofd = make_memfd(0x1000);
-	int keep = dup(fd), rokeep = dup(rofd);
+	int fd = make_memfd(0x3000), rofd = make_memfd(0x1000), wofd = make_memfd(0x1000);
+	int keep = dup(fd), rokeep = dup(rofd), wokeep = dup(wofd);
 	uint8_t *p, want[64];
 	struct top *t;
 
 	(void)state;
-	assert_true(keep >= 0 && rokeep >= 0);
+	assert_true(keep >= 0 && rokeep >= 0 && wokeep >= 0);
 	/* A page-unaligned offset: gpa FD_BASE is byte 0x1010 of the file. */
 	assert_int_equal(map(d, FD_BASE, 0x1ff0, 0x1010, VFU_DMA_READABLE | VFU_DMA_WRITEABLE, fd),
 			 0);
 	assert_int_equal(d->dma[0].fd, fd);
-	p = vfu_dma_ptr(&s, FD_BASE, 0x1ff0);
+	p = vfu_dma_ptr(&s, FD_BASE, 0x1ff0, false);
 	assert_non_null(p);
+	assert_ptr_equal(vfu_dma_ptr(&s, FD_BASE, 0x1ff0, true), p);
 	assert_int_equal(p[0], file_byte(keep, 0x1010));
 	assert_int_equal(p[0x1fef], file_byte(keep, 0x2fff));
-	assert_ptr_equal(vfu_dma_ptr(&s, FD_BASE + 0x1fef, 1), p + 0x1fef);
-	assert_null(vfu_dma_ptr(&s, FD_BASE + 0x1fef, 2));
-	assert_null(vfu_dma_ptr(&s, FD_BASE - 1, 2));
-	assert_null(vfu_dma_ptr(&s, FD_BASE + 0x1ff0, 1));
-	assert_null(vfu_dma_ptr(&s, FD_BASE, 0));
-	assert_null(vfu_dma_ptr(&s, FD_BASE, 0x1ff1));
+	assert_ptr_equal(vfu_dma_ptr(&s, FD_BASE + 0x1fef, 1, false), p + 0x1fef);
+	assert_null(vfu_dma_ptr(&s, FD_BASE + 0x1fef, 2, false));
+	assert_null(vfu_dma_ptr(&s, FD_BASE - 1, 2, false));
+	assert_null(vfu_dma_ptr(&s, FD_BASE + 0x1ff0, 1, false));
+	assert_null(vfu_dma_ptr(&s, FD_BASE, 0, false));
+	assert_null(vfu_dma_ptr(&s, FD_BASE, 0x1ff1, false));
 
 	/* A client's write: copied at once, into the file; no message; done() later. */
 	t = new_op(0, true, 0);
@@ -515,15 +517,65 @@ static void test_fd_window_pointer(void **state)
 	assert_int_equal(t->ndone, 1);
 	assert_int_equal(t->err, 0);
 
-	/* A read-only window is mapped private: a client's write never reaches the file. */
+	/* A read-only window: a pointer to read, none to write; a client's write
+	 * there faults at once (no message, nothing copied, logged once). */
 	assert_int_equal(map(d, 0x400000, 0x1000, 0, VFU_DMA_READABLE, rofd), 0);
+	assert_non_null(vfu_dma_ptr(&s, 0x400008, 8, false));
+	assert_null(vfu_dma_ptr(&s, 0x400008, 8, true));
+	assert_null(vfu_dma_ptr(&s, 0x400000, 0x1000, true));
 	t = new_op(0, true, 0);
 	memset(t->data, 0xee, 8);
 	add_seg(t, 0x400000 + 8, 8, 0);
-	assert_int_equal(vfu_dma_async(&s, &t->a), 0);
-	assert_int_equal(*(uint8_t *)vfu_dma_ptr(&s, 0x400008, 1), 0xee);
+	nlog = 0;
+	assert_int_equal(vfu_dma_async(&s, &t->a), -EFAULT);
+	assert_int_equal(nsend_calls, 0);
+	assert_int_equal(*(uint8_t *)vfu_dma_ptr(&s, 0x400008, 1, false), (uint8_t)(8 * 7 + 3));
 	assert_int_equal(file_byte(rokeep, 8), (uint8_t)(8 * 7 + 3));
+	assert_true(logged("client DMA write 0x400008 len 0x8 refused: window 0x400000+0x1000 is "
+			   "not writeable (DMA_MAP flags 0x1)"));
+	assert_int_equal(nlog, 1);
+	/* Logged once per device. */
+	assert_int_equal(vfu_dma_async(&s, &t->a), -EFAULT);
+	assert_int_equal(nlog, 1);
 	pump();
+	assert_int_equal(t->ndone, 0);
+	/* A read of it goes by pointer. */
+	t = new_op(0, false, 0);
+	add_seg(t, 0x400000 + 8, 8, 0);
+	assert_int_equal(vfu_dma_async(&s, &t->a), 0);
+	assert_int_equal(t->data[0], (uint8_t)(8 * 7 + 3));
+	pump();
+	assert_int_equal(t->ndone, 1);
+	assert_int_equal(t->err, 0);
+	/* A piece whose first segment is allowed and second is not: refused whole. */
+	t = new_op(0, true, 0);
+	memset(t->data, 0x77, 16);
+	add_seg(t, FD_BASE + 0x200, 8, 0);
+	add_seg(t, 0x400000 + 16, 8, 8);
+	assert_int_equal(vfu_dma_async(&s, &t->a), -EFAULT);
+	assert_int_equal(file_byte(keep, 0x1210), (uint8_t)(0x1210 * 7 + 3));
+	pump();
+	assert_int_equal(t->ndone, 0);
+
+	/* A write-only window: the reverse (its refusal is not logged again). */
+	assert_int_equal(map(d, 0x600000, 0x1000, 0, VFU_DMA_WRITEABLE, wofd), 0);
+	assert_non_null(vfu_dma_ptr(&s, 0x600010, 4, true));
+	assert_null(vfu_dma_ptr(&s, 0x600010, 4, false));
+	t = new_op(0, false, 0);
+	add_seg(t, 0x600010, 4, 0);
+	assert_int_equal(vfu_dma_async(&s, &t->a), -EFAULT);
+	assert_int_equal(nsend_calls, 0);
+	assert_int_equal(t->data[0], 0);
+	assert_int_equal(nlog, 1);
+	pump();
+	assert_int_equal(t->ndone, 0);
+	t = new_op(0, true, 0);
+	memset(t->data, 0x5a, 4);
+	add_seg(t, 0x600010, 4, 0);
+	assert_int_equal(vfu_dma_async(&s, &t->a), 0);
+	assert_int_equal(file_byte(wokeep, 0x10), 0x5a); /* shared: it reaches the file */
+	pump();
+	assert_int_equal(t->ndone, 1);
 	assert_int_equal(t->err, 0);
 
 	/* A piece that crosses the window's end fails at once, nothing copied. */
@@ -536,13 +588,17 @@ static void test_fd_window_pointer(void **state)
 	assert_int_equal(t->ndone, 0);
 	close(keep);
 	close(rokeep);
+	close(wokeep);
 }
 
-/* Writeable fd windows are offered to shm=on clients (deferred), and withdrawn on unmap. */
+/*
+ * Readable and writeable fd windows (only those: a client's map allows both) are offered to
+ * shm=on clients (deferred), and withdrawn on unmap.
+ */
 static void test_fd_window_shm(void **state)
 {
 	struct vfu_dev *d = &s.devs[0];
-	int fd = make_memfd(0x2000), rofd = make_memfd(0x1000);
+	int fd = make_memfd(0x2000), rofd = make_memfd(0x1000), wofd = make_memfd(0x1000);
 
 	(void)state;
 	ioreq_init(&ioctx, NULL);
@@ -553,6 +609,7 @@ static void test_fd_window_shm(void **state)
 			 0);
 	assert_int_equal(map(d, 0x400000, 0x1000, 0, VFU_DMA_READABLE, rofd), 0);
 	assert_int_equal(map(d, 0x500000, 0x1000, 0, VFU_DMA_WRITEABLE, -1), 0);
+	assert_int_equal(map(d, 0x600000, 0x1000, 0, VFU_DMA_WRITEABLE, wofd), 0);
 	assert_true(d->shm_pending);
 	assert_int_equal(v.nshm, 0); /* not from inside the DMA_MAP */
 	pump();
@@ -1165,13 +1222,13 @@ static void test_near_uint64_max(void **state)
 	    map(d, TOP_START - 0x1000, 0x1000, 0, VFU_DMA_READABLE | VFU_DMA_WRITEABLE, fd), 0);
 
 	/* The fd window below it. */
-	p = vfu_dma_ptr(&s, TOP_START - 0x1000, 0x1000);
+	p = vfu_dma_ptr(&s, TOP_START - 0x1000, 0x1000, true);
 	assert_non_null(p);
-	assert_null(vfu_dma_ptr(&s, TOP_START - 0x1000, UINT64_MAX));
-	assert_null(vfu_dma_ptr(&s, TOP_START - 0x10, UINT64_MAX - 0x100));
-	assert_null(vfu_dma_ptr(&s, UINT64_MAX, 1));
-	assert_null(vfu_dma_ptr(&s, UINT64_MAX - 1, 0x1000));
-	assert_null(vfu_dma_ptr(&s, TOP_START - 0x8, 0x10)); /* into the window without fd */
+	assert_null(vfu_dma_ptr(&s, TOP_START - 0x1000, UINT64_MAX, false));
+	assert_null(vfu_dma_ptr(&s, TOP_START - 0x10, UINT64_MAX - 0x100, false));
+	assert_null(vfu_dma_ptr(&s, UINT64_MAX, 1, false));
+	assert_null(vfu_dma_ptr(&s, UINT64_MAX - 1, 0x1000, false));
+	assert_null(vfu_dma_ptr(&s, TOP_START - 0x8, 0x10, false)); /* into the window without fd */
 
 	/* Segments that wrap, pass the end, or straddle. */
 	struct {
