@@ -252,6 +252,46 @@ COREIO_EXPORT ssize_t coreio_ctx_dma_read_to_fd(coreio_ctx_t *ctx, unsigned mid,
 COREIO_EXPORT ssize_t coreio_ctx_dma_write_from_fd(coreio_ctx_t *ctx, unsigned mid, uint64_t addr,
 						   size_t len, int fd, uint64_t off);
 
+/* One segment of coreio_ctx_dma_readv(): len bytes at addr into buf. */
+struct coreio_dma_seg {
+	uint64_t addr;
+	size_t len;
+	void *buf;
+};
+
+#define COREIO_DMA_READV_MAX 1024u /* segments of one coreio_ctx_dma_readv() */
+
+/*
+ * A blocking vectored DMA read that copies its segments in order: seg[k]
+ * is read from VM memory after seg[k - 1] was (a later segment's bytes
+ * are at least as new as an earlier one's), and the caller waits for one
+ * round trip, not one per segment. Over the socket every segment's pieces
+ * are sent, in segment order, before the call waits once for all of them
+ * (the VM copies one connection's DMA in order). With shared memory the
+ * leading segments that lie inside one region each are copied by memcpy,
+ * in order; from the first segment that does not, that one and all after
+ * it go through the socket (so no segment is copied before an earlier
+ * one). For reading a value together with data it makes valid, that
+ * value in an earlier segment: a ring index and its descriptors.
+ *   ctx    a connected context
+ *   mid    IOMMU id (0 = guest-physical), for every segment
+ *   sid    IOMMU region id (0..15)
+ *   seg    n segments; a segment of len 0 reads nothing (buf may be NULL)
+ *   n      0 .. COREIO_DMA_READV_MAX
+ *   flags  COREIO_FLAGS_* bus access flags, and COREIO_DMA_SERVE as for a
+ *          blocking coreio_ctx_dma_read()
+ * Returns 0 when every segment was read, or the first error in segment
+ * order: -EFAULT when the VM refused a piece of some segment (that
+ * segment's buffer holds undefined bytes; every other segment is still
+ * read and its buffer filled), -EINVAL (NULL ctx, bad mid/sid, n too
+ * large, NULL seg with n > 0, NULL buf with len > 0), -ENOMEM, -ENOTCONN,
+ * -ECONNRESET (the buffers hold undefined bytes). Safe to call from any
+ * thread and inside an MMIO callback, as coreio_ctx_dma_read().
+ */
+COREIO_EXPORT int coreio_ctx_dma_readv(coreio_ctx_t *ctx, unsigned mid, unsigned sid,
+				       const struct coreio_dma_seg *seg, unsigned n,
+				       unsigned flags);
+
 #define COREIO_BUSY_POLL_MAX_US 10000 /* largest busy-poll window */
 
 /*

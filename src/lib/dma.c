@@ -194,3 +194,93 @@ int coreio_ctx_dma_write(coreio_ctx_t *ctx, unsigned mid, unsigned sid, uint64_t
 {
 	return dma_submit(ctx, true, mid, sid, addr, len, buf, flags, cpl, cplp);
 }
+
+/* Segments of a vectored read whose transfers live on the stack (more are allocated). */
+#define READV_STACK 4u
+
+/*
+ * A blocking vectored read (include/coreio.h). The order is the point:
+ * seg[k] must be copied out of guest memory after seg[k - 1] was. Shared
+ * memory: the segments are copied by memcpy, in order, on this thread,
+ * as long as each lies in the map (the map's lock is dropped and taken
+ * again between two copies, which orders the first copy's loads before the
+ * second's on any CPU); from the first one that does not, the rest goes
+ * through the socket, in order behind it, so none is copied before an
+ * earlier one. Socket: every remaining segment becomes a blocking
+ * transfer, all queued at once under the lock; the issue queue is FIFO and
+ * a transfer is cut completely before the next one starts, so the pieces
+ * go out in segment order, one batch, before any wait. The VM applies a
+ * connection's pieces in order, each copied before the next is looked at.
+ * Then one wait per transfer, in order: the first returns when seg[0] is
+ * in, the others find theirs (nearly) done, so the caller waits for one
+ * round trip.
+ */
+int coreio_ctx_dma_readv(coreio_ctx_t *ctx, unsigned mid, unsigned sid,
+			 const struct coreio_dma_seg *seg, unsigned n, unsigned flags)
+{
+	struct coreio__xfer stack_x[READV_STACK], *xs;
+	unsigned k = 0, nx;
+	int rc = 0;
+
+	if (!ctx || mid >= COREIO_WIRE_MAX_MID || sid >= COREIO_WIRE_MAX_SID ||
+	    n > COREIO_DMA_READV_MAX || (n && !seg))
+		return -EINVAL;
+	for (unsigned i = 0; i < n; i++)
+		if (seg[i].len && !seg[i].buf)
+			return -EINVAL;
+	/* Shared memory: the leading segments that lie in the map, by memcpy. */
+	while (mid == 0 && k < n &&
+	       (seg[k].len == 0 ||
+		coreio__shm_copy(ctx, false, seg[k].addr, seg[k].len, seg[k].buf) == 0))
+		k++;
+	if (k == n) {
+		/* All copied (or empty). Empty ones fail without a connection, as
+		 * dma_submit()'s empty transfers do. */
+		pthread_mutex_lock(&ctx->lock);
+		if (!ctx->connected || ctx->broken)
+			rc = ctx->connected ? -ECONNRESET : -ENOTCONN;
+		pthread_mutex_unlock(&ctx->lock);
+		return rc;
+	}
+	nx = n - k;
+	xs = nx <= READV_STACK ? stack_x : malloc(nx * sizeof(*xs));
+	if (!xs)
+		return -ENOMEM;
+	memset(xs, 0, nx * sizeof(*xs));
+	for (unsigned i = 0; i < nx; i++) {
+		struct coreio__xfer *x = &xs[i];
+
+		x->write = false;
+		x->blocking = true;
+		x->mid = mid;
+		x->sid = sid;
+		x->flags = flags & 0xfu;
+		x->addr = seg[k + i].addr;
+		x->buf = seg[k + i].buf;
+		x->len = seg[k + i].len;
+	}
+	pthread_mutex_lock(&ctx->lock);
+	if (!ctx->connected || ctx->broken) {
+		rc = ctx->connected ? -ECONNRESET : -ENOTCONN;
+		pthread_mutex_unlock(&ctx->lock);
+		if (xs != stack_x)
+			free(xs);
+		return rc;
+	}
+	/* All queued before anything is sent: one batch, in segment order. */
+	for (unsigned i = 0; i < nx; i++)
+		coreio__xfer_start_locked(ctx, &xs[i]);
+	pthread_mutex_unlock(&ctx->lock);
+	if (coreio__xfer_pump(ctx) < 0)
+		coreio__fail(ctx, -ECONNRESET);
+	/* Every transfer must be waited for (they live here); the first error wins. */
+	for (unsigned i = 0; i < nx; i++) {
+		int err = wait_xfer(ctx, &xs[i], (flags & COREIO_DMA_SERVE) != 0);
+
+		if (err && !rc)
+			rc = err;
+	}
+	if (xs != stack_x)
+		free(xs);
+	return rc;
+}

@@ -47,6 +47,24 @@ static int ctx_dma_read(void *opaque, uint64_t gpa, void *buf, size_t len)
 	return rc;
 }
 
+/* In order, one round trip (coreio_ctx_dma_readv()); polling is set as for ctx_dma_read. */
+static int ctx_dma_readv(void *opaque, const struct vio_dma_seg *seg, unsigned n)
+{
+	struct vio_dev *d = opaque;
+	struct coreio_dma_seg cs[VIO_READV_MAX];
+	bool was = d->polling;
+	int rc;
+
+	if (n == 0 || n > VIO_READV_MAX)
+		return -EINVAL;
+	for (unsigned i = 0; i < n; i++)
+		cs[i] = (struct coreio_dma_seg){seg[i].gpa, seg[i].len, seg[i].buf};
+	d->polling = true;
+	rc = coreio_ctx_dma_readv(d->ctx, 0, 0, cs, n, ctx_dma_flags(d));
+	d->polling = was;
+	return rc;
+}
+
 static int ctx_dma_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
 {
 	struct vio_dev *d = opaque;
@@ -128,6 +146,7 @@ static int ctx_irq_line(void *opaque, unsigned line, unsigned level)
 
 static const struct vio_host_ops ctx_host_ops = {
     .dma_read = ctx_dma_read,
+    .dma_readv = ctx_dma_readv,
     .dma_write = ctx_dma_write,
     .irq_set = ctx_irq_set,
     .dma_write_post = ctx_dma_write_post,

@@ -114,6 +114,7 @@
 #define VIO_MERGE_GAP	   4096u /* bytes between descriptor table and avail ring read along */
 #define VIO_POST_MAX	   (16u << 20) /* bytes of posted writes in flight per device */
 #define VIO_LOG_MAX	   256u	       /* bytes of one log message, with its terminating NUL */
+#define VIO_READV_MAX	   8u	       /* segments of one dma_readv the library issues, at most */
 /* The merged read: table, gap, avail flags and idx, ring entries and used_event. */
 #define VIO_SCRATCH_LEN (VIO_DESC_CACHE * 16u + VIO_MERGE_GAP + 4u + 2u * VIO_RING_CACHE + 2u)
 
@@ -123,6 +124,13 @@ enum vio_transport {
 };
 
 struct vio_dev;
+
+/* One segment of a vio_host_ops dma_readv: len bytes at guest-physical gpa into buf. */
+struct vio_dma_seg {
+	uint64_t gpa;
+	void *buf;
+	size_t len;
+};
 
 /*
  * How the library reaches guest memory and the interrupt lines. The default
@@ -134,6 +142,16 @@ struct vio_dev;
 struct vio_host_ops {
 	/* Copy len bytes from guest-physical gpa; 0 or a negative errno. */
 	int (*dma_read)(void *opaque, uint64_t gpa, void *buf, size_t len);
+	/*
+	 * Optional: copy the n segments (n >= 1) from guest memory, in order:
+	 * seg[k] is copied after seg[k - 1] was, so its bytes are at least as
+	 * new (the guest's stores become visible in order), for one round
+	 * trip. Ordered with posted writes as dma_read. Returns 0, or the
+	 * first error in segment order (-EFAULT: some segment lies outside
+	 * guest memory; then every buffer may hold anything). n is at most
+	 * VIO_READV_MAX. Without it the library reads with dma_read only.
+	 */
+	int (*dma_readv)(void *opaque, const struct vio_dma_seg *seg, unsigned n);
 	/* Copy len bytes to guest-physical gpa; 0 or a negative errno. */
 	int (*dma_write)(void *opaque, uint64_t gpa, const void *buf, size_t len);
 	/* Set the level of the device's interrupt line; 0 or a negative errno. */

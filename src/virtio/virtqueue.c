@@ -124,8 +124,11 @@ static bool guest_fault(int rc)
  * reads flags and idx along; else the index read when the ring looks
  * empty) confirms it, or shows newer chains, which are then taken: a chain
  * the driver adds meanwhile is either seen by that read or finds
- * avail_event = I and is notified. Without EVENT_IDX the driver notifies
- * every addition (the device never sets NO_NOTIFY).
+ * avail_event = I and is notified. (The span a dma_readv brings with the
+ * index, avail_idx_read(), is copied before that avail_event write and so
+ * could not confirm it: the op is not used with EVENT_IDX.) Without
+ * EVENT_IDX the driver notifies every addition (the device never sets
+ * NO_NOTIFY).
  *
  * A reset (status 0, a VM reset, a queue enabled again) starts all of this
  * over (vio_dev_reset(), queue_enable()).
@@ -533,44 +536,78 @@ static int desc_get(struct vio_dev *d, unsigned q, uint16_t i, struct desc *out)
 }
 
 /*
+ * The span of Linux's layout that one DMA reads: the whole descriptor
+ * table up to the avail ring's used_event, when the table is small enough
+ * to cache and the avail ring starts at most VIO_MERGE_GAP bytes after its
+ * end (Linux allocates desc, avail and used together). Returns its length
+ * (at most VIO_SCRATCH_LEN; the ring's flags are at avail - desc), or 0.
+ */
+static size_t merged_span(const struct vio_queue *vq)
+{
+	uint64_t tab = (uint64_t)vq->size * DESC_SIZE;
+
+	if (vq->size > VIO_DESC_CACHE || vq->avail < vq->desc + tab ||
+	    vq->avail - (vq->desc + tab) > VIO_MERGE_GAP)
+		return 0;
+	/* Also when desc + tab wraps: avail - desc is then at most tab + VIO_MERGE_GAP. */
+	return (size_t)(vq->avail - vq->desc) + 4u + 2u * vq->size + 2u;
+}
+
+/*
+ * The merged span is in d->scratch, copied after the avail->idx read that
+ * covers the chains up to vq->avail_idx: keep its table (valid for those
+ * chains, desc_get()), take the flags and used_event as a hint and, when
+ * observe (the span was read after the last avail_event write), let its
+ * avail->idx confirm avail_event. Returns the ring's entries, by slot.
+ */
+static const uint8_t *merged_take(struct vio_dev *d, unsigned q, bool observe)
+{
+	struct vio_queue *vq = &d->q[q];
+	const uint8_t *ring = d->scratch + (size_t)(vq->avail - vq->desc) + 4;
+
+	memcpy(d->desc_cache, d->scratch, (size_t)vq->size * DESC_SIZE);
+	d->dc_q = q + 1;
+	d->dc_first = 0;
+	d->dc_n = vq->size;
+	hint_set(vq, (uint16_t)vio_get_le(ring - 4, 2),
+		 (uint16_t)vio_get_le(ring + 2u * vq->size, 2));
+	if (observe)
+		ev_observe(vq, (uint16_t)vio_get_le(ring - 2, 2));
+	return ring;
+}
+
+/*
  * Read the available ring entries from position last_avail on (all the
  * driver published, at most VIO_RING_CACHE). When the avail ring follows
  * the descriptor table closely (Linux allocates them together) and the
- * table is not cached, one DMA reads both.
+ * table is not cached, one DMA reads both. pre: that span is in d->scratch
+ * already, read together with the avail->idx read (avail_idx_read()).
  */
-static int ring_fill(struct vio_dev *d, unsigned q)
+static int ring_fill(struct vio_dev *d, unsigned q, bool pre)
 {
 	struct vio_queue *vq = &d->q[q];
 	unsigned mask = vq->size - 1u;
 	unsigned n = (uint16_t)(vq->avail_idx - vq->last_avail);
 	unsigned first = vq->last_avail & mask;
-	uint64_t tab = (uint64_t)vq->size * DESC_SIZE;
+	size_t span = merged_span(vq);
 	const uint8_t *ring = NULL; /* the whole ring's entries, by slot */
 	int rc;
 
 	if (n > VIO_RING_CACHE)
 		n = VIO_RING_CACHE;
 	vq->ring_n = 0;
-	if (d->dc_q != q + 1 && vq->size <= VIO_DESC_CACHE && vq->avail >= vq->desc + tab &&
-	    vq->avail - (vq->desc + tab) <= VIO_MERGE_GAP) {
-		size_t off = (size_t)(vq->avail - vq->desc) + 4;
-
+	if (pre) {
+		/* Read after the index, before any avail_event write (no EVENT_IDX there). */
+		ring = merged_take(d, q, false);
+	} else if (d->dc_q != q + 1 && span) {
 		/*
 		 * If this fails, the span between them may not be DMA-able: read
 		 * each alone. The avail flags, idx and used_event come along
 		 * (notification suppression above): the idx only confirms
 		 * avail_event, the entries are the ones the earlier idx read covered.
 		 */
-		if (dma_rd(d, vq->desc, d->scratch, off + 2u * vq->size + 2u) == 0) {
-			memcpy(d->desc_cache, d->scratch, (size_t)tab);
-			d->dc_q = q + 1;
-			d->dc_first = 0;
-			d->dc_n = vq->size;
-			ring = d->scratch + off;
-			hint_set(vq, (uint16_t)vio_get_le(ring - 4, 2),
-				 (uint16_t)vio_get_le(ring + 2u * vq->size, 2));
-			ev_observe(vq, (uint16_t)vio_get_le(ring - 2, 2));
-		}
+		if (dma_rd(d, vq->desc, d->scratch, span) == 0)
+			ring = merged_take(d, q, true);
 	}
 	if (!ring && ev_on(d) && vq->size <= VIO_RING_CACHE) {
 		/* The whole avail ring with flags, idx and used_event: one DMA, as above. */
@@ -607,6 +644,42 @@ static int ring_fill(struct vio_dev *d, unsigned q)
 	vq->ring_pos = vq->last_avail;
 	vq->ring_n = (uint16_t)n;
 	return 0;
+}
+
+/*
+ * Read avail->flags and avail->idx into b (4 bytes). At the first look of
+ * a kick (the driver notified: new chains are likely) on a host with
+ * dma_readv and Linux's layout, the merged span comes in the same round
+ * trip as a second segment, copied after the index (*pre then says it is
+ * in d->scratch): its table and entries serve the chains that index
+ * covers, as a merged read issued after it would. One DMA for both would
+ * not do: its bytes are copied in no promised order (docs/virtio.md, "DMA
+ * per request"). Not with EVENT_IDX: the span is copied before the
+ * avail_event write the new index asks for, so it cannot confirm it, and
+ * the confirming read would then cost the round trip saved here.
+ */
+static int avail_idx_read(struct vio_dev *d, unsigned q, uint8_t *b, bool *pre)
+{
+	struct vio_queue *vq = &d->q[q];
+	size_t span = merged_span(vq);
+
+	*pre = false;
+	if (span && d->host && d->host->dma_readv && !ev_on(d) && d->kicking == q + 1 &&
+	    !vq->idx_read) {
+		struct vio_dma_seg seg[2] = {{vq->avail, b, 4}, {vq->desc, d->scratch, span}};
+		int rc;
+
+		d->stat_dma_reads++;
+		rc = d->host->dma_readv(d->host_opaque, seg, 2);
+		if (rc == 0) {
+			*pre = true;
+			return 0;
+		}
+		if (!guest_fault(rc))
+			return rc;
+		/* The span may not be DMA-able: the index alone, as without the op. */
+	}
+	return dma_rd(d, vq->avail, b, 4);
 }
 
 /* Append one buffer to the chain; -EPROTO when the order or the size breaks the rules. */
@@ -692,6 +765,7 @@ int vio_queue_pop(struct vio_dev *d, unsigned q, struct vio_chain *c)
 	struct vio_queue *vq;
 	uint16_t head, i;
 	unsigned count = 0;
+	bool pre = false; /* the merged span came with the index read */
 	int rc;
 
 	if (c->req) {
@@ -734,7 +808,7 @@ int vio_queue_pop(struct vio_dev *d, unsigned q, struct vio_chain *c)
 				return rc;
 		}
 		/* The flags come along (a hint for the interrupt). */
-		rc = dma_rd(d, vq->avail, b, 4);
+		rc = avail_idx_read(d, q, b, &pre);
 		if (rc)
 			return ring_dma_error(d, q, rc);
 		if (d->kicking == q + 1)
@@ -757,7 +831,7 @@ int vio_queue_pop(struct vio_dev *d, unsigned q, struct vio_chain *c)
 			return 0;
 	}
 	if ((uint16_t)(vq->last_avail - vq->ring_pos) >= vq->ring_n) {
-		rc = ring_fill(d, q);
+		rc = ring_fill(d, q, pre);
 		if (rc)
 			return rc;
 	}

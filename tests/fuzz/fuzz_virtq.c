@@ -9,7 +9,7 @@
 
 /*
  * Input layout:
- *   [0]      flags: F_PCI, F_INDIRECT, F_VERBOSE, F_POST, F_TWO_QUEUES
+ *   [0]      flags: F_PCI, F_INDIRECT, F_VERBOSE, F_POST, F_TWO_QUEUES, F_READV
  *   [1..2]   queue size the driver writes (le16)
  *   [3..8]   desc, avail, used ring offsets in guest memory (le16 each)
  *   [9]      bit k (k = 0..2): that ring address gets 0xffffffffffff0000 added
@@ -29,6 +29,7 @@
 #define F_VERBOSE    0x04u
 #define F_POST	     0x08u
 #define F_TWO_QUEUES 0x10u
+#define F_READV	     0x20u /* the host offers dma_readv (the index and ring read together) */
 #define C_READ	     0x01u
 #define C_WRITE	     0x02u
 #define C_POST	     0x04u
@@ -142,8 +143,31 @@ static int fz_post(void *opaque, uint64_t gpa, const void *buf, size_t len,
 	return 0;
 }
 
+/* The segments one after the other, as a VM copies them. */
+static int fz_readv(void *opaque, const struct vio_dma_seg *seg, unsigned n)
+{
+	int first = 0;
+
+	FUZZ_CHECK(n >= 1 && n <= VIO_READV_MAX);
+	for (unsigned k = 0; k < n; k++) {
+		int rc = fz_read(opaque, seg[k].gpa, seg[k].buf, seg[k].len);
+
+		if (rc && !first)
+			first = rc;
+	}
+	return first;
+}
+
 static const struct vio_host_ops fz_host = {
     .dma_read = fz_read,
+    .dma_write = fz_write,
+    .irq_set = fz_irq,
+    .dma_write_post = fz_post,
+};
+
+static const struct vio_host_ops fz_host_readv = {
+    .dma_read = fz_read,
+    .dma_readv = fz_readv,
     .dma_write = fz_write,
     .irq_set = fz_irq,
     .dma_write_post = fz_post,
@@ -377,7 +401,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	z.d->config_len = 16;
 	z.d->config_writable_off = 4;
 	z.d->config_writable_len = 8;
-	vio_dev_set_host(z.d, &fz_host, &z);
+	vio_dev_set_host(z.d, z.flags & F_READV ? &fz_host_readv : &fz_host, &z);
 	vio_dev_set_log(z.d, fz_log, &z);
 
 	bring_up(&z, qsize, ring);

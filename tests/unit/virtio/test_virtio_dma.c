@@ -74,11 +74,16 @@ static void blk_like(struct vio_dev *d, unsigned q)
 
 static const struct vio_dev_ops ops = {.queue_kick = blk_like};
 
-/* An MMIO device with one queue of QSIZE at desc DESC, avail and used as given. */
-static struct fake *bring_up(uint64_t avail, uint64_t used)
+/*
+ * An MMIO device with one queue of QSIZE at desc DESC, avail and used as given, on host ops
+ * host, with EVENT_IDX negotiated when ev.
+ */
+static struct fake *bring_up_on(uint64_t avail, uint64_t used, const struct vio_host_ops *host,
+				bool ev)
 {
 	struct fake *f = calloc(1, sizeof(*f));
-	uint64_t feats = VIO_BIT(VIO_F_VERSION_1) | VIO_BIT(VIO_F_INDIRECT_DESC);
+	uint64_t feats = VIO_BIT(VIO_F_VERSION_1) | VIO_BIT(VIO_F_INDIRECT_DESC) |
+			 (ev ? VIO_BIT(VIO_F_EVENT_IDX) : 0);
 
 	assert_non_null(f);
 	vio_fake_init(&f->h, MEM_SIZE);
@@ -86,16 +91,24 @@ static struct fake *bring_up(uint64_t avail, uint64_t used)
 	f->used = used;
 	assert_int_equal(
 	    vio_dev_init(&f->dev, VIO_ID_BLOCK, VIO_BIT(VIO_F_INDIRECT_DESC), 1, 256, &ops, f), 0);
+	vio_dev_set_event_idx(&f->dev, ev);
 	f->dev.transport = VIO_TRANSPORT_MMIO;
-	vio_dev_set_host(&f->dev, &vio_fake_host_posting, &f->h);
+	vio_dev_set_host(&f->dev, host, &f->h);
 	assert_int_equal(vio_test_negotiate(&f->dev, feats), 0);
+	assert_int_equal(f->dev.driver_features, feats);
 	assert_int_equal(
 	    vio_test_mmio_queue(&f->dev, 0, QSIZE, DESC, (uint32_t)avail, (uint32_t)used), 0);
 	assert_int_equal(vio_test_mmio_driver_ok(&f->dev), 0);
 	assert_true(vio_dev_running(&f->dev));
 	vio_dev_poll(&f->dev); /* the DRIVER_OK kick: an empty ring */
-	f->h.reads = f->h.writes = f->h.posts = 0;
+	f->h.reads = f->h.writes = f->h.posts = f->h.readvs = 0;
 	return f;
+}
+
+/* The same on a host that posts and has no dma_readv, without EVENT_IDX. */
+static struct fake *bring_up(uint64_t avail, uint64_t used)
+{
+	return bring_up_on(avail, used, &vio_fake_host_posting, false);
 }
 
 static void tear_down(struct fake *f)
@@ -437,6 +450,141 @@ static void test_post_memory_bound(void **state)
 	tear_down(f);
 }
 
+/* ---- A host with dma_readv: the index and the merged span in one round trip ---- */
+
+/* Linux's layout: the index and the span in one readv, then the header: 2 round trips. */
+static void test_readv_linux_layout(void **state)
+{
+	struct fake *f = bring_up_on(LNX_AVAIL, LNX_USED, &vio_fake_host_readv, false);
+	uint16_t head = make_request(f, 0, false, DATA);
+
+	(void)state;
+	publish(f, LNX_AVAIL, &head, 1);
+	notify(f);
+	assert_int_equal(f->h.reads, 2);
+	assert_int_equal(f->h.readvs, 1);
+	/* The index (4 bytes) and the table up to used_event in that one. */
+	assert_int_equal(f->h.read_len[0], 4 + (LNX_AVAIL - DESC) + 4 + 2 * QSIZE + 2);
+	assert_int_equal(f->h.read_len[1], 16);
+	assert_int_equal(f->h.writes, 0);
+	vio_fake_drain(&f->h);
+	check_done(f, head, DATA);
+	assert_int_equal(f->h.reads, 2);
+	/* The next request (the table cached from the last one): 2 again. */
+	head = make_request(f, 1, false, DATA + DLEN);
+	publish(f, LNX_AVAIL, &head, 1);
+	notify(f);
+	vio_fake_drain(&f->h);
+	assert_int_equal(f->h.reads, 4);
+	assert_int_equal(f->h.readvs, 2);
+	assert_int_equal(used_idx(f), 2);
+	assert_int_equal(f->h.mem[DATA + DLEN], 0x41);
+	assert_int_equal(f->h.mem[STATUS + 1], 0);
+	/* A kick with nothing new still costs one round trip. */
+	notify(f);
+	assert_int_equal(f->h.reads, 5);
+	assert_false(f->dev.status & VIO_S_NEEDS_RESET);
+	tear_down(f);
+}
+
+/* Through an indirect table: readv, the table, the header. */
+static void test_readv_indirect(void **state)
+{
+	struct fake *f = bring_up_on(LNX_AVAIL, LNX_USED, &vio_fake_host_readv, false);
+	uint16_t head = make_request(f, 0, true, DATA);
+
+	(void)state;
+	publish(f, LNX_AVAIL, &head, 1);
+	notify(f);
+	assert_int_equal(f->h.reads, 3);
+	assert_int_equal(f->h.readvs, 1);
+	vio_fake_drain(&f->h);
+	check_done(f, head, DATA);
+	tear_down(f);
+}
+
+/* Five requests in one kick: one readv, a header each. */
+static void test_readv_batch(void **state)
+{
+	struct fake *f = bring_up_on(LNX_AVAIL, LNX_USED, &vio_fake_host_readv, false);
+	uint16_t heads[5];
+
+	(void)state;
+	for (unsigned r = 0; r < 5; r++)
+		heads[r] = make_request(f, r, false, DATA + DLEN * r);
+	publish(f, LNX_AVAIL, heads, 5);
+	notify(f);
+	assert_int_equal(f->h.reads, 1 + 5);
+	assert_int_equal(f->h.readvs, 1);
+	vio_fake_drain(&f->h);
+	assert_int_equal(used_idx(f), 5);
+	for (unsigned r = 0; r < 5; r++)
+		assert_int_equal(f->h.mem[DATA + DLEN * r], 0x40 + r);
+	tear_down(f);
+}
+
+/* Rings apart, or EVENT_IDX: the op is not used, the reads are those without it. */
+static void test_readv_not_used(void **state)
+{
+	struct fake *f = bring_up_on(FAR_AVAIL, FAR_USED, &vio_fake_host_readv, false);
+	uint16_t head = make_request(f, 0, false, DATA);
+
+	(void)state;
+	publish(f, FAR_AVAIL, &head, 1);
+	notify(f);
+	assert_int_equal(f->h.reads, 4);
+	assert_int_equal(f->h.readvs, 0);
+	vio_fake_drain(&f->h);
+	check_done(f, head, DATA);
+	tear_down(f);
+
+	f = bring_up_on(LNX_AVAIL, LNX_USED, &vio_fake_host_readv, true);
+	head = make_request(f, 0, false, DATA);
+	publish(f, LNX_AVAIL, &head, 1);
+	notify(f);
+	/* avail->idx; the table and ring (confirming avail_event); the header. */
+	assert_int_equal(f->h.reads, 3);
+	assert_int_equal(f->h.readvs, 0);
+	vio_fake_drain(&f->h);
+	vio_dev_poll(&f->dev);
+	vio_fake_drain(&f->h);
+	assert_int_equal(used_idx(f), 1);
+	assert_int_equal(f->h.mem[STATUS], 0);
+	assert_false(f->dev.status & VIO_S_NEEDS_RESET);
+	tear_down(f);
+}
+
+static int readv_calls;
+
+/* A dma_readv that fails as if the span between table and ring were not DMA-able. */
+static int readv_efault(void *opaque, const struct vio_dma_seg *seg, unsigned n)
+{
+	(void)opaque, (void)seg, (void)n;
+	readv_calls++;
+	return -EFAULT;
+}
+
+/* A failing readv falls back to the reads without the op; the device stays fine. */
+static void test_readv_fault_falls_back(void **state)
+{
+	struct vio_host_ops host = vio_fake_host_readv;
+	struct fake *f;
+	uint16_t head;
+
+	(void)state;
+	host.dma_readv = readv_efault;
+	f = bring_up_on(LNX_AVAIL, LNX_USED, &host, false);
+	readv_calls = 0; /* (the DRIVER_OK kick tried it too) */
+	head = make_request(f, 0, false, DATA);
+	publish(f, LNX_AVAIL, &head, 1);
+	notify(f);
+	assert_int_equal(readv_calls, 1);
+	assert_int_equal(f->h.reads, 3); /* the index, the merged span, the header */
+	vio_fake_drain(&f->h);
+	check_done(f, head, DATA);
+	tear_down(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -450,6 +598,11 @@ int main(void)
 	    cmocka_unit_test(test_reset_with_writes_in_flight),
 	    cmocka_unit_test(test_no_post_host),
 	    cmocka_unit_test(test_post_memory_bound),
+	    cmocka_unit_test(test_readv_linux_layout),
+	    cmocka_unit_test(test_readv_indirect),
+	    cmocka_unit_test(test_readv_batch),
+	    cmocka_unit_test(test_readv_not_used),
+	    cmocka_unit_test(test_readv_fault_falls_back),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -28,6 +28,10 @@
  * DMA as the avail->idx that made them valid (rather than from a read
  * issued after it) would use the stale descriptors of a reused slot here
  * and write to the old request's buffers.
+ *
+ * With a host that has dma_readv (the index and the merged span in one
+ * round trip, copied in that order), each segment is a read of its own
+ * here: torn inside as above, and also before it (so between the two).
  */
 
 #define MEM_SIZE  (1u << 20)
@@ -55,10 +59,12 @@ struct tear {
 	uint64_t rd_gpa[MAX_READS];
 	size_t rd_len[MAX_READS];
 	/* Tear read number tear_read (1-based, 0: none) at byte tear_at; upper part first when
-	 * desc is set. torn: B was published inside that read. */
+	 * desc is set. torn: B was published inside that read. tear_at 0 publishes B before
+	 * the read when zero_ok (for a readv's segments: between them). */
 	unsigned tear_read;
 	size_t tear_at;
-	bool desc, torn;
+	bool desc, torn, zero_ok;
+	unsigned readvs; /* dma_readv calls */
 };
 
 /* A block-device-like handler: a 16-byte header (fill byte at 8), data filled, a status 0. */
@@ -142,6 +148,10 @@ static int tear_read(void *opaque, uint64_t gpa, void *buf, size_t len)
 		t->rd_len[t->nreads] = len;
 	}
 	t->nreads++;
+	if (t->nreads == t->tear_read && cut == 0 && t->zero_ok) {
+		publish_b(t);
+		return rd(opaque, gpa, buf, len);
+	}
 	if (t->nreads != t->tear_read || cut == 0 || cut >= len)
 		return rd(opaque, gpa, buf, len);
 	if (!t->desc) {
@@ -152,6 +162,22 @@ static int tear_read(void *opaque, uint64_t gpa, void *buf, size_t len)
 	rc = rd(opaque, gpa + cut, b + cut, len - cut);
 	publish_b(t);
 	return rc ? rc : rd(opaque, gpa, b, cut);
+}
+
+/* The segments one after the other, each a read that may tear (or be torn before). */
+static int tear_readv(void *opaque, const struct vio_dma_seg *seg, unsigned n)
+{
+	struct tear *t = opaque;
+	int err = 0;
+
+	t->readvs++;
+	for (unsigned i = 0; i < n; i++) {
+		int rc = tear_read(opaque, seg[i].gpa, seg[i].buf, seg[i].len);
+
+		if (rc && !err)
+			err = rc;
+	}
+	return err;
 }
 
 static struct vio_host_ops tear_host;
@@ -166,8 +192,11 @@ static void notify(struct tear *t)
 	vio_fake_drain(&t->h);
 }
 
-/* A device (EVENT_IDX when ev, rings as given) with request Z done in descriptors 3..5. */
-static struct tear *bring_up(bool ev, uint64_t avail, uint64_t used)
+/*
+ * A device (EVENT_IDX when ev, rings as given, dma_readv when readv) with request Z done in
+ * descriptors 3..5.
+ */
+static struct tear *bring_up(bool ev, bool readv, uint64_t avail, uint64_t used)
 {
 	struct tear *t = calloc(1, sizeof(*t));
 	uint64_t feats = VIO_BIT(VIO_F_VERSION_1) | (ev ? VIO_BIT(VIO_F_EVENT_IDX) : 0);
@@ -175,6 +204,7 @@ static struct tear *bring_up(bool ev, uint64_t avail, uint64_t used)
 	assert_non_null(t);
 	tear_host = vio_fake_host_posting;
 	tear_host.dma_read = tear_read;
+	tear_host.dma_readv = readv ? tear_readv : NULL;
 	vio_fake_init(&t->h, MEM_SIZE);
 	t->avail = avail;
 	t->used = used;
@@ -196,6 +226,7 @@ static struct tear *bring_up(bool ev, uint64_t avail, uint64_t used)
 	t->h.mem[status_of(REQ_Z)] = 0x5a; /* must stay: B must not write Z's buffers */
 	memset(t->h.mem + data_of(REQ_Z), 0x5a, DLEN);
 	t->nreads = 0;
+	t->readvs = 0;
 	return t;
 }
 
@@ -223,21 +254,26 @@ static void check_req(struct tear *t, unsigned r, unsigned k, uint16_t head)
  * Request A (descriptors 0..2) is published and notified; inside read
  * tear_read, cut at tear_at, the guest publishes B in Z's old descriptors
  * (then notifies). Both must complete with their own buffers. Returns the
- * reads of the cycle (the reads to tear, when tear_read is 0).
+ * reads of the cycle (the reads to tear, when tear_read is 0); *readvs gets
+ * the dma_readv calls of that cycle when given.
  */
-static unsigned cycle(bool ev, bool lnx, bool desc, unsigned tear_read, size_t tear_at,
-		      uint64_t *gpa, size_t *len)
+static unsigned cycle(bool ev, bool lnx, bool readv, bool desc, unsigned tear_read, size_t tear_at,
+		      uint64_t *gpa, size_t *len, unsigned *readvs)
 {
-	struct tear *t = bring_up(ev, lnx ? LNX_AVAIL : FAR_AVAIL, lnx ? LNX_USED : FAR_USED);
+	struct tear *t =
+	    bring_up(ev, readv, lnx ? LNX_AVAIL : FAR_AVAIL, lnx ? LNX_USED : FAR_USED);
 	uint16_t head_a = make_request(t, REQ_A, 0);
 	unsigned n;
 
 	t->tear_read = tear_read;
 	t->tear_at = tear_at;
 	t->desc = desc;
+	t->zero_ok = readv;
 	publish(t, head_a);
 	notify(t);
 	n = t->nreads;
+	if (readvs)
+		*readvs = t->readvs;
 	if (tear_read == 0 && gpa) {
 		assert_true(n <= MAX_READS);
 		memcpy(gpa, t->rd_gpa, n * sizeof(*gpa));
@@ -258,25 +294,44 @@ static unsigned cycle(bool ev, bool lnx, bool desc, unsigned tear_read, size_t t
 	return n;
 }
 
-/* Every read of the cycle, cut at every 32-byte boundary, either part first. */
-static void tear_all(bool ev, bool lnx)
+/*
+ * Every read of the cycle, cut at every 32-byte boundary, either part first; with readv (a
+ * host with dma_readv) also torn before each read, which for a readv's second segment is
+ * between its two copies.
+ */
+static void tear_all_on(bool ev, bool lnx, bool readv)
 {
 	uint64_t gpa[MAX_READS];
 	size_t len[MAX_READS];
-	unsigned n = cycle(ev, lnx, false, 0, 0, gpa, len), tears = 0;
+	unsigned readvs = 0;
+	unsigned n = cycle(ev, lnx, readv, false, 0, 0, gpa, len, &readvs), tears = 0;
 
 	assert_true(n >= 2);
+	/* The op serves Linux's layout without EVENT_IDX only (virtqueue.c avail_idx_read()). */
+	if (readv && lnx && !ev)
+		assert_true(readvs >= 1);
+	else
+		assert_int_equal(readvs, 0);
 	for (unsigned k = 0; k < n; k++) {
+		if (readv) {
+			cycle(ev, lnx, readv, false, k + 1, 0, NULL, NULL, NULL);
+			tears++;
+		}
 		for (size_t at = PIECE - (gpa[k] % PIECE); at < len[k]; at += PIECE) {
-			cycle(ev, lnx, false, k + 1, at, NULL, NULL);
-			cycle(ev, lnx, true, k + 1, at, NULL, NULL);
+			cycle(ev, lnx, readv, false, k + 1, at, NULL, NULL, NULL);
+			cycle(ev, lnx, readv, true, k + 1, at, NULL, NULL, NULL);
 			tears += 2;
 		}
 	}
 	/* The merged read of table and ring (Linux's layout) is cut many times. */
 	assert_true(tears >= (lnx ? 2u * (16u * QSIZE / PIECE) : 2u));
-	print_message("event_idx %d layout %s: %u reads, %u torn runs\n", ev, lnx ? "linux" : "far",
-		      n, tears);
+	print_message("event_idx %d layout %s readv %d: %u reads (%u readv), %u torn runs\n", ev,
+		      lnx ? "linux" : "far", readv, n, readvs, tears);
+}
+
+static void tear_all(bool ev, bool lnx)
+{
+	tear_all_on(ev, lnx, false);
 }
 
 static void test_tear_linux(void **state)
@@ -303,6 +358,24 @@ static void test_tear_far_event_idx(void **state)
 	tear_all(true, false);
 }
 
+static void test_tear_readv_linux(void **state)
+{
+	(void)state;
+	tear_all_on(false, true, true);
+}
+
+static void test_tear_readv_linux_event_idx(void **state)
+{
+	(void)state;
+	tear_all_on(true, true, true);
+}
+
+static void test_tear_readv_far(void **state)
+{
+	(void)state;
+	tear_all_on(false, false, true);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -310,6 +383,9 @@ int main(void)
 	    cmocka_unit_test(test_tear_linux_event_idx),
 	    cmocka_unit_test(test_tear_far),
 	    cmocka_unit_test(test_tear_far_event_idx),
+	    cmocka_unit_test(test_tear_readv_linux),
+	    cmocka_unit_test(test_tear_readv_linux_event_idx),
+	    cmocka_unit_test(test_tear_readv_far),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

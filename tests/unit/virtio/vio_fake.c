@@ -81,6 +81,39 @@ static int fake_read(void *opaque, uint64_t gpa, void *buf, size_t len)
 	return 0;
 }
 
+/*
+ * One round trip, its segments copied one after the other (as coreio-vm copies one connection's
+ * pieces): the hook runs once before the first, as for a read. The first error is returned;
+ * the other segments are still copied.
+ */
+static int fake_readv(void *opaque, const struct vio_dma_seg *seg, unsigned n)
+{
+	struct vio_fake *h = opaque;
+	size_t total = 0;
+	int err = 0;
+
+	assert_true(n >= 1 && n <= VIO_READV_MAX);
+	for (unsigned i = 0; i < n; i++)
+		total += seg[i].len;
+	if (h->reads < VIO_FAKE_MAX_READS)
+		h->read_len[h->reads] = total;
+	h->reads++;
+	h->readvs++;
+	maybe_hook(h, VIO_FAKE_HOOK_READ, h->reads);
+	if (!h->hold_posts)
+		vio_fake_apply(h);
+	maybe_hook(h, VIO_FAKE_HOOK_READ_APPLIED, h->reads);
+	for (unsigned i = 0; i < n; i++) {
+		if (!vio_fake_in_mem(h, seg[i].gpa, seg[i].len)) {
+			if (!err)
+				err = -EFAULT;
+			continue;
+		}
+		memcpy(seg[i].buf, h->mem + seg[i].gpa, seg[i].len);
+	}
+	return err;
+}
+
 static int fake_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
 {
 	struct vio_fake *h = opaque;
@@ -217,6 +250,14 @@ const struct vio_host_ops vio_fake_host_fd = {
     .dma_write_post = fake_post,
     .dma_read_to_fd = fake_read_to_fd,
     .dma_write_from_fd = fake_write_from_fd,
+};
+
+const struct vio_host_ops vio_fake_host_readv = {
+    .dma_read = fake_read,
+    .dma_readv = fake_readv,
+    .dma_write = fake_write,
+    .irq_set = fake_irq,
+    .dma_write_post = fake_post,
 };
 
 unsigned vio_fake_process(struct vio_fake *h)

@@ -11,7 +11,7 @@
 
 #define VIO_FAKE_MAX_POSTS 4096u /* posted writes in one test (a test fails beyond) */
 #define VIO_FAKE_MAX_IRQ   1024u /* irq calls recorded in ev[] (later ones only counted) */
-#define VIO_FAKE_MAX_READS 256u	 /* blocking reads whose length is recorded */
+#define VIO_FAKE_MAX_READS 256u	 /* blocking reads whose length is recorded (a readv: its sum) */
 #define VIO_FAKE_MAX_ORDER 4096u /* writes whose arrival in memory is recorded */
 #define VIO_FAKE_MAX_LOG   64u	 /* log messages kept (a test fails beyond) */
 #define VIO_FAKE_LINES	   8u	 /* IRQ lines */
@@ -45,8 +45,9 @@ struct vio_fake {
 	bool no_post;	     /* dma_write_post refuses (-EOPNOTSUPP), as over shared memory */
 	bool hold_posts;     /* posted writes reach memory only in vio_fake_process() */
 	bool posts_in_range; /* a posted write outside memory fails the test */
-	/* Counters of the ops' calls. */
-	unsigned reads, writes, posts, fd_calls;
+	/* Counters of the ops' calls (a dma_readv counts once in reads, one round trip, and in
+	 * readvs). */
+	unsigned reads, writes, posts, fd_calls, readvs;
 	size_t read_len[VIO_FAKE_MAX_READS]; /* length of each blocking read */
 	uint64_t order[VIO_FAKE_MAX_ORDER];  /* gpa of each write in the order it reached memory */
 	unsigned norder;
@@ -85,6 +86,8 @@ extern const struct vio_host_ops vio_fake_host_posting;
 extern const struct vio_host_ops vio_fake_host_all;
 /* ... with dma_write_post and the fd ops (dma_read_to_fd, dma_write_from_fd). */
 extern const struct vio_host_ops vio_fake_host_fd;
+/* ... with dma_write_post and dma_readv (its segments copied one after the other, in order). */
+extern const struct vio_host_ops vio_fake_host_readv;
 
 /* Set h up (all zero but mem_size bytes of zeroed guest memory). */
 void vio_fake_init(struct vio_fake *h, size_t mem_size);
