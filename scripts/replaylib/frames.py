@@ -184,3 +184,74 @@ def compare(expected, received, client_side):
     if len(expected) != len(received):
         return first_difference(expected, received)
     return first_difference(masked(expected, client_side), masked(received, client_side))
+
+
+# --- DMA of a device model, for the guest-memory image of replay.GuestImage ------------
+DMA_READ = "read"
+DMA_WRITE = "write"
+
+
+def dma_request(frame):
+    """(direction, mid, sid, addr, length) of a client's DMA request (origin 1: READ,
+    LREAD, WRITEA, LWRITE), else None. direction is DMA_READ or DMA_WRITE; mid is the
+    IOMMU id (w[0] bits 0..7, 0 = guest-physical), sid the IOMMU region id."""
+    if len(frame) < UNIT or not origin(frame):
+        return None
+    w1 = word(frame, 1)
+    o = w1 & 0xFF
+    if o in (OP_LREAD, OP_LWRITE):
+        n = w1 >> 32
+    elif o in (OP_READ, OP_WRITEA):
+        n = (w1 >> 16) & 0x3F
+    else:
+        return None
+    d = DMA_READ if o in (OP_LREAD, OP_READ) else DMA_WRITE
+    return d, word(frame, 0) & 0xFF, (w1 >> 24) & 0xF, word(frame, 2), n
+
+
+def dma_write_bytes(frame):
+    """The bytes a client's DMA write request (LWRITE, WRITEA) puts into guest memory, as
+    (offset from its address, data) runs: all its data for LWRITE, the bytes its
+    byte-enable mask enables for WRITEA (a mask of 0 enables all)."""
+    req = dma_request(frame)
+    if req is None or req[0] != DMA_WRITE:
+        return []
+    n = req[4]
+    data = frame[24:24 + n]
+    if op(frame) == OP_LWRITE:
+        return [(0, data)]
+    mask = word(frame, 1) >> 32
+    if mask == 0:
+        return [(0, data)]
+    runs, start = [], None
+    for b in range(len(data) + 1):
+        on = b < len(data) and mask >> b & 1
+        if on and start is None:
+            start = b
+        elif not on and start is not None:
+            runs.append((start, data[start:b]))
+            start = None
+    return runs
+
+
+def dma_read_data(answer, length):
+    """The data of the VM's answer to a DMA read (READ or LREAD of length bytes), or
+    None when the answer carries the error bit or is too short."""
+    if word(answer, 0) & ERROR_BIT or 24 + length > len(answer):
+        return None
+    return bytes(answer[24:24 + length])
+
+
+def dma_read_answer(request, data):
+    """The VM's answer to the DMA read request (READ or LREAD, as the client sent it, with
+    its tag) carrying data: the same header with E covering the data, then the data
+    from w[3], zero-padded to whole units."""
+    n = 24 + len(data)
+    units = (n + UNIT - 1) // UNIT
+    w0 = word(request, 0) & ~ERROR_BIT & ~(0xFF << 8)
+    w0 |= (units - 1) << 8
+    b = bytearray(units * UNIT)
+    b[:24] = request[:24]
+    struct.pack_into("<Q", b, 0, w0 & 0xFFFFFFFFFFFFFFFF)
+    b[24:n] = data
+    return bytes(b)

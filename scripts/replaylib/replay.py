@@ -27,7 +27,18 @@ guest's models use both, depending on when a frame reaches them):
   barrier) and within WINDOW records: a model raising its interrupt before
   answering a register read that arrived meanwhile, or reading the available
   index before the completion of a posted write let it publish a used element.
-  IRQ updates keep their order among themselves. reordered().
+  IRQ updates keep their order among themselves, and a model's DMA write does
+  not pass a recorded DMA of the same bytes. reordered().
+
+Against a model, three more (docs/record-replay.md, "A model's timing"), none of
+which changes what the guest would see:
+- A DMA read the recording lacks at that point is answered from GuestImage, the
+  guest memory the recording has shown so far, when every byte is known.
+  answer_extra().
+- A recorded DMA read whose answer told nothing new (dma_effects()) may be left
+  unmade. may_skip().
+- Before a request of ours recorded after a pause of the model, we pause too
+  (capped): work the model does without frames gets done. pause_before().
 """
 
 import bisect
@@ -53,8 +64,21 @@ EV_CLAIM = 3
 PEER_CLOSE_REASONS = ("disconnected", "receive failed")
 
 # How far ahead on one connection a frame of the peer may be matched out of its
-# recorded order (Session.reordered()), in records of that connection.
-WINDOW = 64
+# recorded order (Session.reordered()), in records of that connection. A virtio-blk
+# model may publish a used element before or after a whole 1 MiB request's 64 DMA
+# pieces (128 records) of the next chain.
+WINDOW = 512
+
+# A recorded DMA read of the model that told it nothing new (dma_effects()) is let go
+# when the model has already sent frames recorded after it on that connection, or has
+# sent nothing for this long while the walk waits for it (Session.may_skip()).
+SKIP_QUIET = 0.2
+
+# --against-model: before a request of ours that the recording has after a pause of
+# the model of at least PAUSE_MIN seconds, the replay pauses too, for the recorded
+# pause up to --pause (default PAUSE_CAP) seconds (Session.pause_before()).
+PAUSE_MIN = 0.001
+PAUSE_CAP = 0.02
 
 
 class UsageError(Exception):
@@ -207,6 +231,101 @@ def conn_ports(interfaces, records):
     return ports
 
 
+class GuestImage:
+    """What the recording says guest memory holds, as far as a device model saw it: the
+    data of the VM's answers to the model's DMA reads and of the model's DMA writes,
+    applied in the order of the recording. Bytes no DMA touched are unknown. Keyed by
+    (mid, sid): each IOMMU id and region is its own address space (mid 0 is
+    guest-physical memory, shared by every model)."""
+
+    PAGE = 4096
+
+    def __init__(self):
+        self.pages = {}  # (mid, sid, page number) -> [data bytearray, known bytearray]
+
+    def _runs(self, addr, n):
+        """(page key part, offset in page, start offset in the access, length) pieces."""
+        off = 0
+        while off < n:
+            a = addr + off
+            page, at = divmod(a, self.PAGE)
+            m = min(self.PAGE - at, n - off)
+            yield page, at, off, m
+            off += m
+
+    def write(self, space, addr, data):
+        """Record that guest memory at addr (in space (mid, sid)) holds data."""
+        if not data or addr + len(data) > 1 << 64:
+            return
+        for page, at, off, m in self._runs(addr, len(data)):
+            ent = self.pages.get(space + (page,))
+            if ent is None:
+                ent = self.pages[space + (page,)] = [bytearray(self.PAGE),
+                                                     bytearray(self.PAGE)]
+            ent[0][at:at + m] = data[off:off + m]
+            ent[1][at:at + m] = b"\x01" * m
+
+    def read(self, space, addr, n):
+        """The n bytes at addr when every one of them is known, else None."""
+        if n <= 0 or addr + n > 1 << 64:
+            return None
+        out = bytearray()
+        for page, at, off, m in self._runs(addr, n):
+            ent = self.pages.get(space + (page,))
+            if ent is None or 0 in ent[1][at:at + m]:
+                return None
+            out += ent[0][at:at + m]
+        return bytes(out)
+
+
+def dma_effects(records):
+    """One pass over records (in seq order) of a recording replayed against a model:
+    what each DMA answer of the VM does to the guest-memory image, and which recorded
+    reads of the model told it nothing new.
+
+    Returns (effects, answer_of, redundant): effects maps the index of the VM's answer
+    to a DMA read or write of the model to (space, [(addr, data), ...]), the bytes it
+    makes known (the data read, or the data the request wrote; none after an error);
+    answer_of maps the index of a model's DMA request to the index of its answer;
+    redundant is the set of indices of the model's read requests whose recorded answer
+    was, byte for byte, what the image already held (every byte known): a read such as
+    a virtio model's second look at an unchanged available index."""
+    image = GuestImage()
+    pending = {}  # (conn, tag, op) -> request index
+    effects, answer_of, redundant = {}, {}, set()
+    for k, r in enumerate(records):
+        if r.kind == KIND_EVENT:
+            continue
+        req = frames.dma_request(r.body)
+        if req is None:
+            continue
+        key = (r.conn, frames.tag(r.body), frames.op(r.body))
+        if r.kind == frames.KIND_TO_VM:
+            pending[key] = k
+            continue
+        q = pending.pop(key, None)
+        if q is None:
+            continue
+        answer_of[q] = k
+        d, mid, sid, addr, n = frames.dma_request(records[q].body)
+        space = (mid, sid)
+        if d == frames.DMA_READ:
+            data = frames.dma_read_data(r.body, n)
+            if data is None:
+                continue
+            if image.read(space, addr, n) == data:
+                redundant.add(q)
+            runs = [(addr, data)]
+        elif frames.word(r.body, 0) & frames.ERROR_BIT:
+            continue
+        else:
+            runs = [(addr + off, data) for off, data in frames.dma_write_bytes(records[q].body)]
+        effects[k] = (space, runs)
+        for a, data in runs:
+            image.write(space, a, data)
+    return effects, answer_of, redundant
+
+
 class Session:
     """What both roles share: the records, the live connections, waiting, the report."""
 
@@ -238,6 +357,15 @@ class Session:
         self.sent = 0
         self.matched = 0
         self.walk_end = None
+        self.last_arrival = time.monotonic()  # when the last live frame arrived
+        # Guest memory as the recording shows it (against a model only: its DMA).
+        self.image = GuestImage()
+        if self.ours == frames.KIND_FROM_VM:
+            self.effects, self.answer_of, self.redundant = dma_effects(self.records)
+        else:
+            self.effects, self.answer_of, self.redundant = {}, {}, set()
+        self.extra_reads = []  # (walk index, conn, frame): reads answered from self.image
+        self.skipped_reads = []  # indices of recorded reads the model did not make
         self.ports = conn_ports(interfaces, self.all_records)
         port_order = []
         for r in self.records:
@@ -287,13 +415,15 @@ class Session:
                 sel.register(c.sock, selectors.EVENT_READ, c)
             for key, _ in sel.select(max(0.0, timeout)):
                 key.data.fill()
+                self.last_arrival = time.monotonic()
         finally:
             sel.close()
 
     def next_frame(self, i, r):
         """The next live frame on record r's connection (r is a peer frame, index i)."""
         c = self.conn_for(i, r)
-        deadline = time.monotonic() + self.opts.timeout
+        start = time.monotonic()
+        deadline = start + self.opts.timeout
         while not c.frames:
             if c.eof:
                 raise Divergence(i, "%s closed connection %d%s where the recording has "
@@ -302,6 +432,8 @@ class Session:
                                  conn=r.conn)
             if self.run_ahead(i, r.conn):
                 continue
+            if self.may_skip(i, r, start):
+                return None
             left = deadline - time.monotonic()
             if left <= 0:
                 self.stuck_elsewhere(i, r.conn)
@@ -339,22 +471,29 @@ class Session:
                     continue
                 while True:
                     j = self.next_open(conn, i)
-                    if j is None:
-                        break
-                    rj = self.records[j]
-                    if rj.kind == self.ours and self.is_answer(rj):
+                    rj = self.records[j] if j is not None else None
+                    if rj is not None and rj.kind == self.ours and self.is_answer(rj):
                         self.send_ours(j, rj)
                         self.done.add(j)
-                    elif rj.kind in (KIND_EVENT, self.ours) or not c.frames:
-                        break
+                    elif rj is None or rj.kind in (KIND_EVENT, self.ours) or not c.frames:
+                        # Nothing the head frame could match before that barrier (an
+                        # event, a request of ours, the end): a read the image answers
+                        # would otherwise hold the model until the walk gets there.
+                        if not c.frames or not self.answer_extra(
+                                i if j is None else j, conn, c.frames[0]):
+                            break
+                        c.frames.popleft()
                     elif not frames.compare(rj.body, c.frames[0],
                                             client_side=(rj.kind == frames.KIND_TO_VM)):
                         self.take(j, c.frames.popleft())
                     else:
                         k = self.reordered(j, rj, c.frames[0])
-                        if k is None:
+                        if k is not None:
+                            self.take(k, c.frames.popleft())
+                        elif self.answer_extra(j, conn, c.frames[0]):
+                            c.frames.popleft()
+                        else:
                             break
-                        self.take(k, c.frames.popleft())
                     did = progress = True
         return did
 
@@ -419,12 +558,20 @@ class Session:
         have sent it before record i: within WINDOW records, before our next frame on
         that connection that is not an answer (a request of ours, or an event: the
         peer's frames after it may depend on it). IRQ updates keep their order among
-        themselves. Else None."""
+        themselves, and a model's DMA write is not matched ahead of a recorded DMA of
+        the model (read or write) that touches any of its bytes. Else None."""
         def is_irq(body):
             return frames.op(body) == frames.OP_IRQ_UPDATE
 
+        def overlaps(a, b):
+            return a is not None and b is not None and a[1:3] == b[1:3] and \
+                a[3] < b[3] + b[4] and b[3] < a[3] + a[4]
+
         client_side = r.kind == frames.KIND_TO_VM
         irq = is_irq(got)
+        dma = frames.dma_request(got) if self.ours == frames.KIND_FROM_VM else None
+        if dma is not None and dma[0] != frames.DMA_WRITE:
+            dma = None
         k = i
         for _ in range(WINDOW):
             k = self.next_open(r.conn, k)
@@ -439,7 +586,67 @@ class Session:
                 return k
             if irq and is_irq(rk.body):
                 return None  # an earlier IRQ update is still due
+            if dma is not None and overlaps(dma, frames.dma_request(rk.body)):
+                return None  # a DMA write passes no earlier DMA of the same bytes
         return None
+
+    # --- timing-dependent DMA of a model (docs/record-replay.md, "How the replay works") -----
+    def answer_extra(self, i, conn, got):
+        """got, a frame of the model on conn that matches no record the order allows: when
+        it is a DMA read and the guest-memory image knows every byte it asks for, answer
+        it from the image (the model re-read memory it, or the recording, had seen: a
+        second look at an available index) and return True. Else False (a divergence)."""
+        if self.ours != frames.KIND_FROM_VM:
+            return False
+        req = frames.dma_request(got)
+        if req is None or req[0] != frames.DMA_READ:
+            return False
+        _, mid, sid, addr, n = req
+        data = self.image.read((mid, sid), addr, n)
+        if data is None:
+            return False
+        c = self.live[conn]
+        if not c.send(frames.dma_read_answer(got, data), self.opts.timeout):
+            raise Divergence(i, "%s closed connection %d (%s) before it got the answer to "
+                             "its read" % (self.peer_name(), conn, c.error), received=got,
+                             conn=conn)
+        self.extra_reads.append((i, conn, got))
+        return True
+
+    def may_skip(self, i, r, start):
+        """True when record i (r), a DMA read of the model whose recorded answer held
+        nothing the image did not already know (dma_effects()), may be taken as not
+        made: the model sent a frame recorded after it on that connection (it went on
+        without it), or has been silent for SKIP_QUIET seconds since the walk began
+        waiting for it (it waits for us). Made later, it is answered from the image,
+        with the same bytes."""
+        if i not in self.redundant or self.answer_of.get(i) in self.done:
+            return False
+        idx = self.by_conn.get(r.conn, [])
+        for k in idx[bisect.bisect_right(idx, i):bisect.bisect_right(idx, i) + WINDOW]:
+            if k in self.done and self.records[k].kind != self.ours:
+                return True
+        return time.monotonic() - max(self.last_arrival, start) >= SKIP_QUIET
+
+    def pause_before(self, i, r):
+        """--against-model, a request of ours (not an answer) recorded after a pause of
+        at least PAUSE_MIN: pause too, for that long up to --pause seconds, reading what
+        arrives. A model finishes work that sends no frame (completions of posted
+        writes, a reset waiting for them) in such pauses; a replay without them asks
+        it, say, for the device status while that work is still pending."""
+        if self.ours != frames.KIND_FROM_VM or i == 0 or self.is_answer(r) or \
+                self.opts.timing == "recorded":
+            return
+        cap = getattr(self.opts, "pause", PAUSE_CAP)
+        gap = (r.ts_ns - self.records[i - 1].ts_ns) / 1e9
+        if cap <= 0 or gap < PAUSE_MIN:
+            return
+        end = time.monotonic() + min(gap, cap)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.wait_io(left)
 
     def check_alive(self, i):
         """Subclasses: raise Divergence when the peer process is gone."""
@@ -468,6 +675,7 @@ class Session:
         if r.conn in self.ended or c.closed:
             return
         self.pace(r)
+        self.pause_before(i, r)
         data = self.rewrite(r)
         if not c.send(data, self.opts.timeout):
             if c.error and ("full" in c.error):
@@ -476,17 +684,26 @@ class Session:
             raise Divergence(i, "%s closed connection %d (%s) before it got this frame"
                              % (self.peer_name(), r.conn, c.error), conn=r.conn)
         self.sent += 1
+        eff = self.effects.get(i)
+        if eff is not None:
+            for addr, data in eff[1]:
+                self.image.write(eff[0], addr, data)
 
     def expect_peer(self, i, r):
         while True:
             got = self.next_frame(i, r)
+            if got is None:  # a read that told the model nothing new, not made: may_skip()
+                self.done.add(self.answer_of[i])
+                self.skipped_reads.append(i)
+                return
             diff = frames.compare(r.body, got, client_side=(r.kind == frames.KIND_TO_VM))
             if not diff:
                 break
             k = self.reordered(i, r, got)
-            if k is None:
+            if k is not None:
+                self.take(k, got)
+            elif not self.answer_extra(i, r.conn, got):
                 self.diverge(i, r, got)
-            self.take(k, got)
         self.learn(r, got)
         self.matched += 1
 
@@ -508,6 +725,9 @@ class Session:
         peer_closed = reason.startswith(PEER_CLOSE_REASONS)
         self.ended.add(r.conn)
         self.check_ended()
+        while c.frames and self.closes_first(peer_closed) and \
+                self.answer_extra(i, r.conn, c.frames[0]):
+            c.frames.popleft()
         if c.frames:
             raise Divergence(i, "extra frame from %s on connection %d where the recording has "
                              "it closed" % (self.peer_name(), r.conn), received=c.frames[0],
@@ -580,16 +800,42 @@ class Session:
             w("  context (the %d records before):\n" % (d.index - lo))
             for r in self.records[lo:d.index]:
                 w("    %s\n" % self.record_line(r))
+        kind = frames.KIND_TO_VM if self.ours == frames.KIND_FROM_VM else frames.KIND_FROM_VM
+        direction = "client->vm" if kind == frames.KIND_TO_VM else "vm->client"
+        pending = [(conn, f) for conn, c in sorted(self.live.items()) for f in list(c.frames)[:4]]
+        if pending:
+            w("  also received, not matched yet:\n")
+            for conn, f in pending:
+                w("    conn %d %s %s\n" % (conn, direction, frames.describe(f, kind)))
+        self.report_dma(w)
         self.out.flush()
+
+    def report_dma(self, w):
+        """--verbose: the model's DMA reads answered from the image, and the recorded ones
+        it did not make."""
+        if not getattr(self.opts, "verbose", False):
+            return
+        for i, conn, got in self.extra_reads:
+            at = self.records[i] if i < len(self.records) else None
+            w("  read answered from the recorded memory (at seq %s): conn %d client->vm %s\n"
+              % (at.seq if at else "end", conn, frames.describe(got, frames.KIND_TO_VM)))
+        for i in self.skipped_reads:
+            w("  recorded read not made (its answer was known): %s\n"
+              % self.record_line(self.records[i]))
 
     def report_ok(self):
         nframes = sum(1 for r in self.records if r.kind != KIND_EVENT)
         rec_s = self.rel(self.records[-1]) if self.records else 0.0
+        dma = ""
+        if self.ours == frames.KIND_FROM_VM:
+            dma = ", %d DMA reads answered from the recorded memory, %d recorded reads not " \
+                  "made" % (len(self.extra_reads), len(self.skipped_reads))
         self.out.write("coreio-replay: OK, no divergence (%s): %d records, %d frames (%d sent, "
-                       "%d matched), %d connections, %.3fs replayed (recorded %.3fs)\n" % (
+                       "%d matched), %d connections, %.3fs replayed (recorded %.3fs)%s\n" % (
                            self.role, len(self.records), nframes, self.sent, self.matched,
                            len(self.live), (self.walk_end or time.monotonic()) - self.start,
-                           rec_s))
+                           rec_s, dma))
+        self.report_dma(self.out.write)
         self.out.flush()
 
     def close(self):
