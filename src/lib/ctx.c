@@ -446,8 +446,8 @@ int coreio_ctx_register(coreio_ctx_t *ctx, unsigned rid, const coreio_func_t *fu
 		return -EINVAL;
 	c0 = &ctx->conn[COREIO__CONN_CTRL];
 	pthread_mutex_lock(&ctx->lock);
-	if (!ctx->connected || ctx->broken) {
-		rc = ctx->connected ? -ECONNRESET : -ENOTCONN;
+	rc = coreio__down_locked(ctx);
+	if (rc) {
 		pthread_mutex_unlock(&ctx->lock);
 		return rc;
 	}
@@ -536,8 +536,8 @@ int coreio_ctx_irq_update(coreio_ctx_t *ctx, unsigned rid, unsigned iid, unsigne
 	 * order their levels were recorded. */
 	pthread_mutex_lock(&c0->tx_lock);
 	pthread_mutex_lock(&ctx->lock);
-	if (!ctx->connected || ctx->broken) {
-		rc = ctx->connected ? -ECONNRESET : -ENOTCONN;
+	rc = coreio__down_locked(ctx);
+	if (rc) {
 		pthread_mutex_unlock(&ctx->lock);
 		pthread_mutex_unlock(&c0->tx_lock);
 		return rc;

@@ -134,6 +134,24 @@ static int wait_xfer(struct coreio_ctx *ctx, struct coreio__xfer *x, bool serve)
 	return err;
 }
 
+/* A transfer of len bytes at addr to or from buf, blocking unless cpl is given. */
+static void xfer_init(struct coreio__xfer *x, bool write, unsigned mid, unsigned sid,
+		      unsigned flags, uint64_t addr, void *buf, size_t len,
+		      void (*cpl)(void *, int), void *cplp)
+{
+	memset(x, 0, sizeof(*x));
+	x->write = write;
+	x->blocking = cpl == NULL;
+	x->mid = mid;
+	x->sid = sid;
+	x->flags = flags & 0xfu;
+	x->addr = addr;
+	x->buf = buf;
+	x->len = len;
+	x->cpl = cpl;
+	x->cplp = cplp;
+}
+
 static int dma_submit(struct coreio_ctx *ctx, bool write, unsigned mid, unsigned sid, uint64_t addr,
 		      size_t len, void *buf, unsigned flags, void (*cpl)(void *, int), void *cplp)
 {
@@ -151,21 +169,12 @@ static int dma_submit(struct coreio_ctx *ctx, bool write, unsigned mid, unsigned
 	x = cpl ? malloc(sizeof(*x)) : &stack_x;
 	if (!x)
 		return -ENOMEM;
-	memset(x, 0, sizeof(*x));
-	x->write = write;
-	x->blocking = cpl == NULL;
-	x->mid = mid;
-	x->sid = sid;
-	x->flags = flags & 0xfu;
-	x->addr = addr;
-	x->buf = buf;
-	x->len = shm ? 0 : len; /* copied: nothing left to move */
-	x->cpl = cpl;
-	x->cplp = cplp;
+	/* Copied: nothing left to move. */
+	xfer_init(x, write, mid, sid, flags, addr, buf, shm ? 0 : len, cpl, cplp);
 
 	pthread_mutex_lock(&ctx->lock);
-	if (!ctx->connected || ctx->broken) {
-		rc = ctx->connected ? -ECONNRESET : -ENOTCONN;
+	rc = coreio__down_locked(ctx);
+	if (rc) {
 		pthread_mutex_unlock(&ctx->lock);
 		if (cpl)
 			free(x);
@@ -237,8 +246,7 @@ int coreio_ctx_dma_readv(coreio_ctx_t *ctx, unsigned mid, unsigned sid,
 		/* All copied (or empty). Empty ones fail without a connection, as
 		 * dma_submit()'s empty transfers do. */
 		pthread_mutex_lock(&ctx->lock);
-		if (!ctx->connected || ctx->broken)
-			rc = ctx->connected ? -ECONNRESET : -ENOTCONN;
+		rc = coreio__down_locked(ctx);
 		pthread_mutex_unlock(&ctx->lock);
 		return rc;
 	}
@@ -246,22 +254,12 @@ int coreio_ctx_dma_readv(coreio_ctx_t *ctx, unsigned mid, unsigned sid,
 	xs = nx <= READV_STACK ? stack_x : malloc(nx * sizeof(*xs));
 	if (!xs)
 		return -ENOMEM;
-	memset(xs, 0, nx * sizeof(*xs));
-	for (unsigned i = 0; i < nx; i++) {
-		struct coreio__xfer *x = &xs[i];
-
-		x->write = false;
-		x->blocking = true;
-		x->mid = mid;
-		x->sid = sid;
-		x->flags = flags & 0xfu;
-		x->addr = seg[k + i].addr;
-		x->buf = seg[k + i].buf;
-		x->len = seg[k + i].len;
-	}
+	for (unsigned i = 0; i < nx; i++)
+		xfer_init(&xs[i], false, mid, sid, flags, seg[k + i].addr, seg[k + i].buf,
+			  seg[k + i].len, NULL, NULL);
 	pthread_mutex_lock(&ctx->lock);
-	if (!ctx->connected || ctx->broken) {
-		rc = ctx->connected ? -ECONNRESET : -ENOTCONN;
+	rc = coreio__down_locked(ctx);
+	if (rc) {
 		pthread_mutex_unlock(&ctx->lock);
 		if (xs != stack_x)
 			free(xs);

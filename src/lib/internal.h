@@ -343,6 +343,12 @@ void coreio__fail_locked(struct coreio_ctx *ctx, int err);
 void coreio__fail(struct coreio_ctx *ctx, int err);
 
 /*
+ * Why ctx cannot take a new request (lock held): -ENOTCONN when not
+ * connected, -ECONNRESET when the connection broke, else 0.
+ */
+int coreio__down_locked(const struct coreio_ctx *ctx);
+
+/*
  * Take the receive side of connection i for the calling thread (lock
  * held). Returns false when another thread has it.
  */

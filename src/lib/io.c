@@ -59,6 +59,13 @@ void coreio__fail_locked(struct coreio_ctx *ctx, int err)
 	coreio__wake(ctx);
 }
 
+int coreio__down_locked(const struct coreio_ctx *ctx)
+{
+	if (!ctx->connected)
+		return -ENOTCONN;
+	return ctx->broken ? -ECONNRESET : 0;
+}
+
 void coreio__fail(struct coreio_ctx *ctx, int err)
 {
 	pthread_mutex_lock(&ctx->lock);

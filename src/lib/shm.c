@@ -276,8 +276,8 @@ static uint8_t *shm_get(struct coreio_ctx *ctx, uint64_t addr, size_t len,
 
 	pthread_mutex_lock(&ctx->lock);
 	m = ctx->shm;
-	if (!ctx->connected || ctx->broken) {
-		*err = ctx->connected ? -ECONNRESET : -ENOTCONN;
+	*err = coreio__down_locked(ctx);
+	if (*err) {
 		pthread_mutex_unlock(&ctx->lock);
 		return NULL;
 	}
