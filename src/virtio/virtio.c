@@ -101,33 +101,21 @@ static int ctx_dma_write_post(void *opaque, uint64_t gpa, const void *buf, size_
 }
 
 /*
- * File I/O straight to and from shared guest memory. Not DMA on the socket
- * (nothing is served meanwhile), but polling is set as for the DMA above,
- * so the callbacks' view of the device is the same whichever path a range
- * takes.
+ * File I/O straight to and from shared guest memory. Not DMA on the socket:
+ * no callback is served meanwhile, so polling need not be set.
  */
 static ssize_t ctx_dma_read_to_fd(void *opaque, uint64_t gpa, size_t len, int fd, uint64_t foff)
 {
 	struct vio_dev *d = opaque;
-	bool was = d->polling;
-	ssize_t rc;
 
-	d->polling = true;
-	rc = coreio_ctx_dma_read_to_fd(d->ctx, 0, gpa, len, fd, foff);
-	d->polling = was;
-	return rc;
+	return coreio_ctx_dma_read_to_fd(d->ctx, 0, gpa, len, fd, foff);
 }
 
 static ssize_t ctx_dma_write_from_fd(void *opaque, uint64_t gpa, size_t len, int fd, uint64_t foff)
 {
 	struct vio_dev *d = opaque;
-	bool was = d->polling;
-	ssize_t rc;
 
-	d->polling = true;
-	rc = coreio_ctx_dma_write_from_fd(d->ctx, 0, gpa, len, fd, foff);
-	d->polling = was;
-	return rc;
+	return coreio_ctx_dma_write_from_fd(d->ctx, 0, gpa, len, fd, foff);
 }
 
 static int ctx_irq_set(void *opaque, unsigned level)
