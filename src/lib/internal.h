@@ -23,7 +23,8 @@ struct iovec;
  * routes every complete frame at once: answers to our own requests (hello,
  * claim, DMA pieces) update the context; requests of the VM (MMIO, its
  * pings, RESET) are appended to the context's request queue in arrival
- * order. Callbacks run only in coreio__serve(), by one thread at a time
+ * order. Callbacks run only in coreio__serve() (or coreio__serve_requests()
+ * from a COREIO_DMA_SERVE wait, dma.c), by one thread at a time
  * (ctx->serving): it takes the queue's head, runs the callback with no lock
  * held, sends the answer, and only then takes the next. A blocking DMA
  * waits by owning the DMA connection's receive side alone, so while a
